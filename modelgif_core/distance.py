@@ -1,0 +1,116 @@
+"""Field distances: cosine (the paper's) and euclidean, one pair or a whole matrix as a Gram product."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._errors import UserError
+
+# Norms below this are treated as zero vectors (cos with a zero vector is 0, DESIGN §1).
+_TINY = 1e-30
+
+
+def unit_field(phi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a field into unit vectors per (anchor, step) and their norms; zero vectors stay zero."""
+    if phi.dim() != 3:
+        raise UserError(f"A field must have shape [N, K, D]; got {tuple(phi.shape)}.")
+    phi = phi.float()
+    norm = torch.linalg.vector_norm(phi, dim=-1)  # [N, K]
+    safe = torch.where(norm > _TINY, norm, torch.ones_like(norm))
+    unit = torch.where((norm > _TINY)[..., None], phi / safe[..., None], torch.zeros_like(phi))
+    return unit, norm  # [N, K, D], [N, K]
+
+
+def _units(field: Any) -> torch.Tensor:
+    """Unit vectors [N, K, D] (float32) of a field tensor or of a stored field (which keeps them)."""
+    unit = getattr(field, "unit", None)
+    if unit is not None:
+        return unit.float()
+    if not isinstance(field, torch.Tensor):
+        raise UserError(f"Expected a field tensor [N, K, D] or a stored field, got {type(field).__name__}.")
+    return unit_field(field)[0]
+
+
+def _raw(field: Any) -> torch.Tensor:
+    if isinstance(field, torch.Tensor):
+        return field.float()
+    return field.field()
+
+
+def _check_same_shape(shapes: Sequence[tuple[int, ...]]) -> None:
+    if len(set(shapes)) > 1:
+        raise UserError(
+            "Fields must come from the same anchor set and steps to be compared; got shapes "
+            f"{sorted(set(shapes))}. Extract all models with one --anchors spec and one --steps."
+        )
+
+
+def field_distance(phi_a: Any, phi_b: Any, metric: str = "cosine") -> float:
+    """Distance between two fields: mean over anchors and steps of 1 - cos (DESIGN §1), in [0, 2]."""
+    return float(distance_matrix([phi_a, phi_b], metric=metric)[0, 1])
+
+
+def distance_matrix(fields: Sequence[Any], metric: str = "cosine", chunk_mb: int = 256) -> np.ndarray:
+    """Pairwise field distances [M, M]: symmetric, zero diagonal, one chunked Gram product.
+
+    cosine:    d(A,B) = 1 - <a,b> / (N*K) with every Phi_ik scaled to unit norm and flattened.
+    euclidean: the root mean square over (i,k) of |Phi^A_ik - Phi^B_ik| on the raw fields.
+    Chunks run over the (anchor, step) rows so that the stacked slice of all M fields stays near
+    `chunk_mb`; accumulation is float32 (float64 for the final combination).
+    """
+    if metric not in _METRICS:
+        raise UserError(f"Unknown distance metric {metric!r}; choose one of {sorted(_METRICS)}.")
+    fields = list(fields)
+    m = len(fields)
+    if m == 0:
+        return np.zeros((0, 0))
+    get = _units if metric == "cosine" else _raw
+    shapes = [tuple(f.shape) if isinstance(f, torch.Tensor) else tuple(f.unit.shape) for f in fields]
+    _check_same_shape(shapes)
+    n, k, d = shapes[0]
+    rows = n * k
+    per_row = m * d * 4
+    chunk_rows = max(1, min(rows, (chunk_mb << 20) // max(per_row, 1)))
+    gram = torch.zeros(m, m, dtype=torch.float64)
+    for r0 in range(0, rows, chunk_rows):
+        r1 = min(rows, r0 + chunk_rows)
+        # x: [M, (r1-r0)*D] slice of every field, flattened
+        x = torch.stack([get(f).reshape(rows, d)[r0:r1].reshape(-1) for f in fields])
+        gram += (x @ x.T).double()
+    return _METRICS[metric](gram, rows)
+
+
+def _cosine_from_gram(gram: torch.Tensor, rows: int) -> np.ndarray:
+    dist = 1.0 - gram / rows
+    dist = 0.5 * (dist + dist.T)
+    dist.fill_diagonal_(0.0)
+    return dist.clamp_(0.0, 2.0).numpy()
+
+
+def _euclidean_from_gram(gram: torch.Tensor, rows: int) -> np.ndarray:
+    sq = torch.diagonal(gram)
+    dist2 = (sq[:, None] + sq[None, :] - 2 * gram).clamp_min(0.0) / rows
+    dist = dist2.sqrt()
+    dist = 0.5 * (dist + dist.T)
+    dist.fill_diagonal_(0.0)
+    return dist.numpy()
+
+
+_METRICS = {"cosine": _cosine_from_gram, "euclidean": _euclidean_from_gram}
+
+
+def cluster_order(dist: np.ndarray, method: str = "average") -> list[int]:
+    """Leaf order of a hierarchical clustering of a distance matrix (for heatmaps and dendrograms)."""
+    from scipy.cluster.hierarchy import leaves_list, linkage, optimal_leaf_ordering
+    from scipy.spatial.distance import squareform
+
+    dist = np.asarray(dist, dtype=float)
+    if dist.shape[0] < 3:
+        return list(range(dist.shape[0]))
+    condensed = squareform(0.5 * (dist + dist.T), checks=False)
+    tree = linkage(condensed, method=method)
+    return [int(i) for i in leaves_list(optimal_leaf_ordering(tree, condensed))]

@@ -1,0 +1,386 @@
+"""Model Gradient Field extraction (DESIGN §1): integrated-gradient curves along baseline->anchor paths.
+
+    g_ik   = grad_x t_f(x0 + a_k (x_i - x0))          one forward+backward per (i, k), batched
+    Phi_ik = (x_i - x0) * sum_{j<=k} w_j g_ij          the curve; Phi_iK is captum's IG attribution
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._errors import UserError
+from .models import ModelHandle
+
+Progress = Callable[[int, int], None]
+
+# Names and nodes follow captum's `approximation_methods`, so our last curve point is its IG.
+METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
+BASELINES = ("black", "gray", "blur", "noise", "shuffle")
+TARGETS = ("predicted", "label", "feature-max", "sum")
+AUTOCAST = {None: None, "none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class FieldConfig:
+    """What a field is computed with. `key()` covers everything that changes the numbers."""
+
+    steps: int = 50  # K: the paper's 50 Gauss-Legendre points
+    method: str = "gausslegendre"  # quadrature: one of METHODS
+    baseline: str = "black"  # x0: one of BASELINES; black = zeros in pixel space, as the paper
+    target: str = "predicted"  # t_f: one of TARGETS; predicted = the model's own argmax at the anchor
+    labels: tuple[int, ...] | None = None  # class per anchor for target="label" (else the anchor set's)
+    seed: int = 0  # for the noise and shuffle baselines
+    device: str = "auto"  # auto: CUDA, then MPS, then CPU (not in the key: same numbers anywhere)
+    autocast: str | None = None  # "bf16"/"fp16" forward on GPU; the curve is accumulated in fp32
+    memory_mb: int | None = None  # activation budget per chunk (None: sized for the device)
+
+    def __post_init__(self) -> None:
+        _check_name("quadrature method", self.method, METHODS)
+        _check_name("baseline", self.baseline, BASELINES)
+        _check_name("target", self.target, TARGETS)
+        if self.autocast not in AUTOCAST:
+            raise UserError(f"Unknown autocast {self.autocast!r}; choose one of none, bf16, fp16.")
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise UserError(f"steps must be a positive integer; got {self.steps!r}.")
+        if self.method.startswith("riemann") and self.steps < 2:
+            raise UserError("Riemann quadrature needs at least 2 steps.")
+        if self.labels is not None:
+            object.__setattr__(self, "labels", tuple(int(v) for v in self.labels))
+
+    def key(self) -> str:
+        """Stable hex key of the semantic settings (device and memory budget do not change results)."""
+        semantic = {k: v for k, v in self.to_dict().items() if k not in ("device", "memory_mb")}
+        if self.baseline not in ("noise", "shuffle"):
+            semantic.pop("seed")
+        if self.autocast in (None, "none"):
+            semantic["autocast"] = None
+        return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()[:32]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["labels"] = list(self.labels) if self.labels is not None else None
+        return d
+
+
+def _check_name(what: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise UserError(f"Unknown {what} {value!r}; choose one of {', '.join(valid)}.")
+
+
+# ----------------------------------------------------------------------------------- quadrature
+
+
+def quadrature(method: str, steps: int) -> tuple[list[float], list[float]]:
+    """Nodes a_k (ascending) and weights w_k, exactly as captum's approximation_parameters."""
+    _check_name("quadrature method", method, METHODS)
+    n = steps
+    if method == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(n)
+        return (0.5 * (1 + nodes)).tolist(), (0.5 * weights).tolist()
+    if n < 2:
+        raise UserError("Riemann quadrature needs at least 2 steps.")
+    weights = [1 / n] * n
+    kind = method.split("_")[1]
+    if kind == "trapezoid":
+        weights[0] /= 2  # captum halves the end weights of 1/n (its sum is 1 - 1/n)
+        weights[-1] /= 2
+    # torch.linspace in float32, as captum, so that nodes agree to the last bit.
+    start, end = {"left": (0, 1 - 1 / n), "right": (1 / n, 1), "middle": (1 / (2 * n), 1 - 1 / (2 * n)),
+                  "trapezoid": (0, 1)}[kind]
+    return torch.linspace(start, end, n).tolist(), weights
+
+
+# ----------------------------------------------------------------------------------- baselines
+
+
+def make_baseline(name: str, images: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """x0 per anchor [N, 3, H, W] in pixel space."""
+    _check_name("baseline", name, BASELINES)
+    n = images.shape[0]
+    if name == "black":
+        return torch.zeros_like(images)
+    if name == "gray":
+        return torch.full_like(images, 0.5)
+    if name == "blur":
+        from torchvision.transforms.functional import gaussian_blur
+
+        # A strong blur keeps the colours and removes the shapes (sigma = 1/8 of the side).
+        sigma = max(images.shape[-2:]) / 8
+        kernel = int(2 * round(3 * sigma) + 1)
+        kernel = min(kernel, 2 * (min(images.shape[-2:]) // 2) - 1) if min(images.shape[-2:]) > 2 else 1
+        return gaussian_blur(images, [kernel, kernel], [sigma, sigma]) if kernel > 1 else images.clone()
+    generator = torch.Generator().manual_seed(int(seed))
+    if name == "noise":
+        return torch.rand(images.shape, generator=generator, dtype=images.dtype)
+    # shuffle: another anchor of the set, never itself (a random derangement by a cyclic shift)
+    if n < 2:
+        raise UserError("The shuffle baseline needs at least 2 anchors.")
+    perm = torch.randperm(n, generator=generator)
+    shift = int(torch.randint(1, n, (1,), generator=generator))
+    partner = torch.empty(n, dtype=torch.long)
+    partner[perm] = perm.roll(-shift)
+    return images[partner].clone()
+
+
+# ----------------------------------------------------------------------------------- devices
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """auto: CUDA, then Apple MPS, then CPU. An unavailable device is a clear error."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"Unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"Device {name!r} was asked for but CUDA is not available here; use --device cpu.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError("Device 'mps' was asked for but is not available here; use --device cpu.")
+    return device
+
+
+# ----------------------------------------------------------------------------------- targets
+
+
+def _forward(model: Any, x: torch.Tensor) -> torch.Tensor:
+    out = model(x)
+    if not isinstance(out, torch.Tensor):
+        from .models import _first_tensor
+
+        out = _first_tensor(out)
+    return out
+
+
+def _anchor_outputs(model: Any, images: torch.Tensor, batch: int) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([_forward(model, images[s:s + batch]).float()
+                          for s in range(0, images.shape[0], batch)])
+
+
+def _make_target(model: Any, images: torch.Tensor, labels: torch.Tensor | None, cfg: FieldConfig,
+                 batch: int) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dict]:
+    """t_f as a function (outputs [B, ...], anchor index [B]) -> scalars [B], fixed at the clean anchors."""
+    if cfg.target == "sum":
+        return (lambda out, i: out.flatten(1).sum(1)), {}
+    clean = _anchor_outputs(model, images, batch)  # [N, ...] outputs at a=1
+    if cfg.target in ("predicted", "label"):
+        if clean.dim() != 2:
+            raise UserError(f"Target {cfg.target!r} needs class scores [N, classes] but the model outputs "
+                            f"shape {tuple(clean.shape[1:])}; use target 'feature-max' or 'sum'.")
+        if cfg.target == "predicted":
+            cls = clean.argmax(dim=1)  # [N]
+        else:
+            if labels is None:
+                raise UserError("Target 'label' needs a class per anchor: use a labelled anchor set "
+                                "(digits, cutmix of digits) or pass FieldConfig(labels=...).")
+            cls = labels.to(torch.long).cpu()
+            if cls.shape != (images.shape[0],):
+                raise UserError(f"Target 'label' needs {images.shape[0]} labels, got {tuple(cls.shape)}.")
+            if int(cls.min()) < 0 or int(cls.max()) >= clean.shape[1]:
+                raise UserError(f"Labels must lie in [0, {clean.shape[1] - 1}] for this model; "
+                                f"got {int(cls.min())}..{int(cls.max())}.")
+        cls_dev = cls.to(images.device)
+        return (lambda out, i: out.gather(1, cls_dev[i][:, None])[:, 0]), {"classes": cls.tolist()}
+    # feature-max: per output channel the position of its max at the clean anchor, then the sum there.
+    if clean.dim() == 2:
+        return (lambda out, i: out.sum(1)), {}
+    if clean.dim() == 3:  # [N, L, C] tokens: channel last
+        pos = clean.argmax(dim=1).to(images.device)  # [N, C]
+        return (lambda out, i: out.gather(1, pos[i][:, None, :]).sum((1, 2))), {}
+    flat = clean.flatten(2)  # [N, C, H*W]
+    pos = flat.argmax(dim=2).to(images.device)  # [N, C]
+    return (lambda out, i: out.flatten(2).gather(2, pos[i][:, :, None]).sum((1, 2))), {}
+
+
+# ----------------------------------------------------------------------------------- batching
+
+
+def _activation_bytes_per_sample(model: Any, sample: torch.Tensor) -> int:
+    """Bytes of all module outputs for one input: what autograd keeps for the backward pass."""
+    module = model.module if isinstance(model, ModelHandle) else model
+    total = [0]
+
+    def hook(_mod: torch.nn.Module, _inp: Any, out: Any) -> None:
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor):
+                total[0] += t.numel() * t.element_size()
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            _forward(model, sample)
+    finally:
+        for h in handles:
+            h.remove()
+    return max(total[0] + 4 * sample[0].numel(), 1)
+
+
+def _default_budget_mb(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free * 0.4) >> 20
+    # On CPU, chunks whose activations stay near the caches beat one giant batch by 3-4x.
+    return 48
+
+
+def choose_batch(model: Any, images: torch.Tensor, device: torch.device, memory_mb: int | None,
+                 total: int) -> int:
+    """Points per forward+backward: as many as fit the activation budget (x3 for the backward)."""
+    per_sample = _activation_bytes_per_sample(model, images[:1])
+    budget = (memory_mb or _default_budget_mb(device)) << 20
+    return int(max(1, min(total, budget // (3 * per_sample))))
+
+
+@contextlib.contextmanager
+def _frozen(module: torch.nn.Module) -> Iterator[None]:
+    """Parameters never receive gradients; restore the caller's flags afterwards."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    training = module.training
+    module.requires_grad_(False)
+    module.eval()
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        module.train(training)
+
+
+# ----------------------------------------------------------------------------------- extraction
+
+
+def _images_and_labels(anchors: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    images = getattr(anchors, "images", anchors)
+    labels = getattr(anchors, "labels", None)
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise UserError(f"Anchors must be RGB images [N, 3, H, W] in [0, 1]; got {shape}.")
+    if images.shape[0] == 0:
+        raise UserError("The anchor set is empty; give at least one anchor image.")
+    if not torch.isfinite(images).all():
+        raise UserError("The anchor images contain NaN or infinite values.")
+    return images.float().contiguous(), labels
+
+
+def extract_field(model: ModelHandle | torch.nn.Module, anchors: Any, cfg: FieldConfig | None = None,
+                  progress: Progress | None = None) -> torch.Tensor:
+    """The ModelGiF of `model` on `anchors`: float32 [N, K, 3*H*W] on the CPU (DESIGN §1).
+
+    `model` is a ModelHandle (its preprocessing runs inside the gradient) or a plain module that
+    takes pixel-space images. `anchors` is an AnchorSet or a tensor [N, 3, H, W] in [0, 1].
+    """
+    cfg = cfg or FieldConfig()
+    images, anchor_labels = _images_and_labels(anchors)
+    labels = torch.tensor(cfg.labels) if cfg.labels is not None else anchor_labels
+    device = resolve_device(cfg.device)
+    module = model.module if isinstance(model, ModelHandle) else model
+    if not isinstance(module, torch.nn.Module):
+        raise UserError(f"Expected a loaded model (load_model(...)), got {type(model).__name__}.")
+    dtype = AUTOCAST[cfg.autocast]
+    if dtype is torch.float16 and device.type == "cpu":
+        raise UserError("fp16 autocast needs a GPU; use autocast bf16 or none on the CPU.")
+
+    n, k = images.shape[0], cfg.steps
+    d = images[0].numel()
+    alphas, weights = quadrature(cfg.method, k)
+    x0 = make_baseline(cfg.baseline, images, cfg.seed)  # [N, 3, H, W]
+    total = n * k
+
+    module.to(device)
+    if device.type == "cuda":
+        module.to(memory_format=torch.channels_last)
+    with _frozen(module):
+        x_dev, x0_dev = images.to(device), x0.to(device)
+        delta = x_dev - x0_dev  # [N, 3, H, W] the path direction, as captum's (inputs - baselines)
+        batch = choose_batch(model, x_dev, device, cfg.memory_mb, total)
+        target, _info = _make_target(model, x_dev, labels, cfg, batch)
+        alpha_dev = torch.tensor(alphas, dtype=torch.float32, device=device)  # [K]
+        weight_dev = torch.tensor(weights, dtype=torch.float32, device=device)  # [K]
+        field = torch.empty(total, d, dtype=torch.float32)  # rows (i, k), k fastest
+        pin = device.type == "cuda"
+        autocast = (torch.autocast(device.type, dtype=dtype) if dtype is not None
+                    else contextlib.nullcontext())
+        for start in range(0, total, batch):
+            idx = torch.arange(start, min(total, start + batch), device=device)  # [B]
+            i, step = idx // k, idx % k
+            # points' dim -> (B x 3 x H x W): x0_i + a_k (x_i - x0_i)
+            points = x0_dev[i] + alpha_dev[step].view(-1, 1, 1, 1) * delta[i]
+            points.requires_grad_(True)
+            with autocast:
+                scalars = target(_forward(model, points), i)  # [B]
+            if not scalars.requires_grad:
+                raise UserError("The model's output does not depend differentiably on its input "
+                                "(no gradient); ModelGiF needs a differentiable model.")
+            (grad,) = torch.autograd.grad(scalars.float().sum(), points)
+            scaled = grad.float().reshape(len(idx), d) * weight_dev[step][:, None]  # [B, D]
+            field[start:start + len(idx)].copy_(scaled, non_blocking=pin)
+            if progress is not None:
+                progress(start + len(idx), total)
+    if pin:
+        torch.cuda.synchronize(device)
+    field = field.view(n, k, d)
+    torch.cumsum(field, dim=1, out=field)  # running partial integrals sum_{j<=k} w_j g_ij
+    field.mul_(delta.reshape(n, 1, d).cpu())  # times (x_i - x0), as captum's attribution
+    return field
+
+
+# ----------------------------------------------------------------------------------- cached fields
+
+
+def resolve_config(cfg: FieldConfig, anchors: Any) -> FieldConfig:
+    """Fix what the key must cover: the labels a 'label' target really uses."""
+    if cfg.target == "label" and cfg.labels is None:
+        labels = getattr(anchors, "labels", None)
+        if labels is None:
+            raise UserError("Target 'label' needs a labelled anchor set (digits, cutmix of digits) "
+                            "or FieldConfig(labels=...).")
+        cfg = replace(cfg, labels=tuple(int(v) for v in labels.tolist()))
+    return cfg
+
+
+def cached_field(model: ModelHandle, anchors: Any, cfg: FieldConfig | None = None, store: Any = None,
+                 progress: Progress | None = None) -> Any:
+    """The field of `model` on `anchors` from the store, computed once (file lock) if missing.
+
+    Returns a StoredField (.unit float16 [N, K, D], .norm [N, K], .field(), .manifest).
+    """
+    from .store import FieldStore, field_key
+
+    cfg = resolve_config(cfg or FieldConfig(), anchors)
+    if not hasattr(anchors, "sha256"):
+        raise UserError("cached_field needs an anchor set from load_anchors(...) (it carries a sha256).")
+    store = store if store is not None else FieldStore()
+    key = field_key(model.fingerprint, anchors.sha256, cfg.key())
+
+    def compute() -> tuple[torch.Tensor, dict[str, Any]]:
+        import timm
+
+        start = time.perf_counter()
+        phi = extract_field(model, anchors, cfg, progress)
+        manifest = {
+            "model_name": model.name, "model_spec": model.spec, "arch": model.arch,
+            "fingerprint": model.fingerprint, "anchors": getattr(anchors, "spec", ""),
+            "anchors_sha256": anchors.sha256, "config": cfg.to_dict(), "config_key": cfg.key(),
+            "versions": {"torch": torch.__version__, "timm": timm.__version__},
+            "seconds": round(time.perf_counter() - start, 3),
+            "device": str(resolve_device(cfg.device)),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        return phi, manifest
+
+    return store.get_or_compute(key, compute)
