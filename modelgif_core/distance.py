@@ -76,22 +76,28 @@ def distance_matrix(fields: Sequence[Any], metric: str = "cosine", chunk_mb: int
     per_row = m * d * 4
     chunk_rows = max(1, min(rows, (chunk_mb << 20) // max(per_row, 1)))
     gram = torch.zeros(m, m, dtype=torch.float64)
+    nonzero = torch.zeros(m, dtype=torch.float64)  # rows (i, k) whose vector is not zero, per field
     for r0 in range(0, rows, chunk_rows):
         r1 = min(rows, r0 + chunk_rows)
         # x: [M, (r1-r0)*D] slice of every field, flattened
         x = torch.stack([get(f).reshape(rows, d)[r0:r1].reshape(-1) for f in fields])
         gram += (x @ x.T).double()
-    return _METRICS[metric](gram, rows)
+        nonzero += (x.view(m, r1 - r0, d) != 0).any(dim=2).sum(dim=1).double()
+    return _METRICS[metric](gram, rows, nonzero)
 
 
-def _cosine_from_gram(gram: torch.Tensor, rows: int) -> np.ndarray:
-    dist = 1.0 - gram / rows
+def _cosine_from_gram(gram: torch.Tensor, rows: int, nonzero: torch.Tensor) -> np.ndarray:
+    # 1 - G_ab/rows, written as (G_aa + G_bb - 2 G_ab) / (2 rows) + the share of zero vectors
+    # (exact counts): the rounding of G_aa and G_ab cancels, so identical fields give 0 exactly.
+    sq = torch.diagonal(gram)
+    zero_share = 1.0 - (nonzero[:, None] + nonzero[None, :]) / (2 * rows)
+    dist = (sq[:, None] + sq[None, :] - 2 * gram) / (2 * rows) + zero_share
     dist = 0.5 * (dist + dist.T)
     dist.fill_diagonal_(0.0)
     return dist.clamp_(0.0, 2.0).numpy()
 
 
-def _euclidean_from_gram(gram: torch.Tensor, rows: int) -> np.ndarray:
+def _euclidean_from_gram(gram: torch.Tensor, rows: int, _nonzero: torch.Tensor) -> np.ndarray:
     sq = torch.diagonal(gram)
     dist2 = (sq[:, None] + sq[None, :] - 2 * gram).clamp_min(0.0) / rows
     dist = dist2.sqrt()

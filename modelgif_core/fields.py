@@ -166,18 +166,23 @@ def _forward(model: Any, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _anchor_outputs(model: Any, images: torch.Tensor, batch: int) -> torch.Tensor:
+# Clean-anchor outputs (which fix the targets) use one batch size on every budget, so a near tie
+# between two logits cannot resolve differently when only the memory budget changed.
+_TARGET_BATCH = 16
+
+
+def _anchor_outputs(model: Any, images: torch.Tensor, batch: int = _TARGET_BATCH) -> torch.Tensor:
     with torch.no_grad():
         return torch.cat([_forward(model, images[s:s + batch]).float()
                           for s in range(0, images.shape[0], batch)])
 
 
-def _make_target(model: Any, images: torch.Tensor, labels: torch.Tensor | None, cfg: FieldConfig,
-                 batch: int) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dict]:
+def _make_target(model: Any, images: torch.Tensor, labels: torch.Tensor | None,
+                 cfg: FieldConfig) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dict]:
     """t_f as a function (outputs [B, ...], anchor index [B]) -> scalars [B], fixed at the clean anchors."""
     if cfg.target == "sum":
         return (lambda out, i: out.flatten(1).sum(1)), {}
-    clean = _anchor_outputs(model, images, batch)  # [N, ...] outputs at a=1
+    clean = _anchor_outputs(model, images)  # [N, ...] outputs at a=1
     if cfg.target in ("predicted", "label"):
         if clean.dim() != 2:
             raise UserError(f"Target {cfg.target!r} needs class scores [N, classes] but the model outputs "
@@ -308,7 +313,7 @@ def extract_field(model: ModelHandle | torch.nn.Module, anchors: Any, cfg: Field
         x_dev, x0_dev = images.to(device), x0.to(device)
         delta = x_dev - x0_dev  # [N, 3, H, W] the path direction, as captum's (inputs - baselines)
         batch = choose_batch(model, x_dev, device, cfg.memory_mb, total)
-        target, _info = _make_target(model, x_dev, labels, cfg, batch)
+        target, _info = _make_target(model, x_dev, labels, cfg)
         alpha_dev = torch.tensor(alphas, dtype=torch.float32, device=device)  # [K]
         weight_dev = torch.tensor(weights, dtype=torch.float32, device=device)  # [K]
         field = torch.empty(total, d, dtype=torch.float32)  # rows (i, k), k fastest

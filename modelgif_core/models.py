@@ -373,14 +373,28 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             # weights_only=True: tensors and plain containers only; never retried unsafely.
             state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=False)
         except pickle.UnpicklingError as err:
-            first = str(err).splitlines()[0] if str(err) else "unsupported content"
-            raise UserError(f"Refused {path.name}: it needs more than tensors to unpickle "
-                            f"({first[:160]}); only weights_only pickles are opened — save the "
-                            "state dict with safetensors instead.") from None
+            detail = _unpickling_detail(str(err))
+            if "global" in detail.lower():
+                what = detail.split()[-1] if detail.startswith("GLOBAL") else "code"
+                raise UserError(f"Refused {path.name}: unpickling it would import {what}, which could "
+                                "run code; only plain tensors are opened (weights_only=True) — save the state dict with "
+                                "safetensors instead.") from None
+            raise UserError(f"{path.name} is not a readable PyTorch checkpoint (corrupt or truncated: "
+                            f"{detail}); export it again, ideally as .safetensors.") from None
         except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, UnicodeDecodeError) as err:
             raise UserError(f"{path.name} is not a readable PyTorch checkpoint (corrupt or truncated: "
                             f"{str(err).splitlines()[0][:160] if str(err) else type(err).__name__}).") from None
     return _find_state_dict(state, path.name)
+
+
+def _unpickling_detail(message: str) -> str:
+    """The one informative line of torch's weights_only error (drop its advice to load unsafely)."""
+    for line in message.splitlines()[1:]:
+        line = line.strip()
+        if line and not line.startswith(("Please file", "Check the documentation", "WeightsUnpickler")):
+            m = re.search(r"unsupported GLOBAL (\S+)", line)
+            return f"GLOBAL {m.group(1)}" if m else line[:160]
+    return "unsupported content"
 
 
 def _find_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:

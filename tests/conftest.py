@@ -1,0 +1,30 @@
+"""Shared fixtures: every test gets its own store ($MODELGIF_HOME) and runs offline."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """A fresh MODELGIF_HOME per test so no test sees another's fields (or the user's)."""
+    home = tmp_path_factory.mktemp("modelgif_home")
+    monkeypatch.setenv("MODELGIF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    yield home
+
+
+def run_cli(*args, env=None, timeout=300):
+    """Run the real `python -m modelgif_core` in a subprocess; returns CompletedProcess."""
+    import subprocess
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "modelgif_core", *map(str, args)], capture_output=True,
+                          text=True, env=full_env, cwd=ROOT, timeout=timeout)

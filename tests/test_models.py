@@ -1,0 +1,194 @@
+"""Model loading: local-dir folders, checkpoint files (safe only), the Hub cache, fingerprints."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from conftest import ROOT, run_cli
+from safetensors.torch import save_file
+
+from modelgif_core import InputConfig, UserError, load_model, save_model_dir
+
+CFG32 = InputConfig(input_size=(3, 32, 32), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+def make(arch="test_resnet", num_classes=10, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs).eval()
+
+
+def test_local_dir_roundtrip_keeps_outputs_config_and_fingerprint(tmp_path):
+    module = make()
+    folder = save_model_dir(module, tmp_path / "victim", arch="test_resnet", num_classes=10, input_cfg=CFG32,
+                            extra={"role": "victim", "family": "resnet"})
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "test_resnet" and config["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    a = load_model(f"local-dir:{folder}")
+    b = load_model(f"local-dir:{folder}")
+    assert a.fingerprint == b.fingerprint and len(a.fingerprint) == 64
+    assert a.input_cfg == CFG32 and a.meta["role"] == "victim" and a.num_classes == 10
+    x = torch.rand(2, 3, 32, 32)
+    expected = module((x - 0.5) / 0.25)
+    assert torch.allclose(a(x), expected, atol=1e-6)
+    assert not any(p.requires_grad for p in a.module.parameters()) and not a.module.training
+
+
+def test_fingerprint_changes_with_weights_and_input_config(tmp_path):
+    module = make()
+    base = load_model(f"local-dir:{save_model_dir(module, tmp_path / 'a', arch='test_resnet', num_classes=10, input_cfg=CFG32)}")
+    with torch.no_grad():
+        module.fc.bias[0] += 1e-3
+    moved = load_model(f"local-dir:{save_model_dir(module, tmp_path / 'b', arch='test_resnet', num_classes=10, input_cfg=CFG32)}")
+    assert moved.fingerprint != base.fingerprint
+    other_std = load_model(f"local-dir:{tmp_path / 'a'}", std=(0.3, 0.3, 0.3))
+    assert other_std.fingerprint != base.fingerprint
+
+
+@pytest.mark.parametrize("nesting", [None, "state_dict", "model", "state_dict_ema", "module."])
+def test_pickled_state_dicts_are_found_when_nested(tmp_path, nesting):
+    module = make(num_classes=7)
+    state = module.state_dict()
+    if nesting == "module.":
+        payload = {f"module.{k}": v for k, v in state.items()}
+    elif nesting:
+        payload = {nesting: state, "epoch": 3, "optimizer_name": "sgd"}
+    else:
+        payload = state
+    path = tmp_path / "ckpt.pth"
+    torch.save(payload, path)
+    handle = load_model(str(path), arch="test_resnet", input_size=(3, 32, 32))
+    assert handle.num_classes == 7  # inferred from fc.weight
+    x = torch.rand(1, 3, 32, 32)
+    ref = load_model(str(path), arch="test_resnet", input_size=(3, 32, 32))
+    assert torch.equal(handle(x), ref(x))
+
+
+def test_safetensors_checkpoint_with_config_beside_it(tmp_path):
+    module = make(num_classes=4)
+    save_model_dir(module, tmp_path, arch="test_resnet", num_classes=4, input_cfg=CFG32)
+    handle = load_model(str(tmp_path / "model.safetensors"))
+    assert handle.arch == "test_resnet" and handle.input_cfg == CFG32
+
+
+def test_one_channel_checkpoint_infers_in_chans(tmp_path):
+    module = make(num_classes=3, in_chans=1)
+    save_file(module.state_dict(), tmp_path / "gray.safetensors")
+    handle = load_model(str(tmp_path / "gray.safetensors"), arch="test_resnet", input_size=(1, 28, 28),
+                        mean=(0.5,), std=(0.5,))
+    assert handle.input_cfg.input_size == (1, 28, 28)
+    assert handle(torch.rand(2, 3, 40, 40)).shape == (2, 3)
+
+
+def test_key_mismatch_lists_missing_and_unexpected(tmp_path):
+    state = make().state_dict()
+    state["extra.weight"] = torch.zeros(1)
+    del state["fc.bias"]
+    save_file(state, tmp_path / "bad.safetensors")
+    with pytest.raises(UserError) as err:
+        load_model(str(tmp_path / "bad.safetensors"), arch="test_resnet")
+    message = str(err.value)
+    assert "fc.bias" in message and "extra.weight" in message and "missing" in message
+
+
+def test_wrong_architecture_and_unknown_names_are_one_sentence(tmp_path):
+    save_file(make().state_dict(), tmp_path / "r.safetensors")
+    with pytest.raises(UserError, match="do not match"):
+        load_model(str(tmp_path / "r.safetensors"), arch="test_efficientnet")
+    with pytest.raises(UserError, match="Unknown architecture"):
+        load_model(str(tmp_path / "r.safetensors"), arch="resnet_does_not_exist")
+    with pytest.raises(UserError, match="architecture"):
+        load_model(str(tmp_path / "r.safetensors"))  # no arch, no config.json
+    with pytest.raises(UserError, match="Unknown model"):
+        load_model("definitely_not_a_model")
+    with pytest.raises(UserError, match="No such folder"):
+        load_model(f"local-dir:{tmp_path / 'missing'}")
+
+
+HOSTILE = textwrap.dedent("""
+    import os, pickle, sys, torch
+    class Boom:
+        def __reduce__(self):
+            return (os.system, ("touch " + sys.argv[2],))
+    torch.save({"fc.weight": torch.zeros(2, 2), "payload": Boom()}, sys.argv[1])
+""")
+
+
+def write_hostile(tmp_path):
+    path, marker = tmp_path / "hostile.pth", tmp_path / "PWNED"
+    subprocess.run([sys.executable, "-c", HOSTILE, str(path), str(marker)], check=True)
+    assert path.is_file() and not marker.exists()
+    return path, marker
+
+
+def test_hostile_pickle_is_refused_and_never_executed(tmp_path):
+    path, marker = write_hostile(tmp_path)
+    with pytest.raises(UserError, match="Refused"):
+        load_model(str(path), arch="test_resnet")
+    assert not marker.exists()
+    result = run_cli("extract", path, "--arch", "test_resnet", "--anchors", "noise:2:0")
+    assert result.returncode == 2 and not marker.exists()
+    assert "Refused" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_truncated_safetensors_is_refused(tmp_path):
+    save_file(make().state_dict(), tmp_path / "full.safetensors")
+    data = (tmp_path / "full.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="corrupt or truncated"):
+        load_model(str(tmp_path / "cut.safetensors"), arch="test_resnet")
+    (tmp_path / "cut.pth").write_bytes(b"\x80\x02garbage" * 10)
+    with pytest.raises(UserError, match="not a readable"):
+        load_model(str(tmp_path / "cut.pth"), arch="test_resnet")
+    result = run_cli("extract", tmp_path / "cut.safetensors", "--arch", "test_resnet", "--anchors", "noise:2:0")
+    assert result.returncode == 2 and "truncated" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_hub_name_offline_without_cache_fails_fast_naming_the_weights(tmp_path):
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    result = run_cli("extract", "resnet18.a1_in1k", "--anchors", "noise:2:0", env=env, timeout=120)
+    assert result.returncode == 2
+    assert "timm/resnet18.a1_in1k" in result.stderr and "offline" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def lay_out_hf_cache(hf_home: Path, repo: str, module: torch.nn.Module, config: dict) -> None:
+    """The Hugging Face cache layout: models--ORG--NAME/{refs/main, snapshots/<commit>/...}."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    base = hf_home / "hub" / ("models--" + repo.replace("/", "--"))
+    snapshot = base / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (base / "refs").mkdir()
+    (base / "refs" / "main").write_text(commit)
+    save_file(module.state_dict(), snapshot / "model.safetensors")
+    (snapshot / "config.json").write_text(json.dumps(config))
+
+
+def test_hub_models_load_from_a_real_local_cache(tmp_path):
+    """timm's own Hub loading, offline, from a cache laid out here: names and hf-hub: ids."""
+    module = make(num_classes=1000)
+    pretrained = timm.models.get_pretrained_cfg("test_resnet.r160_in1k").to_dict()
+    config = {"architecture": "test_resnet", "num_classes": 1000, "pretrained_cfg": pretrained}
+    lay_out_hf_cache(tmp_path / "hf", "timm/test_resnet.r160_in1k", module, config)
+    expected = load_model_from_module(module, pretrained)
+    script = ("from modelgif_core import load_model\n"
+              "for s in ['test_resnet.r160_in1k', 'hf-hub:timm/test_resnet.r160_in1k']:\n"
+              "    h = load_model(s); print(h.fingerprint, h.input_cfg.input_size)\n")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=180)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines == [f"{expected} (3, 160, 160)"] * 2
+
+
+def load_model_from_module(module, pretrained):
+    from modelgif_core.models import fingerprint
+
+    return fingerprint(module, "test_resnet", InputConfig.from_pretrained_cfg(pretrained))
