@@ -1,0 +1,161 @@
+"""2-D maps of models from a precomputed distance matrix: UMAP, with metric MDS for tiny zoos."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._errors import UserError
+
+# UMAP's neighbourhood graph is meaningless below this many points: fall back to MDS.
+MIN_UMAP_MODELS = 4
+DEFAULT_NEIGHBORS = 15
+# Distance matrices come from float32 Gram products: allow that much asymmetry / negativity.
+_TOL = 1e-5
+
+_FALLBACK_NOTE = "UMAP needs at least 4 models; showing MDS of the distances instead."
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """Coordinates [M, 2] of M models, the method that made them and a note for the UI."""
+
+    coords: np.ndarray  # [M, 2] float64, centred at the origin
+    method: str  # "umap", "mds" or "trivial" (M <= 2, or all distances zero)
+    note: str  # one sentence when a fallback or an adjustment happened, else ""
+
+
+def _validate(dist: object) -> np.ndarray:
+    try:
+        d = np.array(dist, dtype=np.float64)  # a copy: the caller's matrix is never touched
+    except (TypeError, ValueError) as e:
+        raise UserError(f"A distance matrix must be a square array of numbers ({e}).") from e
+    if d.ndim != 2 or d.shape[0] != d.shape[1]:
+        raise UserError(f"A distance matrix must be square [M, M]; got shape {d.shape}.")
+    if d.shape[0] == 0:
+        raise UserError("The distance matrix is empty; select at least one model to map.")
+    if not np.isfinite(d).all():
+        raise UserError("The distance matrix has NaN or infinite entries; recompute the distances.")
+    scale = max(1.0, float(np.abs(d).max()))
+    if (d < -_TOL * scale).any():
+        raise UserError("The distance matrix has negative entries; distances must be >= 0.")
+    if np.abs(d - d.T).max() > _TOL * scale:
+        raise UserError("The distance matrix is not symmetric; d[i, j] must equal d[j, i].")
+    if np.abs(np.diag(d)).max() > _TOL * scale:
+        raise UserError("The distance matrix has a non-zero diagonal; d[i, i] must be 0.")
+    d = np.clip(0.5 * (d + d.T), 0.0, None)
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
+def _classical_mds(d: np.ndarray) -> np.ndarray:
+    """Torgerson's classical MDS [M, 2]; negative eigenvalues (non-euclidean input) count as 0.
+
+    sklearn 1.9's own `init="classical_mds"` takes sqrt of negative eigenvalues and crashes on
+    distances that break the triangle inequality, which 1 - cos distances may do.
+    """
+    m = d.shape[0]
+    j = np.eye(m) - 1.0 / m
+    b = -0.5 * j @ (d**2) @ j  # [M, M] double-centred Gram matrix
+    w, v = np.linalg.eigh(b)
+    top = np.argsort(w)[::-1][:2]
+    x = v[:, top] * np.sqrt(np.clip(w[top], 0.0, None))  # [M, <=2]
+    # eigh's eigenvector signs are arbitrary: fix them so the map does not flip between calls.
+    x *= np.where(x[np.abs(x).argmax(axis=0), range(x.shape[1])] < 0, -1.0, 1.0)
+    return np.pad(x, ((0, 0), (0, 2 - x.shape[1])))
+
+
+def _mds(d: np.ndarray, seed: int, n_neighbors: int | None) -> np.ndarray:
+    from sklearn.manifold import MDS
+
+    init = _classical_mds(d)
+    if d.shape[0] < 3:
+        return init
+    # metric MDS (SMACOF stress) on the dissimilarities, started from classical MDS.
+    mds = MDS(
+        n_components=2,
+        metric_mds=True,
+        metric="precomputed",
+        init="random",  # only to silence 1.9's FutureWarning; the explicit init below is used
+        n_init=1,
+        max_iter=300,
+        random_state=seed,
+    )
+    return mds.fit_transform(d, init=init)
+
+
+def _umap(d: np.ndarray, seed: int, n_neighbors: int | None) -> np.ndarray:
+    with warnings.catch_warnings():
+        # umap warns on every precomputed fit ("inverse_transform will be unavailable"), on every
+        # seeded fit ("n_jobs overridden"), at import (no TensorFlow) and on disconnected graphs;
+        # none is actionable for a user looking at a map.
+        warnings.filterwarnings("ignore", module=r"(umap|pynndescent|numba)(\.|$)")
+        warnings.filterwarnings("ignore", message=r".*(n_jobs|precomputed metric|Tensorflow)")
+        import umap
+
+        reducer = umap.UMAP(
+            n_components=2,
+            metric="precomputed",
+            n_neighbors=n_neighbors,
+            random_state=seed,
+            verbose=False,
+        )
+        return np.asarray(reducer.fit_transform(d), dtype=np.float64)
+
+
+_METHODS: dict[str, Callable[[np.ndarray, int, int | None], np.ndarray]] = {
+    "umap": _umap,
+    "mds": _mds,
+}
+
+
+def embed_distances(
+    dist: np.ndarray, method: str = "auto", seed: int = 0, n_neighbors: int | None = None
+) -> Embedding:
+    """Place M models in 2-D so that nearby points are functionally close models.
+
+    method: "auto" or "umap" (UMAP on the precomputed distances, n_neighbors = min(15, M-1) by
+    default; MDS with a note below 4 models) or "mds" (metric MDS, SMACOF from classical MDS).
+    Seeded: the same matrix and seed give the same coordinates.
+    """
+    if method not in ("auto", *_METHODS):
+        raise UserError(f"Unknown embedding method {method!r}; choose one of auto, umap, mds.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UserError(f"The embedding seed must be an integer >= 0, got {seed!r}.")
+    if n_neighbors is not None and (
+        isinstance(n_neighbors, bool)
+        or not isinstance(n_neighbors, (int, np.integer))
+        or n_neighbors < 2
+    ):
+        raise UserError(f"n_neighbors must be an integer >= 2, got {n_neighbors!r}.")
+    d = _validate(dist)
+    m = d.shape[0]
+    wants_umap = method in ("auto", "umap")
+    note = ""
+    if m <= 2 or not d.any():
+        if m > 1 and not d.any():
+            note = "All models are at distance 0 from each other, so they share one point."
+        elif wants_umap and m > 1:
+            note = "UMAP needs at least 4 models; showing the 2 models at their distance instead."
+        half = d[0, -1] / 2.0
+        coords = np.zeros((m, 2))
+        if m == 2:
+            coords[:, 0] = [-half, half]
+        return Embedding(coords, "trivial", note)
+    if wants_umap and m < MIN_UMAP_MODELS:
+        name, note = "mds", _FALLBACK_NOTE
+    else:
+        name = "umap" if wants_umap else "mds"
+    neighbors = None
+    if name == "umap":
+        neighbors = min(DEFAULT_NEIGHBORS, m - 1) if n_neighbors is None else int(n_neighbors)
+        if neighbors > m - 1:
+            note = f"n_neighbors={neighbors} is more than the other {m - 1} models; using {m - 1}."
+            neighbors = m - 1
+    coords = _METHODS[name](d, int(seed), neighbors)  # [M, 2]
+    coords = coords - coords.mean(axis=0)
+    assert coords.shape == (m, 2) and np.isfinite(coords).all(), coords
+    return Embedding(coords, name, note)
