@@ -1,0 +1,108 @@
+"""ModelGiF Explorer, the Streamlit app: navigation, the settings sidebar and the Home page.
+
+Run it with `streamlit run app.py`. Pages live in pages/; shared plumbing in pages/_ui.py.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from modelgif_core import figures, make_baseline, resolve_device
+from pages import _ui
+
+st.set_page_config(page_title="ModelGiF Explorer", page_icon=":material/blur_on:", layout="wide")
+
+
+def home() -> None:
+    """What ModelGiF is, where things run, and the one-click demo."""
+    st.title("ModelGiF Explorer")
+    st.markdown(
+        "How *functionally* close are two trained image models? A **Model Gradient Field** "
+        "(ModelGiF, Song et al., ICCV 2023) follows each model's input gradients along straight "
+        "paths from a baseline image to a set of shared **anchor** images and accumulates them, "
+        "like Integrated Gradients, at every step. Two models that compute the same function have "
+        "the same field; the distance between fields, the mean of 1 − cosine over anchors and "
+        "steps, shows fine-tuned, pruned or distilled copies close to their parent and "
+        "independently trained models far away."
+    )
+    anchors = _ui.current_anchors(quiet=True)
+    if anchors is not None:
+        cfg = _ui.field_config()
+        images = anchors.images[:1]  # [1, 3, H, W]
+        baseline = make_baseline(cfg.baseline, anchors.images[:2], cfg.seed)[:1]
+        alphas = [0.0, 0.25, 0.5, 0.75, 1.0]
+        path = figures.path_images(images[0].numpy(), baseline[0].numpy(), alphas)
+        st.plotly_chart(
+            figures.path_strip(path, alphas, title=f"The path from the {cfg.baseline} baseline "
+                               f"(α = 0) to an anchor of {anchors.spec} (α = 1)"),
+            key="path_strip",
+        )
+
+    left, right = st.columns([3, 2])
+    with left:
+        st.subheader("Try it")
+        st.markdown(
+            "The demo builds a small zoo of digit classifiers (victims, their fine-tuned, pruned and "
+            "distilled copies, and independent models) if it is not there yet, extracts their "
+            "fields with the sidebar's settings in the background, and fills the workspace."
+        )
+        if st.button("Run the demo", type="primary", icon=":material/play_arrow:"):
+            _ui.start_demo()
+        _demo_status()
+    with right:
+        st.subheader("Where it runs")
+        device = resolve_device(_ui.field_config().device)
+        w = _ui.worker()
+        st.markdown(f"**Device:** `{device}`  \n**Store:** `{w.store.root}`")
+        status = _store_status(w.store)
+        if status:
+            st.caption(status)
+        st.caption(f"Background worker: {w.pending()} job(s) queued or running.")
+
+
+def _store_status(store) -> str:
+    try:
+        status = store.status()
+    except Exception:  # status is a nicety; never break Home over it
+        return ""
+    if isinstance(status, dict):
+        return " · ".join(f"{k}: {v}" for k, v in status.items() if not isinstance(v, dict | list))
+    return str(status)
+
+
+def _demo_status() -> None:
+    key = st.session_state.get("demo")
+    if not key:
+        return
+    job = _ui.task_panel(key)
+    if job is None or job.state != "done":
+        return
+    specs = job.result or []
+    anchors = _ui.current_anchors(quiet=True)
+    if anchors is None:
+        return
+    keys = [_ui.field_key(_ui.model(s), anchors, _ui.field_config()) for s in specs]
+    ready = sum(_ui.field_ready(k) for k in keys)
+    if ready < len(keys):
+        _ui.progress_panel(keys)
+        return
+    st.success(f"Demo ready: {len(specs)} zoo models with their fields. Explore the results:")
+    c1, c2, c3, c4 = st.columns(4)
+    c1.page_link("pages/distances.py", label="Distances", icon=":material/grid_on:")
+    c2.page_link("pages/zoo_map.py", label="Zoo map", icon=":material/scatter_plot:")
+    c3.page_link("pages/fields.py", label="Fields", icon=":material/gradient:")
+    c4.page_link("pages/triage.py", label="Triage", icon=":material/policy:")
+
+
+home_page = st.Page(home, title="Home", icon=":material/home:", default=True)
+_ui.HOME = home_page
+nav = st.navigation([
+    home_page,
+    st.Page("pages/models.py", title="Models", icon=":material/view_list:"),
+    st.Page("pages/distances.py", title="Distances", icon=":material/grid_on:"),
+    st.Page("pages/zoo_map.py", title="Zoo map", icon=":material/scatter_plot:"),
+    st.Page("pages/fields.py", title="Fields", icon=":material/gradient:"),
+    st.Page("pages/triage.py", title="Triage", icon=":material/policy:"),
+])
+_ui.sidebar()
+nav.run()

@@ -1,0 +1,429 @@
+"""Shared UI plumbing for the app's pages: settings sidebar, workspace, caches, worker progress.
+
+Pages stay thin (widgets -> one core call -> display); what several pages need lives here.
+Every Streamlit cache is keyed on strings (specs, fingerprints, field keys); heavy objects are
+passed as `_name` arguments so Streamlit never hashes tensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from modelgif_core import (
+    BASELINES,
+    METHODS,
+    TARGETS,
+    FieldConfig,
+    UserError,
+    distance_matrix,
+    embed_distances,
+    load_anchors,
+    load_model,
+    resolve_device,
+)
+from modelgif_core import worker as core_worker
+
+ANCHOR_PRESETS = ("digits:64", "digits:32", "digits:16", "natural:16", "noise:16:0",
+                  "cutmix:digits:500:64:0")
+STEP_CHOICES = (8, 16, 25, 32, 50, 64, 100)
+POLL_SECONDS = 1.0
+# Session keys of the sidebar widgets, and their query-parameter names (a view is a URL).
+SETTINGS = {"anchors": "digits:64", "steps": 50, "method": "gausslegendre", "baseline": "black",
+            "target": "predicted", "device": "auto"}
+
+
+# ------------------------------------------------------------------------------ caches
+
+
+def store_root() -> str:
+    """The store directory this server uses ($MODELGIF_HOME, read per run so tests can set it)."""
+    from modelgif_core import FieldStore
+
+    return str(FieldStore().root)
+
+
+@st.cache_resource(show_spinner=False)
+def _worker_for(root: str) -> core_worker.Worker:
+    return core_worker.get_worker(root)
+
+
+def worker() -> core_worker.Worker:
+    """The process's one background worker for this store (it owns the device)."""
+    return _worker_for(store_root())
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=256)
+def _model(spec: str) -> Any:
+    return load_model(spec)
+
+
+@st.cache_resource(show_spinner="Loading anchors…", max_entries=16)
+def _anchors(spec: str) -> Any:
+    return load_anchors(spec)
+
+
+@st.cache_resource(show_spinner=False, max_entries=12)
+def stored_field(root: str, key: str) -> Any:
+    """A field from the store by key (float16 unit vectors + norms), held across reruns."""
+    return worker().store.get(key)
+
+
+@st.cache_data(show_spinner="Computing distances…", max_entries=32)
+def distances(root: str, keys: tuple[str, ...]) -> np.ndarray:
+    """The distance matrix of stored fields, keyed on their store keys."""
+    store = worker().store
+    return distance_matrix([store.get(k) for k in keys])
+
+
+@st.cache_data(show_spinner="Computing the map…", max_entries=32)
+def embedding(root: str, keys: tuple[str, ...], seed: int = 0) -> tuple[np.ndarray, str, str]:
+    emb = embed_distances(distances(root, keys), seed=seed)
+    return np.asarray(emb.coords), str(emb.method), str(getattr(emb, "note", "") or "")
+
+
+# ------------------------------------------------------------------------------ settings
+
+
+def _init_from_query() -> None:
+    """On a session's first run, take settings and workspace from the URL."""
+    if st.session_state.get("_from_query"):
+        return
+    st.session_state["_from_query"] = True
+    qp = st.query_params
+    for name, default in SETTINGS.items():
+        value = qp.get(name)
+        if value is None:
+            st.session_state.setdefault(name, default)
+        elif name == "steps":
+            st.session_state[name] = int(value) if value.isdigit() else default
+        else:
+            st.session_state[name] = value
+    if "workspace" not in st.session_state:
+        st.session_state["workspace"] = list(dict.fromkeys(qp.get_all("m")))
+
+
+def _sync_query() -> None:
+    """Write the current settings and workspace back to the URL so the view can be shared."""
+    wanted: dict[str, Any] = {k: str(st.session_state[k]) for k in SETTINGS}
+    wanted["m"] = list(st.session_state.get("workspace", []))
+    current = {k: st.query_params.get_all(k) for k in wanted}
+    if any(current[k] != (v if isinstance(v, list) else [v]) for k, v in wanted.items()):
+        st.query_params.from_dict(wanted)
+
+
+def field_config() -> FieldConfig:
+    """The sidebar's field settings as a FieldConfig (defaults before the sidebar ran)."""
+    s = st.session_state
+    return FieldConfig(
+        steps=int(s.get("steps", SETTINGS["steps"])), method=s.get("method", SETTINGS["method"]),
+        baseline=s.get("baseline", SETTINGS["baseline"]), target=s.get("target", SETTINGS["target"]),
+        device=s.get("device", SETTINGS["device"]),
+    )
+
+
+def anchors_spec() -> str:
+    return str(st.session_state.get("anchors", SETTINGS["anchors"]))
+
+
+def sidebar() -> None:
+    """Anchor set and field settings, the cost estimate and the worker's queue (every page)."""
+    _init_from_query()
+    _adopt_demo_workspace()
+    with st.sidebar:
+        st.subheader("Field settings")
+        presets = list(ANCHOR_PRESETS)
+        if st.session_state["anchors"] not in presets:
+            presets.append(st.session_state["anchors"])
+        _bound(st.selectbox, "Anchor set", presets, "anchors", accept_new_options=True,
+               help="digits:N (32×32 digits), natural:N (224×224 photos), noise:N:SEED, "
+                    "cutmix:BASE:N:SEED, or dir:PATH for a folder of images.")
+        steps = sorted({*STEP_CHOICES, int(st.session_state["steps"])})
+        _bound(st.select_slider, "Steps K along the path", steps, "steps")
+        c1, c2 = st.columns(2)
+        with c1:
+            _bound(st.selectbox, "Quadrature", METHODS, "method")
+            _bound(st.selectbox, "Target", TARGETS, "target")
+        with c2:
+            _bound(st.selectbox, "Baseline", BASELINES, "baseline")
+            devices = ["auto", "cpu"] + (["cuda"] if resolve_device("auto").type == "cuda" else [])
+            if st.session_state["device"] not in devices:
+                st.session_state["device"] = "auto"
+            _bound(st.selectbox, "Device", devices, "device")
+        _cost_estimate()
+        _queue_status()
+    _sync_query()
+
+
+def _bound(widget: Any, label: str, options: Any, name: str, **kwargs: Any) -> Any:
+    """A widget whose value lives in a plain session key `name`.
+
+    Streamlit drops a widget's own state on a page change in some runs; the plain key is never
+    dropped, so the setting survives navigation and seeds the widget again.
+    """
+    wkey = f"_w_{name}"
+    if st.session_state.get(wkey) != st.session_state[name]:
+        st.session_state[wkey] = st.session_state[name]
+    return widget(label, options, key=wkey,
+                  on_change=lambda: st.session_state.__setitem__(name, st.session_state[wkey]),
+                  **kwargs)
+
+
+def _cost_estimate() -> None:
+    anchors = current_anchors(quiet=True)
+    if anchors is None:
+        return
+    cfg = field_config()
+    n, k = len(anchors), cfg.steps
+    models = [m for m in (try_model(s) for s in st.session_state.get("workspace", [])) if m]
+    missing = [m for m in models if not field_ready(field_key(m, anchors, cfg))]
+    per_model = n * k
+    lines = [f"**Cost:** {n} anchors × {k} steps = **{per_model:,}** forward+backward passes "
+             f"per model"]
+    if models:
+        lines.append(f"{len(missing)} of {len(models)} workspace fields to compute "
+                     f"({per_model * len(missing):,} passes).")
+    device = str(resolve_device(cfg.device))
+    speed = worker().speed(missing[0] if missing else None, device)
+    if missing and speed:
+        seconds = sum(per_model / (worker().speed(m, device) or speed) for m in missing)
+        lines.append(f"Expected ≈ **{_duration(seconds)}** on {device} "
+                     f"(measured {speed:,.0f} passes/s).")
+    elif missing:
+        lines.append(f"Throughput on {device} not measured yet.")
+    st.caption("  \n".join(lines))
+    if missing and not speed and st.button("Measure throughput", key="_probe"):
+        worker().submit_task(f"probe:{missing[0].fingerprint}:{device}", f"probe {missing[0].name}",
+                             core_worker.probe_task(missing[0], anchors, cfg))
+        st.rerun()
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _queue_status() -> None:
+    pending = worker().pending()
+    if pending:
+        st.caption(f"Worker: {pending} job(s) queued or running.")
+
+
+# ------------------------------------------------------------------------------ workspace
+
+
+def workspace() -> list[str]:
+    return list(st.session_state.get("workspace", []))
+
+
+def set_workspace(specs: list[str]) -> None:
+    st.session_state["workspace"] = list(dict.fromkeys(specs))
+    _sync_query()
+
+
+def add_to_workspace(specs: list[str]) -> None:
+    set_workspace(workspace() + list(specs))
+
+
+def try_model(spec: str) -> Any | None:
+    """The loaded model for `spec`, or None after showing why it could not be loaded."""
+    try:
+        return _model(spec)
+    except (UserError, ValueError, OSError) as err:
+        st.error(f"{spec}: {err}")
+        return None
+
+
+def model(spec: str) -> Any:
+    """The loaded model for `spec` (errors propagate: for specs the user has just typed)."""
+    return _model(spec)
+
+
+def current_anchors(quiet: bool = False) -> Any | None:
+    try:
+        return _anchors(anchors_spec())
+    except (UserError, ValueError, OSError) as err:
+        if not quiet:
+            st.error(str(err))
+        else:
+            st.sidebar.error(str(err))
+        return None
+
+
+def model_label(m: Any) -> str:
+    return str(m.meta.get("name") or m.name)
+
+
+def model_details(m: Any) -> dict[str, Any]:
+    meta = m.meta or {}
+    acc = meta.get("test_accuracy")
+    return {"arch": m.arch, "role": meta.get("role"), "family": meta.get("family"),
+            "attack": meta.get("attack"), "accuracy": acc, "classes": m.num_classes}
+
+
+def field_key(m: Any, anchors: Any, cfg: FieldConfig) -> str:
+    return core_worker.field_job_key(m, anchors, cfg)
+
+
+def field_ready(key: str) -> bool:
+    return worker().is_ready(key)
+
+
+# ------------------------------------------------------------------------------ demo
+
+
+def demo_key(cfg: FieldConfig, anchors: str) -> str:
+    return "demo:" + hashlib.sha256(f"{anchors}|{cfg.key()}".encode()).hexdigest()[:16]
+
+
+def start_demo() -> str:
+    cfg, spec = field_config(), anchors_spec()
+    key = demo_key(cfg, spec)
+    worker().submit_task(key, "demo: build the small zoo and queue its fields",
+                         core_worker.demo_task(spec, cfg))
+    st.session_state["demo"] = key
+    st.session_state.pop("_demo_adopted", None)
+    return key
+
+
+def _adopt_demo_workspace() -> None:
+    """When this session's demo has listed the zoo, its models become the workspace."""
+    key = st.session_state.get("demo")
+    if not key or st.session_state.get("_demo_adopted") == key:
+        return
+    job = worker().job(key)
+    if job is not None and job.state == core_worker.DONE and job.result:
+        st.session_state["_demo_adopted"] = key
+        st.session_state["workspace"] = list(dict.fromkeys(job.result))
+
+
+# ------------------------------------------------------------------------------ progress
+
+
+@dataclass
+class Ready:
+    """The workspace's models with their fields, when every one is in the store."""
+
+    models: list[Any]
+    keys: list[str]
+    anchors: Any
+    cfg: FieldConfig
+
+
+def require_fields(min_models: int = 1, what: str = "this page") -> Ready:
+    """Load the workspace and make sure its fields exist; otherwise explain, offer and stop."""
+    specs = workspace()
+    if len(specs) < min_models:
+        st.info(f"{what} needs at least {min_models} model(s) in the workspace. Pick models on "
+                "the Models page, or run the demo on Home.")
+        st.page_link("pages/models.py", label="Choose models", icon=":material/view_list:")
+        st.page_link(home_page(), label="Run the demo", icon=":material/play_arrow:")
+        st.stop()
+    anchors = current_anchors()
+    if anchors is None:
+        st.stop()
+    cfg = field_config()
+    models = [m for m in (try_model(s) for s in specs) if m is not None]
+    if len(models) < min_models:
+        st.stop()
+    keys = [field_key(m, anchors, cfg) for m in models]
+    missing = [(m, k) for m, k in zip(models, keys, strict=True) if not field_ready(k)]
+    if not missing:
+        return Ready(models, keys, anchors, cfg)
+    jobs = {j.key: j for j in worker().jobs(k for _, k in missing)}
+    unqueued = [(m, k) for m, k in missing if k not in jobs or not jobs[k].active]
+    failed = [jobs[k] for _, k in missing if k in jobs and jobs[k].state == core_worker.FAILED]
+    for job in failed:
+        st.error(f"{job.label}: {job.error}")
+    if unqueued:
+        n = len(anchors) * cfg.steps
+        st.info(f"{len(unqueued)} of {len(models)} fields are not computed yet for "
+                f"{anchors_spec()} with K = {cfg.steps} ({n * len(unqueued):,} forward+backward "
+                "passes; see the estimate in the sidebar).")
+        if st.button("Compute missing fields", type="primary", key="_compute"):
+            for m, _k in unqueued:
+                worker().submit_field(m, anchors, cfg)
+            st.rerun()
+    if len(unqueued) < len(missing):
+        progress_panel([k for _, k in missing])
+    st.stop()
+
+
+def progress_panel(keys: list[str], rerun_when_done: bool = True) -> None:
+    """Progress of the given jobs, refreshed every second; reruns the page once all finished."""
+
+    @st.fragment(run_every=POLL_SECONDS)
+    def _panel() -> None:
+        jobs = worker().jobs(keys)
+        active = [j for j in jobs if j.active]
+        done = sum(j.state == core_worker.DONE for j in jobs)
+        st.progress(done / max(1, len(jobs)), text=f"{done} of {len(jobs)} fields ready")
+        for job in active[:6]:
+            state = "running" if job.state == core_worker.RUNNING else "queued"
+            st.progress(job.fraction, text=f"{job.label}: {state} ({job.done:,}/{job.total:,})")
+        if len(active) > 6:
+            st.caption(f"…and {len(active) - 6} more queued.")
+        if not active and rerun_when_done:
+            st.rerun(scope="app")
+
+    _panel()
+
+
+def task_panel(key: str) -> Any:
+    """Progress of a task (demo, triage); returns the finished job, or None while it runs."""
+    job = worker().job(key)
+    if job is None:
+        return None
+    if job.state == core_worker.FAILED:
+        st.error(job.error)
+        return job
+    if job.state == core_worker.DONE:
+        return job
+
+    @st.fragment(run_every=POLL_SECONDS)
+    def _panel() -> None:
+        now = worker().job(key)
+        if now is None or not now.active:
+            st.rerun(scope="app")
+        frac = now.fraction
+        text = f"{now.label}: {'running' if now.state == core_worker.RUNNING else 'queued'}"
+        if now.total:
+            text += f" ({now.done}/{now.total})"
+        st.progress(frac, text=text)
+
+    _panel()
+    return None
+
+
+# ------------------------------------------------------------------------------ misc
+
+
+HOME: Any = None  # the Home page object; app.py sets it on every run
+
+
+def home_page() -> Any:
+    return HOME
+
+
+def download_name(stem: str, keys: list[str] | tuple[str, ...]) -> str:
+    digest = hashlib.sha256("|".join(keys).encode()).hexdigest()[:8]
+    return f"{stem}-{digest}"
+
+
+def json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, indent=2, default=str).encode()
+
+
+def upload_dir() -> str:
+    path = os.path.join(store_root(), "uploads")
+    os.makedirs(path, exist_ok=True)
+    return path

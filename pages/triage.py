@@ -1,0 +1,138 @@
+"""Triage: is a suspect model derived from the victim? Verdicts against independent references."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import streamlit as st
+
+from modelgif_core import figures, list_zoo
+from pages import _ui
+
+
+def triage(*args: Any, **kwargs: Any) -> Any:
+    """modelgif_core.triage, the function (once the submodule is imported, the package attribute
+    `triage` is the module; TODO(lead): export the function under a name that cannot clash)."""
+    from modelgif_core.triage import triage as run
+
+    return run(*args, **kwargs)
+
+BADGE = {"derived": "red", "independent": "green", "inconclusive": "orange"}
+
+
+def _references(report: dict[str, Any]) -> tuple[list[float], list[str]]:
+    """The victim-to-reference distances and names, whichever shape the report gives them in."""
+    refs = report.get("references")
+    if isinstance(refs, list) and refs and isinstance(refs[0], dict):
+        return [float(r["distance"]) for r in refs], [str(r.get("model", "")) for r in refs]
+    dists = report.get("reference_distances") or []
+    names = report.get("reference_models") or (refs if isinstance(refs, list) else [])
+    names = [str(n) for n in names] if len(names) == len(dists) else None
+    return [float(d) for d in dists], names
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    lines = [f"# ModelGiF triage: {report.get('victim')}", ""]
+    for key in ("anchors", "n_anchors", "method", "threshold"):
+        if report.get(key) is not None:
+            lines.append(f"- {key}: {report[key]}")
+    lines += ["", "| suspect | distance | score | verdict |", "|---|---|---|---|"]
+    for s in report.get("suspects", []):
+        score = s.get("score")
+        score = f"{score:.4g}" if isinstance(score, int | float) else score
+        lines.append(f"| {s.get('model')} | {s.get('distance', float('nan')):.5f} | {score} | "
+                     f"{s.get('verdict')} |")
+    dists, names = _references(report)
+    if dists:
+        lines += ["", f"Reference distances ({len(dists)} independent models): "
+                  + ", ".join(f"{d:.4f}" for d in sorted(dists))]
+    return "\n".join(lines) + "\n"
+
+
+def _candidates() -> list[str]:
+    specs = list(_ui.workspace())
+    specs += [f"zoo:{r['name']}" for r in list_zoo("small")]
+    return list(dict.fromkeys(specs))
+
+
+def _label(spec: str) -> str:
+    return spec.removeprefix("zoo:")
+
+
+st.title("Triage")
+st.markdown("Is a suspect model a copy of yours, fine-tuned, pruned, distilled or extracted? "
+            "Triage measures the field distance from your model (the victim) to each suspect and "
+            "compares it with the distances from the victim to **independently trained** reference "
+            "models: a suspect far closer than every reference is *derived*.")
+candidates = _candidates()
+if len(candidates) < 2:
+    st.info("Triage needs at least two models: add them on the Models page, or run the demo on Home "
+            "to build the zoo.")
+    st.stop()
+victim = st.selectbox("Victim (your model)", candidates, format_func=_label, key="tri_victim")
+others = [c for c in candidates if c != victim]
+suspects = st.multiselect("Suspects", others, format_func=_label, key="tri_suspects")
+references = st.multiselect(
+    "Independent reference models (optional)", [c for c in others if c not in suspects],
+    format_func=_label, key="tri_refs",
+    help="Leave empty for a digits victim: the zoo's calibration models serve as references.")
+use_sidebar = st.toggle("Use the sidebar's anchors and field settings (else triage's tuned defaults)",
+                        key="tri_sidebar")
+if not suspects:
+    st.info("Pick at least one suspect.")
+    st.stop()
+
+kwargs: dict[str, Any] = {}
+if use_sidebar:
+    kwargs = {"anchors": _ui.anchors_spec(), "cfg": _ui.field_config()}
+request = json.dumps({"v": victim, "s": suspects, "r": references,
+                      "a": kwargs.get("anchors"), "c": kwargs["cfg"].key() if kwargs else None})
+key = "triage:" + hashlib.sha256(request.encode()).hexdigest()[:16]
+if st.button("Run triage", type="primary"):
+    refs = references or None
+
+    def run(progress, worker):
+        return triage(victim, suspects, references=refs, store=worker.store, progress=progress,
+                      **kwargs).to_dict()
+
+    _ui.worker().submit_task(key, f"triage of {len(suspects)} suspect(s)", run)
+    st.session_state["tri_key"] = key
+
+if st.session_state.get("tri_key") != key:
+    st.stop()
+job = _ui.task_panel(key)
+if job is None or job.state != "done":
+    st.stop()
+report = job.result
+
+st.subheader("Verdicts")
+cols = st.columns(min(4, len(report["suspects"])))
+for i, s in enumerate(report["suspects"]):
+    with cols[i % len(cols)].container(border=True):
+        verdict = str(s.get("verdict"))
+        st.markdown(f"**{_label(str(s.get('model')))}**  \n:{BADGE.get(verdict, 'gray')}-badge"
+                    f"[{verdict}]")
+        st.metric("distance to the victim", f"{float(s['distance']):.4f}")
+        if s.get("score") is not None:
+            st.caption(f"score {float(s['score']):.3g}"
+                       + (f" · p = {float(s['p_value']):.3g}" if s.get("p_value") is not None else ""))
+
+dists, names = _references(report)
+st.plotly_chart(
+    figures.reference_distribution(
+        dists, [(_label(str(s["model"])), float(s["distance"]), str(s["verdict"]))
+                for s in report["suspects"]],
+        reference_names=names, threshold=report.get("threshold"),
+        title="Where each suspect falls among the independent references"),
+    key="triage_plot",
+)
+n_anchors = report.get("n_anchors")
+st.caption(f"{len(dists)} independent reference models"
+           + (f", {n_anchors} anchors" if n_anchors else "")
+           + ". A suspect left of every reference is closer to the victim than any model trained "
+             "independently.")
+c1, c2 = st.columns(2)
+c1.download_button("Report (JSON)", _ui.json_bytes(report), "triage.json", "application/json")
+c2.download_button("Report (Markdown)", _markdown(report), "triage.md", "text/markdown")

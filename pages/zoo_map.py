@@ -1,0 +1,28 @@
+"""Zoo map: a 2-D embedding (UMAP) of the workspace's models on their field distances."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from modelgif_core import figures
+from pages import _ui
+
+st.title("Zoo map")
+st.caption("Each point is a model; nearby points have similar gradient fields. The layout comes from "
+           "UMAP on the precomputed field distances, so only neighbourhoods are meaningful, not axes.")
+ready = _ui.require_fields(min_models=2, what="The map")
+root = _ui.store_root()
+coords, method, note = _ui.embedding(root, tuple(ready.keys))
+if note:
+    st.info(note + (" Add models on the Models page for a real map." if len(ready.models) < 4 else ""))
+color_by = st.segmented_control("Colour by", ["family", "role", "arch"], default="family",
+                                key="map_color") or "family"
+details = [_ui.model_details(m) for m in ready.models]
+groups = [str(d.get(color_by) or "unknown") for d in details]
+names = figures.unique_labels([_ui.model_label(m) for m in ready.models])
+hover = [{k: v for k, v in d.items() if k != color_by} for d in details]
+st.plotly_chart(
+    figures.embedding_scatter(coords, names, groups, details=hover, color_label=color_by,
+                              title=f"{len(names)} models · {method}"),
+    key="zoo_map",
+)
