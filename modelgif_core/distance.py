@@ -25,20 +25,25 @@ def unit_field(phi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return unit, norm  # [N, K, D], [N, K]
 
 
-def _units(field: Any) -> torch.Tensor:
-    """Unit vectors [N, K, D] (float32) of a field tensor or of a stored field (which keeps them)."""
-    unit = getattr(field, "unit", None)
-    if unit is not None:
-        return unit.float()
+def _rows(field: Any, r0: int, r1: int, d: int, metric: str) -> torch.Tensor:
+    """Rows r0:r1 of a field as float32 [r1-r0, D]: unit vectors (cosine) or raw vectors (euclidean).
+
+    Slices before converting, so a stored float16 field is never expanded whole per chunk.
+    """
+    unit = None if isinstance(field, torch.Tensor) else getattr(field, "unit", None)
+    if unit is not None:  # a StoredField keeps unit vectors and their norms
+        rows = unit.reshape(-1, d)[r0:r1].float()
+        return rows if metric == "cosine" else rows * field.norm.reshape(-1)[r0:r1, None].float()
     if not isinstance(field, torch.Tensor):
         raise UserError(f"Expected a field tensor [N, K, D] or a stored field, got {type(field).__name__}.")
-    return unit_field(field)[0]
+    rows = field.reshape(-1, d)[r0:r1].float()
+    return unit_field(rows[None])[0][0] if metric == "cosine" else rows
 
 
-def _raw(field: Any) -> torch.Tensor:
-    if isinstance(field, torch.Tensor):
-        return field.float()
-    return field.field()
+def _count_nonzero_rows(field: Any, part: torch.Tensor, r0: int, r1: int) -> int:
+    if not isinstance(field, torch.Tensor):  # a StoredField knows its norms
+        return int((field.norm.reshape(-1)[r0:r1] > 0).sum())
+    return int((part != 0).any(dim=1).sum())
 
 
 def _check_same_shape(shapes: Sequence[tuple[int, ...]]) -> None:
@@ -68,7 +73,6 @@ def distance_matrix(fields: Sequence[Any], metric: str = "cosine", chunk_mb: int
     m = len(fields)
     if m == 0:
         return np.zeros((0, 0))
-    get = _units if metric == "cosine" else _raw
     shapes = [tuple(f.shape) if isinstance(f, torch.Tensor) else tuple(f.unit.shape) for f in fields]
     _check_same_shape(shapes)
     n, k, d = shapes[0]
@@ -77,12 +81,15 @@ def distance_matrix(fields: Sequence[Any], metric: str = "cosine", chunk_mb: int
     chunk_rows = max(1, min(rows, (chunk_mb << 20) // max(per_row, 1)))
     gram = torch.zeros(m, m, dtype=torch.float64)
     nonzero = torch.zeros(m, dtype=torch.float64)  # rows (i, k) whose vector is not zero, per field
+    buffer = torch.empty(m, chunk_rows * d)  # reused: converting into it beats stacking new tensors
     for r0 in range(0, rows, chunk_rows):
         r1 = min(rows, r0 + chunk_rows)
-        # x: [M, (r1-r0)*D] slice of every field, flattened
-        x = torch.stack([get(f).reshape(rows, d)[r0:r1].reshape(-1) for f in fields])
+        x = buffer[:, : (r1 - r0) * d]  # [M, (r1-r0)*D] slice of every field, flattened
+        for j, f in enumerate(fields):
+            part = _rows(f, r0, r1, d, metric)
+            x[j].copy_(part.reshape(-1))
+            nonzero[j] += _count_nonzero_rows(f, part, r0, r1)
         gram += (x @ x.T).double()
-        nonzero += (x.view(m, r1 - r0, d) != 0).any(dim=2).sum(dim=1).double()
     return _METRICS[metric](gram, rows, nonzero)
 
 
