@@ -1,0 +1,242 @@
+"""The Streamlit app through AppTest: every page, the demo, uploads and the Hub, on real core calls.
+
+Each test runs the real app script against a temporary MODELGIF_HOME with tiny models; the
+background worker computes real fields (digits:8 anchors, K = 8, so it takes seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from _app_fixtures import write_quick_zoo, write_tiny_model
+from streamlit.testing.v1 import AppTest
+
+from modelgif_core.worker import get_worker
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+PAGES = ["pages/models.py", "pages/distances.py", "pages/zoo_map.py", "pages/fields.py",
+         "pages/triage.py"]
+QUICK = {"anchors": "digits:8", "steps": "8"}
+
+
+def _app(**query) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    for k, v in {**QUICK, **query}.items():
+        at.query_params[k] = v
+    return at.run()
+
+
+def _ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _charts(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def _n(values) -> int:
+    """Length of a plotly array, plain or base64-packed ({"bdata": ..., "shape": "22, 22"})."""
+    if isinstance(values, dict):
+        shape = values.get("shape")
+        if shape is None:
+            import base64
+
+            import numpy as np
+
+            return len(np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]))
+        return int(str(shape).split(",")[0])
+    return len(values)
+
+
+def _wait_all(home: Path, timeout: float = 300) -> None:
+    worker = get_worker(home)
+    deadline = time.monotonic() + timeout
+    while worker.pending() and time.monotonic() < deadline:
+        worker.wait([j.key for j in worker.jobs()], timeout=5)
+    failed = [(j.label, j.error) for j in worker.jobs() if j.state == "failed"]
+    assert not failed and not worker.pending(), failed
+
+
+@pytest.fixture(scope="module")
+def zoo_home(tmp_path_factory):
+    """A store with the quick stand-in of the small zoo, shared by this module's demo tests."""
+    home = tmp_path_factory.mktemp("app_home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MODELGIF_HOME", str(home))
+    write_quick_zoo()
+    mp.undo()
+    return home
+
+
+@pytest.fixture()
+def home(zoo_home, monkeypatch):
+    monkeypatch.setenv("MODELGIF_HOME", str(zoo_home))
+    return zoo_home
+
+
+def test_every_page_explains_what_is_missing_on_an_empty_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELGIF_HOME", str(tmp_path))
+    at = _app()
+    _ok(at)
+    assert at.title[0].value == "ModelGiF Explorer"
+    assert any(b.label == "Run the demo" for b in at.button)
+    for page in PAGES:
+        at.switch_page(page).run()
+        _ok(at)
+        assert at.info, page  # a guard that says what to do, not an empty page
+
+
+def test_demo_fills_the_workspace_and_every_page_shows_its_results(home):
+    at = _app()
+    next(b for b in at.button if b.label == "Run the demo").click().run()
+    _ok(at)
+    assert at.session_state["demo"].startswith("demo:")
+    _wait_all(home)
+    at.run()
+    _ok(at)
+    assert any("Demo ready: 22 zoo models" in s.value for s in at.success)
+    assert len(at.session_state["workspace"]) == 22
+    assert at.query_params["m"][0] == "zoo:resnet-victim"  # the view is a URL
+
+    at.switch_page("pages/distances.py").run()
+    _ok(at)
+    heat = next(t for t in _charts(at)[0]["data"] if t["type"] == "heatmap")
+    assert _n(heat["z"]) == 22 and "%{z:.6f}" in heat["hovertemplate"]
+    assert [d.label for d in at.download_button] == ["Distances (CSV)", "Distances (JSON)"]
+
+    at.switch_page("pages/zoo_map.py").run()
+    _ok(at)
+    scatter = _charts(at)[0]["data"]
+    assert sum(_n(t["x"]) for t in scatter) == 22
+    assert {t["name"] for t in scatter} >= {"independent"}
+
+    at.switch_page("pages/fields.py").run()
+    _ok(at)
+    kinds = [[t["type"] for t in c["data"]] for c in _charts(at)]
+    assert kinds[0].count("heatmap") == 2 * 8  # two models x the eight steps of K = 8
+    assert kinds[1] == ["image", "heatmap"] and kinds[2] == ["scatter", "scatter"]
+
+    # Settings and workspace survive page changes; a cached page switch is quick (printed, not timed).
+    for page in ("pages/distances.py", "pages/fields.py", "pages/zoo_map.py"):
+        start = time.perf_counter()
+        at.switch_page(page).run()
+        print(f"{page}: {time.perf_counter() - start:.3f} s")
+        _ok(at)
+        assert at.session_state["anchors"] == "digits:8" and _charts(at)
+
+
+def test_workspace_from_the_url_computes_missing_fields_on_click(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELGIF_HOME", str(tmp_path / "home"))
+    specs = [write_tiny_model(tmp_path / f"tiny{i}", seed=i) for i in range(3)]
+    at = _app(m=specs)
+    at.switch_page("pages/distances.py").run()
+    _ok(at)
+    assert "3 of 3 fields are not computed yet" in at.info[0].value
+    next(b for b in at.button if b.label == "Compute missing fields").click().run()
+    _ok(at)
+    _wait_all(tmp_path / "home")
+    at.run()
+    _ok(at)
+    heat = next(t for t in _charts(at)[0]["data"] if t["type"] == "heatmap")
+    assert heat["x"] == heat["y"] and _n(heat["x"]) == 3
+    at.switch_page("pages/zoo_map.py").run()  # 3 models: the map says why it is not UMAP
+    _ok(at)
+    assert any("UMAP needs at least 4 models" in i.value for i in at.info)
+
+
+def _upload_page(tmp_path, monkeypatch) -> AppTest:
+    monkeypatch.setenv("MODELGIF_HOME", str(tmp_path / "home"))
+    at = _app()
+    at.switch_page("pages/models.py").run()
+    _ok(at)
+    return at
+
+
+def test_checkpoint_upload_adds_a_model_to_the_workspace(tmp_path, monkeypatch):
+    import timm
+    from safetensors.torch import save
+
+    module = timm.create_model("test_resnet", num_classes=7)
+    data = save({k: v.contiguous() for k, v in module.state_dict().items()})
+    at = _upload_page(tmp_path, monkeypatch)
+    at.file_uploader(key="ckpt").set_value(("my-net.safetensors", data, "application/octet-stream"))
+    at.selectbox(key="ckpt_arch").set_value("test_resnet").run()
+    at.text_input(key="ckpt_size_test_resnet").set_value("3,32,32")
+    next(b for b in at.button if b.label == "Load checkpoint").click().run()
+    _ok(at)
+    assert not at.error, [e.value for e in at.error]
+    assert at.success[0].value == "Added my-net.safetensors (test_resnet)."
+    (spec,) = at.session_state["workspace"]
+    assert spec.startswith("local-dir:") and "uploads" in spec
+    at.run()
+    table = at.dataframe[0].value
+    assert list(table["classes"]) == [7] and list(table["input"]) == ["3×32×32"]
+
+
+def test_a_bad_upload_is_one_clear_sentence(tmp_path, monkeypatch):
+    at = _upload_page(tmp_path, monkeypatch)
+    at.file_uploader(key="ckpt").set_value(("broken.safetensors", b"not a checkpoint at all",
+                                            "application/octet-stream"))
+    at.selectbox(key="ckpt_arch").set_value("test_resnet").run()
+    next(b for b in at.button if b.label == "Load checkpoint").click().run()
+    _ok(at)
+    (error,) = at.error
+    assert "broken.safetensors" in error.value and "\n" not in error.value.strip()
+    assert "Traceback" not in error.value
+    assert at.session_state["workspace"] == []
+
+
+def test_offline_hub_pick_says_which_weights_are_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: nothing to find
+    at = _upload_page(tmp_path, monkeypatch)
+    at.text_input(key="hub_search").set_value("resnet18.a1").run()
+    assert at.selectbox(key="hub_pick").value == "resnet18.a1_in1k"
+    start = time.monotonic()
+    next(b for b in at.button if b.label == "Add to workspace").click().run()
+    print(f"offline Hub failure after {time.monotonic() - start:.1f} s")
+    _ok(at)
+    (error,) = at.error
+    assert "resnet18.a1_in1k" in error.value and "\n" not in error.value.strip()
+    assert at.session_state["workspace"] == []
+
+
+def test_a_bad_anchor_spec_is_a_message_not_a_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELGIF_HOME", str(tmp_path))
+    at = _app(anchors="digits:banana")
+    _ok(at)
+    assert at.sidebar.error and "digits" in at.sidebar.error[0].value
+
+
+@pytest.mark.slow
+def test_triage_page_gives_verdicts_and_reports(home):
+    at = _app()
+    at.switch_page("pages/triage.py").run()
+    _ok(at)
+    at.selectbox(key="tri_victim").set_value("zoo:resnet-victim")
+    at.multiselect(key="tri_suspects").set_value(["zoo:resnet-finetune-all-0",
+                                                  "zoo:indep-test-05-convnext"])
+    at.toggle(key="tri_sidebar").set_value(True).run()
+    next(b for b in at.button if b.label == "Run triage").click().run()
+    _ok(at)
+    _wait_all(home)
+    at.run()
+    _ok(at)
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.metric) == 2
+    fig = _charts(at)[0]
+    marked = [t for t in fig["data"] if t.get("marker", {}).get("symbol") == "diamond"]
+    assert len(marked) == 2
+    assert [d.label for d in at.download_button] == ["Report (JSON)", "Report (Markdown)"]
+
+
+def test_pages_do_not_import_torch_math():
+    """Pages stay thin: no torch calls in the UI layer (DESIGN §2)."""
+    for path in [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]:
+        text = path.read_text()
+        assert "import torch" not in text, path
+        assert "modelgif_core." not in text.replace("modelgif_core.triage", ""), path
