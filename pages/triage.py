@@ -38,6 +38,8 @@ def _markdown(report: dict[str, Any]) -> str:
     for key in ("anchors", "n_anchors", "method", "threshold"):
         if report.get(key) is not None:
             lines.append(f"- {key}: {report[key]}")
+    if report.get("explanation"):
+        lines += ["", str(report["explanation"])]
     lines += ["", "| suspect | distance | score | verdict |", "|---|---|---|---|"]
     for s in report.get("suspects", []):
         score = s.get("score")
@@ -128,11 +130,8 @@ st.plotly_chart(
         title="Where each suspect falls among the independent references"),
     key="triage_plot",
 )
-n_anchors = report.get("n_anchors")
-st.caption(f"{len(dists)} independent reference models"
-           + (f", {n_anchors} anchors" if n_anchors else "")
-           + ". A suspect left of every reference is closer to the victim than any model trained "
-             "independently.")
+st.caption(report.get("explanation") or "A suspect left of every reference is closer to the victim "
+           "than any model trained independently.")
 c1, c2 = st.columns(2)
 c1.download_button("Report (JSON)", _ui.json_bytes(report), "triage.json", "application/json")
 c2.download_button("Report (Markdown)", _markdown(report), "triage.md", "text/markdown")
