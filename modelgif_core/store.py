@@ -257,7 +257,7 @@ class FieldStore:
             try:
                 stat = path.stat()
                 if verify:
-                    _read_field(path, key, backend="pread", verify=True)
+                    _read_field(path, key, backend=self._backend, verify=True)
                 manifest, shape = _read_header(path, key)
             except FileNotFoundError:
                 continue  # removed meanwhile
@@ -640,10 +640,12 @@ def _check_header(meta: dict | None, names: set[str], key: str, unit_shape: list
 
 
 def _open(path: Path, backend: str) -> Any:
+    # `backend` is new in safetensors 0.8; pass it only when it is not the (older) default, mmap.
+    kwargs = {} if backend == "mmap" else {"backend": backend}
     try:
-        return safe_open(path, framework="pt", backend=backend)
-    except (FileNotFoundError, PermissionError):
-        raise
+        return safe_open(path, framework="pt", **kwargs)
+    except (FileNotFoundError, PermissionError, TypeError):
+        raise  # missing, unreadable, or a safetensors too old for `backend`: not a damaged file
     except Exception as exc:  # SafetensorError: bad or truncated header, file shorter than it says
         raise _Corrupt(str(exc)) from None
 

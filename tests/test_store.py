@@ -120,6 +120,8 @@ def test_roundtrip_keeps_units_norms_and_zero_vectors(tmp_path):
     assert got.manifest == {**_manifest(), **added, "created": put.manifest["created"]}
     got.unit.mul_(0)  # copy-on-write mapping: an in-place edit must not reach the file
     assert torch.equal(store.get(key).unit, put.unit)
+    private = FieldStore(tmp_path, mmap=False).get(key)  # read into memory instead of mapped
+    assert torch.equal(private.unit, put.unit) and torch.equal(private.norm, put.norm)
 
 
 def test_put_refuses_bad_input(tmp_path):
