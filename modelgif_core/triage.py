@@ -1,0 +1,280 @@
+"""IP triage: is a suspect derived from the victim? Distances calibrated against independent models.
+
+For each suspect the victim-to-suspect distance is placed in the distribution of victim-to-reference
+distances (models trained independently of the victim):
+
+    z        = (d - mean(ref)) / std(ref)          how many reference spreads below the references
+    p_value  = Phi(z)                              Gaussian tail: an independent model this close
+    emp_p    = (1 + #{ref <= d}) / (1 + n_ref)      the distribution-free version (floor 1/(n+1))
+    derived      if d < min(ref) and p_value < alpha      (the `threshold` in the report)
+    independent  if z >= z_independent                     (inside the bulk of the references)
+    inconclusive otherwise
+    score    = -z                                  larger = more likely derived
+
+For a digits victim (a zoo model, or 10 classes with digits anchors) the zoo's independent
+calibration models are the references when none are given; any other domain must bring its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._errors import UserError
+from .fields import FieldConfig
+from .models import ModelHandle, load_model
+
+Progress = Callable[[int, int], None]
+
+VERDICTS = ("derived", "independent", "inconclusive")
+
+
+@dataclass(frozen=True)
+class TriageRule:
+    """Verdict thresholds on the reference-calibrated distance (see the module docstring)."""
+
+    alpha: float = 1e-3  # Gaussian tail below which (and below every reference) a suspect is derived
+    z_independent: float = -2.0  # at or above this z the suspect sits among the references
+    min_references: int = 3  # fewer cannot estimate a spread
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# The field settings triage uses when the caller passes no cfg (chosen by `modelgif bench ip`).
+DEFAULT_FIELD = FieldConfig(steps=50, method="gausslegendre", baseline="black", target="predicted")
+DEFAULT_ANCHORS = "digits:64"
+
+
+@dataclass
+class Verdict:
+    """One suspect's evidence."""
+
+    model: str  # the spec as given
+    name: str
+    distance: float
+    score: float
+    verdict: str
+    z: float
+    p_value: float
+    empirical_p: float
+    margin: float  # min(ref) - d: positive when closer than every reference
+    closer_references: int  # references at least as close to the victim as the suspect
+
+
+@dataclass
+class TriageReport:
+    """Verdicts for every suspect plus the evidence they rest on (DESIGN §3 JSON via to_dict)."""
+
+    victim: str
+    victim_name: str
+    suspects: list[Verdict]
+    references: list[dict[str, Any]]  # {"model", "name", "distance"}
+    reference_source: str  # "given" | "zoo-calibration"
+    anchors: str
+    n_anchors: int
+    method: str
+    config: dict[str, Any]
+    rule: TriageRule
+    threshold: float  # distances below this are "derived"
+    independent_above: float  # distances at or above this are "independent"
+    stats: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "victim": self.victim,
+            "victim_name": self.victim_name,
+            "suspects": [asdict(v) for v in self.suspects],
+            "references": self.references,
+            "reference_source": self.reference_source,
+            "reference_stats": self.stats,
+            "anchors": self.anchors,
+            "n_anchors": self.n_anchors,
+            "method": self.method,
+            "config": self.config,
+            "rule": self.rule.to_dict(),
+            "threshold": self.threshold,
+            "independent_above": self.independent_above,
+            "explanation": self.explanation(),
+        }
+
+    def explanation(self) -> str:
+        s = self.stats
+        return (f"{len(self.references)} independent reference models ({self.reference_source}) lie "
+                f"at distances {s['min']:.4f}..{s['max']:.4f} (mean {s['mean']:.4f}, std "
+                f"{s['std']:.4f}) from the victim on {self.n_anchors} anchors; a suspect is derived "
+                f"below {self.threshold:.4f} (closer than every reference and Gaussian p < "
+                f"{self.rule.alpha:g}), independent at or above {self.independent_above:.4f} "
+                f"(z >= {self.rule.z_independent:g}), inconclusive between.")
+
+
+# ----------------------------------------------------------------------------------- verdicts
+
+
+def _phi(z: float) -> float:
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+def _phi_inv(p: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(p))
+
+
+def reference_stats(ref: Sequence[float]) -> dict[str, float]:
+    r = np.asarray(ref, dtype=float)
+    # The std floor keeps z finite when references coincide (then any closer suspect is far off).
+    std = max(float(r.std(ddof=1)) if len(r) > 1 else 0.0, 1e-6 * max(1.0, abs(float(r.mean()))))
+    return {"n": int(len(r)), "mean": float(r.mean()), "std": std, "min": float(r.min()),
+            "max": float(r.max())}
+
+
+def thresholds(ref: Sequence[float], rule: TriageRule) -> tuple[float, float]:
+    """(derived below, independent at or above) in distance units."""
+    s = reference_stats(ref)
+    derived_below = min(s["min"], s["mean"] + s["std"] * _phi_inv(rule.alpha))
+    return derived_below, s["mean"] + rule.z_independent * s["std"]
+
+
+def judge(distance: float, ref: Sequence[float], rule: TriageRule | None = None) -> dict[str, Any]:
+    """Verdict and evidence for one distance against the reference distances."""
+    rule = rule or TriageRule()
+    if len(ref) < rule.min_references:
+        raise UserError(f"Triage needs at least {rule.min_references} independent reference models; "
+                        f"got {len(ref)}. Pass more with --reference.")
+    s = reference_stats(ref)
+    r = np.asarray(ref, dtype=float)
+    z = (distance - s["mean"]) / s["std"]
+    p = _phi(z)
+    closer = int((r <= distance).sum())
+    derived_below, independent_above = thresholds(ref, rule)
+    if distance < derived_below:
+        verdict = "derived"
+    elif distance >= independent_above:
+        verdict = "independent"
+    else:
+        verdict = "inconclusive"
+    return {"distance": float(distance), "score": float(-z), "verdict": verdict, "z": float(z),
+            "p_value": float(p), "empirical_p": (1 + closer) / (1 + len(r)),
+            "margin": float(s["min"] - distance), "closer_references": closer}
+
+
+# ----------------------------------------------------------------------------------- models
+
+
+def _handle(model: str | ModelHandle) -> ModelHandle:
+    if isinstance(model, ModelHandle):
+        return model
+    if not isinstance(model, str):
+        raise UserError(f"Expected a model spec or a loaded model, got {type(model).__name__}.")
+    return load_model(model)
+
+
+def _spec(model: str | ModelHandle) -> str:
+    return model if isinstance(model, str) else (model.spec or model.name)
+
+
+def _is_digits_victim(victim: ModelHandle, anchors_spec: str) -> bool:
+    if victim.meta.get("zoo"):
+        return True
+    digit_anchors = anchors_spec.startswith(("digits:", "cutmix:digits:"))
+    return digit_anchors and victim.num_classes == 10 and victim.input_cfg.input_size[1] <= 64
+
+
+def zoo_references(size: str | None = None) -> list[str]:
+    """Specs of the zoo's independent calibration models (the full zoo's if built, else small's)."""
+    from .zoo import ensure_zoo, list_zoo, zoo_is_built
+
+    if size is None:
+        size = "full" if zoo_is_built("full") else "small"
+    ensure_zoo(size)
+    return [f"zoo:{r['name']}" for r in list_zoo(size) if r["role"] == "independent-calibration"]
+
+
+# ----------------------------------------------------------------------------------- distances
+
+
+def _fields(handles: list[ModelHandle], anchors: Any, cfg: FieldConfig, store: Any,
+            progress: Progress | None) -> list[Any]:
+    from .fields import cached_field
+
+    out = []
+    for i, h in enumerate(handles):
+        if progress is not None:
+            progress(i, len(handles))
+        out.append(cached_field(h, anchors, cfg, store=store))
+    if progress is not None:
+        progress(len(handles), len(handles))
+    return out
+
+
+def field_distances_to(victim_field: Any, fields: Sequence[Any]) -> np.ndarray:
+    """ModelGiF distance (DESIGN §1) from one field to each of several: [M], one Gram row."""
+    v = _unit(victim_field).reshape(-1)  # [N*K*D]
+    rows = v.numel() // _unit(victim_field).shape[-1]
+    return np.array([1.0 - float(v @ _unit(f).reshape(-1)) / rows for f in fields])
+
+
+def _unit(f: Any) -> torch.Tensor:
+    from .distance import unit_field
+
+    unit = getattr(f, "unit", None)
+    return unit.float() if unit is not None else unit_field(f)[0]
+
+
+# ----------------------------------------------------------------------------------- triage
+
+
+def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
+           references: Sequence[str | ModelHandle] | None = None,
+           anchors: str | Any = DEFAULT_ANCHORS, cfg: FieldConfig | None = None, store: Any = None,
+           progress: Progress | None = None, rule: TriageRule | None = None) -> TriageReport:
+    """Verdicts for each suspect: is it derived from the victim? See the module docstring."""
+    from .anchors import load_anchors
+
+    rule = rule or TriageRule()
+    if isinstance(suspects, (str, ModelHandle)):
+        suspects = [suspects]
+    if not suspects:
+        raise UserError("Triage needs at least one suspect model.")
+    anchor_set = load_anchors(anchors) if isinstance(anchors, str) else anchors
+    anchors_spec = anchors if isinstance(anchors, str) else getattr(anchors, "spec", "custom")
+    v = _handle(victim)
+    source = "given"
+    if not references:
+        if not _is_digits_victim(v, anchors_spec):
+            raise UserError("Triage needs independent reference models for this victim (only digits "
+                            "victims can use the built-in zoo's); pass at least "
+                            f"{rule.min_references} models trained independently of it with "
+                            "--reference.")
+        references = zoo_references()
+        source = "zoo-calibration"
+    s_handles = [_handle(s) for s in suspects]
+    r_handles = [_handle(r) for r in references]
+    # A reference that is the victim or a suspect would calibrate against itself.
+    taken = {v.fingerprint, *(h.fingerprint for h in s_handles)}
+    keep = [i for i, h in enumerate(r_handles) if h.fingerprint not in taken]
+    r_handles = [r_handles[i] for i in keep]
+    r_specs = [_spec(references[i]) for i in keep]
+    if len(r_handles) < rule.min_references:
+        raise UserError(f"Triage needs at least {rule.min_references} independent reference models "
+                        f"distinct from the victim and the suspects; got {len(r_handles)}.")
+    cfg = cfg or DEFAULT_FIELD
+    fields = _fields([v, *s_handles, *r_handles], anchor_set, cfg, store, progress)
+    dist = field_distances_to(fields[0], fields[1:])  # [S + R]
+    d_sus, d_ref = dist[: len(s_handles)], dist[len(s_handles):]
+    verdicts = [Verdict(model=_spec(s), name=h.name, **judge(float(d), d_ref, rule))
+                for s, h, d in zip(suspects, s_handles, d_sus, strict=True)]
+    derived_below, independent_above = thresholds(d_ref, rule)
+    return TriageReport(
+        victim=_spec(victim), victim_name=v.name, suspects=verdicts,
+        references=[{"model": s, "name": h.name, "distance": float(d)}
+                    for s, h, d in zip(r_specs, r_handles, d_ref, strict=True)],
+        reference_source=source, anchors=anchors_spec, n_anchors=len(anchor_set),
+        method="modelgif", config=cfg.to_dict(), rule=rule, threshold=float(derived_below),
+        independent_above=float(independent_above), stats=reference_stats(d_ref))

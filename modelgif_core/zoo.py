@@ -1,0 +1,643 @@
+"""The built-in model zoo: small timm models trained here on sklearn's digits, as `local-dir:` folders.
+
+Victims of two architectures; for each, the attack kinds of the SAC benchmark adapted to digits
+(fine-tuning, fine-pruning, extraction from probabilities and from labels by a weak and a strong
+attacker, adversarial extraction, transfer to another label space, fine-tuning on a shifted
+domain, weight noise); independently trained models (other seeds, data splits, architectures)
+split into a calibration set (what triage and anchor mining may look at) and a test set (what the
+IP benchmark measures on); and, in the full zoo, the owner's own surrogate students.
+
+Data (never the 500 held-out digits that anchors and test accuracy use): the 1297-image pool of
+`anchors.digits_split()` is split once into the owner's half (victims, owner surrogates) and the
+attacker's half (every attack's own data). Each model records its recipe in config.json's
+"modelgif" dict: role, family, attack, parent, seed, data, test accuracy, the recipe and its key.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ._errors import UserError
+from .models import InputConfig, load_model, preprocess, save_model_dir
+
+Progress = Callable[[int, int, str], None]
+
+SIZES = ("small", "full")
+ROLES = ("victim", "derived", "surrogate", "independent-calibration", "independent-test")
+# Bumped when a recipe's meaning changes, so old folders are rebuilt instead of silently reused.
+RECIPE_VERSION = 1
+_SPLIT_SEED = 7  # owner/attacker split of the training pool
+_BATCH = 64
+_MEAN_HALF = (0.5, 0.5, 0.5)
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+# Architectures: tiny timm `test_*` networks (a few 100k parameters; ~25 ms per training step here).
+ARCHS: dict[str, tuple[str, dict[str, Any], InputConfig]] = {
+    "resnet": ("test_resnet", {}, InputConfig((3, 32, 32), _MEAN_HALF, _MEAN_HALF)),
+    "effnet": ("test_efficientnet", {}, InputConfig((3, 32, 32), _IMAGENET_MEAN, _IMAGENET_STD)),
+    "byobnet": ("test_byobnet", {}, InputConfig((3, 32, 32), _MEAN_HALF, _MEAN_HALF)),
+    "convnext": ("test_convnext", {}, InputConfig((3, 32, 32), _IMAGENET_MEAN, _IMAGENET_STD)),
+    # A different input size on purpose: its preprocessing resizes inside the gradient.
+    "vit": ("test_vit", {"img_size": 40}, InputConfig((3, 40, 40), _MEAN_HALF, _MEAN_HALF)),
+}
+VICTIMS = ("resnet", "effnet")
+# The different architecture an attacker picks for a cross-architecture student of each victim.
+XARCH = {"resnet": "byobnet", "effnet": "convnext"}
+
+# Attack kinds, as the benchmark reports them (columns of the AUC table).
+ATTACK_KINDS = (
+    "finetune-all", "finetune-last", "prune", "weight-noise", "shift", "transfer",
+    "adv-extract", "extract-label-weak", "extract-label-strong",
+    "extract-prob-weak", "extract-prob-strong",
+)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one zoo model is made. `key()` covers everything that changes its weights."""
+
+    name: str
+    role: str  # one of ROLES
+    arch: str  # a key of ARCHS
+    method: str  # a key of _METHODS
+    family: str  # lineage: the victim's name for it and its derivatives, else "independent"
+    attack: str | None = None  # one of ATTACK_KINDS for derived models
+    variant: str = ""  # e.g. "xarch", "noise", "parity"
+    parent: str | None = None
+    data: str = "owner"  # owner | attacker | pool | half-<seed>
+    seed: int = 0
+    epochs: int = 15
+    lr: float = 3e-3
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def key(self, parent_key: str = "") -> str:
+        blob = json.dumps({**asdict(self), "v": RECIPE_VERSION, "parent_key": parent_key},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------- recipes
+
+
+def _victim_recipes(v: str, full: bool) -> list[Recipe]:
+    """The victim `v` and its derivatives; the small zoo keeps one model per attack family."""
+    vic = f"{v}-victim"
+    xa = XARCH[v]
+
+    def d(kind: str, method: str, idx: int, *, arch: str = v, variant: str = "", **kw: Any) -> Recipe:
+        suffix = f"-{variant}" if variant else ""
+        return Recipe(name=f"{v}-{kind}{suffix}-{idx}", role="derived", arch=arch, method=method,
+                      family=vic, attack=kind, variant=variant, parent=vic, data="attacker",
+                      seed=1000 * (ATTACK_KINDS.index(kind) + 1) + 10 * idx + VICTIMS.index(v), **kw)
+
+    tune = {"epochs": 5, "lr": 5e-4}
+    out = [Recipe(name=vic, role="victim", arch=v, method="scratch", family=vic, data="owner",
+                  seed=VICTIMS.index(v))]
+    small = [
+        d("finetune-all", "finetune", 0, **tune),
+        d("prune", "prune", 0, params={"amount": 0.5}, **tune),
+        d("weight-noise", "weight-noise", 0, epochs=0, params={"rel_std": 0.05}),
+        d("shift", "shift", 0, variant="noise", params={"shift": "noise"}, **tune),
+        d("transfer", "transfer", 0, variant="parity", params={"labels": "parity"}, epochs=6, lr=5e-4),
+        d("extract-prob-strong", "extract", 0, epochs=6, params={"soft": True, "strong": True}),
+        d("extract-label-strong", "extract", 0, epochs=6, params={"soft": False, "strong": True}),
+    ]
+    out += small
+    if not full:
+        return out
+    out += [
+        d("finetune-all", "finetune", 1, **tune),
+        d("finetune-last", "finetune", 0, params={"last_only": True}, epochs=5, lr=3e-3),
+        d("finetune-last", "finetune", 1, params={"last_only": True}, epochs=5, lr=3e-3),
+        d("prune", "prune", 1, params={"amount": 0.7}, **tune),
+        d("weight-noise", "weight-noise", 1, epochs=0, params={"rel_std": 0.1}),
+        d("shift", "shift", 1, variant="blur", params={"shift": "blur"}, **tune),
+        d("shift", "shift", 2, variant="invert", params={"shift": "invert"}, **tune),
+        d("transfer", "transfer", 1, variant="5way-last",
+          params={"labels": "5way", "last_only": True}, epochs=8, lr=3e-3),
+        d("adv-extract", "adv-extract", 0, epochs=6, params={"eps": 0.15}),
+        d("adv-extract", "adv-extract", 1, arch=xa, variant="xarch", epochs=6, params={"eps": 0.15}),
+    ]
+    for strength in ("weak", "strong"):
+        strong = strength == "strong"
+        epochs = 6 if strong else 15
+        for soft, kind in ((True, f"extract-prob-{strength}"), (False, f"extract-label-{strength}")):
+            p = {"soft": soft, "strong": strong}
+            start = 1 if strong else 0  # index 0 of the strong ones is in the small zoo already
+            for idx in range(start, 2):
+                out.append(d(kind, "extract", idx, epochs=epochs, params=p))
+            out.append(d(kind, "extract", 2, arch=xa, variant="xarch", epochs=epochs, params=p))
+    # The owner's own surrogate students (owner's data, the strong recipe): used only to choose
+    # anchors and knobs, never as benchmark positives.
+    for idx, soft in enumerate((True, False, True)):
+        out.append(Recipe(name=f"{v}-surrogate-{idx}", role="surrogate", arch=v if idx < 2 else xa,
+                          method="extract", family=vic, parent=vic, data="owner",
+                          seed=90_000 + 10 * idx + VICTIMS.index(v), epochs=6,
+                          params={"soft": soft, "strong": True}))
+    return out
+
+
+# (arch, data) of independent models; calibration and test sets alternate through the list so both
+# see every architecture and data source. The small zoo keeps the first 8.
+_INDEPENDENT = [
+    ("resnet", "owner"), ("effnet", "owner"), ("byobnet", "attacker"),
+    ("resnet", "attacker"), ("effnet", "half-1"), ("convnext", "owner"),
+    ("vit", "owner"), ("resnet", "half-2"), ("byobnet", "owner"),
+    ("effnet", "attacker"), ("convnext", "half-3"), ("vit", "attacker"),
+    ("resnet", "pool"), ("effnet", "pool"), ("resnet", "half-4"),
+    ("effnet", "half-5"), ("byobnet", "half-6"), ("convnext", "attacker"),
+    ("resnet", "owner"), ("effnet", "owner"), ("vit", "half-7"),
+    ("byobnet", "pool"), ("resnet", "attacker"), ("effnet", "attacker"),
+]
+
+
+def _independent_recipes(full: bool) -> list[Recipe]:
+    out = []
+    for i, (arch, data) in enumerate(_INDEPENDENT[: (len(_INDEPENDENT) if full else 8)]):
+        split = "calibration" if i % 2 == 0 else "test"
+        epochs = 8 if data == "pool" else 15
+        out.append(Recipe(name=f"indep-{split[:4]}-{i:02d}-{arch}", role=f"independent-{split}",
+                          arch=arch, method="scratch", family="independent", data=data,
+                          seed=500 + i, epochs=epochs))
+    return out
+
+
+def recipes(size: str = "small") -> list[Recipe]:
+    """Every model of the zoo of this size, parents before children. small is a subset of full."""
+    if size not in SIZES:
+        raise UserError(f"Unknown zoo size {size!r}; choose one of {', '.join(SIZES)}.")
+    full = size == "full"
+    out = [r for v in VICTIMS for r in _victim_recipes(v, full)] + _independent_recipes(full)
+    names = [r.name for r in out]
+    assert len(names) == len(set(names)), "zoo recipe names must be unique"
+    return out
+
+
+# ----------------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class _Data:
+    x: torch.Tensor  # [1797, 3, 32, 32] in [0, 1]
+    y: torch.Tensor  # [1797]
+    owner: torch.Tensor  # indices of the owner's half of the pool
+    attacker: torch.Tensor  # indices of the attacker's half
+    pool: torch.Tensor
+    heldout: torch.Tensor
+
+    def indices(self, data: str) -> torch.Tensor:
+        if data in ("owner", "attacker", "pool"):
+            return getattr(self, data)
+        if data.startswith("half-"):
+            g = torch.Generator().manual_seed(int(data[5:]))
+            perm = torch.randperm(len(self.pool), generator=g)
+            return self.pool[perm[: len(self.pool) // 2]]
+        raise AssertionError(f"unknown data split {data!r}")
+
+
+def _load_data() -> _Data:
+    from .anchors import digits_dataset, digits_split
+
+    x, y = digits_dataset()
+    pool, heldout = digits_split()
+    g = torch.Generator().manual_seed(_SPLIT_SEED)
+    perm = pool[torch.randperm(len(pool), generator=g)]
+    half = len(pool) // 2
+    return _Data(x, y, perm[:half].clone(), perm[half:].clone(), pool, heldout)
+
+
+_LABEL_MAPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "digit": lambda y: y,
+    "parity": lambda y: y % 2,
+    "5way": lambda y: y // 2,
+}
+_N_CLASSES = {"digit": 10, "parity": 2, "5way": 5}
+
+
+# ----------------------------------------------------------------------------------- training
+
+
+class _Net(torch.nn.Module):
+    """A timm module with its preprocessing in front, so training sees what the handle will."""
+
+    def __init__(self, module: torch.nn.Module, input_cfg: InputConfig) -> None:
+        super().__init__()
+        self.module, self.input_cfg = module, input_cfg
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(preprocess(x, self.input_cfg))
+
+
+def _create(arch: str, num_classes: int = 10) -> _Net:
+    import timm
+
+    name, args, cfg = ARCHS[arch]
+    return _Net(timm.create_model(name, pretrained=False, num_classes=num_classes, **args), cfg)
+
+
+def _fit(net: _Net, x: torch.Tensor, target: torch.Tensor, *, epochs: int, lr: float, seed: int,
+         params: list[torch.nn.Parameter] | None = None, transform: Callable | None = None,
+         masks: dict[str, torch.Tensor] | None = None, freeze_bn: bool = False) -> None:
+    """Minibatch AdamW with a one-cycle schedule; soft targets ([M, C] float) use cross-entropy
+    against the probabilities (= KL up to a constant), hard targets ([M] long) plain CE."""
+    if epochs <= 0:
+        return
+    g = torch.Generator().manual_seed(seed)
+    params = list(params) if params is not None else list(net.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    steps_per_epoch = (len(x) + _BATCH - 1) // _BATCH
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    named = dict(net.named_parameters())
+    for _ in range(epochs):
+        net.train()
+        if freeze_bn:  # last-layer fine-tuning leaves the backbone (and its BN statistics) alone
+            for m in net.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        perm = torch.randperm(len(x), generator=g)
+        for s in range(0, len(x), _BATCH):
+            idx = perm[s:s + _BATCH]
+            xb = x[idx]  # [B, 3, 32, 32]
+            if transform is not None:
+                xb = transform(xb, g)
+            out = net(xb)  # [B, C]
+            tb = target[idx]
+            if tb.dtype == torch.long:
+                loss = F.cross_entropy(out, tb)
+            else:
+                loss = -(tb * F.log_softmax(out, dim=1)).sum(1).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if masks:
+                with torch.no_grad():
+                    for k, m in masks.items():
+                        named[k].mul_(m)
+    net.eval()
+
+
+@torch.no_grad()
+def _predict(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    net.eval()
+    return torch.cat([net(x[s:s + 256]) for s in range(0, len(x), 256)])  # [M, C]
+
+
+def _accuracy(net: _Net, data: _Data, labels: str) -> float:
+    idx = data.heldout
+    y = _LABEL_MAPS[labels](data.y[idx])
+    return float((_predict(net, data.x[idx]).argmax(1) == y).float().mean())
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float = 1.2) -> torch.Tensor:
+    r = 3
+    t = torch.arange(-r, r + 1, dtype=x.dtype)
+    k1 = torch.exp(-(t**2) / (2 * sigma**2))
+    k1 = k1 / k1.sum()
+    k2 = (k1[:, None] * k1[None, :]).expand(x.shape[1], 1, 2 * r + 1, 2 * r + 1)
+    return F.conv2d(F.pad(x, (r, r, r, r), mode="replicate"), k2, groups=x.shape[1])
+
+
+_SHIFTS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
+    "noise": lambda x, g: (x + 0.2 * torch.randn(x.shape, generator=g)).clamp(0, 1),
+    "blur": lambda x, g: _gaussian_blur(x),
+    "invert": lambda x, g: 1.0 - x,
+}
+
+
+def _strong_queries(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """The strong attacker's query set: its data, two mixups of random pairs, two noisy copies (5x)."""
+    g = torch.Generator().manual_seed(seed)
+    parts = [x]
+    for _ in range(2):
+        j = torch.randperm(len(x), generator=g)
+        lam = torch.rand(len(x), 1, 1, 1, generator=g)
+        parts.append(lam * x + (1 - lam) * x[j])
+    for _ in range(2):
+        parts.append((x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1))
+    return torch.cat(parts)  # [5M, 3, 32, 32]
+
+
+def _fgsm(net: _Net, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    net.eval()
+    x = x.clone().requires_grad_(True)
+    loss = F.cross_entropy(net(x), y)
+    (grad,) = torch.autograd.grad(loss, x)
+    return (x + eps * grad.sign()).clamp(0, 1).detach()
+
+
+def _train_scratch(r: Recipe, parent: _Net | None, data: _Data) -> tuple[_Net, str]:
+    net = _create(r.arch)
+    idx = data.indices(r.data)
+    _fit(net, data.x[idx], data.y[idx], epochs=r.epochs, lr=r.lr, seed=r.seed)
+    return net, "digit"
+
+
+def _head_params(net: _Net) -> list[torch.nn.Parameter]:
+    return list(net.module.get_classifier().parameters())
+
+
+def _train_finetune(r: Recipe, parent: _Net, data: _Data) -> tuple[_Net, str]:
+    net = copy.deepcopy(parent).requires_grad_(True)
+    idx = data.indices(r.data)
+    last = bool(r.params.get("last_only"))
+    _fit(net, data.x[idx], data.y[idx], epochs=r.epochs, lr=r.lr, seed=r.seed,
+         params=_head_params(net) if last else None, freeze_bn=last)
+    return net, "digit"
+
+
+def _train_prune(r: Recipe, parent: _Net, data: _Data) -> tuple[_Net, str]:
+    """Fine-pruning: global magnitude pruning of conv/linear weights, then fine-tuning with masks."""
+    net = copy.deepcopy(parent).requires_grad_(True)
+    weights = {k: p for k, p in net.named_parameters() if p.dim() > 1}
+    flat = torch.cat([p.detach().abs().flatten() for p in weights.values()])
+    thresh = torch.quantile(flat, float(r.params["amount"])) if flat.numel() < 2**24 else flat.median()
+    masks = {k: (p.detach().abs() > thresh).float() for k, p in weights.items()}
+    with torch.no_grad():
+        for k, m in masks.items():
+            weights[k].mul_(m)
+    idx = data.indices(r.data)
+    _fit(net, data.x[idx], data.y[idx], epochs=r.epochs, lr=r.lr, seed=r.seed, masks=masks)
+    return net, "digit"
+
+
+def _train_weight_noise(r: Recipe, parent: _Net, data: _Data) -> tuple[_Net, str]:
+    net = copy.deepcopy(parent)
+    g = torch.Generator().manual_seed(r.seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.dim() > 1:
+                p.add_(float(r.params["rel_std"]) * p.std() * torch.randn(p.shape, generator=g))
+    return net, "digit"
+
+
+def _train_shift(r: Recipe, parent: _Net, data: _Data) -> tuple[_Net, str]:
+    net = copy.deepcopy(parent).requires_grad_(True)
+    idx = data.indices(r.data)
+    _fit(net, data.x[idx], data.y[idx], epochs=r.epochs, lr=r.lr, seed=r.seed,
+         transform=_SHIFTS[r.params["shift"]])
+    return net, "digit"
+
+
+def _train_transfer(r: Recipe, parent: _Net, data: _Data) -> tuple[_Net, str]:
+    labels = r.params["labels"]
+    net = copy.deepcopy(parent).requires_grad_(True)
+    torch.manual_seed(r.seed)
+    net.module.reset_classifier(_N_CLASSES[labels])
+    last = bool(r.params.get("last_only"))
+    idx = data.indices(r.data)
+    _fit(net, data.x[idx], _LABEL_MAPS[labels](data.y[idx]), epochs=r.epochs, lr=r.lr, seed=r.seed,
+         params=_head_params(net) if last else None, freeze_bn=last)
+    return net, labels
+
+
+def _train_extract(r: Recipe, parent: _Net, data: _Data) -> tuple[_Net, str]:
+    """Model extraction: a fresh student trained on the victim's answers to the attacker's queries
+    (probabilities -> soft targets, labels only -> argmax); strong attackers query 5x as much."""
+    idx = data.indices(r.data)
+    x = data.x[idx]
+    if r.params.get("strong"):
+        x = _strong_queries(x, r.seed)
+    out = _predict(parent, x)  # [M, 10] the victim's answers
+    target = out.softmax(1) if r.params.get("soft") else out.argmax(1)
+    torch.manual_seed(r.seed)
+    net = _create(r.arch)
+    _fit(net, x, target, epochs=r.epochs, lr=r.lr, seed=r.seed)
+    return net, "digit"
+
+
+def _train_adv_extract(r: Recipe, parent: _Net, data: _Data) -> tuple[_Net, str]:
+    """Adversarial extraction: label queries on the attacker's data, then on FGSM examples crafted
+    against the attacker's own student (they sit near its boundary), then training on both."""
+    idx = data.indices(r.data)
+    x = data.x[idx]
+    torch.manual_seed(r.seed)
+    net = _create(r.arch)
+    y = _predict(parent, x).argmax(1)
+    _fit(net, x, y, epochs=r.epochs, lr=r.lr, seed=r.seed)
+    x_adv = _fgsm(net, x, y, float(r.params["eps"]))
+    x_all = torch.cat([x, x_adv])
+    y_all = _predict(parent, x_all).argmax(1)
+    _fit(net, x_all, y_all, epochs=r.epochs, lr=r.lr / 3, seed=r.seed + 1)
+    return net, "digit"
+
+
+_METHODS: dict[str, Callable[[Recipe, Any, _Data], tuple[_Net, str]]] = {
+    "scratch": _train_scratch,
+    "finetune": _train_finetune,
+    "prune": _train_prune,
+    "weight-noise": _train_weight_noise,
+    "shift": _train_shift,
+    "transfer": _train_transfer,
+    "extract": _train_extract,
+    "adv-extract": _train_adv_extract,
+}
+
+
+# ----------------------------------------------------------------------------------- building
+
+
+def free_threads() -> int:
+    """Threads to train with: the idle cores, at least one. Oversubscribed OpenMP threads spin
+    against other processes and were 20x slower here than one thread on a loaded 2-core machine."""
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        busy = 0.0
+    return max(1, min(cores, int(cores - busy + 0.5)))
+
+
+def zoo_root(size: str = "small") -> Path:
+    """Where the zoo of this size lives: <store root>/zoo-<size> ($MODELGIF_HOME is honoured)."""
+    if size not in SIZES:
+        raise UserError(f"Unknown zoo size {size!r}; choose one of {', '.join(SIZES)}.")
+    try:
+        from .store import default_store_root
+
+        base = Path(default_store_root())
+    except ImportError:  # the store module is optional for the zoo; same convention
+        home = os.environ.get("MODELGIF_HOME")
+        base = Path(home).expanduser() if home else Path.home() / ".cache" / "modelgif"
+    return base / f"zoo-{size}"
+
+
+def _read_meta(folder: Path) -> dict[str, Any] | None:
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not (folder / "model.safetensors").is_file():
+        return None
+    return cfg.get("modelgif") or {}
+
+
+def _load_net(folder: Path) -> _Net:
+    handle = load_model(f"local-dir:{folder}")
+    module = copy.deepcopy(handle.module).requires_grad_(True)
+    return _Net(module, handle.input_cfg)
+
+
+def build_zoo(size: str = "small", root: str | Path | None = None, progress: Progress | None = None,
+              force: bool = False, only: list[str] | None = None,
+              epochs_scale: float = 1.0) -> Path:
+    """Train every missing model of the zoo (idempotent) and return its root folder.
+
+    progress(done, total, name) is called before each model. `only` restricts the build to these
+    names (and their parents); `epochs_scale` shortens training (tests). A file lock makes two
+    concurrent builds (app + CLI) wait for each other instead of training twice.
+    """
+    from filelock import FileLock
+
+    all_recipes = recipes(size)
+    root = Path(root) if root is not None else zoo_root(size)
+    root.mkdir(parents=True, exist_ok=True)
+    by_name = {r.name: r for r in all_recipes}
+    todo = all_recipes
+    if only is not None:
+        unknown = sorted(set(only) - set(by_name))
+        if unknown:
+            raise UserError(f"Unknown zoo model(s) {unknown}; see `modelgif zoo list`.")
+        need = set(only)
+        for name in only:
+            if by_name[name].parent:
+                need.add(by_name[name].parent)
+        todo = [r for r in all_recipes if r.name in need]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(free_threads())
+    data = _load_data()
+    nets: dict[str, _Net] = {}
+    keys: dict[str, str] = {}
+    try:
+        with FileLock(str(root / ".build.lock")):
+            for done, r in enumerate(todo):
+                if progress is not None:
+                    progress(done, len(todo), r.name)
+                scaled = r if epochs_scale == 1.0 else _scaled(r, epochs_scale)
+                key = scaled.key(keys.get(r.parent, "") if r.parent else "")
+                keys[r.name] = key
+                folder = root / r.name
+                meta = _read_meta(folder)
+                if not force and meta is not None and meta.get("recipe_key") == key:
+                    continue
+                if not force and _reuse(r.name, key, size, folder):
+                    continue
+                parent = None
+                if r.parent:
+                    parent = nets.get(r.parent) or _load_net(root / r.parent)
+                nets[r.name] = _build_one(scaled, parent, data, folder, key)
+            if progress is not None:
+                progress(len(todo), len(todo), "done")
+            _write_index(root, size)
+    finally:
+        torch.set_num_threads(threads)
+    return root
+
+
+def _reuse(name: str, key: str, size: str, folder: Path) -> bool:
+    """Copy a model with the same recipe key from the other size's zoo (small is a subset of full)."""
+    import shutil
+
+    for other in SIZES:
+        src = zoo_root(other) / name
+        if other == size or src == folder:
+            continue
+        meta = _read_meta(src)
+        if meta is not None and meta.get("recipe_key") == key:
+            tmp = folder.with_name(f".{name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src, tmp)
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+            return True
+    return False
+
+
+def _scaled(r: Recipe, scale: float) -> Recipe:
+    from dataclasses import replace
+
+    return replace(r, epochs=max(1, round(r.epochs * scale)) if r.epochs else 0)
+
+
+def _build_one(r: Recipe, parent: _Net | None, data: _Data, folder: Path, key: str) -> _Net:
+    start = time.perf_counter()
+    torch.manual_seed(r.seed)
+    net, labels = _METHODS[r.method](r, parent, data)
+    net.eval().requires_grad_(False)
+    acc = _accuracy(net, data, labels)
+    name, args, _ = ARCHS[r.arch]
+    extra = {
+        "zoo": True, "name": r.name, "role": r.role, "family": r.family, "attack": r.attack,
+        "variant": r.variant, "parent": r.parent, "seed": r.seed, "data": r.data, "labels": labels,
+        "test_accuracy": round(acc, 4), "train_seconds": round(time.perf_counter() - start, 2),
+        "recipe": {"method": r.method, "epochs": r.epochs, "lr": r.lr, **r.params},
+        "recipe_key": key,
+    }
+    save_model_dir(net.module, folder, arch=name, num_classes=_N_CLASSES[labels],
+                   input_cfg=net.input_cfg, model_args=args, extra=extra)
+    return net
+
+
+def _write_index(root: Path, size: str) -> None:
+    rows = list_zoo(size, root)
+    tmp = root / ".zoo.json.tmp"
+    tmp.write_text(json.dumps({"size": size, "models": rows}, indent=1))
+    os.replace(tmp, root / "zoo.json")
+
+
+def list_zoo(size: str = "small", root: str | Path | None = None) -> list[dict[str, Any]]:
+    """One row per built model, in recipe order: name, spec, role, family, arch, attack, parent, ..."""
+    root = Path(root) if root is not None else zoo_root(size)
+    rows = []
+    for r in recipes(size):
+        folder = root / r.name
+        meta = _read_meta(folder)
+        if meta is None:
+            continue
+        cfg = json.loads((folder / "config.json").read_text())
+        rows.append({
+            "name": r.name, "spec": f"local-dir:{folder}", "role": meta.get("role", r.role),
+            "family": meta.get("family", r.family), "arch": cfg.get("architecture"),
+            "attack": meta.get("attack"), "variant": meta.get("variant", ""),
+            "parent": meta.get("parent"), "data": meta.get("data"), "seed": meta.get("seed"),
+            "num_classes": cfg.get("num_classes"), "labels": meta.get("labels"),
+            "test_accuracy": meta.get("test_accuracy"),
+        })
+    return rows
+
+
+def zoo_is_built(size: str = "small", root: str | Path | None = None) -> bool:
+    root = Path(root) if root is not None else zoo_root(size)
+    return all(_read_meta(root / r.name) is not None for r in recipes(size))
+
+
+def ensure_zoo(size: str = "small", progress: Progress | None = None) -> Path:
+    """The zoo's root, building it first if any model is missing (first use of the app or CLI)."""
+    if zoo_is_built(size):
+        return zoo_root(size)
+    return build_zoo(size, progress=progress)
+
+
+def zoo_model_dir(name: str, size: str | None = None) -> Path:
+    """The folder of the built zoo model `name` (the small zoo first, then the full one)."""
+    sizes = (size,) if size else SIZES
+    for s in sizes:
+        folder = zoo_root(s) / name
+        if _read_meta(folder) is not None:
+            return folder
+    known = {r.name for s in SIZES for r in recipes(s)}
+    if name not in known:
+        raise UserError(f"There is no zoo model {name!r}; `modelgif zoo list` shows the names.")
+    need = "full" if name not in {r.name for r in recipes("small")} else "small"
+    raise UserError(f"Zoo model {name!r} is not built yet; run `modelgif zoo build --size {need}`.")
