@@ -49,7 +49,7 @@ ARCHS: dict[str, tuple[str, dict[str, Any], InputConfig]] = {
     "byobnet": ("test_byobnet", {}, InputConfig((3, 32, 32), _MEAN_HALF, _MEAN_HALF)),
     "convnext": ("test_convnext", {}, InputConfig((3, 32, 32), _IMAGENET_MEAN, _IMAGENET_STD)),
     # A different input size on purpose: its preprocessing resizes inside the gradient.
-    "vit": ("test_vit", {"img_size": 40}, InputConfig((3, 40, 40), _MEAN_HALF, _MEAN_HALF)),
+    "vit": ("test_vit", {"img_size": 48, "patch_size": 8}, InputConfig((3, 48, 48), _MEAN_HALF, _MEAN_HALF)),
 }
 VICTIMS = ("resnet", "effnet")
 # The different architecture an attacker picks for a cross-architecture student of each victim.

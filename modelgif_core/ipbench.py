@@ -1,0 +1,403 @@
+"""The IP benchmark (`modelgif bench ip`): AUC per attack kind, derived vs independent, leak-free.
+
+For each victim of the zoo, positives are its derived models of one attack kind and negatives are
+the independent *test* models; a method gives every (victim, model) pair a distance and the AUC is
+the probability that a derived model is closer to its victim than an independent one (ties 1/2),
+pooled over the victims. Everything that chooses a knob (anchor mining, calibration of the
+scores) sees only the owner's side of the zoo: the victim, its surrogate students and the
+independent *calibration* models, never a model the AUC is measured on.
+
+Methods (all from the same anchors, the same held-out digits):
+  modelgif          mean over anchors and steps of 1 - cos (DESIGN §1), random held-out anchors
+  ig                the same on the last curve point only (plain Integrated Gradients)
+  sac-m             SAC-m: mean |C_v - C_s| of the cosine-similarity matrices of the softmax
+                    outputs on CutMix anchors (black-box)
+  output-agreement  1 - fraction of anchors on which the two models predict the same class
+  triage            what `triage()` does by default (see DEFAULT_METHOD and docs/BENCHMARKS.md)
+Anchor counts below the extracted set's size average the AUC over seeded random subsets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._errors import UserError
+
+Progress = Callable[[int, int], None]
+
+ANCHOR_COUNTS = (8, 16, 32, 64, 128, 256)
+N_MAX = 256
+SUBSET_DRAWS = 10  # random anchor subsets per count below N_MAX
+BASE_METHODS = ("modelgif", "ig", "sac-m", "output-agreement")
+
+
+# ----------------------------------------------------------------------------------- per-pair data
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """One field extraction setting: anchors, target wrapper and FieldConfig."""
+
+    name: str
+    anchors: str  # an anchors spec, or "mixup:N:SEED" (class-boundary mixups of held-out digits)
+    target: str = "predicted"  # predicted | logprob | margin (a wrapper around the logits)
+    steps: int = 50
+    baseline: str = "black"
+
+
+PROBES = {
+    "digits": _Probe("digits", f"digits:{N_MAX}:0"),
+    "mixup": _Probe("mixup", "mixup:128:0"),
+    "digits-logprob": _Probe("digits-logprob", "digits:128:0", target="logprob"),
+}
+
+
+def _mixup_anchors(n: int, seed: int) -> Any:
+    """Mixups of pairs of held-out digits of different classes (lam in [0.35, 0.65]): points near
+    the decision boundaries, where a model's idiosyncrasies are not pinned down by the data."""
+    from .anchors import _make, digits_dataset, digits_split
+
+    x, y = digits_dataset()
+    _, held = digits_split()
+    rng = np.random.default_rng(seed)
+    out, names = [], []
+    while len(out) < n:
+        i, j = (int(v) for v in rng.choice(held.numpy(), 2, replace=False))
+        if y[i] == y[j]:
+            continue
+        lam = float(rng.uniform(0.35, 0.65))
+        out.append(lam * x[i] + (1 - lam) * x[j])
+        names.append(f"mixup(digits#{i},digits#{j},{lam:.2f})")
+    return _make(torch.stack(out), f"mixup:{n}:{seed}", None, names)
+
+
+def _load_probe_anchors(spec: str) -> Any:
+    if spec.startswith("mixup:"):
+        _, n, seed = spec.split(":")
+        return _mixup_anchors(int(n), int(seed))
+    from .anchors import load_anchors
+
+    return load_anchors(spec)
+
+
+class _Target(torch.nn.Module):
+    """The handle's logits turned into another target: log-probability or logit margin."""
+
+    def __init__(self, handle: Any, kind: str) -> None:
+        super().__init__()
+        self.module = handle.module  # registered so extract_field can freeze it
+        self.handle, self.kind = handle, kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.handle(x)  # [B, C]
+        if self.kind == "logprob":
+            return F.log_softmax(logits, dim=1)
+        # margin: each logit minus the largest other logit
+        top2 = logits.topk(2, dim=1).values  # [B, 2]
+        other = torch.where(logits == top2[:, :1], top2[:, 1:], top2[:, :1])
+        return logits - other
+
+
+def _pool8(unit: torch.Tensor) -> torch.Tensor:
+    """Project [N, K, 3*32*32] onto the 8x8 gray grid the digits were upsampled from, re-unit."""
+    n, k, d = unit.shape
+    side = int(round(math.sqrt(d / 3)))
+    x = unit.reshape(n * k, 3, side, side).sum(1, keepdim=True)  # [NK, 1, S, S]
+    x = F.avg_pool2d(x, side // 8).reshape(n, k, -1)  # [N, K, 64]
+    return F.normalize(x, dim=-1)
+
+
+def _units(handle: Any, anchors: Any, probe: _Probe) -> dict[str, torch.Tensor]:
+    from .distance import unit_field
+    from .fields import FieldConfig, extract_field
+
+    model = handle if probe.target == "predicted" else _Target(handle, probe.target)
+    # margin/logprob targets pick the predicted class through the wrapper's outputs
+    cfg = FieldConfig(steps=probe.steps, baseline=probe.baseline, target="predicted", device="cpu")
+    phi = extract_field(model, anchors, cfg)  # [N, K, D]
+    unit = unit_field(phi)[0]
+    return {"raw": unit.half(), "pool8": _pool8(unit).half()}
+
+
+@torch.no_grad()
+def _outputs(handle: Any, images: torch.Tensor) -> torch.Tensor:
+    return torch.cat([handle(images[s:s + 256]).float() for s in range(0, len(images), 256)])
+
+
+def _cache_dir() -> Path:
+    from .store import default_store_root
+
+    return Path(default_store_root()) / "ipbench"
+
+
+def _pair_data(rows: list[dict], probes: Sequence[str], progress: Progress | None) -> dict:
+    """cos[probe][variant][(victim, model)] = [N, K] and outputs[set][model] = [N, C]."""
+    from .models import load_model
+
+    handles = {r["name"]: load_model(r["spec"]) for r in rows}
+    victims = [r["name"] for r in rows if r["role"] == "victim"]
+    partners = {v: [r["name"] for r in rows if r["name"] != v and (
+        r["family"] == v or r["role"].startswith("independent"))] for v in victims}
+    out_sets = {"digits": f"digits:{N_MAX}:0", "cutmix": f"cutmix:digits:500:{N_MAX}:0",
+                "mixup": "mixup:128:0"}
+    data: dict[str, Any] = {"cos": {}, "outputs": {}}
+    for key, spec in out_sets.items():
+        images = _load_probe_anchors(spec).images
+        data["outputs"][key] = {n: _outputs(h, images).numpy() for n, h in handles.items()}
+    total = len(probes) * len(handles)
+    done = 0
+    threads = torch.get_num_threads()
+    from .zoo import free_threads
+
+    torch.set_num_threads(free_threads())
+    try:
+        for pname in probes:
+            probe = PROBES[pname]
+            anchors = _load_probe_anchors(probe.anchors)
+            cache = _cache_dir() / _probe_key(probe, anchors.sha256)
+            cache.mkdir(parents=True, exist_ok=True)
+            vunits = {v: _cached_units(handles[v], anchors, probe, cache) for v in victims}
+            cos: dict[str, dict] = {"raw": {}, "pool8": {}}
+            for name, h in handles.items():
+                if progress is not None:
+                    progress(done, total)
+                done += 1
+                mine = [v for v in victims if name in partners[v]]
+                if not mine:
+                    continue
+                units = vunits.get(name) or _cached_units(h, anchors, probe, cache)
+                for v in mine:
+                    for var in cos:
+                        c = (vunits[v][var].float() * units[var].float()).sum(-1)  # [N, K]
+                        cos[var][(v, name)] = c.numpy()
+            data["cos"][pname] = cos
+    finally:
+        torch.set_num_threads(threads)
+    if progress is not None:
+        progress(total, total)
+    return data
+
+
+def _probe_key(probe: _Probe, sha: str) -> str:
+    blob = json.dumps({"probe": probe.__dict__, "anchors": sha, "v": 1}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _cached_units(handle: Any, anchors: Any, probe: _Probe, cache: Path) -> dict[str, torch.Tensor]:
+    """Unit fields per (anchor, step), raw and 8x8-pooled; kept on disk for reruns and levers."""
+    from safetensors.torch import load_file, save_file
+
+    path = cache / f"{handle.fingerprint[:24]}.safetensors"
+    if path.is_file():
+        try:
+            return load_file(str(path))
+        except Exception:  # a torn or corrupt cache file is recomputed, never a crash
+            path.unlink(missing_ok=True)
+    units = _units(handle, anchors, probe)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in units.items()}, str(tmp))
+    tmp.replace(path)
+    return units
+
+
+# ----------------------------------------------------------------------------------- scores
+
+
+def auc(pos: Sequence[float], neg: Sequence[float]) -> float:
+    """P(score of a positive < score of a negative) + 1/2 P(tie): lower distance = derived."""
+    p = np.asarray(pos, dtype=float)[:, None]
+    n = np.asarray(neg, dtype=float)[None, :]
+    if p.size == 0 or n.size == 0:
+        return float("nan")
+    return float((p < n).mean() + 0.5 * (p == n).mean())
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def _sac_matrix(out: np.ndarray) -> np.ndarray:
+    p = _softmax(out)
+    p = p / np.linalg.norm(p, axis=1, keepdims=True)
+    return p @ p.T  # [S, S]
+
+
+class _Scorer:
+    """Distances for (victim, model) pairs on an anchor subset, for every method."""
+
+    def __init__(self, data: dict) -> None:
+        self.data = data
+
+    def distance(self, method: str, v: str, m: str, idx: np.ndarray) -> float:
+        cos, out = self.data["cos"], self.data["outputs"]
+        if method == "modelgif":
+            return 1.0 - float(cos["digits"]["raw"][(v, m)][idx].mean())
+        if method == "ig":
+            return 1.0 - float(cos["digits"]["raw"][(v, m)][idx, -1].mean())
+        if method == "modelgif-pool8":
+            return 1.0 - float(cos["digits"]["pool8"][(v, m)][idx].mean())
+        if method.startswith("probe:"):  # probe:<name>:<variant>[:<k0>:<k1>]
+            parts = method.split(":")
+            c = cos[parts[1]][parts[2]][(v, m)]
+            if len(parts) > 3:
+                c = c[:, int(parts[3]):int(parts[4])]
+            return 1.0 - float(c[idx].mean())
+        if method == "sac-m":
+            a, b = out["cutmix"][v][idx], out["cutmix"][m][idx]
+            return float(np.abs(_sac_matrix(a) - _sac_matrix(b)).mean())
+        if method in ("output-agreement", "output-agreement-mixup"):
+            key = "digits" if method == "output-agreement" else "mixup"
+            a, b = out[key][v], out[key][m]
+            if a.shape[1] != b.shape[1]:
+                return 1.0  # another label space: agreement is undefined, count as unrelated
+            return 1.0 - float((a[idx].argmax(1) == b[idx].argmax(1)).mean())
+        if method == "output-kl-mixup":
+            a, b = out["mixup"][v], out["mixup"][m]
+            if a.shape[1] != b.shape[1]:
+                return 10.0
+            pa, pb = _softmax(a[idx]), _softmax(b[idx])
+            return float((pa * (np.log(pa + 1e-12) - np.log(pb + 1e-12))).sum(1).mean())
+        raise UserError(f"Unknown IP benchmark method {method!r}.")
+
+
+# ----------------------------------------------------------------------------------- harness
+
+
+def _subsets(n: int, n_max: int, draws: int) -> list[np.ndarray]:
+    if n >= n_max:
+        return [np.arange(n_max)]
+    rng = np.random.default_rng(1000 + n)
+    return [np.sort(rng.choice(n_max, n, replace=False)) for _ in range(draws)]
+
+
+def run_ip_bench(anchor_counts: Sequence[int] = ANCHOR_COUNTS, size: str = "small",
+                 methods: Sequence[str] | None = None, progress: Progress | None = None,
+                 draws: int = SUBSET_DRAWS) -> dict[str, Any]:
+    """AUC per method, attack kind and anchor count on the zoo of `size` (built if missing).
+
+    Returns {"auc": {method: {kind: {n: auc}}}, "counts": {kind: [n_pos, n_neg]}, "config": ...}.
+    """
+    from .zoo import ensure_zoo, list_zoo
+
+    methods = list(methods or [*BASE_METHODS, "triage"])
+    counts = sorted({int(n) for n in anchor_counts})
+    if not counts or counts[0] < 2 or counts[-1] > N_MAX:
+        raise UserError(f"Anchor counts must lie in 2..{N_MAX}; got {list(anchor_counts)}.")
+    start = time.perf_counter()
+    ensure_zoo(size)
+    rows = list_zoo(size)
+    probes = ["digits"]
+    data = _pair_data(rows, probes, progress)
+    result = evaluate(rows, data, methods, counts, draws)
+    result["config"] = {"size": size, "anchors": f"digits:{N_MAX}:0 (held-out digits; random "
+                        f"subsets of it, {draws} draws per count below {N_MAX})",
+                        "field": {"steps": 50, "method": "gausslegendre", "baseline": "black",
+                                  "target": "predicted"},
+                        "sac_anchors": f"cutmix:digits:500:{N_MAX}:0",
+                        "seconds": round(time.perf_counter() - start, 1)}
+    return result
+
+
+def evaluate(rows: list[dict], data: dict, methods: Sequence[str], counts: Sequence[int],
+             draws: int = SUBSET_DRAWS) -> dict[str, Any]:
+    """AUCs from collected pair data (separate from collection, so levers reuse one extraction)."""
+    scorer = _Scorer(data)
+    by_name = {r["name"]: r for r in rows}
+    victims = [r["name"] for r in rows if r["role"] == "victim"]
+    tests = [r["name"] for r in rows if r["role"] == "independent-test"]
+    cals = [r["name"] for r in rows if r["role"] == "independent-calibration"]
+    kinds = [k for k in _kinds() if any(r["attack"] == k for r in rows)]
+    res: dict[str, Any] = {"auc": {}, "counts": {}}
+    for k in kinds:
+        npos = sum(1 for r in rows if r["attack"] == k and r["parent"] in victims)
+        res["counts"][k] = [npos, len(tests) * len(victims)]
+    for method in methods:
+        table: dict[str, dict[str, float]] = {k: {} for k in kinds}
+        for n in counts:
+            n_max = _n_max(data, method)
+            if n > n_max:
+                continue
+            per_kind: dict[str, list[float]] = {k: [] for k in kinds}
+            for idx in _subsets(n, n_max, draws):
+                score = _method_scores(method, scorer, by_name, victims, tests, cals, idx)
+                for k in kinds:
+                    pos = [score[(r["parent"], r["name"])] for r in rows
+                           if r["attack"] == k and r["parent"] in victims]
+                    neg = [score[(v, t)] for v in victims for t in tests]
+                    per_kind[k].append(auc(pos, neg))
+            for k in kinds:
+                vals = [a for a in per_kind[k] if not math.isnan(a)]
+                table[k][str(n)] = round(float(np.mean(vals)), 3) if vals else float("nan")
+        res["auc"][method] = table
+    return res
+
+
+def _kinds() -> tuple[str, ...]:
+    from .zoo import ATTACK_KINDS
+
+    return ATTACK_KINDS
+
+
+def _n_max(data: dict, method: str) -> int:
+    if method.startswith("probe:"):
+        name = method.split(":")[1]
+        return int(next(iter(data["cos"][name]["raw"].values())).shape[0])
+    if method.endswith("-mixup"):
+        return int(next(iter(data["outputs"]["mixup"].values())).shape[0])
+    return N_MAX
+
+
+def _method_scores(method: str, scorer: _Scorer, by_name: dict, victims: list[str],
+                   tests: list[str], cals: list[str], idx: np.ndarray) -> dict[tuple[str, str], float]:
+    """Scores (lower = derived) for every (victim, partner) pair on anchors `idx`."""
+    pairs = [(v, m) for v in victims for m in by_name
+             if m != v and (by_name[m]["family"] == v or by_name[m]["role"].startswith("independent"))]
+    if method != "triage" and not method.startswith("cal:"):
+        return {p: scorer.distance(method, *p, idx) for p in pairs}
+    # Calibrated: z of the distance among the victim's calibration distances (triage's score).
+    parts = DEFAULT_METHOD if method == "triage" else method[4:].split("+")
+    out = {p: 0.0 for p in pairs}
+    for part in parts:
+        for v in victims:
+            ref = np.array([scorer.distance(part, v, c, idx) for c in cals])
+            mu, sd = ref.mean(), max(ref.std(ddof=1), 1e-9)
+            for p in pairs:
+                if p[0] == v:
+                    out[p] += (scorer.distance(part, *p, idx) - mu) / sd
+    return out
+
+
+# The distances triage sums, each as a z-score among the calibration models (set by the levers).
+DEFAULT_METHOD = ["modelgif"]
+
+
+def format_ip_table(result: dict[str, Any]) -> str:
+    """A plain-text table: one block per method, attack kinds as rows, anchor counts as columns."""
+    lines = []
+    counts = result.get("counts", {})
+    for method, table in result["auc"].items():
+        ns = sorted({int(n) for row in table.values() for n in row})
+        lines.append(f"{method}: AUC (derived vs independent test models)")
+        header = f"  {'attack kind':<22} {'pos/neg':>8} " + " ".join(f"{n:>6}" for n in ns)
+        lines.append(header)
+        for kind, row in table.items():
+            c = counts.get(kind, ["", ""])
+            cells = " ".join(f"{row.get(str(n), float('nan')):>6.2f}" for n in ns)
+            lines.append(f"  {kind:<22} {f'{c[0]}/{c[1]}':>8} {cells}")
+        lines.append("")
+    cfg = result.get("config")
+    if cfg:
+        lines.append("config: " + json.dumps(cfg))
+    return "\n".join(lines)

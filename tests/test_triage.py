@@ -1,0 +1,112 @@
+"""Triage: hand-checkable verdicts on synthetic reference distances, and the JSON contract."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import timm
+import torch
+
+from modelgif_core import FieldConfig, InputConfig, UserError, save_model_dir
+from modelgif_core.triage import TriageRule, judge, thresholds, triage
+
+REF = [0.9, 1.0, 1.1]  # mean 1.0, sample std 0.1
+
+
+def test_far_below_every_reference_is_derived_with_its_gaussian_p_value():
+    e = judge(0.5, REF)
+    assert e["verdict"] == "derived"
+    assert e["z"] == pytest.approx(-5.0)
+    assert e["p_value"] == pytest.approx(0.5 * math.erfc(5 / math.sqrt(2)))  # 2.87e-7
+    assert e["score"] == pytest.approx(5.0)
+    assert e["margin"] == pytest.approx(0.4)
+    assert e["empirical_p"] == pytest.approx(1 / 4)
+    assert e["closer_references"] == 0
+
+
+def test_inside_the_references_is_independent():
+    e = judge(0.95, REF)
+    assert e["verdict"] == "independent"
+    assert e["z"] == pytest.approx(-0.5)
+    assert e["empirical_p"] == pytest.approx(2 / 4)  # 0.9 is closer
+    assert e["closer_references"] == 1
+
+
+def test_between_the_two_thresholds_is_inconclusive():
+    # z = -2.2: outside the bulk (z < -2) but p = 0.0139 is not below alpha = 1e-3
+    e = judge(0.78, REF)
+    assert e["verdict"] == "inconclusive"
+    derived_below, independent_above = thresholds(REF, TriageRule())
+    assert independent_above == pytest.approx(0.8)
+    assert derived_below == pytest.approx(1.0 - 0.1 * 3.0902323, rel=1e-6)  # Phi^-1(1e-3)
+
+
+def test_closer_than_the_gaussian_cut_but_not_than_every_reference_is_not_derived():
+    ref = [0.2, 1.0, 1.0, 1.0, 1.0]  # one reference is very close: derived needs d < 0.2
+    assert judge(0.3, ref, TriageRule(alpha=0.2))["verdict"] != "derived"
+    assert judge(0.1, ref, TriageRule(alpha=0.2))["verdict"] == "derived"
+
+
+def test_too_few_references_is_a_user_error():
+    with pytest.raises(UserError, match="at least 3"):
+        judge(0.5, [1.0, 1.1])
+
+
+def _save(tmp_path, name: str, module: torch.nn.Module) -> str:
+    cfg = InputConfig((3, 32, 32), (0.5,) * 3, (0.5,) * 3)
+    save_model_dir(module, tmp_path / name, arch="test_resnet", num_classes=10, input_cfg=cfg)
+    return f"local-dir:{tmp_path / name}"
+
+
+@pytest.fixture()
+def models(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELGIF_HOME", str(tmp_path / "home"))
+    torch.manual_seed(0)
+    victim = timm.create_model("test_resnet", num_classes=10)
+    copy = timm.create_model("test_resnet", num_classes=10)
+    copy.load_state_dict(victim.state_dict())
+    with torch.no_grad():
+        for p in copy.parameters():
+            p.add_(1e-3 * torch.randn_like(p))
+    specs = {"victim": _save(tmp_path, "victim", victim), "copy": _save(tmp_path, "copy", copy)}
+    for i in range(4):
+        torch.manual_seed(10 + i)
+        specs[f"ref{i}"] = _save(tmp_path, f"ref{i}", timm.create_model("test_resnet", num_classes=10))
+    return specs
+
+
+def test_triage_report_follows_the_json_contract(models, tmp_path):
+    from modelgif_core.store import FieldStore
+
+    refs = [models[f"ref{i}"] for i in range(3)]
+    calls = []
+    report = triage(models["victim"], [models["copy"], models["ref3"]], references=refs,
+                    anchors="digits:6", cfg=FieldConfig(steps=4), store=FieldStore(tmp_path / "s"),
+                    progress=lambda d, t: calls.append((d, t)))
+    out = json.loads(json.dumps(report.to_dict()))
+    assert out["victim"] == models["victim"]
+    assert [s["model"] for s in out["suspects"]] == [models["copy"], models["ref3"]]
+    for s in out["suspects"]:
+        assert s["verdict"] in ("derived", "independent", "inconclusive")
+        assert {"distance", "score", "p_value", "empirical_p", "z", "margin"} <= set(s)
+    assert out["suspects"][0]["verdict"] == "derived"
+    assert out["suspects"][0]["distance"] < min(r["distance"] for r in out["references"])
+    assert out["n_anchors"] == 6 and out["anchors"] == "digits:6"
+    assert len(out["references"]) == 3 and out["reference_source"] == "given"
+    assert out["config"]["steps"] == 4
+    assert out["threshold"] <= out["independent_above"]
+    assert calls[-1] == (6, 6)
+
+
+def test_a_non_digits_victim_without_references_is_told_to_bring_them(models):
+    with pytest.raises(UserError, match="--reference"):
+        triage(models["victim"], [models["copy"]], anchors="noise:4:0", cfg=FieldConfig(steps=2))
+
+
+def test_references_equal_to_a_suspect_are_dropped_and_then_too_few(models):
+    with pytest.raises(UserError, match="at least 3"):
+        triage(models["victim"], [models["ref0"]], references=[models["ref0"], models["ref1"],
+                                                                   models["ref2"]],
+               anchors="digits:4", cfg=FieldConfig(steps=2))
