@@ -82,11 +82,19 @@ def _demo_status() -> None:
     if anchors is None:
         return
     keys = [_ui.field_key(_ui.model(s), anchors, _ui.field_config()) for s in specs]
-    ready = sum(_ui.field_ready(k) for k in keys)
-    if ready < len(keys):
+    ready = [s for s, k in zip(specs, keys, strict=True) if _ui.field_ready(k)]
+    failed = {j.key: j for j in _ui.worker().jobs(keys) if j.state == "failed"}
+    if len(ready) + len(failed) < len(keys):
         _ui.progress_panel(keys)
         return
-    st.success(f"Demo ready: {len(specs)} zoo models with their fields. Explore the results:")
+    if failed:
+        for job in failed.values():
+            st.error(f"{job.label}: {job.error}")
+        bad = {s for s, k in zip(specs, keys, strict=True) if k in failed}
+        if bad & set(_ui.workspace()):
+            _ui.set_workspace([s for s in _ui.workspace() if s not in bad])
+        st.caption("Models whose field failed are left out of the workspace.")
+    st.success(f"Demo ready: {len(ready)} zoo models with their fields. Explore the results:")
     c1, c2, c3, c4 = st.columns(4)
     c1.page_link("pages/distances.py", label="Distances", icon=":material/grid_on:")
     c2.page_link("pages/zoo_map.py", label="Zoo map", icon=":material/scatter_plot:")

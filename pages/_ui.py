@@ -372,6 +372,9 @@ def progress_panel(keys: list[str], rerun_when_done: bool = True) -> None:
             st.progress(job.fraction, text=f"{job.label}: {state} ({job.done:,}/{job.total:,})")
         if len(active) > 6:
             st.caption(f"…and {len(active) - 6} more queued.")
+        for job in jobs:
+            if job.state == core_worker.FAILED:
+                st.error(f"{job.label}: {job.error}")
         if not active and rerun_when_done:
             st.rerun(scope="app")
 

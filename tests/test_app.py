@@ -15,8 +15,10 @@ from _app_fixtures import write_quick_zoo, write_tiny_model
 from streamlit.testing.v1 import AppTest
 
 from modelgif_core.worker import get_worker
+from modelgif_core.zoo import recipes
 
 ROOT = Path(__file__).resolve().parents[1]
+N_ZOO = len(recipes("small"))
 APP = str(ROOT / "app.py")
 PAGES = ["pages/models.py", "pages/distances.py", "pages/zoo_map.py", "pages/fields.py",
          "pages/triage.py"]
@@ -98,20 +100,20 @@ def test_demo_fills_the_workspace_and_every_page_shows_its_results(home):
     _wait_all(home)
     at.run()
     _ok(at)
-    assert any("Demo ready: 22 zoo models" in s.value for s in at.success)
-    assert len(at.session_state["workspace"]) == 22
+    assert any(f"Demo ready: {N_ZOO} zoo models" in s.value for s in at.success)
+    assert len(at.session_state["workspace"]) == N_ZOO
     assert at.query_params["m"][0] == "zoo:resnet-victim"  # the view is a URL
 
     at.switch_page("pages/distances.py").run()
     _ok(at)
     heat = next(t for t in _charts(at)[0]["data"] if t["type"] == "heatmap")
-    assert _n(heat["z"]) == 22 and "%{z:.6f}" in heat["hovertemplate"]
+    assert _n(heat["z"]) == N_ZOO and "%{z:.6f}" in heat["hovertemplate"]
     assert [d.label for d in at.download_button] == ["Distances (CSV)", "Distances (JSON)"]
 
     at.switch_page("pages/zoo_map.py").run()
     _ok(at)
     scatter = _charts(at)[0]["data"]
-    assert sum(_n(t["x"]) for t in scatter) == 22
+    assert sum(_n(t["x"]) for t in scatter) == N_ZOO
     assert {t["name"] for t in scatter} >= {"independent"}
 
     at.switch_page("pages/fields.py").run()

@@ -1,0 +1,172 @@
+"""The app in a real browser: Playwright drives Debian's Chromium against `streamlit run app.py`.
+
+What AppTest cannot see: the charts really render, clicks and navigation work, no exception box
+appears. Chromium comes from apt (`apt-get install chromium`), never from `playwright install`.
+Set MODELGIF_SCREENSHOTS=DIR to keep a screenshot of every page.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from _app_fixtures import write_quick_zoo
+
+from modelgif_core.zoo import recipes
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[1]
+N_ZOO = len(recipes("small"))
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                       reason=f"{CHROMIUM} is missing: install Debian's chromium (apt-get install "
+                              "chromium) to run the browser test"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`streamlit run app.py` on a free port with a fresh store holding the quick zoo."""
+    home = tmp_path_factory.mktemp("browser_home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MODELGIF_HOME", str(home))
+    write_quick_zoo()
+    mp.undo()
+    port = _free_port()
+    env = {**os.environ, "MODELGIF_HOME": str(home), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    log = open(home / "streamlit.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            log.close()
+            pytest.fail("streamlit did not start:\n" + (home / "streamlit.log").read_text()[-3000:])
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def _shot(page, name: str) -> None:
+    folder = os.environ.get("MODELGIF_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+def _no_exception(page) -> None:
+    boxes = page.locator('[data-testid="stException"]')
+    assert boxes.count() == 0, boxes.first.inner_text()
+
+
+PLOTS = "[...document.querySelectorAll('.js-plotly-plot')].filter(g => g.data && g.data.length)"
+# What each page's charts must contain once drawn (old charts can linger while a page changes).
+DRAWN = {
+    "Distances": f"{PLOTS}.some(g => g.data.some(t => t.type === 'heatmap' && t.hovertemplate))",
+    "Zoo map": f"{PLOTS}.some(g => g.data.length && g.data.every(t => t.mode === 'markers'))",
+    "Fields": f"{PLOTS}.some(g => g.data.some(t => t.name === 'mean over anchors'))",
+}
+
+
+def _goto(page, title: str) -> float:
+    """Click a page in the sidebar navigation; seconds until its charts have drawn."""
+    start = time.perf_counter()
+    page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
+    page.wait_for_function(f"() => {DRAWN[title]}", timeout=120_000)
+    return time.perf_counter() - start
+
+
+def _eval(page, body: str):
+    return page.evaluate(f"() => {{ const plots = {PLOTS}; return {body}; }}")
+
+
+def test_demo_in_a_real_browser(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{server}/?anchors=digits:8&steps=8")
+    page.get_by_role("heading", name="ModelGiF Explorer").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Run the demo").click()
+    page.get_by_text(f"Demo ready: {N_ZOO} zoo models").wait_for(timeout=300_000)
+    _no_exception(page)
+    _shot(page, "1-home")
+
+    seconds = _goto(page, "Distances")
+    heat = _eval(page, "plots.flatMap(g => g.data).find(t => t.type === 'heatmap')")
+    assert len(heat["y"]) == N_ZOO
+    assert "%{z:.6f}" in heat["hovertemplate"]  # the hover shows the exact value
+    _no_exception(page)
+    _shot(page, "2-distances")
+    print(f"Distances: {seconds:.2f} s from click to drawn heatmap")
+
+    seconds = _goto(page, "Zoo map")
+    points = _eval(page, "plots.find(g => g.data.every(t => t.mode === 'markers'))"
+                         ".data.reduce((n, t) => n + t.x.length, 0)")
+    assert points == N_ZOO
+    _no_exception(page)
+    _shot(page, "3-zoo-map")
+    print(f"Zoo map: {seconds:.2f} s")
+
+    seconds = _goto(page, "Fields")
+    types = _eval(page, "plots.map(g => g.data.map(t => t.type).join(','))")
+    assert any(t.startswith("heatmap,heatmap") for t in types)  # the gradient maps
+    assert "image,heatmap" in types  # the attribution overlay
+    _no_exception(page)
+    _shot(page, "4-fields")
+    print(f"Fields: {seconds:.2f} s")
+
+    # Back to a page already seen: its results come from the caches.
+    seconds = _goto(page, "Distances")
+    print(f"Distances again (cached): {seconds:.2f} s")
+    assert "m=zoo%3Aresnet-victim" in page.url or "m=zoo:resnet-victim" in page.url
+
+    for title in ("Models", "Triage"):
+        page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+        page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
+        page.wait_for_timeout(1500)  # let the page finish its run before looking for errors
+        _no_exception(page)
+        _shot(page, f"5-{title.lower()}")
+    page.close()
