@@ -64,22 +64,14 @@ PROBES = {
 
 
 def _mixup_anchors(n: int, seed: int) -> Any:
-    """Mixups of pairs of held-out digits of different classes (lam in [0.35, 0.65]): points near
-    the decision boundaries, where a model's idiosyncrasies are not pinned down by the data."""
+    """Class-boundary mixups of held-out digits, made as triage makes them from its anchors."""
     from .anchors import _make, digits_dataset, digits_split
+    from .triage import boundary_mixups
 
     x, y = digits_dataset()
     _, held = digits_split()
-    rng = np.random.default_rng(seed)
-    out, names = [], []
-    while len(out) < n:
-        i, j = (int(v) for v in rng.choice(held.numpy(), 2, replace=False))
-        if y[i] == y[j]:
-            continue
-        lam = float(rng.uniform(0.35, 0.65))
-        out.append(lam * x[i] + (1 - lam) * x[j])
-        names.append(f"mixup(digits#{i},digits#{j},{lam:.2f})")
-    return _make(torch.stack(out), f"mixup:{n}:{seed}", None, names)
+    images = boundary_mixups(x[held], y[held], n, seed)  # [n, 3, 32, 32]
+    return _make(images, f"mixup:{n}:{seed}", None, [f"mixup#{i}" for i in range(n)])
 
 
 def _load_probe_anchors(spec: str) -> Any:
@@ -216,8 +208,9 @@ def _cached_units(handle: Any, anchors: Any, probe: _Probe, cache: Path) -> dict
 
 def auc(pos: Sequence[float], neg: Sequence[float]) -> float:
     """P(score of a positive < score of a negative) + 1/2 P(tie): lower distance = derived."""
-    p = np.asarray(pos, dtype=float)[:, None]
-    n = np.asarray(neg, dtype=float)[None, :]
+    # an undefined distance (NaN) counts as the most unrelated
+    p = np.nan_to_num(np.asarray(pos, dtype=float), nan=np.inf)[:, None]
+    n = np.nan_to_num(np.asarray(neg, dtype=float), nan=np.inf)[None, :]
     if p.size == 0 or n.size == 0:
         return float("nan")
     return float((p < n).mean() + 0.5 * (p == n).mean())
@@ -266,7 +259,7 @@ class _Scorer:
         if method == "output-kl-mixup":
             a, b = out["mixup"][v], out["mixup"][m]
             if a.shape[1] != b.shape[1]:
-                return 10.0
+                return float("nan")  # another label space: undefined (AUC counts it as unrelated)
             pa, pb = _softmax(a[idx]), _softmax(b[idx])
             return float((pa * (np.log(pa + 1e-12) - np.log(pb + 1e-12))).sum(1).mean())
         raise UserError(f"Unknown IP benchmark method {method!r}.")
@@ -364,23 +357,56 @@ def _method_scores(method: str, scorer: _Scorer, by_name: dict, victims: list[st
     """Scores (lower = derived) for every (victim, partner) pair on anchors `idx`."""
     pairs = [(v, m) for v in victims for m in by_name
              if m != v and (by_name[m]["family"] == v or by_name[m]["role"].startswith("independent"))]
-    if method != "triage" and not method.startswith("cal:"):
+    if method.startswith("mined:"):
+        # mined:<probe>:<variant>:<base method>: anchors chosen per victim on the owner's side only
+        _, probe, variant, base = method.split(":", 3)
+        out = {}
+        for v in victims:
+            sur = [m for m in by_name if by_name[m]["role"] == "surrogate" and by_name[m]["parent"] == v]
+            chosen = mine_anchors(scorer.data["cos"][probe][variant], v, sur, cals[: len(cals) // 2],
+                                  len(idx))
+            sub = _method_scores(base, scorer, by_name, [v], tests, cals[len(cals) // 2:], chosen)
+            out.update(sub)
+        return out
+    if method != "triage" and not method.startswith(("cal:", "calmin:")):
         return {p: scorer.distance(method, *p, idx) for p in pairs}
-    # Calibrated: z of the distance among the victim's calibration distances (triage's score).
-    parts = DEFAULT_METHOD if method == "triage" else method[4:].split("+")
-    out = {p: 0.0 for p in pairs}
+    # Calibrated: z of each distance among the victim's calibration distances (triage's scores);
+    # "cal:a+b" sums the z's, "calmin:a+b" and "triage" take the smallest (any evidence suffices).
+    if method == "triage":
+        parts, combine = DEFAULT_METHOD, "min"
+    else:
+        head, tail = method.split(":", 1)
+        parts, combine = tail.split("+"), ("min" if head == "calmin" else "sum")
+    zs: dict[tuple[str, str], list[float]] = {p: [] for p in pairs}
     for part in parts:
         for v in victims:
             ref = np.array([scorer.distance(part, v, c, idx) for c in cals])
+            ref = ref[np.isfinite(ref)]
             mu, sd = ref.mean(), max(ref.std(ddof=1), 1e-9)
             for p in pairs:
                 if p[0] == v:
-                    out[p] += (scorer.distance(part, *p, idx) - mu) / sd
-    return out
+                    z = (scorer.distance(part, *p, idx) - mu) / sd
+                    if math.isfinite(z):
+                        zs[p].append(z)
+    if combine == "min":
+        return {p: (min(z) if z else math.inf) for p, z in zs.items()}
+    return {p: float(sum(z)) for p, z in zs.items()}
+
+
+def mine_anchors(cos: dict, victim: str, surrogates: list[str], calibration: list[str],
+                 n: int) -> np.ndarray:
+    """The n anchors where the owner's surrogate students agree with the victim most beyond what
+    independent calibration models do (per-anchor mean cosine over the curve)."""
+    if not surrogates or not calibration:
+        raise UserError("Mining anchors needs the owner's surrogates and calibration models "
+                        "(build the full zoo: `modelgif zoo build --size full`).")
+    s = np.mean([cos[(victim, m)].mean(1) for m in surrogates], axis=0)  # [N]
+    c = np.mean([cos[(victim, m)].mean(1) for m in calibration], axis=0)  # [N]
+    return np.sort(np.argsort(-(s - c), kind="stable")[:n])
 
 
 # The distances triage sums, each as a z-score among the calibration models (set by the levers).
-DEFAULT_METHOD = ["modelgif"]
+DEFAULT_METHOD = ["modelgif", "output-kl-mixup"]
 
 
 def format_ip_table(result: dict[str, Any]) -> str:

@@ -1,15 +1,21 @@
 """IP triage: is a suspect derived from the victim? Distances calibrated against independent models.
 
-For each suspect the victim-to-suspect distance is placed in the distribution of victim-to-reference
-distances (models trained independently of the victim):
+Each evidence component gives a victim-to-model distance; for each suspect it is placed in the
+distribution of victim-to-reference distances (models trained independently of the victim):
 
     z        = (d - mean(ref)) / std(ref)          how many reference spreads below the references
-    p_value  = Phi(z)                              Gaussian tail: an independent model this close
+    p        = Phi(z)                              Gaussian tail: an independent model this close
     emp_p    = (1 + #{ref <= d}) / (1 + n_ref)      the distribution-free version (floor 1/(n+1))
-    derived      if d < min(ref) and p_value < alpha      (the `threshold` in the report)
-    independent  if z >= z_independent                     (inside the bulk of the references)
-    inconclusive otherwise
-    score    = -z                                  larger = more likely derived
+
+Components (DEFAULT_COMPONENTS, chosen with `modelgif bench ip`, see docs/BENCHMARKS.md):
+    modelgif    the field distance of DESIGN §1 on the anchors
+    output-kl   KL(victim || suspect) of the softmax outputs on class-boundary mixups of anchor
+                pairs (what extraction students learn to imitate); only for equal label spaces
+With m components the per-component tail is Sidak-corrected, p = 1 - (1 - min_c p_c)^m, and
+
+    derived      if some component is below every reference and p < alpha   (`threshold`: modelgif's)
+    independent  if every component has z >= z_independent                   (among the references)
+    inconclusive otherwise;                 score = -min_c z_c (larger = more likely derived)
 
 For a digits victim (a zoo model, or 10 classes with digits anchors) the zoo's independent
 calibration models are the references when none are given; any other domain must bring its own.
@@ -49,6 +55,8 @@ class TriageRule:
 # The field settings triage uses when the caller passes no cfg (chosen by `modelgif bench ip`).
 DEFAULT_FIELD = FieldConfig(steps=50, method="gausslegendre", baseline="black", target="predicted")
 DEFAULT_ANCHORS = "digits:64"
+COMPONENTS = ("modelgif", "output-kl")
+DEFAULT_COMPONENTS = ("modelgif", "output-kl")
 
 
 @dataclass
@@ -65,6 +73,7 @@ class Verdict:
     empirical_p: float
     margin: float  # min(ref) - d: positive when closer than every reference
     closer_references: int  # references at least as close to the victim as the suspect
+    evidence: dict[str, Any] = field(default_factory=dict)  # per component: its own judge()
 
 
 @dataclass
@@ -84,6 +93,8 @@ class TriageReport:
     threshold: float  # distances below this are "derived"
     independent_above: float  # distances at or above this are "independent"
     stats: dict[str, float] = field(default_factory=dict)
+    components: tuple[str, ...] = ("modelgif",)
+    reference_components: dict[str, list[float | None]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,17 +111,24 @@ class TriageReport:
             "rule": self.rule.to_dict(),
             "threshold": self.threshold,
             "independent_above": self.independent_above,
+            "components": list(self.components),
+            "reference_components": self.reference_components,
             "explanation": self.explanation(),
         }
 
     def explanation(self) -> str:
         s = self.stats
-        return (f"{len(self.references)} independent reference models ({self.reference_source}) lie "
-                f"at distances {s['min']:.4f}..{s['max']:.4f} (mean {s['mean']:.4f}, std "
-                f"{s['std']:.4f}) from the victim on {self.n_anchors} anchors; a suspect is derived "
-                f"below {self.threshold:.4f} (closer than every reference and Gaussian p < "
-                f"{self.rule.alpha:g}), independent at or above {self.independent_above:.4f} "
-                f"(z >= {self.rule.z_independent:g}), inconclusive between.")
+        text = (f"{len(self.references)} independent reference models ({self.reference_source}) lie "
+                f"at field distances {s['min']:.4f}..{s['max']:.4f} (mean {s['mean']:.4f}, std "
+                f"{s['std']:.4f}) from the victim on {self.n_anchors} anchors. A suspect is derived "
+                f"below {self.threshold:.4f} (closer than every reference, Gaussian p under the "
+                f"per-component level), independent at or above {self.independent_above:.4f} "
+                f"(z >= {self.rule.z_independent:g}), inconclusive between")
+        if len(self.components) > 1:
+            text += (f"; the other components ({', '.join(self.components[1:])}) are calibrated "
+                     f"the same way, any one of them can show derivation, and the levels are "
+                     f"Sidak-corrected so that the overall false-alarm level is {self.rule.alpha:g}")
+        return text + "."
 
 
 # ----------------------------------------------------------------------------------- verdicts
@@ -162,6 +180,36 @@ def judge(distance: float, ref: Sequence[float], rule: TriageRule | None = None)
     return {"distance": float(distance), "score": float(-z), "verdict": verdict, "z": float(z),
             "p_value": float(p), "empirical_p": (1 + closer) / (1 + len(r)),
             "margin": float(s["min"] - distance), "closer_references": closer}
+
+
+def judge_components(distances: dict[str, float | None], refs: dict[str, Sequence[float | None]],
+                     rule: TriageRule | None = None) -> dict[str, Any]:
+    """Combine per-component verdicts (module docstring): undefined components (None) are skipped."""
+    rule = rule or TriageRule()
+    usable = {c: d for c, d in distances.items() if d is not None and math.isfinite(d)}
+    ref_ok = {c: [r for r in refs[c] if r is not None and math.isfinite(r)] for c in usable}
+    usable = {c: d for c, d in usable.items() if len(ref_ok[c]) >= rule.min_references}
+    if "modelgif" in distances and "modelgif" not in usable:
+        raise UserError("The field distance could not be calibrated: too few usable references.")
+    m = len(usable)
+    alpha_c = 1.0 - (1.0 - rule.alpha) ** (1.0 / m)  # Sidak: the family-wise level stays alpha
+    sub = TriageRule(alpha=alpha_c, z_independent=rule.z_independent,
+                     min_references=rule.min_references)
+    ev = {c: judge(d, ref_ok[c], sub) for c, d in usable.items()}
+    zmin = min(e["z"] for e in ev.values())
+    pmin = min(e["p_value"] for e in ev.values())
+    if any(e["verdict"] == "derived" for e in ev.values()):
+        verdict = "derived"
+    elif all(e["verdict"] == "independent" for e in ev.values()):
+        verdict = "independent"
+    else:
+        verdict = "inconclusive"
+    main = ev.get("modelgif") or next(iter(ev.values()))
+    return {"distance": main["distance"], "score": float(-zmin), "verdict": verdict,
+            "z": float(zmin), "p_value": float(1.0 - (1.0 - pmin) ** m),
+            "empirical_p": min(e["empirical_p"] for e in ev.values()),
+            "margin": main["margin"], "closer_references": main["closer_references"],
+            "evidence": ev}
 
 
 # ----------------------------------------------------------------------------------- models
@@ -227,17 +275,53 @@ def _unit(f: Any) -> torch.Tensor:
     return unit.float() if unit is not None else unit_field(f)[0]
 
 
+def boundary_mixups(images: torch.Tensor, classes: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """n mixups of anchor pairs from different classes (lam in [0.35, 0.65]): points near decision
+    boundaries, where a model's idiosyncrasies are not pinned down by the training data."""
+    rng = np.random.default_rng(seed)
+    m = len(images)
+    if m < 2 or len(set(classes.tolist())) < 2:
+        raise UserError("Boundary mixups need anchors of at least two classes; use more anchors.")
+    out = []
+    while len(out) < n:
+        i, j = (int(v) for v in rng.choice(m, 2, replace=False))
+        if classes[i] == classes[j]:
+            continue
+        lam = float(rng.uniform(0.35, 0.65))
+        out.append(lam * images[i] + (1 - lam) * images[j])
+    return torch.stack(out)  # [n, 3, H, W]
+
+
+@torch.no_grad()
+def _log_probs(handle: ModelHandle, images: torch.Tensor) -> torch.Tensor:
+    return torch.cat([torch.log_softmax(handle(images[s:s + 256]).float(), dim=1)
+                      for s in range(0, len(images), 256)])  # [n, C]
+
+
+def output_kl(victim_logp: torch.Tensor, logp: torch.Tensor) -> float | None:
+    """Mean KL(victim || model) over the mixups; None for another label space."""
+    if victim_logp.shape != logp.shape:
+        return None
+    return float((victim_logp.exp() * (victim_logp - logp)).sum(1).mean())
+
+
 # ----------------------------------------------------------------------------------- triage
 
 
 def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
            references: Sequence[str | ModelHandle] | None = None,
            anchors: str | Any = DEFAULT_ANCHORS, cfg: FieldConfig | None = None, store: Any = None,
-           progress: Progress | None = None, rule: TriageRule | None = None) -> TriageReport:
+           progress: Progress | None = None, rule: TriageRule | None = None,
+           components: Sequence[str] | None = None) -> TriageReport:
     """Verdicts for each suspect: is it derived from the victim? See the module docstring."""
     from .anchors import load_anchors
 
     rule = rule or TriageRule()
+    components = tuple(components or DEFAULT_COMPONENTS)
+    unknown = sorted(set(components) - set(COMPONENTS))
+    if unknown or "modelgif" not in components:
+        raise UserError(f"Unknown or missing triage components {unknown or list(components)}; "
+                        f"choose from {', '.join(COMPONENTS)} (modelgif is always included).")
     if isinstance(suspects, (str, ModelHandle)):
         suspects = [suspects]
     if not suspects:
@@ -265,16 +349,35 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
         raise UserError(f"Triage needs at least {rule.min_references} independent reference models "
                         f"distinct from the victim and the suspects; got {len(r_handles)}.")
     cfg = cfg or DEFAULT_FIELD
-    fields = _fields([v, *s_handles, *r_handles], anchor_set, cfg, store, progress)
-    dist = field_distances_to(fields[0], fields[1:])  # [S + R]
-    d_sus, d_ref = dist[: len(s_handles)], dist[len(s_handles):]
-    verdicts = [Verdict(model=_spec(s), name=h.name, **judge(float(d), d_ref, rule))
-                for s, h, d in zip(suspects, s_handles, d_sus, strict=True)]
-    derived_below, independent_above = thresholds(d_ref, rule)
+    everyone = [v, *s_handles, *r_handles]
+    fields = _fields(everyone, anchor_set, cfg, store, progress)
+    comp: dict[str, list[float | None]] = {"modelgif": list(field_distances_to(fields[0], fields[1:]))}
+    if "output-kl" in components:
+        images = anchor_set.images if hasattr(anchor_set, "images") else anchor_set
+        classes = _log_probs(v, images).argmax(1)  # [N] the victim's own view of the classes
+        labels = getattr(anchor_set, "labels", None)
+        if len(set(classes.tolist())) < 2 and labels is not None:
+            classes = labels
+        if len(set(classes.tolist())) >= 2:  # else no boundary to probe: the field decides alone
+            mix = boundary_mixups(images, classes, len(images))
+            v_logp = _log_probs(v, mix)
+            comp["output-kl"] = [output_kl(v_logp, _log_probs(h, mix)) for h in everyone[1:]]
+    ns = len(s_handles)
+    d_sus = {c: vals[:ns] for c, vals in comp.items()}
+    d_ref = {c: vals[ns:] for c, vals in comp.items()}
+    verdicts = [Verdict(model=_spec(s), name=h.name,
+                        **judge_components({c: d_sus[c][i] for c in comp}, d_ref, rule))
+                for i, (s, h) in enumerate(zip(suspects, s_handles, strict=True))]
+    ref_field = [float(d) for d in d_ref["modelgif"]]
+    sub = TriageRule(alpha=1.0 - (1.0 - rule.alpha) ** (1.0 / len(comp)),
+                     z_independent=rule.z_independent, min_references=rule.min_references)
+    derived_below, independent_above = thresholds(ref_field, sub)
     return TriageReport(
         victim=_spec(victim), victim_name=v.name, suspects=verdicts,
-        references=[{"model": s, "name": h.name, "distance": float(d)}
-                    for s, h, d in zip(r_specs, r_handles, d_ref, strict=True)],
+        references=[{"model": s, "name": h.name, "distance": d,
+                     **{c: d_ref[c][i] for c in comp if c != "modelgif"}}
+                    for i, (s, h, d) in enumerate(zip(r_specs, r_handles, ref_field, strict=True))],
         reference_source=source, anchors=anchors_spec, n_anchors=len(anchor_set),
-        method="modelgif", config=cfg.to_dict(), rule=rule, threshold=float(derived_below),
-        independent_above=float(independent_above), stats=reference_stats(d_ref))
+        method="+".join(comp), config=cfg.to_dict(), rule=rule, threshold=float(derived_below),
+        independent_above=float(independent_above), stats=reference_stats(ref_field),
+        components=tuple(comp), reference_components={c: list(v) for c, v in d_ref.items()})

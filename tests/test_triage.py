@@ -10,7 +10,15 @@ import timm
 import torch
 
 from modelgif_core import FieldConfig, InputConfig, UserError, save_model_dir
-from modelgif_core.triage import TriageRule, judge, thresholds, triage
+from modelgif_core.triage import (
+    TriageRule,
+    boundary_mixups,
+    judge,
+    judge_components,
+    output_kl,
+    thresholds,
+    triage,
+)
 
 REF = [0.9, 1.0, 1.1]  # mean 1.0, sample std 0.1
 
@@ -52,6 +60,41 @@ def test_closer_than_the_gaussian_cut_but_not_than_every_reference_is_not_derive
 def test_too_few_references_is_a_user_error():
     with pytest.raises(UserError, match="at least 3"):
         judge(0.5, [1.0, 1.1])
+
+
+def test_any_component_far_below_its_references_shows_derivation_with_a_sidak_p_value():
+    e = judge_components({"modelgif": 0.95, "output-kl": 0.5}, {"modelgif": REF, "output-kl": REF})
+    assert e["verdict"] == "derived"
+    assert e["evidence"]["modelgif"]["verdict"] == "independent"
+    assert e["z"] == pytest.approx(-5.0) and e["score"] == pytest.approx(5.0)
+    p5 = 0.5 * math.erfc(5 / math.sqrt(2))
+    assert e["p_value"] == pytest.approx(1 - (1 - p5) ** 2)
+    assert e["distance"] == pytest.approx(0.95)  # the reported distance is the field distance
+
+
+def test_independent_needs_every_component_among_its_references():
+    refs = {"modelgif": REF, "output-kl": REF}
+    assert judge_components({"modelgif": 0.95, "output-kl": 1.05}, refs)["verdict"] == "independent"
+    assert judge_components({"modelgif": 0.95, "output-kl": 0.78}, refs)["verdict"] == "inconclusive"
+
+
+def test_an_undefined_component_is_left_out():
+    e = judge_components({"modelgif": 0.5, "output-kl": None}, {"modelgif": REF, "output-kl": REF})
+    assert set(e["evidence"]) == {"modelgif"}
+    assert e["p_value"] == pytest.approx(0.5 * math.erfc(5 / math.sqrt(2)))
+
+
+def test_output_kl_and_boundary_mixups():
+    logp = torch.log_softmax(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), dim=1)
+    assert output_kl(logp, logp) == pytest.approx(0.0, abs=1e-7)
+    assert output_kl(logp, torch.log_softmax(torch.zeros(2, 2), dim=1)) > 0
+    assert output_kl(logp, torch.zeros(2, 3)) is None
+    images = torch.stack([torch.zeros(3, 4, 4), torch.ones(3, 4, 4), torch.ones(3, 4, 4)])
+    mix = boundary_mixups(images, torch.tensor([0, 1, 1]), 5, seed=0)
+    assert mix.shape == (5, 3, 4, 4)
+    assert ((mix >= 0.35 - 1e-6) & (mix <= 0.65 + 1e-6)).all()  # always a 0-1 pair, never 1-1
+    with pytest.raises(UserError, match="two classes"):
+        boundary_mixups(images, torch.tensor([1, 1, 1]), 2)
 
 
 def _save(tmp_path, name: str, module: torch.nn.Module) -> str:
@@ -98,6 +141,8 @@ def test_triage_report_follows_the_json_contract(models, tmp_path):
     assert out["config"]["steps"] == 4
     assert out["threshold"] <= out["independent_above"]
     assert calls[-1] == (6, 6)
+    assert out["components"][0] == "modelgif"
+    assert "modelgif" in out["suspects"][0]["evidence"]
 
 
 def test_a_non_digits_victim_without_references_is_told_to_bring_them(models):
