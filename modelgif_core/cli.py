@@ -172,10 +172,11 @@ def cmd_triage(args: argparse.Namespace) -> int:
     from .triage import triage
 
     bar = _Progress("triage", enabled=not args.quiet)
+    kwargs = {"anchors": args.anchors} if args.anchors else {}
     try:
         report = triage(args.victim, args.suspect, references=args.reference or None,
-                        anchors=args.anchors, cfg=_config(args) if args.custom_config else None,
-                        store=_store(args), progress=bar)
+                        cfg=_config(args) if args.custom_config else None, store=_store(args),
+                        progress=bar, **kwargs)
     finally:
         bar.close()
     result = report.to_dict()
@@ -249,7 +250,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
     if args.cache_command == "ls":
         rows = store.list()
         for r in rows:
-            r["config"] = json.dumps(r.get("config"), sort_keys=True) if args.format != "json" else r["config"]
+            if args.format != "json":
+                r["config"] = json.dumps(r.get("config"), sort_keys=True)
             r["key"] = r["key"] if args.format != "table" else r["key"][:16]
         if args.format == "table":
             status = store.status()
@@ -284,9 +286,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 def _add_field_options(p: argparse.ArgumentParser, anchors_required: bool = True) -> None:
     from .fields import BASELINES, METHODS, TARGETS
 
-    p.add_argument("--anchors", required=anchors_required, default=None if anchors_required else "digits:64",
-                   help="anchor spec: digits:N[:SEED], natural:N[:SEED], noise:N:SEED, cutmix:BASE:N:SEED, dir:PATH")
-    p.add_argument("--size", type=int, default=None, help="resize dir:/natural:/noise: anchors to SIZE x SIZE")
+    p.add_argument("--anchors", required=anchors_required, default=None,
+                   help="anchor spec: digits:N[:SEED], natural:N[:SEED], noise:N[:SEED], cutmix:BASE:N:SEED, "
+                   "dir:PATH" + ("" if anchors_required else " (default: triage's tuned anchors)"))
+    p.add_argument("--size", type=int, default=None, help="resize the anchors to SIZE x SIZE")
     p.add_argument("--steps", type=int, default=50, help="quadrature points K (default 50)")
     p.add_argument("--method", default="gausslegendre", choices=METHODS)
     p.add_argument("--baseline", default="black", choices=BASELINES)
@@ -309,7 +312,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="modelgif", description="Model Gradient Fields: how functionally close are these models?")
+    parser = _Parser(prog="modelgif",
+                     description="Model Gradient Fields: how functionally close are these models?")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -332,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", nargs="*", default=[], help="independent reference models")
     _add_field_options(p, anchors_required=False)
     p.add_argument("--custom-config", action="store_true",
-                   help="use the field options given here instead of triage's tuned defaults")
+                   help="use the field options given here (--steps, --target, ...) instead of triage's defaults")
     _add_common(p, formats=("table", "json"))
     p.set_defaults(func=cmd_triage)
 
@@ -341,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("build", "list"):
         zp = zsub.add_parser(name)
         zp.add_argument("--size", default="small", choices=["small", "full"])
-        zp.add_argument("--force", action="store_true", help="rebuild models that exist") if name == "build" else None
+        if name == "build":
+            zp.add_argument("--force", action="store_true", help="rebuild models that exist")
         _add_common(zp)
     p.set_defaults(func=cmd_zoo)
 

@@ -239,8 +239,9 @@ def _default_budget_mb(device: torch.device) -> int:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free * 0.4) >> 20
-    # On CPU, chunks whose activations stay near the caches beat one giant batch by 3-4x.
-    return 48
+    # On CPU, chunks whose activations stay near the caches beat one giant batch by 3-4x
+    # (measured with `modelgif bench speed`, docs/PERFORMANCE.md).
+    return 64
 
 
 def choose_batch(model: Any, images: torch.Tensor, device: torch.device, memory_mb: int | None,
@@ -248,7 +249,9 @@ def choose_batch(model: Any, images: torch.Tensor, device: torch.device, memory_
     """Points per forward+backward: as many as fit the activation budget (x3 for the backward)."""
     per_sample = _activation_bytes_per_sample(model, images[:1])
     budget = (memory_mb or _default_budget_mb(device)) << 20
-    return int(max(1, min(total, budget // (3 * per_sample))))
+    # Below ~16 points per call the per-operator overhead dominates on every device.
+    floor = 1 if memory_mb is not None else 16
+    return int(max(floor, min(total, budget // (3 * per_sample))))
 
 
 @contextlib.contextmanager
