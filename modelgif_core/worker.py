@@ -300,9 +300,20 @@ def demo_task(anchors_spec: str, cfg: Any, size: str = "small") -> TaskFn:
             spec = f"zoo:{entry['name']}"  # short and portable, unlike the folder (shared URLs)
             worker.submit_field(load_model(spec), anchors, cfg)
             specs.append(spec)
+        # Compile UMAP's numba kernels while the user waits anyway (else the first map takes ~20 s).
+        worker.submit_task("warmup:umap", "preparing the map", _warm_umap)
         return specs
 
     return run
+
+
+def _warm_umap(progress: Progress, worker: Worker) -> None:
+    import numpy as np
+
+    from .embedding import embed_distances
+
+    pts = np.random.default_rng(0).random((8, 3))
+    embed_distances(np.sqrt(((pts[:, None] - pts[None]) ** 2).sum(-1)), method="umap")
 
 
 def probe_task(model: Any, anchors: Any, cfg: Any, n: int = 4) -> TaskFn:

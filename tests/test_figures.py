@@ -26,8 +26,9 @@ def test_heatmap_orders_like_cluster_order_and_keeps_exact_values():
     assert list(heat.x) == [names[i] for i in order]
     np.testing.assert_array_equal(np.asarray(heat.z), d[np.ix_(order, order)])
     assert "%{z:.6f}" in heat.hovertemplate
-    # one line per merge of the tree
-    assert sum(t.type == "scatter" for t in fig.data) == 11
+    # one line (four points and a break) per merge of the tree, in one trace
+    (tree,) = [t for t in fig.data if t.type == "scatter"]
+    assert list(tree.x).count(None) == 11 and len(tree.x) == 11 * 5
 
 
 def test_heatmap_handles_duplicate_names_and_tiny_matrices():
