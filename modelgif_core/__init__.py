@@ -31,13 +31,15 @@ from .models import (
     save_model_dir,
 )
 
+from .triage import TriageReport, triage  # eager: binds the function over the submodule's name
+
 __version__ = "0.1.0"
 
 __all__ = [
     "BASELINES", "METHODS", "TARGETS", "FieldConfig", "InputConfig", "ModelHandle", "UserError",
     "cached_field", "cluster_order", "distance_matrix", "extract_field", "field_distance",
     "hub_pretrained_cfg", "list_hub_models", "load_model", "make_baseline", "preprocess",
-    "quadrature", "resolve_device", "save_model_dir", "unit_field", "__version__",
+    "quadrature", "resolve_device", "save_model_dir", "triage", "TriageReport", "unit_field", "__version__",
 ]
 
 
@@ -49,7 +51,7 @@ def __getattr__(name: str):
         "default_store_root": "store",
         "embed_distances": "embedding", "Embedding": "embedding",
         "build_zoo": "zoo", "ensure_zoo": "zoo", "list_zoo": "zoo", "zoo_root": "zoo",
-        "triage": "triage", "TriageReport": "triage",
+        "get_worker": "worker", "Worker": "worker",
     }
     if name in lazy:
         import importlib

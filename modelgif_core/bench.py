@@ -83,6 +83,35 @@ def _cases(quick: bool) -> list[dict[str, Any]]:
     ]
 
 
+def _bench_case(case: dict[str, Any], dev: torch.device, rounds: int) -> dict[str, Any]:
+    model = _model(case["arch"], case["input"])
+    images = torch.rand(case["anchors"], *case["input"], generator=torch.Generator().manual_seed(0))
+    steps = case["steps"]
+    cfg = FieldConfig(steps=steps, device=str(dev))
+    total = case["anchors"] * steps
+    ours_batch = choose_batch(model, images.to(dev), dev, None, total)
+    floor_batches = sorted({b for b in (16, 32, 64, 128, 256, ours_batch) if b <= total})
+    runs: dict[str, Callable[[], Any]] = {
+        "ours": lambda: extract_field(model, images, cfg),
+        "paper": lambda: paper_procedure(model, images, steps, dev),
+        **{f"floor@{b}": (lambda b=b: gradient_floor(model, images, steps, dev, b)) for b in floor_batches},
+    }
+    extract_field(model, images[:2], FieldConfig(steps=2, device=str(dev)))  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):  # interleaved, so a burst of load hits every contender alike
+        for name, fn in runs.items():
+            times[name].append(_timed(fn, dev))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    best_floor = min((k for k in med if k.startswith("floor@")), key=med.get)
+    return {
+        **{k: v for k, v in case.items() if k != "input"}, "input": "x".join(map(str, case["input"])),
+        "points": total, "ours_batch": ours_batch, "best_floor": best_floor,
+        "seconds": {k: round(v, 4) for k, v in med.items()},
+        "ours_over_floor": round(med["ours"] / med[best_floor], 3),
+        "paper_over_ours": round(med["paper"] / med["ours"], 3),
+    }
+
+
 def _model(arch: str, input_size: tuple[int, int, int]) -> ModelHandle:
     import timm
 
@@ -98,29 +127,7 @@ def run_speed_bench(device: str = "auto", quick: bool = False, rounds: int | Non
     rounds = rounds or (2 if quick else 3)
     results: dict[str, Any] = {"device": str(dev), "torch_threads": torch.get_num_threads(), "cases": []}
     for case in _cases(quick):
-        model = _model(case["arch"], case["input"])
-        images = torch.rand(case["anchors"], *case["input"], generator=torch.Generator().manual_seed(0))
-        steps = case["steps"]
-        cfg = FieldConfig(steps=steps, device=str(dev))
-        total = case["anchors"] * steps
-        ours_batch = choose_batch(model, images.to(dev), dev, None, total)
-        floor_batches = sorted({max(1, b) for b in (16, 32, 64, 128, 256, ours_batch) if b <= total})
-        times: dict[str, list[float]] = {"ours": [], "paper": [], **{f"floor@{b}": [] for b in floor_batches}}
-        extract_field(model, images[:2], FieldConfig(steps=2, device=str(dev)))  # warm-up
-        for _ in range(rounds):
-            times["ours"].append(_timed(lambda: extract_field(model, images, cfg), dev))
-            times["paper"].append(_timed(lambda: paper_procedure(model, images, steps, dev), dev))
-            for b in floor_batches:
-                times[f"floor@{b}"].append(_timed(lambda b=b: gradient_floor(model, images, steps, dev, b), dev))
-        med = {k: statistics.median(v) for k, v in times.items()}
-        best_floor = min((k for k in med if k.startswith("floor@")), key=med.get)
-        results["cases"].append({
-            **{k: v for k, v in case.items() if k != "input"}, "input": "x".join(map(str, case["input"])),
-            "points": total, "ours_batch": ours_batch, "best_floor": best_floor,
-            "seconds": {k: round(v, 4) for k, v in med.items()},
-            "ours_over_floor": round(med["ours"] / med[best_floor], 3),
-            "paper_over_ours": round(med["paper"] / med["ours"], 3),
-        })
+        results["cases"].append(_bench_case(case, dev, rounds))
         gc.collect()
     results["distance_matrix"] = _distance_bench(n_models=40 if quick else 200)
     return results

@@ -8,16 +8,8 @@ from typing import Any
 
 import streamlit as st
 
-from modelgif_core import figures, list_zoo
+from modelgif_core import figures, list_zoo, triage
 from pages import _ui
-
-
-def triage(*args: Any, **kwargs: Any) -> Any:
-    """modelgif_core.triage, the function (once the submodule is imported, the package attribute
-    `triage` is the module; TODO(lead): export the function under a name that cannot clash)."""
-    from modelgif_core.triage import triage as run
-
-    return run(*args, **kwargs)
 
 BADGE = {"derived": "red", "independent": "green", "inconclusive": "orange"}
 
