@@ -30,7 +30,6 @@ from .models import (
     preprocess,
     save_model_dir,
 )
-
 from .triage import TriageReport, triage  # eager: binds the function over the submodule's name
 
 __version__ = "0.1.0"
