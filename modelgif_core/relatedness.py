@@ -1,0 +1,411 @@
+"""Task relatedness with ModelGiF: a mini-Taskonomy on sklearn's digits (`modelgif bench relatedness`).
+
+One encoder per task, all of one architecture, trained with a task head on the digits pool:
+
+    digit (10-way), parity, >= 5, digit mod 3, has-a-loop     labels derived from the digit
+    rotation (0/90/180/270, self-supervised)                   4-way on rotated inputs
+    autoencode, denoise, inpaint, edges                        dense [1, 32, 32] outputs
+
+Ground truth, as Taskonomy: freeze source task A's encoder, train a small readout for target task B
+on a few labelled examples, and measure B's held-out loss L[A, B]. Normalised per target task
+against the target's own encoder and an untrained encoder of the same architecture:
+
+    affinity[A, B] = (L[rand, B] - L[A, B]) / (L[rand, B] - L[B, B])   1 = as good as B's own encoder
+
+ModelGiF distances between the headless encoders (target `feature-max`: the sum of each channel's
+spatial max, fixed at the clean anchor; CutMix anchors, as the paper) should fall as affinity
+rises. Score per target task B: Spearman over the other tasks A of (d(A, B), affinity[A, B]); the
+bench averages it over tasks (the paper, on Taskonomy's 17 tasks: -0.835). Baselines on the same
+anchors: linear CKA of the encoders' features (distance 1 - CKA) and the Integrated Gradients
+attribution alone (the field's last point).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._errors import UserError
+
+# ----------------------------------------------------------------------------------- tasks
+
+_LOOPS = (0, 6, 8, 9)  # digits whose usual handwritten form encloses a region
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: its kind ("class": `classes`-way labels, "dense": a [1, 32, 32] map) and data."""
+
+    name: str
+    kind: str
+    classes: int = 0
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    return x[:, :1]  # digits are gray replicated to RGB: [B, 1, H, W]
+
+
+def _rgb(g: torch.Tensor) -> torch.Tensor:
+    return g.expand(-1, 3, -1, -1).contiguous()  # [B, 3, H, W]
+
+
+def _rotate(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    return torch.stack([torch.rot90(xi, int(ri), dims=(1, 2)) for xi, ri in zip(x, r, strict=True)])
+
+
+def _sobel(g: torch.Tensor) -> torch.Tensor:
+    kx = g.new_tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]).view(1, 1, 3, 3)
+    gx = F.conv2d(g, kx, padding=1)
+    gy = F.conv2d(g, kx.transpose(2, 3), padding=1)
+    return (gx.square() + gy.square()).sqrt() / 4.0  # [B, 1, H, W], about [0, 1]
+
+
+def _noisy(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    noise = 0.35 * torch.randn(x.shape[0], 1, *x.shape[2:], generator=gen)
+    return _rgb((_gray(x) + noise).clamp(0, 1))
+
+
+def _masked(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    out = x.clone()
+    side = 14
+    tops = torch.randint(0, x.shape[2] - side + 1, (len(x),), generator=gen)
+    lefts = torch.randint(0, x.shape[3] - side + 1, (len(x),), generator=gen)
+    for i, (t, left) in enumerate(zip(tops.tolist(), lefts.tolist(), strict=True)):
+        out[i, :, t:t + side, left:left + side] = 0.0
+    return out
+
+
+# name -> (task, make(x, y, generator) -> (inputs [B, 3, 32, 32], targets))
+_Make = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+TASKS: dict[str, tuple[Task, _Make]] = {
+    "digit": (Task("digit", "class", 10), lambda x, y, g: (x, y)),
+    "parity": (Task("parity", "class", 2), lambda x, y, g: (x, y % 2)),
+    "ge5": (Task("ge5", "class", 2), lambda x, y, g: (x, (y >= 5).long())),
+    "mod3": (Task("mod3", "class", 3), lambda x, y, g: (x, y % 3)),
+    "loop": (Task("loop", "class", 2), lambda x, y, g: (x, torch.isin(y, torch.tensor(_LOOPS)).long())),
+    "rotation": (Task("rotation", "class", 4), lambda x, y, g: _rotation(x, g)),
+    "autoencode": (Task("autoencode", "dense"), lambda x, y, g: (x, _gray(x))),
+    "denoise": (Task("denoise", "dense"), lambda x, y, g: (_noisy(x, g), _gray(x))),
+    "inpaint": (Task("inpaint", "dense"), lambda x, y, g: (_masked(x, g), _gray(x))),
+    "edges": (Task("edges", "dense"), lambda x, y, g: (x, _sobel(_gray(x)))),
+}
+
+
+def _rotation(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    r = torch.randint(0, 4, (len(x),), generator=gen)
+    return _rotate(x, r), r
+
+
+def task_data(name: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets of task `name` for digits x [B, 3, 32, 32], y [B] (seeded corruptions)."""
+    if name not in TASKS:
+        raise UserError(f"Unknown task {name!r}; choose one of {', '.join(TASKS)}.")
+    return TASKS[name][1](x, y, torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------------- models
+
+
+class Encoder(nn.Module):
+    """The shared encoder architecture: pixel images [B, 3, 32, 32] in [0, 1] -> [B, 32, 8, 8].
+
+    Headless, so ModelGiF uses the `feature-max` target on it; normalisation is inside, as P_f.
+    """
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, width // 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width // 2, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - 0.5) / 0.5)  # [B, C, 8, 8]
+
+
+def _pooled(f: torch.Tensor) -> torch.Tensor:
+    return torch.cat([f.mean((2, 3)), f.amax((2, 3))], dim=1)  # [B, 2C]
+
+
+def _task_head(task: Task, width: int) -> nn.Module:
+    if task.kind == "class":
+        return nn.Linear(2 * width, task.classes)
+    return nn.Sequential(  # [B, C, 8, 8] -> [B, 1, 32, 32]
+        nn.ConvTranspose2d(width, width, 4, stride=2, padding=1), nn.ReLU(),
+        nn.ConvTranspose2d(width, 16, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 1, 3, padding=1),
+    )
+
+
+def _loss(task: Task, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(out, target) if task.kind == "class" else F.mse_loss(out, target)
+
+
+def train_encoder(name: str, x: torch.Tensor, y: torch.Tensor, *, epochs: int, seed: int,
+                  width: int = 32, lr: float = 3e-3, batch: int = 64) -> Encoder:
+    """Train an encoder with task `name`'s head end to end (AdamW, one-cycle); returns the encoder."""
+    task = TASKS[name][0]
+    torch.manual_seed(seed)
+    enc, head = Encoder(width), _task_head(task, width)
+    params = [*enc.parameters(), *head.parameters()]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    steps = epochs * -(-len(x) // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, steps))
+    gen = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        # Fresh corruptions (noise, masks, rotations) every epoch, seeded.
+        inputs, targets = task_data(name, x, y, seed * 1000 + epoch)
+        perm = torch.randperm(len(x), generator=gen)
+        for s in range(0, len(x), batch):
+            idx = perm[s:s + batch]
+            f = enc(inputs[idx])  # [B, C, 8, 8]
+            out = head(_pooled(f) if task.kind == "class" else f)
+            loss = _loss(task, out, targets[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return enc.eval().requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------------- transfer
+
+
+@torch.no_grad()
+def _features(enc: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([enc(x[s:s + 256]) for s in range(0, len(x), 256)])  # [M, C, 8, 8]
+
+
+def _readout(task: Task, f_train: torch.Tensor, t_train: torch.Tensor, f_test: torch.Tensor,
+             t_test: torch.Tensor, steps: int, seed: int) -> float:
+    """Train a small readout on frozen features; return the target's held-out loss.
+
+    class: logistic regression on pooled features (avg + max per channel, standardised);
+    dense: a 1x1 convolution to 4x4 pixel blocks + pixel shuffle (a local linear decoder).
+    """
+    torch.manual_seed(seed)
+    if task.kind == "class":
+        a, b = _pooled(f_train), _pooled(f_test)  # [M, 2C]
+        mu, sd = a.mean(0), a.std(0) + 1e-6
+        a, b = (a - mu) / sd, (b - mu) / sd
+        head: nn.Module = nn.Linear(a.shape[1], task.classes)
+    else:
+        scale = f_train.flatten(1).std() + 1e-6
+        a, b = f_train / scale, f_test / scale
+        head = nn.Sequential(nn.Conv2d(a.shape[1], 16, 1), nn.PixelShuffle(4))
+    opt = torch.optim.Adam(head.parameters(), lr=0.02, weight_decay=1e-4)
+    with torch.enable_grad():
+        for _ in range(steps):
+            loss = _loss(task, head(a), t_train)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        return float(_loss(task, head(b), t_test))
+
+
+def transfer_losses(encoders: dict[str, nn.Module], tasks: list[str], x_train: torch.Tensor,
+                    y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *,
+                    steps: int = 300, seed: int = 0) -> np.ndarray:
+    """L[a, b]: held-out loss of target task tasks[b] read out from frozen encoder a (any names)."""
+    names = list(encoders)
+    out = np.zeros((len(names), len(tasks)))
+    data = {t: (task_data(t, x_train, y_train, 10_000 + seed), task_data(t, x_test, y_test, 20_000 + seed))
+            for t in tasks}
+    for i, name in enumerate(names):
+        cache: dict[int, torch.Tensor] = {}  # several tasks share clean inputs: features once
+        for j, t in enumerate(tasks):
+            (xi, ti), (xo, to) = data[t]
+            for inp in (xi, xo):
+                if id(inp) not in cache:
+                    cache[id(inp)] = _features(encoders[name], inp)
+            out[i, j] = _readout(TASKS[t][0], cache[id(xi)], ti, cache[id(xo)], to, steps, seed)
+    return out
+
+
+def normalise_affinity(loss: np.ndarray, random_loss: np.ndarray) -> np.ndarray:
+    """Per target task b: (L[rand, b] - L[a, b]) / (L[rand, b] - L[b, b]); 1 on the diagonal.
+
+    `loss` is square (sources = targets, same order), `random_loss` [T] the untrained encoder's.
+    Monotone per target, so per-task Spearman scores do not depend on it; it makes columns
+    comparable (0 = no better than random features, 1 = as good as the task's own encoder).
+    """
+    loss = np.asarray(loss, dtype=float)
+    random_loss = np.asarray(random_loss, dtype=float)
+    if loss.ndim != 2 or loss.shape[0] != loss.shape[1] or random_loss.shape != (loss.shape[1],):
+        raise UserError(f"Expected a square loss matrix and one random-encoder loss per task; got "
+                        f"{loss.shape} and {random_loss.shape}.")
+    own = np.diag(loss)
+    span = random_loss - own
+    span = np.where(np.abs(span) > 1e-12, span, np.nan)  # own encoder no better than random
+    return (random_loss[None, :] - loss) / span[None, :]
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation with average ranks for ties (NaN if either side is constant)."""
+    from scipy.stats import rankdata
+
+    ra, rb = rankdata(np.asarray(a, dtype=float)), rankdata(np.asarray(b, dtype=float))
+    if ra.size < 2 or np.ptp(ra) == 0 or np.ptp(rb) == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def per_task_spearman(dist: np.ndarray, affinity: np.ndarray, tasks: list[str]) -> dict[str, float]:
+    """For each target task b: Spearman over sources a != b of (dist[a, b], affinity[a, b])."""
+    out = {}
+    for b, name in enumerate(tasks):
+        others = [a for a in range(len(tasks)) if a != b]
+        out[name] = spearman(dist[others, b], affinity[others, b])
+    return out
+
+
+# ----------------------------------------------------------------------------------- baselines
+
+
+def linear_cka(fa: torch.Tensor, fb: torch.Tensor) -> float:
+    """Linear CKA (Kornblith et al. 2019) of two feature sets [N, ...] on the same inputs."""
+    a = fa.flatten(1).double()
+    b = fb.flatten(1).double()
+    a, b = a - a.mean(0), b - b.mean(0)
+    cross = (a.T @ b).square().sum()
+    norm = (a.T @ a).square().sum().sqrt() * (b.T @ b).square().sum().sqrt()
+    return float(cross / norm) if norm > 0 else 0.0
+
+
+def cka_distance_matrix(features: list[torch.Tensor]) -> np.ndarray:
+    m = len(features)
+    out = np.zeros((m, m))
+    for i in range(m):
+        for j in range(i + 1, m):
+            out[i, j] = out[j, i] = 1.0 - linear_cka(features[i], features[j])
+    return out
+
+
+# ----------------------------------------------------------------------------------- the bench
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Sizes of `modelgif bench relatedness`. quick: one seed, short training, few anchors."""
+
+    tasks: tuple[str, ...] = tuple(TASKS)
+    seeds: int = 3  # independent task zoos; scores are averaged over them
+    epochs: int = 12  # encoder training epochs on the 1297-digit pool
+    width: int = 32  # encoder channels
+    transfer_train: int = 400  # labelled examples per transfer readout (Taskonomy: few)
+    readout_steps: int = 300
+    anchors: str = "cutmix:digits:500:500:0"  # the paper's CutMix anchors, from held-out digits
+    steps: int = 50  # K quadrature points
+
+
+QUICK = BenchConfig(seeds=1, epochs=4, anchors="cutmix:digits:500:64:0", steps=10, readout_steps=200)
+
+
+def _run_seed(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor,
+              y_test: torch.Tensor, anchors: Any) -> dict[str, Any]:
+    from .distance import distance_matrix
+    from .fields import FieldConfig, extract_field
+
+    tasks = list(cfg.tasks)
+    t0 = time.perf_counter()
+    encoders = {t: train_encoder(t, x, y, epochs=cfg.epochs, seed=1000 * seed + i, width=cfg.width)
+                for i, t in enumerate(tasks)}
+    torch.manual_seed(99_000 + seed)
+    rand = Encoder(cfg.width).eval().requires_grad_(False)
+    t1 = time.perf_counter()
+    g = torch.Generator().manual_seed(seed)
+    sub = torch.randperm(len(x), generator=g)[: cfg.transfer_train]
+    loss = transfer_losses({**encoders, "_random": rand}, tasks, x[sub], y[sub], x_test, y_test,
+                           steps=cfg.readout_steps, seed=seed)
+    affinity = normalise_affinity(loss[:-1], loss[-1])
+    t2 = time.perf_counter()
+    field_cfg = FieldConfig(steps=cfg.steps, target="feature-max")
+    fields = [extract_field(encoders[t], anchors, field_cfg) for t in tasks]  # [N, K, D] each
+    dist = distance_matrix(fields)
+    ig = distance_matrix([f[:, -1:] for f in fields])  # the IG attribution alone
+    cka = cka_distance_matrix([_features(encoders[t], anchors.images) for t in tasks])
+    t3 = time.perf_counter()
+    return {
+        "seed": seed, "loss": loss[:-1].tolist(), "random_loss": loss[-1].tolist(),
+        "affinity": affinity.tolist(), "distance": dist.tolist(), "distance_ig": ig.tolist(),
+        "distance_cka": cka.tolist(),
+        "spearman": per_task_spearman(dist, affinity, tasks),
+        "spearman_ig": per_task_spearman(ig, affinity, tasks),
+        "spearman_cka": per_task_spearman(cka, affinity, tasks),
+        "seconds": {"train": round(t1 - t0, 1), "transfer": round(t2 - t1, 1),
+                    "fields": round(t3 - t2, 1)},
+    }
+
+
+def _mean_dict(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
+
+
+def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, Any]:
+    """Train the task zoo(s), measure transfer affinities and field distances; JSON-able scores."""
+    from .anchors import digits_dataset, digits_split, load_anchors
+    from .zoo import free_threads
+
+    cfg = cfg or (QUICK if quick else BenchConfig())
+    unknown = sorted(set(cfg.tasks) - set(TASKS))
+    if unknown or len(cfg.tasks) < 3:
+        raise UserError(f"Tasks must be at least 3 of {', '.join(TASKS)}; got {list(cfg.tasks)}.")
+    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(free_threads())
+    try:
+        xs, ys = digits_dataset()
+        pool, held = digits_split()
+        anchors = load_anchors(cfg.anchors)
+        seeds = [_run_seed(cfg, s, xs[pool], ys[pool], xs[held], ys[held], anchors)
+                 for s in range(cfg.seeds)]
+    finally:
+        torch.set_num_threads(threads)
+    per_task = _mean_dict([s["spearman"] for s in seeds])
+    per_task_ig = _mean_dict([s["spearman_ig"] for s in seeds])
+    per_task_cka = _mean_dict([s["spearman_cka"] for s in seeds])
+
+    def mean(d: dict[str, float]) -> float:
+        return float(np.nanmean(list(d.values())))
+
+    return {
+        "spearman_mean": mean(per_task), "spearman_per_task": per_task,
+        "baselines": {
+            "ig_attribution": {"spearman_mean": mean(per_task_ig), "spearman_per_task": per_task_ig},
+            "linear_cka": {"spearman_mean": mean(per_task_cka), "spearman_per_task": per_task_cka},
+        },
+        "tasks": list(cfg.tasks), "seeds": cfg.seeds, "anchors": anchors.spec,
+        "n_anchors": len(anchors), "quick": bool(quick), "config": asdict(cfg),
+        "affinity_mean": np.mean([s["affinity"] for s in seeds], axis=0).tolist(),
+        "distance_mean": np.mean([s["distance"] for s in seeds], axis=0).tolist(),
+        "per_seed": seeds, "paper_spearman_mean": -0.835,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Per-task Spearman of ModelGiF and the baselines, then the means (negative = as expected)."""
+    b = result["baselines"]
+    lines = [f"Task relatedness (mini-Taskonomy on digits): {len(result['tasks'])} tasks, "
+             f"{result['seeds']} seed(s), anchors {result['anchors']} ({result['n_anchors']}), "
+             f"K = {result['config']['steps']}",
+             "Spearman per target task between field distance and transfer affinity "
+             "(paper: -0.835 mean)", "",
+             f"{'task':<12} {'ModelGiF':>9} {'IG only':>9} {'lin. CKA':>9}"]
+    for t in result["tasks"]:
+        lines.append(f"{t:<12} {result['spearman_per_task'][t]:>9.3f} "
+                     f"{b['ig_attribution']['spearman_per_task'][t]:>9.3f} "
+                     f"{b['linear_cka']['spearman_per_task'][t]:>9.3f}")
+    lines += [f"{'mean':<12} {result['spearman_mean']:>9.3f} "
+              f"{b['ig_attribution']['spearman_mean']:>9.3f} {b['linear_cka']['spearman_mean']:>9.3f}",
+              "", f"{result['seconds']:.0f} s"]
+    return "\n".join(lines)

@@ -1,0 +1,370 @@
+"""Unlearning verification with ModelGiF (the paper's third testbed), as a check and as a benchmark.
+
+A model owner claims that a model no longer knows class k. ModelGiF compares the claimed model
+with the original on anchors of class k, with target `label` (the logit of class k):
+
+    d_claimed = d(field(original), field(claimed))     on class-k anchors, target = logit k
+    d_ref     = d(field(original), field(reference_j)) models trained independently of the original
+
+An approximate unlearner (fine-tuned with class k relabelled, gradient ascent on class k) keeps
+the original's gradient field: it stays closer to the original than any independent model, even
+when it no longer predicts class k. A model retrained without class k (exact unlearning) moves at
+least as far as the independent models (the paper, CIFAR10: 0.41 approx < 0.74 unrelated < 1.00
+exact). Hence the rule of `verify_unlearning`:
+
+    not forgotten  if d_claimed < min(d_ref) and Phi((d_claimed - mean) / std) < alpha: closer
+                   than every independent model, by a margin: still the original's class-k function
+    forgotten      otherwise (as far from the original as independently trained models are)
+
+`run_bench` trains that scenario on sklearn's digits over several seeds (`modelgif bench unlearning`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._errors import UserError
+from .fields import FieldConfig
+from .models import ModelHandle, load_model
+
+Progress = Callable[[int, int], None]
+
+VERDICTS = ("forgotten", "not forgotten")
+DEFAULT_ANCHORS = "digits:500"  # every held-out digit; the class-k ones (~50) become the anchors
+DEFAULT_FIELD = FieldConfig(steps=25, method="gausslegendre", baseline="black", target="label")
+MIN_REFERENCES = 3  # fewer cannot show what "trained independently" looks like
+
+
+# ----------------------------------------------------------------------------------- the rule
+
+
+def judge_unlearning(distance: float, reference: Sequence[float],
+                     alpha: float = 1e-3) -> dict[str, Any]:
+    """Verdict and evidence for one original-to-claimed distance against original-to-reference ones.
+
+    not forgotten iff the claimed model is closer to the original than every reference and than
+    the references' Gaussian `alpha` quantile (triage's "derived" rule, so the two agree); else
+    forgotten. z and the empirical rank say how far it sits from the references.
+    """
+    from .triage import TriageRule, reference_stats, thresholds
+
+    ref = np.asarray(list(reference), dtype=float)
+    if ref.size < MIN_REFERENCES:
+        raise UserError(f"Unlearning verification needs at least {MIN_REFERENCES} reference models "
+                        f"trained independently of the original; got {ref.size}.")
+    if not math.isfinite(distance) or not np.isfinite(ref).all():
+        raise UserError("A field distance is not finite; check that every model outputs finite logits.")
+    stats = reference_stats(ref)
+    threshold, _ = thresholds(ref, TriageRule(alpha=alpha))
+    verdict = "not forgotten" if distance < threshold else "forgotten"
+    return {"verdict": verdict, "distance": float(distance), "threshold": float(threshold),
+            "z": (float(distance) - stats["mean"]) / stats["std"],
+            "margin": float(distance) - float(threshold),
+            "closer_references": int((ref <= distance).sum()), "reference_stats": stats}
+
+
+# ----------------------------------------------------------------------------------- the check
+
+
+def class_anchors(anchors: Any, forgotten_class: int) -> Any:
+    """The anchors of one class (an AnchorSet with its own sha256); unlabelled sets are kept whole."""
+    from .anchors import AnchorSet, anchor_sha256, load_anchors
+
+    base = load_anchors(anchors) if isinstance(anchors, str) else anchors
+    if not isinstance(base, AnchorSet):
+        raise UserError("Anchors must be a spec such as 'digits:500' or a set from load_anchors(...).")
+    if base.labels is None:
+        return base  # the target is still logit k at every anchor
+    keep = (base.labels == int(forgotten_class)).nonzero().flatten()  # [M]
+    if keep.numel() == 0:
+        raise UserError(f"The anchor set {base.spec!r} has no image of class {forgotten_class}; "
+                        "use a labelled set that contains the forgotten class, e.g. digits:500.")
+    images = base.images[keep].contiguous()  # [M, 3, H, W]
+    return AnchorSet(images, anchor_sha256(images), f"{base.spec}|class={int(forgotten_class)}",
+                     base.labels[keep].clone(), tuple(base.names[int(i)] for i in keep))
+
+
+def _handle(model: str | ModelHandle) -> ModelHandle:
+    if isinstance(model, ModelHandle):
+        return model
+    if not isinstance(model, str):
+        raise UserError(f"Expected a model spec or a loaded model, got {type(model).__name__}.")
+    return load_model(model)
+
+
+def _spec(model: str | ModelHandle) -> str:
+    return model if isinstance(model, str) else (model.spec or model.name)
+
+
+def _class_accuracy(model: ModelHandle, images: torch.Tensor, cls: int) -> float:
+    with torch.no_grad():
+        pred = torch.cat([model(images[s:s + 256]).argmax(1) for s in range(0, len(images), 256)])
+    return float((pred == cls).float().mean())
+
+
+def verify_unlearning(original: str | ModelHandle, claimed: str | ModelHandle, forgotten_class: int,
+                      anchors: str | Any | None = None,
+                      references: Sequence[str | ModelHandle] | None = None, store: Any = None,
+                      cfg: FieldConfig | None = None,
+                      progress: Progress | None = None) -> dict[str, Any]:
+    """Has `claimed` forgotten class `forgotten_class` of `original`? A verdict with its evidence.
+
+    Anchors default to the held-out digits of that class; references (models trained
+    independently of the original, on data with the class) default to the zoo's independent
+    calibration models for a digits original. Returns a JSON-able dict: verdict, distance,
+    threshold, reference distances, z, and each model's accuracy on the class-k anchors.
+    """
+    from .fields import cached_field
+    from .triage import field_distances_to, zoo_references
+
+    orig = _handle(original)
+    k = int(forgotten_class)
+    if not 0 <= k < orig.num_classes:
+        raise UserError(f"The forgotten class must lie in 0..{orig.num_classes - 1} for this model; "
+                        f"got {forgotten_class}.")
+    claim = _handle(claimed)
+    if claim.num_classes != orig.num_classes:
+        raise UserError(f"The claimed model has {claim.num_classes} classes but the original has "
+                        f"{orig.num_classes}; unlearning keeps the label space.")
+    if claim.fingerprint == orig.fingerprint:
+        raise UserError("The claimed model is the original itself (same weights); nothing was unlearned.")
+    source = "given"
+    if not references:
+        digits = orig.meta.get("zoo") or (orig.num_classes == 10 and orig.input_cfg.input_size[1] <= 64)
+        if not digits:
+            raise UserError(f"Pass at least {MIN_REFERENCES} reference models trained independently "
+                            "of the original (on data that includes the class); only digits models "
+                            "can use the built-in zoo's.")
+        references = zoo_references()
+        source = "zoo-calibration"
+    ref_handles = [_handle(r) for r in references]
+    keep = [i for i, h in enumerate(ref_handles) if h.fingerprint not in (orig.fingerprint,
+                                                                           claim.fingerprint)]
+    ref_handles = [ref_handles[i] for i in keep]
+    ref_specs = [_spec(references[i]) for i in keep]
+    for h in ref_handles:
+        if h.num_classes != orig.num_classes:
+            raise UserError(f"Reference {h.name!r} has {h.num_classes} classes but the original has "
+                            f"{orig.num_classes}; references must share the label space.")
+    anchor_set = class_anchors(anchors or DEFAULT_ANCHORS, k)
+    cfg = cfg or DEFAULT_FIELD
+
+    cfg = replace(cfg, target="label", labels=(k,) * len(anchor_set))
+    models = [orig, claim, *ref_handles]
+    fields = []
+    for i, h in enumerate(models):
+        if progress is not None:
+            progress(i, len(models))
+        fields.append(cached_field(h, anchor_set, cfg, store=store))
+    if progress is not None:
+        progress(len(models), len(models))
+    dist = field_distances_to(fields[0], fields[1:])  # [1 + R]
+    result = judge_unlearning(float(dist[0]), dist[1:])
+    images = anchor_set.images
+    result.update({
+        "original": _spec(original), "claimed": _spec(claimed), "forgotten_class": k,
+        "anchors": anchor_set.spec, "n_anchors": len(anchor_set), "config": cfg.to_dict() | {
+            "labels": None}, "reference_source": source,
+        "references": [{"model": s, "name": h.name, "distance": float(d)}
+                       for s, h, d in zip(ref_specs, ref_handles, dist[1:], strict=True)],
+        "accuracy_on_class": {"original": _class_accuracy(orig, images, k),
+                              "claimed": _class_accuracy(claim, images, k)},
+    })
+    result["explanation"] = _explain(result)
+    return result
+
+
+def _explain(r: dict[str, Any]) -> str:
+    s = r["reference_stats"]
+    close = ("closer to the original than every independently trained reference: its class-"
+             f"{r['forgotten_class']} gradients are still the original's")
+    far = "at least as far from the original as an independently trained model"
+    acc = r["accuracy_on_class"]
+    return (f"On {r['n_anchors']} anchors of class {r['forgotten_class']} the claimed model lies at "
+            f"field distance {r['distance']:.4f} from the original; {s['n']} independent references "
+            f"lie at {s['min']:.4f}..{s['max']:.4f} (mean {s['mean']:.4f}). The claimed model is "
+            f"{far if r['verdict'] == 'forgotten' else close}, so the verdict is "
+            f"'{r['verdict']}'. Accuracy on these anchors: original {acc['original']:.0%}, claimed "
+            f"{acc['claimed']:.0%} (an approximate unlearner can fail the class and still keep its "
+            "gradient field).")
+
+
+# ----------------------------------------------------------------------------------- the bench
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Sizes of `modelgif bench unlearning`; quick keeps CI under about a minute and a half."""
+
+    seeds: int = 5  # original models, each with its own exact and approximate unlearners
+    extra_unrelated: int = 3  # independent models besides the other seeds' originals
+    forget_class: int = 9  # the paper forgets the last class
+    epochs: int = 15  # the zoo's recipe for a digits classifier
+    relabel_epochs: int = 3  # fine-tuning with class k relabelled at random
+    ascent_lr: float = 2e-4
+    ascent_max_steps: int = 60  # gradient ascent stops earlier once class k is no longer predicted
+    steps: int = 50  # K quadrature points (the paper's 50)
+    arch: str = "resnet"  # a key of the zoo's ARCHS
+
+
+QUICK = BenchConfig(seeds=2, extra_unrelated=2, epochs=3, relabel_epochs=1, steps=20)
+
+
+def _train_variants(cfg: BenchConfig, seed: int, data: Any) -> dict[str, torch.nn.Module]:
+    """The original of one seed and its unlearned versions (exact, relabel, ascent)."""
+    from .zoo import _create, _fit
+
+    k = cfg.forget_class
+    x, y = data.x[data.pool], data.y[data.pool]
+    retain = y != k
+    torch.manual_seed(100 + seed)
+    original = _create(cfg.arch)
+    _fit(original, x, y, epochs=cfg.epochs, lr=3e-3, seed=100 + seed)
+    # Exact unlearning: retrained from scratch (its own initialisation) without class k.
+    torch.manual_seed(200 + seed)
+    exact = _create(cfg.arch)
+    _fit(exact, x[retain], y[retain], epochs=cfg.epochs, lr=3e-3, seed=200 + seed)
+    # Approximate 1: fine-tune on all the data with every class-k label replaced by another class.
+    g = torch.Generator().manual_seed(300 + seed)
+    relabelled = y.clone()
+    other = torch.randint(0, 9, (int((~retain).sum()),), generator=g)
+    relabelled[~retain] = other + (other >= k).long()  # uniform over the 9 other classes
+    relabel = copy.deepcopy(original).requires_grad_(True)
+    _fit(relabel, x, relabelled, epochs=cfg.relabel_epochs, lr=1e-3, seed=300 + seed)
+    # Approximate 2: gradient ascent on class k's training images until class k is not predicted.
+    ascent = _gradient_ascent(copy.deepcopy(original), x[~retain], k, cfg, seed)
+    return {"original": original, "exact": exact, "approx_relabel": relabel, "approx_ascent": ascent}
+
+
+def _gradient_ascent(net: torch.nn.Module, x_forget: torch.Tensor, k: int, cfg: BenchConfig,
+                     seed: int) -> torch.nn.Module:
+    net.requires_grad_(True)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.ascent_lr)
+    g = torch.Generator().manual_seed(400 + seed)
+    target = torch.full((len(x_forget),), k, dtype=torch.long)
+    for _ in range(cfg.ascent_max_steps):
+        net.eval()  # BN statistics stay the original's: only the weights move
+        with torch.no_grad():
+            if (net(x_forget).argmax(1) == k).float().mean() < 0.1:
+                break
+        idx = torch.randperm(len(x_forget), generator=g)[:64]
+        loss = -F.cross_entropy(net(x_forget[idx]), target[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return net.eval().requires_grad_(False)
+
+
+def _accuracies(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, k: int) -> dict[str, float]:
+    from .zoo import _predict
+
+    pred = _predict(net, x).argmax(1)
+    forget = y == k
+    return {"forget": round(float((pred[forget] == k).float().mean()), 4),
+            "retain": round(float((pred[~forget] == y[~forget]).float().mean()), 4)}
+
+
+def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, Any]:
+    """Train the scenario over several seeds and measure distances to each original (JSON-able).
+
+    Top-level "approx", "unrelated", "exact" are means over seeds ("approx" over both variants);
+    "per_seed" has every distance, the verdict of `judge_unlearning` and the models' accuracies.
+    """
+    from .anchors import load_anchors
+    from .fields import extract_field
+    from .triage import field_distances_to
+    from .zoo import _create, _fit, _load_data, free_threads
+
+    cfg = cfg or (QUICK if quick else BenchConfig())
+    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(free_threads())
+    try:
+        data = _load_data()
+        k = cfg.forget_class
+        anchors = class_anchors(load_anchors(DEFAULT_ANCHORS), k)
+        field_cfg = FieldConfig(steps=cfg.steps, target="label", labels=(k,) * len(anchors))
+        x_test, y_test = data.x[data.heldout], data.y[data.heldout]
+
+        def field(net: torch.nn.Module) -> torch.Tensor:
+            return extract_field(net.eval(), anchors, field_cfg)  # [M, K, 3*32*32]
+
+        runs = [_train_variants(cfg, s, data) for s in range(cfg.seeds)]
+        extras = []
+        for u in range(cfg.extra_unrelated):
+            torch.manual_seed(500 + u)
+            net = _create(cfg.arch)
+            _fit(net, data.x[data.pool], data.y[data.pool], epochs=cfg.epochs, lr=3e-3, seed=500 + u)
+            extras.append(net)
+        fields = [{name: field(net) for name, net in run.items()} for run in runs]
+        extra_fields = [field(net) for net in extras]
+        per_seed = []
+        for s, (run, f) in enumerate(zip(runs, fields, strict=True)):
+            unrelated = [fields[t]["original"] for t in range(cfg.seeds) if t != s] + extra_fields
+            variants = ["exact", "approx_relabel", "approx_ascent"]
+            dist = field_distances_to(f["original"], [f[v] for v in variants] + unrelated)
+            d_var = dict(zip(variants, (float(d) for d in dist[:3]), strict=True))
+            d_unrel = [float(d) for d in dist[3:]]
+            row: dict[str, Any] = {"seed": s, **d_var, "unrelated": d_unrel,
+                                   "unrelated_mean": float(np.mean(d_unrel))}
+            row["verdicts"] = {v: judge_unlearning(d_var[v], d_unrel)["verdict"] for v in variants}
+            row["accuracy"] = {name: _accuracies(net, x_test, y_test, k) for name, net in run.items()}
+            row["order_holds"] = bool(max(d_var["approx_relabel"], d_var["approx_ascent"])
+                                      < min(d_unrel) and max(d_unrel) < d_var["exact"])
+            per_seed.append(row)
+    finally:
+        torch.set_num_threads(threads)
+
+    def mean(key: str) -> float:
+        return float(np.mean([r[key] for r in per_seed]))
+
+    correct = sum((r["verdicts"]["exact"] == "forgotten") + (r["verdicts"]["approx_relabel"]
+                  == "not forgotten") + (r["verdicts"]["approx_ascent"] == "not forgotten")
+                  for r in per_seed)
+    return {
+        "approx": float(np.mean([mean("approx_relabel"), mean("approx_ascent")])),
+        "approx_relabel": mean("approx_relabel"), "approx_ascent": mean("approx_ascent"),
+        "unrelated": mean("unrelated_mean"), "exact": mean("exact"), "seeds": cfg.seeds,
+        "order_holds": sum(r["order_holds"] for r in per_seed),
+        "verdicts_correct": int(correct), "verdicts_total": 3 * cfg.seeds,
+        "per_seed": per_seed, "forget_class": cfg.forget_class, "anchors": anchors.spec,
+        "n_anchors": len(anchors), "quick": bool(quick),
+        "config": {"bench": asdict(cfg), "field": field_cfg.to_dict() | {"labels": None}},
+        "paper_cifar10": {"approx": 0.41, "unrelated": 0.74, "exact": 1.00},
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The bench's result as a plain-text table: one row per seed, then the means."""
+    lines = [f"Unlearning verification: forget class {result['forget_class']}, "
+             f"{result['n_anchors']} anchors of that class ({result['anchors']}), "
+             f"K = {result['config']['field']['steps']}, {result['seeds']} seeds",
+             "distance from each original's field (target: logit of the forgotten class)", "",
+             f"{'seed':>4}  {'approx-relabel':>14}  {'approx-ascent':>13}  {'unrelated (min..max)':>22}"
+             f"  {'exact':>7}  order  verdicts (exact / relabel / ascent)"]
+    for r in result["per_seed"]:
+        v = r["verdicts"]
+        unrel = f"{r['unrelated_mean']:.3f} ({min(r['unrelated']):.3f}..{max(r['unrelated']):.3f})"
+        lines.append(f"{r['seed']:>4}  {r['approx_relabel']:>14.3f}  {r['approx_ascent']:>13.3f}  "
+                     f"{unrel:>22}  {r['exact']:>7.3f}  {'yes' if r['order_holds'] else 'NO ':>5}  "
+                     f"{v['exact']} / {v['approx_relabel']} / {v['approx_ascent']}")
+    lines += ["", f"mean: approx {result['approx']:.3f} (relabel {result['approx_relabel']:.3f}, "
+              f"ascent {result['approx_ascent']:.3f}) < unrelated {result['unrelated']:.3f} < "
+              f"exact {result['exact']:.3f}   (paper, CIFAR10: 0.41 < 0.74 < 1.00)",
+              f"approx < every unrelated < exact in {result['order_holds']} of {result['seeds']} "
+              f"seeds; verdicts correct {result['verdicts_correct']}/{result['verdicts_total']}",
+              "accuracy on held-out digits (forgotten class / the others), seed 0: "
+              + ", ".join(f"{n} {a['forget']:.2f}/{a['retain']:.2f}"
+                          for n, a in result["per_seed"][0]["accuracy"].items()),
+              f"{result['seconds']:.0f} s"]
+    return "\n".join(lines)
