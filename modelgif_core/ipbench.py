@@ -13,6 +13,8 @@ Methods (all from the same anchors, the same held-out digits):
   sac-m             SAC-m: mean |C_v - C_s| of the cosine-similarity matrices of the softmax
                     outputs on CutMix anchors (black-box)
   output-agreement  1 - fraction of anchors on which the two models predict the same class
+  output-kl-mixup   KL(victim || suspect) of the softmax outputs on class-boundary mixups of
+                    held-out digits (n mixups for n anchors; forwards only)
   triage            what `triage()` does by default (see DEFAULT_METHOD and docs/BENCHMARKS.md)
 Anchor counts below the extracted set's size average the AUC over seeded random subsets.
 """
@@ -58,8 +60,10 @@ class _Probe:
 
 PROBES = {
     "digits": _Probe("digits", f"digits:{N_MAX}:0"),
-    "mixup": _Probe("mixup", "mixup:128:0"),
-    "digits-logprob": _Probe("digits-logprob", "digits:128:0", target="logprob"),
+    # lever probes (docs/BENCHMARKS.md): boundary anchors and another target, at 64 anchors
+    "mixup": _Probe("mixup", "mixup:64:1"),
+    "digits-logprob": _Probe("digits-logprob", "digits:64:0", target="logprob"),
+    "digits-margin": _Probe("digits-margin", "digits:64:0", target="margin"),
 }
 
 
@@ -256,8 +260,8 @@ class _Scorer:
             if a.shape[1] != b.shape[1]:
                 return 1.0  # another label space: agreement is undefined, count as unrelated
             return 1.0 - float((a[idx].argmax(1) == b[idx].argmax(1)).mean())
-        if method == "output-kl-mixup":
-            a, b = out["mixup"][v], out["mixup"][m]
+        if method.startswith("output-kl-"):  # output-kl-<mixup|digits|cutmix>
+            a, b = out[method[len("output-kl-"):]][v], out[method[len("output-kl-"):]][m]
             if a.shape[1] != b.shape[1]:
                 return float("nan")  # another label space: undefined (AUC counts it as unrelated)
             pa, pb = _softmax(a[idx]), _softmax(b[idx])
@@ -284,7 +288,7 @@ def run_ip_bench(anchor_counts: Sequence[int] = ANCHOR_COUNTS, size: str = "smal
     """
     from .zoo import ensure_zoo, list_zoo
 
-    methods = list(methods or [*BASE_METHODS, "triage"])
+    methods = list(methods or [*BASE_METHODS, "output-kl-mixup", "triage"])
     counts = sorted({int(n) for n in anchor_counts})
     if not counts or counts[0] < 2 or counts[-1] > N_MAX:
         raise UserError(f"Anchor counts must lie in 2..{N_MAX}; got {list(anchor_counts)}.")
@@ -349,6 +353,8 @@ def _n_max(data: dict, method: str) -> int:
         return int(next(iter(data["cos"][name]["raw"].values())).shape[0])
     if method.endswith("-mixup"):
         return int(next(iter(data["outputs"]["mixup"].values())).shape[0])
+    if method.startswith("mined:"):
+        return _n_max(data, "probe:" + method.split(":")[1])
     return N_MAX
 
 
