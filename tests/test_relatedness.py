@@ -1,0 +1,135 @@
+"""Task relatedness: affinity normalisation and Spearman on hand-made numbers, the tasks' data, the
+readouts, linear CKA, and a tiny end-to-end run with its JSON contract."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from modelgif_core import UserError
+from modelgif_core.anchors import digits_dataset, digits_split
+from modelgif_core.relatedness import (
+    TASKS,
+    BenchConfig,
+    Encoder,
+    format_table,
+    linear_cka,
+    normalise_affinity,
+    per_task_spearman,
+    run_bench,
+    spearman,
+    task_data,
+    transfer_losses,
+)
+
+
+def test_affinity_is_one_for_the_own_encoder_and_zero_for_random_features():
+    loss = np.array([[1.0, 4.0, 2.0],
+                     [3.0, 2.0, 5.0],
+                     [5.0, 6.0, 1.0]])
+    random_loss = np.array([5.0, 6.0, 9.0])
+    aff = normalise_affinity(loss, random_loss)
+    np.testing.assert_allclose(np.diag(aff), 1.0)
+    # target 0: (5 - 3) / (5 - 1) from source 1; source 2 no better than random -> 0
+    assert aff[1, 0] == pytest.approx(0.5)
+    assert aff[2, 0] == pytest.approx(0.0)
+    assert aff[0, 2] == pytest.approx((9 - 2) / (9 - 1))
+    # worse than random features is negative
+    assert normalise_affinity(np.array([[1.0, 9.0], [2.0, 1.0]]), np.array([3.0, 5.0]))[0, 1] < 0
+
+
+def test_affinity_is_nan_where_the_own_encoder_is_no_better_than_random():
+    aff = normalise_affinity(np.array([[2.0, 1.0], [1.0, 1.0]]), np.array([2.0, 3.0]))
+    assert np.isnan(aff[:, 0]).all() and np.isfinite(aff[:, 1]).all()
+    with pytest.raises(UserError, match="square"):
+        normalise_affinity(np.ones((2, 3)), np.ones(3))
+
+
+def test_spearman_matches_scipy_with_ties_and_is_nan_for_constants():
+    a = [0.1, 0.4, 0.4, 0.9, 0.3]
+    b = [3.0, 1.0, 2.0, 0.5, 2.0]
+    assert spearman(a, b) == pytest.approx(spearmanr(a, b)[0])
+    assert spearman([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
+    assert np.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_per_task_spearman_skips_the_target_itself():
+    # Three tasks; distances perfectly anti-ordered with affinity off the diagonal.
+    dist = np.array([[0.0, 0.2, 0.9],
+                     [0.2, 0.0, 0.5],
+                     [0.9, 0.5, 0.0],
+                     ])
+    aff = np.array([[1.0, 0.8, 0.1],
+                    [0.7, 1.0, 0.6],
+                    [0.2, 0.3, 1.0]])
+    rho = per_task_spearman(dist, aff, ["a", "b", "c"])
+    assert rho == {"a": pytest.approx(-1.0), "b": pytest.approx(-1.0), "c": pytest.approx(-1.0)}
+    aff[0, 2], aff[1, 2] = 0.9, 0.1  # for c: the nearer source now transfers worse
+    assert per_task_spearman(dist, aff, ["a", "b", "c"])["c"] == pytest.approx(1.0)
+
+
+def test_tasks_make_their_inputs_and_targets():
+    x, y = digits_dataset()
+    x, y = x[:32], y[:32]
+    assert len(TASKS) >= 8
+    for name, (task, _) in TASKS.items():
+        inputs, targets = task_data(name, x, y, seed=0)
+        assert inputs.shape == x.shape and float(inputs.min()) >= 0 and float(inputs.max()) <= 1
+        if task.kind == "class":
+            assert targets.shape == (32,) and int(targets.max()) < task.classes
+        else:
+            assert targets.shape == (32, 1, 32, 32)
+    assert torch.equal(task_data("parity", x, y, 0)[1], y % 2)
+    assert torch.equal(task_data("denoise", x, y, 3)[0], task_data("denoise", x, y, 3)[0])
+    rotated, r = task_data("rotation", x, y, 1)
+    i = int((r == 1).nonzero()[0])
+    assert torch.equal(rotated[i], torch.rot90(x[i], 1, dims=(1, 2)))
+    with pytest.raises(UserError, match="Unknown task"):
+        task_data("colour", x, y, 0)
+
+
+def test_linear_cka_is_one_for_rotated_features_and_low_for_unrelated_ones():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(200, 16, generator=g)
+    q, _ = torch.linalg.qr(torch.randn(16, 16, generator=g))
+    assert linear_cka(a, 3.0 * a @ q) == pytest.approx(1.0, abs=1e-6)
+    assert linear_cka(a, torch.randn(200, 16, generator=g)) < 0.2
+
+
+def test_transfer_readouts_give_finite_losses_better_than_chance():
+    """Even an untrained encoder's features read digits out better than chance."""
+    x, y = digits_dataset()
+    pool, held = digits_split()
+    torch.manual_seed(0)
+    enc = Encoder(8)
+    loss = transfer_losses({"a": enc}, ["digit", "autoencode"], x[pool[:200]], y[pool[:200]],
+                           x[held[:100]], y[held[:100]], steps=50)
+    assert loss.shape == (1, 2) and np.isfinite(loss).all()
+    assert loss[0, 0] < np.log(10)  # better than chance on digits even from random features
+
+
+def test_tiny_end_to_end_run_and_json_contract():
+    cfg = BenchConfig(tasks=("digit", "parity", "rotation", "autoencode"), seeds=1, epochs=1,
+                      width=8, transfer_train=200, readout_steps=30,
+                      anchors="cutmix:digits:500:8:0", steps=3)
+    result = run_bench(cfg=cfg)
+    json.dumps(result)
+    assert set(result["spearman_per_task"]) == set(cfg.tasks)
+    assert -1.0 <= result["spearman_mean"] <= 1.0
+    for name in ("ig_attribution", "linear_cka"):
+        assert -1.0 <= result["baselines"][name]["spearman_mean"] <= 1.0
+    seed = result["per_seed"][0]
+    dist = np.array(seed["distance"])
+    assert dist.shape == (4, 4) and np.allclose(dist, dist.T) and np.allclose(np.diag(dist), 0)
+    np.testing.assert_allclose(np.diag(np.array(seed["affinity"])), 1.0)
+    table = format_table(result)
+    assert "ModelGiF" in table and "lin. CKA" in table and "autoencode" in table
+
+
+def test_unknown_tasks_are_refused():
+    with pytest.raises(UserError, match="Tasks must be"):
+        run_bench(cfg=BenchConfig(tasks=("digit", "colour", "parity")))

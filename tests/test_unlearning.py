@@ -1,0 +1,202 @@
+"""Unlearning verification: the verdict rule, class anchors, verify_unlearning on tiny trained
+models, the bench's JSON contract, and the app page through AppTest."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from modelgif_core import FieldConfig, UserError, load_anchors, save_model_dir
+from modelgif_core.unlearning import (
+    BenchConfig,
+    class_anchors,
+    format_table,
+    judge_unlearning,
+    run_bench,
+    verify_unlearning,
+)
+from modelgif_core.zoo import ARCHS, _create, _fit, _load_data, free_threads
+
+ROOT = Path(__file__).resolve().parents[1]
+REFS = [0.95, 1.0, 1.05]
+
+
+def test_an_approximate_unlearner_close_to_the_original_is_not_forgotten():
+    r = judge_unlearning(0.3, REFS)
+    assert r["verdict"] == "not forgotten"
+    assert r["retained"] == pytest.approx(0.7)
+    assert r["threshold"] == pytest.approx(0.75)  # 0.75 * mean, below min(ref)
+    assert r["closer_references"] == 0
+
+
+def test_a_model_among_or_beyond_the_references_is_forgotten():
+    assert judge_unlearning(1.02, REFS)["verdict"] == "forgotten"
+    assert judge_unlearning(1.3, REFS)["verdict"] == "forgotten"
+
+
+def test_closer_than_every_reference_but_retaining_little_is_still_forgotten():
+    # Below min(ref) yet only 10% of the way from the references to the original.
+    r = judge_unlearning(0.9, REFS)
+    assert r["verdict"] == "forgotten"
+    assert r["retained"] == pytest.approx(0.1)
+
+
+def test_the_threshold_is_the_closest_reference_when_references_spread_widely():
+    r = judge_unlearning(0.45, [0.5, 1.0, 1.5])
+    assert r["threshold"] == pytest.approx(0.5)
+    assert r["verdict"] == "not forgotten"
+    assert judge_unlearning(0.55, [0.5, 1.0, 1.5])["verdict"] == "forgotten"
+
+
+def test_too_few_references_is_a_user_error():
+    with pytest.raises(UserError, match="at least 3 reference"):
+        judge_unlearning(0.3, [1.0, 1.0])
+
+
+def test_class_anchors_keep_one_class_with_its_own_hash():
+    base = load_anchors("digits:500")
+    sub = class_anchors(base, 3)
+    assert len(sub) == int((base.labels == 3).sum()) > 20
+    assert bool((sub.labels == 3).all())
+    assert sub.sha256 != base.sha256 and sub.spec.endswith("class=3")
+    assert torch.equal(sub.images, base.images[base.labels == 3])
+
+
+def test_an_anchor_set_without_the_class_is_a_clear_error():
+    base = load_anchors("digits:500")
+    keep = base.labels != 7
+    from modelgif_core.anchors import AnchorSet, anchor_sha256
+
+    no_seven = AnchorSet(base.images[keep], anchor_sha256(base.images[keep]), "x",
+                         base.labels[keep], tuple(n for n, k in zip(base.names, keep) if k))
+    with pytest.raises(UserError, match="no image of class 7"):
+        class_anchors(no_seven, 7)
+
+
+# ----------------------------------------------------------------------------------- real models
+
+
+def _save(net: torch.nn.Module, folder: Path) -> str:
+    arch, args, cfg = ARCHS["resnet"]
+    save_model_dir(net.module, folder, arch=arch, num_classes=10, input_cfg=cfg, model_args=args,
+                   extra={"name": folder.name})
+    return f"local-dir:{folder}"
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> dict[str, str]:
+    """Original, its relabel-unlearned copy and three independent references, briefly trained."""
+    root = tmp_path_factory.mktemp("unlearning_models")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(free_threads())  # spinning spare threads on a busy machine costs 10x
+    try:
+        return _train_tiny_models(root)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_tiny_models(root: Path) -> dict[str, str]:
+    data = _load_data()
+    x, y = data.x[data.pool[:400]], data.y[data.pool[:400]]
+    specs = {}
+    for name, seed in (("original", 1), ("ref-a", 2), ("ref-b", 3), ("ref-c", 4)):
+        torch.manual_seed(seed)
+        net = _create("resnet")
+        _fit(net, x, y, epochs=2, lr=3e-3, seed=seed)
+        specs[name] = _save(net, root / name)
+        if name == "original":
+            original = net
+    relabel = copy.deepcopy(original).requires_grad_(True)
+    y2 = y.clone()
+    y2[y == 9] = 0
+    _fit(relabel, x, y2, epochs=1, lr=1e-3, seed=9)
+    specs["claimed"] = _save(relabel, root / "claimed")
+    torch.manual_seed(5)
+    retrained = _create("resnet")
+    _fit(retrained, x[y != 9], y[y != 9], epochs=2, lr=3e-3, seed=5)
+    specs["exact"] = _save(retrained, root / "exact")
+    return specs
+
+
+def test_verify_unlearning_tells_a_finetuned_copy_from_a_retrained_model(tiny_models):
+    refs = [tiny_models[k] for k in ("ref-a", "ref-b", "ref-c")]
+    cfg = FieldConfig(steps=8, target="label")
+    approx = verify_unlearning(tiny_models["original"], tiny_models["claimed"], 9,
+                               references=refs, anchors="digits:200", cfg=cfg)
+    exact = verify_unlearning(tiny_models["original"], tiny_models["exact"], 9, references=refs,
+                              anchors="digits:200", cfg=cfg)
+    assert approx["verdict"] == "not forgotten", approx["explanation"]
+    assert exact["verdict"] == "forgotten", exact["explanation"]
+    assert approx["distance"] < exact["distance"]
+    assert len(approx["references"]) == 3 and approx["reference_source"] == "given"
+    assert approx["n_anchors"] == int((load_anchors("digits:200").labels == 9).sum())
+    assert 0.0 <= approx["accuracy_on_class"]["claimed"] <= 1.0
+    json.dumps(approx)  # the report is JSON-able as returned
+
+
+def test_verify_unlearning_rejects_the_original_itself_and_a_bad_class(tiny_models):
+    refs = [tiny_models[k] for k in ("ref-a", "ref-b", "ref-c")]
+    with pytest.raises(UserError, match="original itself"):
+        verify_unlearning(tiny_models["original"], tiny_models["original"], 9, references=refs)
+    with pytest.raises(UserError, match="0..9"):
+        verify_unlearning(tiny_models["original"], tiny_models["claimed"], 10, references=refs)
+
+
+# ----------------------------------------------------------------------------------- the bench
+
+
+def test_bench_json_contract_and_table():
+    cfg = BenchConfig(seeds=2, extra_unrelated=2, epochs=1, relabel_epochs=1, steps=4,
+                      ascent_max_steps=5, train_subset=300)
+    result = run_bench(cfg=cfg)
+    json.dumps(result)
+    for key in ("approx", "unrelated", "exact", "approx_relabel", "approx_ascent"):
+        assert 0.0 <= result[key] <= 2.0, key
+    assert result["seeds"] == 2 and len(result["per_seed"]) == 2
+    row = result["per_seed"][0]
+    assert len(row["unrelated"]) == 3  # the other seed's original + 2 extra models
+    assert set(row["verdicts"]) == {"exact", "approx_relabel", "approx_ascent"}
+    assert result["approx"] == pytest.approx((result["approx_relabel"] + result["approx_ascent"]) / 2)
+    table = format_table(result)
+    assert "approx" in table and "unrelated" in table and "exact" in table
+
+
+# ----------------------------------------------------------------------------------- the page
+
+
+def test_unlearning_page_gives_a_verdict(tiny_models):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "pages" / "unlearning.py"), default_timeout=120)
+    at.session_state["workspace"] = list(tiny_models.values())  # as the Models page leaves it
+    at.run()
+    assert not at.exception
+    assert any("Pick the original" in i.value for i in at.info)
+    at.selectbox(key="unl_original").set_value(tiny_models["original"]).run()
+    at.selectbox(key="unl_claimed").set_value(tiny_models["claimed"]).run()
+    at.text_input(key="unl_anchors").set_value("digits:200").run()
+    at.select_slider(key="unl_steps").set_value(8).run()
+    at.text_area(key="unl_refs").set_value(
+        "\n".join(tiny_models[k] for k in ("ref-a", "ref-b", "ref-c"))).run()
+    next(b for b in at.button if b.label == "Verify").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert any("not forgotten" in m.value for m in at.markdown)
+    assert [d.label for d in at.get("download_button")] == ["Report (JSON)", "Report (Markdown)"]
+
+
+def test_unlearning_page_turns_a_bad_spec_into_one_message(tiny_models):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "pages" / "unlearning.py"), default_timeout=60)
+    at.session_state["workspace"] = [tiny_models["original"], "local-dir:/nonexistent/model"]
+    at.run()
+    at.selectbox(key="unl_original").set_value(tiny_models["original"]).run()
+    at.selectbox(key="unl_claimed").set_value("local-dir:/nonexistent/model").run()
+    next(b for b in at.button if b.label == "Verify").click().run()
+    assert not at.exception
+    assert len(at.error) == 1
