@@ -109,6 +109,7 @@ nav = st.navigation([
     st.Page("pages/zoo_map.py", title="Zoo map", icon=":material/scatter_plot:"),
     st.Page("pages/fields.py", title="Fields", icon=":material/gradient:"),
     st.Page("pages/triage.py", title="Triage", icon=":material/policy:"),
+    st.Page("pages/unlearning.py", title="Unlearning", icon=":material/delete_sweep:"),
 ])
 _ui.sidebar()
 nav.run()

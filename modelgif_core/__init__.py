@@ -51,6 +51,7 @@ def __getattr__(name: str):
         "embed_distances": "embedding", "Embedding": "embedding",
         "build_zoo": "zoo", "ensure_zoo": "zoo", "list_zoo": "zoo", "zoo_root": "zoo",
         "get_worker": "worker", "Worker": "worker",
+        "verify_unlearning": "unlearning",
     }
     if name in lazy:
         import importlib
