@@ -178,6 +178,15 @@ def load_model(
     return handle
 
 
+def as_handle(model: str | ModelHandle) -> ModelHandle:
+    """A loaded model from a spec, or the handle itself: what functions taking either call first."""
+    if isinstance(model, ModelHandle):
+        return model
+    if not isinstance(model, str):
+        raise UserError(f"Expected a model spec or a loaded model, got {type(model).__name__}.")
+    return load_model(model)
+
+
 def _create(arch: str, **kwargs: Any) -> torch.nn.Module:
     import timm
 
