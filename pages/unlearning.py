@@ -75,6 +75,11 @@ if not original or not claimed:
             "zoo is built: run the demo on Home, or type a spec such as local-dir:PATH).")
     st.stop()
 
+if not references and not _zoo_specs():
+    st.info("Give at least three reference models trained independently of the original, one "
+            "per line, or build the zoo (the demo on Home) to use its independent models.")
+    st.stop()
+
 request = json.dumps({"o": original, "c": claimed, "k": forgotten, "a": anchors, "s": steps,
                       "r": references})
 key = "unl:" + hashlib.sha256(request.encode()).hexdigest()[:16]

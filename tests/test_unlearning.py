@@ -197,6 +197,21 @@ def test_unlearning_page_turns_a_bad_spec_into_one_message(tiny_models):
     at.run()
     at.selectbox(key="unl_original").set_value(tiny_models["original"]).run()
     at.selectbox(key="unl_claimed").set_value("local-dir:/nonexistent/model").run()
+    at.text_area(key="unl_refs").set_value(
+        "\n".join(tiny_models[k] for k in ("ref-a", "ref-b", "ref-c"))).run()
     next(b for b in at.button if b.label == "Verify").click().run()
     assert not at.exception
-    assert len(at.error) == 1
+    assert len(at.error) == 1 and "nonexistent" in at.error[0].value
+
+
+def test_unlearning_page_without_references_or_zoo_says_what_to_do(tiny_models):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "pages" / "unlearning.py"), default_timeout=60)
+    at.session_state["workspace"] = [tiny_models["original"], tiny_models["claimed"]]
+    at.run()
+    at.selectbox(key="unl_original").set_value(tiny_models["original"]).run()
+    at.selectbox(key="unl_claimed").set_value(tiny_models["claimed"]).run()
+    assert not at.exception
+    assert not [b for b in at.button if b.label == "Verify"]
+    assert any("three reference models" in i.value for i in at.info)
