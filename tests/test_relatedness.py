@@ -113,7 +113,7 @@ def test_transfer_readouts_give_finite_losses_better_than_chance():
 
 
 def test_tiny_end_to_end_run_and_json_contract():
-    cfg = BenchConfig(tasks=("digit", "parity", "rotation", "autoencode"), seeds=1, epochs=1,
+    cfg = BenchConfig(tasks=("digit", "parity", "rotation", "autoencode"), seeds=2, epochs=1,
                       width=8, transfer_train=200, readout_steps=30,
                       anchors="cutmix:digits:500:8:0", steps=3)
     result = run_bench(cfg=cfg)
@@ -122,12 +122,15 @@ def test_tiny_end_to_end_run_and_json_contract():
     assert -1.0 <= result["spearman_mean"] <= 1.0
     for name in ("ig_attribution", "linear_cka"):
         assert -1.0 <= result["baselines"][name]["spearman_mean"] <= 1.0
+    assert len(result["per_seed"]) == 2
+    pooled = result["pooled_over_seeds"]["modelgif"]["spearman_per_task"]
+    assert set(pooled) == set(cfg.tasks)
     seed = result["per_seed"][0]
     dist = np.array(seed["distance"])
     assert dist.shape == (4, 4) and np.allclose(dist, dist.T) and np.allclose(np.diag(dist), 0)
     np.testing.assert_allclose(np.diag(np.array(seed["affinity"])), 1.0)
     table = format_table(result)
-    assert "ModelGiF" in table and "lin. CKA" in table and "autoencode" in table
+    assert "ModelGiF" in table and "lin. CKA" in table and "autoencode" in table and "pooled" in table
 
 
 def test_unknown_tasks_are_refused():
