@@ -241,7 +241,7 @@ def _default_budget_mb(device: torch.device) -> int:
         return int(free * 0.4) >> 20
     # On CPU, chunks whose activations stay near the caches beat one giant batch by 3-4x
     # (measured with `modelgif bench speed`, docs/PERFORMANCE.md).
-    return 64
+    return 256
 
 
 def choose_batch(model: Any, images: torch.Tensor, device: torch.device, memory_mb: int | None,
