@@ -15,7 +15,9 @@ Methods (all from the same anchors, the same held-out digits):
   output-agreement  1 - fraction of anchors on which the two models predict the same class
   output-kl-mixup   KL(victim || suspect) of the softmax outputs on class-boundary mixups of
                     held-out digits (n mixups for n anchors; forwards only)
-  triage            what `triage()` does by default (see DEFAULT_METHOD and docs/BENCHMARKS.md)
+  triage            what `triage()` does by default: the field of the predicted class's
+                    log-probability and output-kl-mixup, each a z-score among the calibration
+                    models, the smaller wins (DEFAULT_METHOD; docs/BENCHMARKS.md)
 Anchor counts below the extracted set's size average the AUC over seeded random subsets.
 """
 
@@ -60,9 +62,10 @@ class _Probe:
 
 PROBES = {
     "digits": _Probe("digits", f"digits:{N_MAX}:0"),
+    # triage's default field: the log-probability of the predicted class
+    "digits-logprob": _Probe("digits-logprob", f"digits:{N_MAX}:0", target="logprob"),
     # lever probes (docs/BENCHMARKS.md): boundary anchors and another target, at 64 anchors
     "mixup": _Probe("mixup", "mixup:64:1"),
-    "digits-logprob": _Probe("digits-logprob", "digits:64:0", target="logprob"),
     "digits-margin": _Probe("digits-margin", "digits:64:0", target="margin"),
 }
 
@@ -146,7 +149,7 @@ def _pair_data(rows: list[dict], probes: Sequence[str], progress: Progress | Non
     partners = {v: [r["name"] for r in rows if r["name"] != v and (
         r["family"] == v or r["role"].startswith("independent"))] for v in victims}
     out_sets = {"digits": f"digits:{N_MAX}:0", "cutmix": f"cutmix:digits:500:{N_MAX}:0",
-                "mixup": "mixup:128:0"}
+                "mixup": f"mixup:{N_MAX}:0"}
     data: dict[str, Any] = {"cos": {}, "outputs": {}}
     for key, spec in out_sets.items():
         images = _load_probe_anchors(spec).images
@@ -295,7 +298,8 @@ def run_ip_bench(anchor_counts: Sequence[int] = ANCHOR_COUNTS, size: str = "smal
     start = time.perf_counter()
     ensure_zoo(size)
     rows = list_zoo(size)
-    probes = ["digits"]
+    probes = ["digits", "digits-logprob"] if "triage" in methods or any(
+        "digits-logprob" in m for m in methods) else ["digits"]
     data = _pair_data(rows, probes, progress)
     result = evaluate(rows, data, methods, counts, draws)
     result["config"] = {"size": size, "anchors": f"digits:{N_MAX}:0 (held-out digits; random "
@@ -348,6 +352,9 @@ def _kinds() -> tuple[str, ...]:
 
 
 def _n_max(data: dict, method: str) -> int:
+    if method == "triage" or method.startswith(("cal:", "calmin:", "caltrunc:")):
+        parts = DEFAULT_METHOD if method == "triage" else method.split(":", 1)[1].split("+")
+        return min(_n_max(data, part) for part in parts)
     if method.startswith("probe:"):
         name = method.split(":")[1]
         return int(next(iter(data["cos"][name]["raw"].values())).shape[0])
@@ -374,15 +381,16 @@ def _method_scores(method: str, scorer: _Scorer, by_name: dict, victims: list[st
             sub = _method_scores(base, scorer, by_name, [v], tests, cals[len(cals) // 2:], chosen)
             out.update(sub)
         return out
-    if method != "triage" and not method.startswith(("cal:", "calmin:")):
+    if method != "triage" and not method.startswith(("cal:", "calmin:", "caltrunc:")):
         return {p: scorer.distance(method, *p, idx) for p in pairs}
     # Calibrated: z of each distance among the victim's calibration distances (triage's scores);
-    # "cal:a+b" sums the z's, "calmin:a+b" and "triage" take the smallest (any evidence suffices).
+    # "cal:a+b" sums the z's, "calmin:a+b" and "triage" take the smallest (any evidence suffices),
+    # "caltrunc:a+b" sums only the negative z's.
     if method == "triage":
         parts, combine = DEFAULT_METHOD, "min"
     else:
         head, tail = method.split(":", 1)
-        parts, combine = tail.split("+"), ("min" if head == "calmin" else "sum")
+        parts, combine = tail.split("+"), {"calmin": "min", "caltrunc": "trunc"}.get(head, "sum")
     zs: dict[tuple[str, str], list[float]] = {p: [] for p in pairs}
     for part in parts:
         for v in victims:
@@ -396,7 +404,9 @@ def _method_scores(method: str, scorer: _Scorer, by_name: dict, victims: list[st
                         zs[p].append(z)
     if combine == "min":
         return {p: (min(z) if z else math.inf) for p, z in zs.items()}
-    return {p: float(sum(z)) for p, z in zs.items()}
+    if combine == "trunc":  # only evidence *for* derivation adds up; being far in one part is no alibi
+        return {p: float(sum(min(v, 0.0) for v in z)) for p, z in zs.items()}
+    return {p: (float(sum(z)) if z else math.inf) for p, z in zs.items()}
 
 
 def mine_anchors(cos: dict, victim: str, surrogates: list[str], calibration: list[str],
@@ -412,7 +422,7 @@ def mine_anchors(cos: dict, victim: str, surrogates: list[str], calibration: lis
 
 
 # The distances triage sums, each as a z-score among the calibration models (set by the levers).
-DEFAULT_METHOD = ["modelgif", "output-kl-mixup"]
+DEFAULT_METHOD = ["probe:digits-logprob:raw", "output-kl-mixup"]
 
 
 def format_ip_table(result: dict[str, Any]) -> str:

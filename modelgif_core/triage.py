@@ -8,7 +8,8 @@ distribution of victim-to-reference distances (models trained independently of t
     emp_p    = (1 + #{ref <= d}) / (1 + n_ref)      the distribution-free version (floor 1/(n+1))
 
 Components (DEFAULT_COMPONENTS, chosen with `modelgif bench ip`, see docs/BENCHMARKS.md):
-    modelgif    the field distance of DESIGN §1 on the anchors
+    modelgif    the field distance of DESIGN §1 on the anchors; by default (no cfg given) the
+                target is the log-probability of the predicted class instead of its logit
     output-kl   KL(victim || suspect) of the softmax outputs on class-boundary mixups of anchor
                 pairs (what extraction students learn to imitate); only for equal label spaces
 With m components the per-component tail is Sidak-corrected, p = 1 - (1 - min_c p_c)^m, and
@@ -23,6 +24,8 @@ calibration models are the references when none are given; any other domain must
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -244,6 +247,27 @@ def zoo_references(size: str | None = None) -> list[str]:
     return [f"zoo:{r['name']}" for r in list_zoo(size) if r["role"] == "independent-calibration"]
 
 
+class _LogProb(torch.nn.Module):
+    """A classifier's log-softmax: the field of log p(predicted class) instead of its logit."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from .models import _first_tensor
+
+        return torch.log_softmax(_first_tensor(self.inner(x)), dim=1)
+
+
+def log_prob_handle(handle: ModelHandle) -> ModelHandle:
+    """The same model answering log-probabilities, with its own fingerprint (so the store keeps
+    its fields apart from the logit fields of the same weights)."""
+    fp = hashlib.sha256(f"{handle.fingerprint}:log-softmax".encode()).hexdigest()
+    return dataclasses.replace(handle, module=_LogProb(handle.module), fingerprint=fp,
+                               name=f"{handle.name} (log-prob)")
+
+
 # ----------------------------------------------------------------------------------- distances
 
 
@@ -312,8 +336,12 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
            references: Sequence[str | ModelHandle] | None = None,
            anchors: str | Any = DEFAULT_ANCHORS, cfg: FieldConfig | None = None, store: Any = None,
            progress: Progress | None = None, rule: TriageRule | None = None,
-           components: Sequence[str] | None = None) -> TriageReport:
-    """Verdicts for each suspect: is it derived from the victim? See the module docstring."""
+           components: Sequence[str] | None = None, log_prob: bool | None = None) -> TriageReport:
+    """Verdicts for each suspect: is it derived from the victim? See the module docstring.
+
+    log_prob: take the field of log-softmax outputs (default: yes when `cfg` is not given, i.e.
+    triage's tuned defaults; a caller's own cfg is used on the raw outputs unless log_prob=True).
+    """
     from .anchors import load_anchors
 
     rule = rule or TriageRule()
@@ -348,9 +376,14 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
     if len(r_handles) < rule.min_references:
         raise UserError(f"Triage needs at least {rule.min_references} independent reference models "
                         f"distinct from the victim and the suspects; got {len(r_handles)}.")
+    if log_prob is None:
+        log_prob = cfg is None
     cfg = cfg or DEFAULT_FIELD
     everyone = [v, *s_handles, *r_handles]
-    fields = _fields(everyone, anchor_set, cfg, store, progress)
+    if log_prob and cfg.target not in ("predicted", "label"):
+        raise UserError(f"log_prob needs a class target (predicted or label), not {cfg.target!r}.")
+    field_models = [log_prob_handle(h) for h in everyone] if log_prob else everyone
+    fields = _fields(field_models, anchor_set, cfg, store, progress)
     comp: dict[str, list[float | None]] = {"modelgif": list(field_distances_to(fields[0], fields[1:]))}
     if "output-kl" in components:
         images = anchor_set.images if hasattr(anchor_set, "images") else anchor_set
@@ -378,6 +411,7 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
                      **{c: d_ref[c][i] for c in comp if c != "modelgif"}}
                     for i, (s, h, d) in enumerate(zip(r_specs, r_handles, ref_field, strict=True))],
         reference_source=source, anchors=anchors_spec, n_anchors=len(anchor_set),
-        method="+".join(comp), config=cfg.to_dict(), rule=rule, threshold=float(derived_below),
+        method="+".join(comp), config={**cfg.to_dict(), "log_prob": bool(log_prob)}, rule=rule,
+        threshold=float(derived_below),
         independent_above=float(independent_above), stats=reference_stats(ref_field),
         components=tuple(comp), reference_components={c: list(v) for c, v in d_ref.items()})

@@ -46,7 +46,7 @@ def _fake(n=16, k=3):
     rng = np.random.default_rng(0)
     outs = {m: rng.normal(size=(n, 10)).astype(np.float32) for m in ["v", *level]}
     outs["ft"] = outs["v"] + 0.01  # the fine-tuned copy answers like the victim
-    data = {"cos": {"digits": {"raw": cos, "pool8": cos}},
+    data = {"cos": {"digits": {"raw": cos, "pool8": cos}, "digits-logprob": {"raw": cos}},
             "outputs": {"digits": outs, "cutmix": outs, "mixup": outs}}
     return rows, data
 

@@ -15,6 +15,7 @@ from modelgif_core.triage import (
     boundary_mixups,
     judge,
     judge_components,
+    log_prob_handle,
     output_kl,
     thresholds,
     triage,
@@ -139,6 +140,7 @@ def test_triage_report_follows_the_json_contract(models, tmp_path):
     assert out["n_anchors"] == 6 and out["anchors"] == "digits:6"
     assert len(out["references"]) == 3 and out["reference_source"] == "given"
     assert out["config"]["steps"] == 4
+    assert out["config"]["log_prob"] is False  # a caller's own cfg runs on the raw outputs
     assert out["threshold"] <= out["independent_above"]
     assert calls[-1] == (6, 6)
     assert out["components"][0] == "modelgif"
@@ -155,3 +157,20 @@ def test_references_equal_to_a_suspect_are_dropped_and_then_too_few(models):
         triage(models["victim"], [models["ref0"]], references=[models["ref0"], models["ref1"],
                                                                    models["ref2"]],
                anchors="digits:4", cfg=FieldConfig(steps=2))
+
+
+def test_log_prob_handle_answers_log_probabilities_under_its_own_fingerprint(models):
+    from modelgif_core import load_model
+
+    h = load_model(models["victim"])
+    lp = log_prob_handle(h)
+    x = torch.rand(3, 3, 32, 32)
+    assert torch.allclose(lp(x), torch.log_softmax(h(x), dim=1), atol=1e-6)
+    assert lp.fingerprint != h.fingerprint and lp.module is not h.module
+
+
+def test_default_triage_uses_the_log_prob_field(models):
+    refs = [models[f"ref{i}"] for i in range(3)]
+    out = triage(models["victim"], [models["copy"]], references=refs, anchors="digits:4").to_dict()
+    assert out["config"]["log_prob"] is True and out["config"]["steps"] == 50
+    assert out["suspects"][0]["verdict"] == "derived"
