@@ -239,9 +239,10 @@ def _default_budget_mb(device: torch.device) -> int:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free * 0.4) >> 20
-    # On CPU, chunks whose activations stay near the caches beat one giant batch by 3-4x
-    # (measured with `modelgif bench speed`, docs/PERFORMANCE.md).
-    return 256
+    # On this 2-core CPU the bare gradient got faster up to ~256 points per call for the zoo's
+    # models and ~64 for resnet18 at 64x64 (`modelgif bench speed`, docs/PERFORMANCE.md); a budget
+    # lands there, and stays far from one giant batch over all N x K points.
+    return 512
 
 
 def choose_batch(model: Any, images: torch.Tensor, device: torch.device, memory_mb: int | None,
