@@ -51,7 +51,6 @@ st.markdown(
     "class lies as far away as an independent one (*forgotten*).")
 
 candidates = _candidates()
-qp = st.query_params
 original = st.selectbox("Original model", candidates, index=None, accept_new_options=True,
                         format_func=_label, key="unl_original",
                         placeholder="a zoo model, a workspace model, or type local-dir:PATH")
@@ -60,7 +59,7 @@ claimed = st.selectbox("Claimed-unlearned model", [c for c in candidates if c !=
                        placeholder="the model that should have forgotten the class")
 c1, c2, c3 = st.columns(3)
 forgotten = int(c1.number_input("Forgotten class", min_value=0, max_value=999, step=1,
-                                 value=int(qp.get("unl_class", 9)), key="unl_class"))
+                                 value=9, key="unl_class"))
 anchors = c2.text_input("Anchors (the class's images are used)", value="digits:500",
                         key="unl_anchors")
 steps = c3.select_slider("Steps K", STEP_CHOICES, value=25, key="unl_steps")
@@ -99,7 +98,6 @@ if st.button("Verify", type="primary"):
         st.error(str(err))
         st.stop()
     bar.empty()
-    st.query_params["unl_class"] = str(forgotten)
 
 result = st.session_state.get(key)
 if result is None:
