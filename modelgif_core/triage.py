@@ -276,12 +276,14 @@ def _fields(handles: list[ModelHandle], anchors: Any, cfg: FieldConfig, store: A
     from .fields import cached_field
 
     out = []
+    m = len(handles)
     for i, h in enumerate(handles):
-        if progress is not None:
-            progress(i, len(handles))
-        out.append(cached_field(h, anchors, cfg, store=store))
+        # (done, total) in (anchor, step) points over all models; a cached field jumps ahead
+        step = None if progress is None else (lambda d, t, i=i: progress(i * t + d, m * t))
+        out.append(cached_field(h, anchors, cfg, store=store, progress=step))
     if progress is not None:
-        progress(len(handles), len(handles))
+        points = len(anchors) * cfg.steps
+        progress(m * points, m * points)
     return out
 
 

@@ -142,7 +142,8 @@ def test_triage_report_follows_the_json_contract(models, tmp_path):
     assert out["config"]["steps"] == 4
     assert out["config"]["log_prob"] is False  # a caller's own cfg runs on the raw outputs
     assert out["threshold"] <= out["independent_above"]
-    assert calls[-1] == (6, 6)
+    assert calls[-1] == (6 * 6 * 4, 6 * 6 * 4)  # 6 models x 6 anchors x 4 steps
+    assert all(a <= b for (a, _), (b, _) in zip(calls, calls[1:], strict=False))
     assert out["components"][0] == "modelgif"
     assert "modelgif" in out["suspects"][0]["evidence"]
 
