@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -167,20 +168,26 @@ def _pair_data(rows: list[dict], probes: Sequence[str], progress: Progress | Non
             anchors = _load_probe_anchors(probe.anchors)
             cache = _cache_dir() / _probe_key(probe, anchors.sha256)
             cache.mkdir(parents=True, exist_ok=True)
-            vunits = {v: _cached_units(handles[v], anchors, probe, cache) for v in victims}
+            vunits: dict[str, dict[str, torch.Tensor]] = {}  # victims' fields, only when needed
             cos: dict[str, dict] = {"raw": {}, "pool8": {}}
             for name, h in handles.items():
                 if progress is not None:
                     progress(done, total)
                 done += 1
                 mine = [v for v in victims if name in partners[v]]
-                if not mine:
-                    continue
-                units = vunits.get(name) or _cached_units(h, anchors, probe, cache)
+                pairs = {v: _load_cos(cache, handles[v], h) for v in mine}
+                missing = [v for v, c in pairs.items() if c is None]
+                if missing:
+                    units = _units(h, anchors, probe)
+                    for v in missing:
+                        if v not in vunits:
+                            vunits[v] = _units(handles[v], anchors, probe)
+                        pairs[v] = {var: (vunits[v][var].float() * units[var].float()).sum(-1)
+                                    for var in cos}  # [N, K] cosines per (anchor, step)
+                        _save_cos(cache, handles[v], h, pairs[v])
                 for v in mine:
                     for var in cos:
-                        c = (vunits[v][var].float() * units[var].float()).sum(-1)  # [N, K]
-                        cos[var][(v, name)] = c.numpy()
+                        cos[var][(v, name)] = pairs[v][var].numpy()
             data["cos"][pname] = cos
     finally:
         torch.set_num_threads(threads)
@@ -190,25 +197,36 @@ def _pair_data(rows: list[dict], probes: Sequence[str], progress: Progress | Non
 
 
 def _probe_key(probe: _Probe, sha: str) -> str:
-    blob = json.dumps({"probe": probe.__dict__, "anchors": sha, "v": 1}, sort_keys=True)
+    blob = json.dumps({"probe": probe.__dict__, "anchors": sha, "v": 2}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _cached_units(handle: Any, anchors: Any, probe: _Probe, cache: Path) -> dict[str, torch.Tensor]:
-    """Unit fields per (anchor, step), raw and 8x8-pooled; kept on disk for reruns and levers."""
-    from safetensors.torch import load_file, save_file
+def _cos_path(cache: Path, victim: Any, model: Any) -> Path:
+    return cache / f"{victim.fingerprint[:20]}-{model.fingerprint[:20]}.safetensors"
 
-    path = cache / f"{handle.fingerprint[:24]}.safetensors"
-    if path.is_file():
-        try:
-            return load_file(str(path))
-        except Exception:  # a torn or corrupt cache file is recomputed, never a crash
-            path.unlink(missing_ok=True)
-    units = _units(handle, anchors, probe)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in units.items()}, str(tmp))
-    tmp.replace(path)
-    return units
+
+def _load_cos(cache: Path, victim: Any, model: Any) -> dict[str, torch.Tensor] | None:
+    """Per-(anchor, step) cosines of a (victim, model) pair kept from an earlier run (~100 KB,
+    where the fields themselves would take ~80 MB per model), or None."""
+    from safetensors.torch import load_file
+
+    path = _cos_path(cache, victim, model)
+    if not path.is_file():
+        return None
+    try:
+        return load_file(str(path))
+    except Exception:  # a torn or corrupt cache file is recomputed, never a crash
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _save_cos(cache: Path, victim: Any, model: Any, cos: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    path = _cos_path(cache, victim, model)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({k: v.float().contiguous() for k, v in cos.items()}, str(tmp))
+    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------- scores
