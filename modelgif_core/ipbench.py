@@ -142,7 +142,7 @@ def _cache_dir() -> Path:
     return Path(default_store_root()) / "ipbench"
 
 
-def _pair_data(rows: list[dict], probes: Sequence[str], progress: Progress | None) -> dict:
+def collect_pairs(rows: list[dict], probes: Sequence[str], progress: Progress | None) -> dict:
     """cos[probe][variant][(victim, model)] = [N, K] and outputs[set][model] = [N, C]."""
     from .models import load_model
 
@@ -319,7 +319,7 @@ def run_ip_bench(anchor_counts: Sequence[int] = ANCHOR_COUNTS, size: str = "smal
     rows = list_zoo(size)
     probes = ["digits", "digits-logprob"] if "triage" in methods or any(
         "digits-logprob" in m for m in methods) else ["digits"]
-    data = _pair_data(rows, probes, progress)
+    data = collect_pairs(rows, probes, progress)
     result = evaluate(rows, data, methods, counts, draws)
     result["config"] = {"size": size, "anchors": f"digits:{N_MAX}:0 (held-out digits; random "
                         f"subsets of it, {draws} draws per count below {N_MAX})",
