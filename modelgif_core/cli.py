@@ -229,11 +229,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench_command == "ip":
         from .ipbench import format_ip_table, run_ip_bench
 
-        counts = _ints(args.anchor_counts) if args.anchor_counts else None
-        kwargs = {"size": args.size}
+        counts = _ints(args.anchor_counts) if args.anchor_counts else ((16, 64) if args.quick else None)
+        kwargs: dict[str, Any] = {"size": args.size}
         if counts:
             kwargs["anchor_counts"] = counts
-        result = run_ip_bench(**kwargs)
+        bar = _Progress("bench ip")
+        try:
+            result = run_ip_bench(progress=bar, **kwargs)
+        finally:
+            bar.close()
         print(json.dumps(result, indent=2) if args.format == "json" else format_ip_table(result))
         return 0
     module = {"relatedness": "relatedness", "unlearning": "unlearning"}[args.bench_command]

@@ -36,7 +36,7 @@ import torch
 
 from ._errors import UserError
 from .fields import FieldConfig
-from .models import ModelHandle, load_model
+from .models import ModelHandle, as_handle
 
 Progress = Callable[[int, int], None]
 
@@ -221,14 +221,6 @@ def judge_components(distances: dict[str, float | None], refs: dict[str, Sequenc
 # ----------------------------------------------------------------------------------- models
 
 
-def _handle(model: str | ModelHandle) -> ModelHandle:
-    if isinstance(model, ModelHandle):
-        return model
-    if not isinstance(model, str):
-        raise UserError(f"Expected a model spec or a loaded model, got {type(model).__name__}.")
-    return load_model(model)
-
-
 def _spec(model: str | ModelHandle) -> str:
     return model if isinstance(model, str) else (model.spec or model.name)
 
@@ -361,7 +353,7 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
         raise UserError("Triage needs at least one suspect model.")
     anchor_set = load_anchors(anchors) if isinstance(anchors, str) else anchors
     anchors_spec = anchors if isinstance(anchors, str) else getattr(anchors, "spec", "custom")
-    v = _handle(victim)
+    v = as_handle(victim)
     source = "given"
     if not references:
         if not _is_digits_victim(v, anchors_spec):
@@ -371,8 +363,8 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
                             "--reference.")
         references = zoo_references()
         source = "zoo-calibration"
-    s_handles = [_handle(s) for s in suspects]
-    r_handles = [_handle(r) for r in references]
+    s_handles = [as_handle(s) for s in suspects]
+    r_handles = [as_handle(r) for r in references]
     # A reference that is the victim or a suspect would calibrate against itself.
     taken = {v.fingerprint, *(h.fingerprint for h in s_handles)}
     keep = [i for i, h in enumerate(r_handles) if h.fingerprint not in taken]
