@@ -239,9 +239,6 @@ def _default_budget_mb(device: torch.device) -> int:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free * 0.4) >> 20
-    # On this 2-core CPU the bare gradient got faster up to ~256 points per call for the zoo's
-    # models and ~64 for resnet18 at 64x64 (`modelgif bench speed`, docs/PERFORMANCE.md); a budget
-    # lands there, and stays far from one giant batch over all N x K points.
     return 512
 
 
@@ -250,9 +247,13 @@ def choose_batch(model: Any, images: torch.Tensor, device: torch.device, memory_
     """Points per forward+backward: as many as fit the activation budget (x3 for the backward)."""
     per_sample = _activation_bytes_per_sample(model, images[:1])
     budget = (memory_mb or _default_budget_mb(device)) << 20
-    # Below ~16 points per call the per-operator overhead dominates on every device.
-    floor = 1 if memory_mb is not None else 16
-    return int(max(floor, min(total, budget // (3 * per_sample))))
+    batch = budget // (3 * per_sample)
+    if memory_mb is None:
+        # Measured on a 2-core CPU (`modelgif bench speed`, docs/PERFORMANCE.md): the bare gradient
+        # is fastest near 128 points per call for the zoo's models and flat from 32 to 256 for
+        # resnet18 at 64x64; below ~16 points per-operator overhead dominates on every device.
+        batch = max(16, min(batch, 128) if device.type == "cpu" else batch)
+    return int(max(1, min(total, batch)))
 
 
 @contextlib.contextmanager
@@ -343,7 +344,8 @@ def extract_field(model: ModelHandle | torch.nn.Module, anchors: Any, cfg: Field
     if pin:
         torch.cuda.synchronize(device)
     field = field.view(n, k, d)
-    torch.cumsum(field, dim=1, out=field)  # running partial integrals sum_{j<=k} w_j g_ij
+    for step in range(1, k):  # running partial integrals sum_{j<=k} w_j g_ij, in place
+        field[:, step].add_(field[:, step - 1])
     field.mul_(delta.reshape(n, 1, d).cpu())  # times (x_i - x0), as captum's attribution
     return field
 
