@@ -386,8 +386,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             if "global" in detail.lower():
                 what = detail.split()[-1] if detail.startswith("GLOBAL") else "code"
                 raise UserError(f"Refused {path.name}: unpickling it would import {what}, which could "
-                                "run code; only plain tensors are opened (weights_only=True) — save the state dict with "
-                                "safetensors instead.") from None
+                                "run code; only plain tensors are opened (weights_only=True) — save the "
+                                "state dict with safetensors instead.") from None
             raise UserError(f"{path.name} is not a readable PyTorch checkpoint (corrupt or truncated: "
                             f"{detail}); export it again, ideally as .safetensors.") from None
         except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, UnicodeDecodeError) as err:

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from ._errors import UserError
 from .fields import FieldConfig
-from .models import ModelHandle, load_model
+from .models import ModelHandle, as_handle
 
 Progress = Callable[[int, int], None]
 
@@ -103,14 +103,6 @@ def class_anchors(anchors: Any, forgotten_class: int) -> Any:
                      base.labels[keep].clone(), tuple(base.names[int(i)] for i in keep))
 
 
-def _handle(model: str | ModelHandle) -> ModelHandle:
-    if isinstance(model, ModelHandle):
-        return model
-    if not isinstance(model, str):
-        raise UserError(f"Expected a model spec or a loaded model, got {type(model).__name__}.")
-    return load_model(model)
-
-
 def _spec(model: str | ModelHandle) -> str:
     return model if isinstance(model, str) else (model.spec or model.name)
 
@@ -136,12 +128,12 @@ def verify_unlearning(original: str | ModelHandle, claimed: str | ModelHandle, f
     from .fields import cached_field
     from .triage import field_distances_to, zoo_references
 
-    orig = _handle(original)
+    orig = as_handle(original)
     k = int(forgotten_class)
     if not 0 <= k < orig.num_classes:
         raise UserError(f"The forgotten class must lie in 0..{orig.num_classes - 1} for this model; "
                         f"got {forgotten_class}.")
-    claim = _handle(claimed)
+    claim = as_handle(claimed)
     if claim.num_classes != orig.num_classes:
         raise UserError(f"The claimed model has {claim.num_classes} classes but the original has "
                         f"{orig.num_classes}; unlearning keeps the label space.")
@@ -156,7 +148,7 @@ def verify_unlearning(original: str | ModelHandle, claimed: str | ModelHandle, f
                             "can use the built-in zoo's.")
         references = zoo_references()
         source = "zoo-calibration"
-    ref_handles = [_handle(r) for r in references]
+    ref_handles = [as_handle(r) for r in references]
     keep = [i for i, h in enumerate(ref_handles) if h.fingerprint not in (orig.fingerprint,
                                                                            claim.fingerprint)]
     ref_handles = [ref_handles[i] for i in keep]

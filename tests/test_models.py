@@ -41,10 +41,11 @@ def test_local_dir_roundtrip_keeps_outputs_config_and_fingerprint(tmp_path):
 
 def test_fingerprint_changes_with_weights_and_input_config(tmp_path):
     module = make()
-    base = load_model(f"local-dir:{save_model_dir(module, tmp_path / 'a', arch='test_resnet', num_classes=10, input_cfg=CFG32)}")
+    save = dict(arch="test_resnet", num_classes=10, input_cfg=CFG32)
+    base = load_model(f"local-dir:{save_model_dir(module, tmp_path / 'a', **save)}")
     with torch.no_grad():
         module.fc.bias[0] += 1e-3
-    moved = load_model(f"local-dir:{save_model_dir(module, tmp_path / 'b', arch='test_resnet', num_classes=10, input_cfg=CFG32)}")
+    moved = load_model(f"local-dir:{save_model_dir(module, tmp_path / 'b', **save)}")
     assert moved.fingerprint != base.fingerprint
     other_std = load_model(f"local-dir:{tmp_path / 'a'}", std=(0.3, 0.3, 0.3))
     assert other_std.fingerprint != base.fingerprint
