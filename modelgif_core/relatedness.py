@@ -427,7 +427,7 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, 
         return float(np.nanmean(list(d.values())))
 
     pooled = pooled_spearman(seeds, list(cfg.tasks))
-    return {
+    result = {
         "spearman_mean": mean(per_task), "spearman_per_task": per_task,
         "baselines": {
             "ig_attribution": {"spearman_mean": mean(per_task_ig), "spearman_per_task": per_task_ig},
@@ -439,7 +439,41 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, 
         "distance_mean": np.mean([s["distance"] for s in seeds], axis=0).tolist(),
         "pooled_over_seeds": pooled, "per_seed": seeds, "paper_spearman_mean": -0.835,
         "seconds": round(time.perf_counter() - start, 1),
+        "task_kinds": {t: TASKS[t][0].kind for t in cfg.tasks},
     }
+    _save_last(result)
+    return result
+
+
+def _last_path(root: Any = None) -> Any:
+    from pathlib import Path
+
+    from .store import default_store_root
+
+    return Path(root or default_store_root()) / "benchmarks" / "relatedness.json"
+
+
+def _save_last(result: dict[str, Any]) -> None:
+    """Keep the last run in the store, so the app can show the task zoo without retraining it."""
+    import json
+    import os
+
+    path = _last_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, path)
+
+
+def last_relatedness_result(root: Any = None) -> dict[str, Any] | None:
+    """The last `modelgif bench relatedness` result in the store (tasks, mean distances...), or None."""
+    import json
+
+    path = _last_path(root)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def format_table(result: dict[str, Any]) -> str:

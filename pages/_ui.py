@@ -430,3 +430,30 @@ def upload_dir() -> str:
     path = os.path.join(store_root(), "uploads")
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def task_zoo_section(kind: str) -> None:
+    """The mini-Taskonomy's task encoders from the last `modelgif bench relatedness`, if it ran:
+    their field distances as a similarity tree (kind="heatmap") or a map (kind="map")."""
+    from modelgif_core import figures, last_relatedness_result
+
+    result = last_relatedness_result(store_root())
+    if not result:
+        return
+    tasks = list(result["tasks"])
+    dist = np.asarray(result["distance_mean"], dtype=float)  # [T, T], mean over seeds
+    title = (f"Task zoo: {len(tasks)} digit tasks, one encoder each "
+             f"(mini-Taskonomy, `modelgif bench relatedness`, {result['seeds']} seed(s))")
+    with st.expander(title):
+        if kind == "heatmap":
+            st.plotly_chart(figures.distance_heatmap(dist, tasks, title="Field distances between task encoders"),
+                            key="task_heatmap")
+        else:
+            emb = embed_distances(dist, method="mds" if len(tasks) < 12 else "auto")
+            kinds = [str(result.get("task_kinds", {}).get(t, "task")) for t in tasks]
+            st.plotly_chart(figures.embedding_scatter(emb.coords, tasks, kinds, color_label="kind",
+                                                      title=f"{len(tasks)} task encoders · {emb.method}"),
+                            key="task_map")
+        st.caption(f"Spearman between field distance and transfer affinity, mean over target tasks: "
+                   f"{result['spearman_mean']:.3f} (the paper: -0.835 on Taskonomy). Closer encoders "
+                   "should transfer better, so the expected sign is negative.")

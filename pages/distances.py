@@ -13,6 +13,7 @@ from pages import _ui
 st.title("Distances")
 st.caption("Mean of 1 − cosine between the models' fields over all anchors and steps: 0 for the same "
            "function, up to 2. Rows and columns are ordered by hierarchical clustering.")
+_ui.task_zoo_section("heatmap")
 ready = _ui.require_fields(min_models=2, what="The distance matrix")
 root = _ui.store_root()
 dist = _ui.distances(root, tuple(ready.keys))

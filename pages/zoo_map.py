@@ -10,6 +10,7 @@ from pages import _ui
 st.title("Zoo map")
 st.caption("Each point is a model; nearby points have similar gradient fields. The layout comes from "
            "UMAP on the precomputed field distances, so only neighbourhoods are meaningful, not axes.")
+_ui.task_zoo_section("map")
 ready = _ui.require_fields(min_models=2, what="The map")
 root = _ui.store_root()
 coords, method, note = _ui.embedding(root, tuple(ready.keys))

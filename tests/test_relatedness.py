@@ -4,6 +4,7 @@ readouts, linear CKA, and a tiny end-to-end run with its JSON contract."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,6 +132,18 @@ def test_tiny_end_to_end_run_and_json_contract():
     np.testing.assert_allclose(np.diag(np.array(seed["affinity"])), 1.0)
     table = format_table(result)
     assert "ModelGiF" in table and "lin. CKA" in table and "autoencode" in table and "pooled" in table
+
+    # The app shows this run's task zoo: similarity tree on Distances, the tasks on Zoo map.
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120).run()
+    for page, trace in (("pages/distances.py", "heatmap"), ("pages/zoo_map.py", "scatter")):
+        at.switch_page(page).run()
+        assert not at.exception
+        figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+        assert any(t["type"] == trace for t in figure["data"])
+        shown = json.dumps(figure["data"])
+        assert all(task in shown for task in cfg.tasks)
 
 
 def test_unknown_tasks_are_refused():
