@@ -178,10 +178,10 @@ def _anchor_outputs(model: Any, images: torch.Tensor, batch: int = _TARGET_BATCH
 
 
 def _make_target(model: Any, images: torch.Tensor, labels: torch.Tensor | None,
-                 cfg: FieldConfig) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dict]:
+                 cfg: FieldConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """t_f as a function (outputs [B, ...], anchor index [B]) -> scalars [B], fixed at the clean anchors."""
     if cfg.target == "sum":
-        return (lambda out, i: out.flatten(1).sum(1)), {}
+        return lambda out, i: out.flatten(1).sum(1)
     clean = _anchor_outputs(model, images)  # [N, ...] outputs at a=1
     if cfg.target in ("predicted", "label"):
         if clean.dim() != 2:
@@ -200,16 +200,16 @@ def _make_target(model: Any, images: torch.Tensor, labels: torch.Tensor | None,
                 raise UserError(f"Labels must lie in [0, {clean.shape[1] - 1}] for this model; "
                                 f"got {int(cls.min())}..{int(cls.max())}.")
         cls_dev = cls.to(images.device)
-        return (lambda out, i: out.gather(1, cls_dev[i][:, None])[:, 0]), {"classes": cls.tolist()}
+        return lambda out, i: out.gather(1, cls_dev[i][:, None])[:, 0]
     # feature-max: per output channel the position of its max at the clean anchor, then the sum there.
     if clean.dim() == 2:
-        return (lambda out, i: out.sum(1)), {}
+        return lambda out, i: out.sum(1)
     if clean.dim() == 3:  # [N, L, C] tokens: channel last
         pos = clean.argmax(dim=1).to(images.device)  # [N, C]
-        return (lambda out, i: out.gather(1, pos[i][:, None, :]).sum((1, 2))), {}
+        return lambda out, i: out.gather(1, pos[i][:, None, :]).sum((1, 2))
     flat = clean.flatten(2)  # [N, C, H*W]
     pos = flat.argmax(dim=2).to(images.device)  # [N, C]
-    return (lambda out, i: out.flatten(2).gather(2, pos[i][:, :, None]).sum((1, 2))), {}
+    return lambda out, i: out.flatten(2).gather(2, pos[i][:, :, None]).sum((1, 2))
 
 
 # ----------------------------------------------------------------------------------- batching
@@ -318,7 +318,7 @@ def extract_field(model: ModelHandle | torch.nn.Module, anchors: Any, cfg: Field
         x_dev, x0_dev = images.to(device), x0.to(device)
         delta = x_dev - x0_dev  # [N, 3, H, W] the path direction, as captum's (inputs - baselines)
         batch = choose_batch(model, x_dev, device, cfg.memory_mb, total)
-        target, _info = _make_target(model, x_dev, labels, cfg)
+        target = _make_target(model, x_dev, labels, cfg)
         alpha_dev = torch.tensor(alphas, dtype=torch.float32, device=device)  # [K]
         weight_dev = torch.tensor(weights, dtype=torch.float32, device=device)  # [K]
         field = torch.empty(total, d, dtype=torch.float32)  # rows (i, k), k fastest
