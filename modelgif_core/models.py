@@ -349,10 +349,7 @@ def _load_checkpoint(path: Path, arch: str | None, num_classes: int | None, over
                         "(arch='resnet18' / --arch resnet18) or put timm's config.json beside it.")
     pretrained_cfg = dict(config.get("pretrained_cfg") or {})
     if not pretrained_cfg:
-        from timm.models import get_pretrained_cfg
-
-        default = get_pretrained_cfg(arch)
-        pretrained_cfg = default.to_dict() if default is not None else {}
+        pretrained_cfg = _default_pretrained_cfg(arch)
     state = read_state_dict(path)
     num_classes = num_classes if num_classes is not None else config.get("num_classes")
     args = {**(config.get("model_args") or {}), **(model_args or {})}
@@ -424,16 +421,25 @@ def _find_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
+def _default_pretrained_cfg(arch: str) -> dict[str, Any]:
+    """timm's default pretrained_cfg of an architecture (no download), {} when it has none."""
+    from timm.models import get_pretrained_cfg
+
+    default = get_pretrained_cfg(arch)
+    return default.to_dict() if default is not None else {}
+
+
+def _layer_names(arch: str, pretrained_cfg: dict, key: str) -> list[str]:
+    """The layer names a pretrained_cfg gives under `key` ('classifier', 'first_conv'), else timm's."""
+    names = pretrained_cfg.get(key)
+    if names is None:
+        names = _default_pretrained_cfg(arch).get(key)
+    return [names] if isinstance(names, str) else list(names or [])
+
+
 def _infer_num_classes(arch: str, state: dict[str, torch.Tensor], pretrained_cfg: dict) -> int | None:
     """num_classes from the classifier weights named by timm's pretrained_cfg ('fc', 'head.fc', ...)."""
-    classifier = pretrained_cfg.get("classifier")
-    if classifier is None:
-        from timm.models import get_pretrained_cfg
-
-        default = get_pretrained_cfg(arch)
-        classifier = getattr(default, "classifier", None) if default is not None else None
-    names = [classifier] if isinstance(classifier, str) else list(classifier or [])
-    for name in names:
+    for name in _layer_names(arch, pretrained_cfg, "classifier"):
         weight = state.get(f"{name}.weight")
         if weight is not None and weight.dim() >= 1:
             return int(weight.shape[0])
@@ -444,13 +450,7 @@ def _infer_num_classes(arch: str, state: dict[str, torch.Tensor], pretrained_cfg
 
 
 def _infer_in_chans(arch: str, state: dict[str, torch.Tensor], pretrained_cfg: dict) -> int | None:
-    first = pretrained_cfg.get("first_conv")
-    if first is None:
-        from timm.models import get_pretrained_cfg
-
-        default = get_pretrained_cfg(arch)
-        first = getattr(default, "first_conv", None) if default is not None else None
-    for name in [first] if isinstance(first, str) else list(first or []):
+    for name in _layer_names(arch, pretrained_cfg, "first_conv"):
         weight = state.get(f"{name}.weight")
         if weight is not None and weight.dim() == 4:
             return int(weight.shape[1])
