@@ -283,17 +283,10 @@ def _fields(handles: list[ModelHandle], anchors: Any, cfg: FieldConfig, store: A
 
 
 def field_distances_to(victim_field: Any, fields: Sequence[Any]) -> np.ndarray:
-    """ModelGiF distance (DESIGN §1) from one field to each of several: [M], one Gram row."""
-    v = _unit(victim_field).reshape(-1)  # [N*K*D]
-    rows = v.numel() // _unit(victim_field).shape[-1]
-    return np.array([1.0 - float(v @ _unit(f).reshape(-1)) / rows for f in fields])
+    """ModelGiF distance (DESIGN §1) from one field to each of several: [M], a row of distance_matrix."""
+    from .distance import distance_matrix
 
-
-def _unit(f: Any) -> torch.Tensor:
-    from .distance import unit_field
-
-    unit = getattr(f, "unit", None)
-    return unit.float() if unit is not None else unit_field(f)[0]
+    return distance_matrix([victim_field, *fields])[0, 1:]
 
 
 def boundary_mixups(images: torch.Tensor, classes: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
