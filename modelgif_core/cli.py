@@ -150,8 +150,6 @@ def cmd_distance(args: argparse.Namespace) -> int:
                           "metric": args.metric, "anchors": anchors.spec,
                           "anchors_sha256": anchors.sha256, "config": cfg.to_dict()}, indent=2))
         return 0
-    rows = [{"model": spec, **{str(j): float(matrix[i, j]) for j in range(len(args.models))}}
-            for i, spec in enumerate(args.models)]
     if args.format == "csv":
         header = ["model", *args.models]
         buffer = io.StringIO()
@@ -162,8 +160,7 @@ def cmd_distance(args: argparse.Namespace) -> int:
         print(buffer.getvalue().rstrip("\n"))
         return 0
     header = ["model", *(str(j) for j in range(len(args.models)))]
-    body = [[f"{i}: {r['model']}", *(f"{r[str(j)]:.4f}" for j in range(len(args.models)))]
-            for i, r in enumerate(rows)]
+    body = [[f"{i}: {spec}", *(f"{v:.4f}" for v in matrix[i])] for i, spec in enumerate(args.models)]
     print(_table(body, header))
     return 0
 
