@@ -10,11 +10,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import timm
 import torch
 
 from modelgif_core import InputConfig, save_model_dir
 from modelgif_core.zoo import ARCHS, recipes, zoo_root
+
+
+def quick_zoo_home(home: Path) -> Path:
+    """A store directory holding the quick zoo: for module-scoped fixtures, which cannot use the
+    per-test MODELGIF_HOME of conftest, so it is set only while the zoo is written."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MODELGIF_HOME", str(home))
+    try:
+        write_quick_zoo()
+    finally:
+        mp.undo()
+    return home
 
 
 def write_quick_zoo(size: str = "small") -> Path:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _app_fixtures import write_quick_zoo, write_tiny_model
+from _app_fixtures import quick_zoo_home, write_tiny_model
 from streamlit.testing.v1 import AppTest
 
 from modelgif_core.worker import get_worker
@@ -66,12 +66,7 @@ def _wait_all(home: Path, timeout: float = 300) -> None:
 @pytest.fixture(scope="module")
 def zoo_home(tmp_path_factory):
     """A store with the quick stand-in of the small zoo, shared by this module's demo tests."""
-    home = tmp_path_factory.mktemp("app_home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MODELGIF_HOME", str(home))
-    write_quick_zoo()
-    mp.undo()
-    return home
+    return quick_zoo_home(tmp_path_factory.mktemp("app_home"))
 
 
 @pytest.fixture()

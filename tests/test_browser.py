@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from _app_fixtures import write_quick_zoo
+from _app_fixtures import quick_zoo_home
 
 from modelgif_core.zoo import recipes
 
@@ -43,11 +43,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`streamlit run app.py` on a free port with a fresh store holding the quick zoo."""
-    home = tmp_path_factory.mktemp("browser_home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MODELGIF_HOME", str(home))
-    write_quick_zoo()
-    mp.undo()
+    home = quick_zoo_home(tmp_path_factory.mktemp("browser_home"))
     port = _free_port()
     env = {**os.environ, "MODELGIF_HOME": str(home), "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
