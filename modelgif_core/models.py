@@ -233,12 +233,16 @@ def _load_hub(spec: str, num_classes: int | None, overrides: dict, model_args: d
     if source is None:
         arch_name, _tag = split_model_name_tag(model_id)
         if not timm.is_model(arch_name):
-            if Path(spec).suffix:
-                raise UserError(f"No such file {spec!r}; give an existing checkpoint path.")
             raise UserError(
                 f"Unknown model {spec!r}: not a timm architecture (see timm.list_models()), nor "
-                "'local-dir:PATH', 'zoo:NAME', 'hf-hub:ORG/NAME' or a checkpoint file.")
-        cfg = get_pretrained_cfg(model_id)
+                "'local-dir:PATH', 'zoo:NAME', 'hf-hub:ORG/NAME' or an existing checkpoint file "
+                f"({', '.join(CHECKPOINT_SUFFIXES)}).")
+        try:
+            cfg = get_pretrained_cfg(model_id)
+        except RuntimeError:  # timm's "Invalid pretrained tag"
+            tags = timm.list_pretrained(f"{arch_name}.*")[:6]
+            raise UserError(f"{spec!r} is not a pretrained tag of {arch_name!r}; "
+                            f"valid ones include {', '.join(tags) or 'none'}.") from None
         if cfg is None:
             raise UserError(f"timm has no pretrained weights for {spec!r}; list them with "
                             "timm.list_models(pretrained=True), or load your own checkpoint file.")
