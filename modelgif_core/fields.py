@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ._errors import UserError
-from .models import ModelHandle
+from .models import ModelHandle, _first_tensor
 
 Progress = Callable[[int, int], None]
 
@@ -158,12 +158,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def _forward(model: Any, x: torch.Tensor) -> torch.Tensor:
-    out = model(x)
-    if not isinstance(out, torch.Tensor):
-        from .models import _first_tensor
-
-        out = _first_tensor(out)
-    return out
+    return _first_tensor(model(x))
 
 
 # Clean-anchor outputs (which fix the targets) use one batch size on every budget, so a near tie
