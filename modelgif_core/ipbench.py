@@ -15,9 +15,14 @@ Methods (all from the same anchors, the same held-out digits):
   output-agreement  1 - fraction of anchors on which the two models predict the same class
   output-kl-mixup   KL(victim || suspect) of the softmax outputs on class-boundary mixups of
                     held-out digits (n mixups for n anchors; forwards only)
-  triage            what `triage()` does by default: the field of the predicted class's
-                    log-probability and output-kl-mixup, each a z-score among the calibration
-                    models, the smaller wins (DEFAULT_METHOD; docs/BENCHMARKS.md)
+  output-js-vline   Jensen-Shannon divergence of the softmax outputs at points on the victim's own
+                    boundary: pairs of held-out digits of different (victim) classes, mixup
+                    coefficient bisected until the victim's two logits tie (triage.boundary_points)
+  output-js-vadv    the same at the points the victim's signed-gradient steps toward its second
+                    class reach on its boundary, one per anchor (triage.adversarial_boundary_points)
+  triage            what `triage()` does by default: the field of the predicted class's logit
+                    margin, output-js-vline and output-js-vadv, each a z-score among the
+                    calibration models, the smallest wins (DEFAULT_METHOD; docs/BENCHMARKS.md)
 Anchor counts below the extracted set's size average the AUC over seeded random subsets.
 """
 
@@ -63,12 +68,12 @@ class _Probe:
 
 PROBES = {
     "digits": _Probe("digits", f"digits:{N_MAX}:0"),
-    # triage's default field: the log-probability of the predicted class (up to 64 anchors, the
+    # triage's default field: the logit margin of the predicted class (up to 64 anchors, the
     # budget the defaults were chosen for; a 256-anchor pass of every model did not fit here)
-    "digits-logprob": _Probe("digits-logprob", "digits:64:0", target="logprob"),
-    # lever probes (docs/BENCHMARKS.md): boundary anchors and another target, at 64 anchors
-    "mixup": _Probe("mixup", "mixup:64:1"),
     "digits-margin": _Probe("digits-margin", "digits:64:0", target="margin"),
+    # lever probes (docs/BENCHMARKS.md): the previous default's log-probability target, boundary anchors
+    "digits-logprob": _Probe("digits-logprob", "digits:64:0", target="logprob"),
+    "mixup": _Probe("mixup", "mixup:64:1"),
 }
 
 
@@ -92,24 +97,6 @@ def _load_probe_anchors(spec: str) -> Any:
     return load_anchors(spec)
 
 
-class _Target(torch.nn.Module):
-    """The handle's logits turned into another target: log-probability or logit margin."""
-
-    def __init__(self, handle: Any, kind: str) -> None:
-        super().__init__()
-        self.module = handle.module  # registered so extract_field can freeze it
-        self.handle, self.kind = handle, kind
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.handle(x)  # [B, C]
-        if self.kind == "logprob":
-            return F.log_softmax(logits, dim=1)
-        # margin: each logit minus the largest other logit
-        top2 = logits.topk(2, dim=1).values  # [B, 2]
-        other = torch.where(logits == top2[:, :1], top2[:, 1:], top2[:, :1])
-        return logits - other
-
-
 def _pool8(unit: torch.Tensor) -> torch.Tensor:
     """Project [N, K, 3*32*32] onto the 8x8 gray grid the digits were upsampled from, re-unit."""
     n, k, d = unit.shape
@@ -122,8 +109,9 @@ def _pool8(unit: torch.Tensor) -> torch.Tensor:
 def _units(handle: Any, anchors: Any, probe: _Probe) -> dict[str, torch.Tensor]:
     from .distance import unit_field
     from .fields import FieldConfig, extract_field
+    from .triage import output_handle
 
-    model = handle if probe.target == "predicted" else _Target(handle, probe.target)
+    model = output_handle(handle, "logit" if probe.target == "predicted" else probe.target)
     # margin/logprob targets pick the predicted class through the wrapper's outputs
     cfg = FieldConfig(steps=probe.steps, baseline=probe.baseline, target="predicted", device="cpu")
     phi = extract_field(model, anchors, cfg)  # [N, K, D]
@@ -156,6 +144,19 @@ def collect_pairs(rows: list[dict], probes: Sequence[str], progress: Progress | 
     for key, spec in out_sets.items():
         images = _load_probe_anchors(spec).images
         data["outputs"][key] = {n: _outputs(h, images).numpy() for n, h in handles.items()}
+    # points on each victim's own boundary, placed with that victim only (so per victim)
+    from .triage import adversarial_boundary_points, boundary_points
+
+    held = _load_probe_anchors("digits:500:0").images  # [500, 3, 32, 32] every held-out digit
+    anchors_n = _load_probe_anchors(out_sets["digits"]).images  # [N_MAX, 3, 32, 32]
+    for v in victims:
+        hv = handles[v]
+        classes = _outputs(hv, held).argmax(1)  # [500] the victim's own view of the classes
+        sets = {"vline": boundary_points(hv, held, classes, N_MAX, seed=0),
+                "vadv": adversarial_boundary_points(hv, anchors_n)}
+        for key, pts in sets.items():
+            data["outputs"][f"{key}:{v}"] = {n: _outputs(handles[n], pts).numpy()
+                                             for n in [v, *partners[v]]}
     total = len(probes) * len(handles)
     done = 0
     threads = torch.get_num_threads()
@@ -247,6 +248,11 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64) - z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
 def _sac_matrix(out: np.ndarray) -> np.ndarray:
     p = _softmax(out)
     p = p / np.linalg.norm(p, axis=1, keepdims=True)
@@ -282,12 +288,17 @@ class _Scorer:
             if a.shape[1] != b.shape[1]:
                 return 1.0  # another label space: agreement is undefined, count as unrelated
             return 1.0 - float((a[idx].argmax(1) == b[idx].argmax(1)).mean())
-        if method.startswith("output-kl-"):  # output-kl-<mixup|digits|cutmix>
-            a, b = out[method[len("output-kl-"):]][v], out[method[len("output-kl-"):]][m]
+        if method.startswith(("output-kl-", "output-js-")):  # output-<kl|js>-<mixup|digits|cutmix|vline|vadv>
+            key = method[len("output-kl-"):]
+            key = f"{key}:{v}" if f"{key}:{v}" in out else key  # per-victim point sets
+            a, b = out[key][v], out[key][m]
             if a.shape[1] != b.shape[1]:
                 return float("nan")  # another label space: undefined (AUC counts it as unrelated)
-            pa, pb = _softmax(a[idx]), _softmax(b[idx])
-            return float((pa * (np.log(pa + 1e-12) - np.log(pb + 1e-12))).sum(1).mean())
+            la, lb = _log_softmax(a[idx]), _log_softmax(b[idx])  # [n, C]
+            if method.startswith("output-kl-"):
+                return float((np.exp(la) * (la - lb)).sum(1).mean())
+            mid = np.logaddexp(la, lb) - math.log(2.0)  # log of the mean distribution
+            return float((0.5 * (np.exp(la) * (la - mid)).sum(1) + 0.5 * (np.exp(lb) * (lb - mid)).sum(1)).mean())
         raise UserError(f"Unknown IP benchmark method {method!r}.")
 
 
@@ -310,15 +321,15 @@ def run_ip_bench(anchor_counts: Sequence[int] = ANCHOR_COUNTS, size: str = "smal
     """
     from .zoo import ensure_zoo, list_zoo
 
-    methods = list(methods or [*BASE_METHODS, "output-kl-mixup", "triage"])
+    methods = list(methods or [*BASE_METHODS, "output-kl-mixup", *DEFAULT_METHOD[1:], "triage"])
     counts = sorted({int(n) for n in anchor_counts})
     if not counts or counts[0] < 2 or counts[-1] > N_MAX:
         raise UserError(f"Anchor counts must lie in 2..{N_MAX}; got {list(anchor_counts)}.")
     start = time.perf_counter()
     ensure_zoo(size)
     rows = list_zoo(size)
-    probes = ["digits", "digits-logprob"] if "triage" in methods or any(
-        "digits-logprob" in m for m in methods) else ["digits"]
+    named = " ".join([*methods, *(DEFAULT_METHOD if "triage" in methods else [])])
+    probes = ["digits", *(p for p in PROBES if p != "digits" and f"probe:{p}:" in named)]
     data = collect_pairs(rows, probes, progress)
     result = evaluate(rows, data, methods, counts, draws)
     result["config"] = {"size": size, "anchors": f"digits:{N_MAX}:0 (held-out digits; random "
@@ -327,8 +338,11 @@ def run_ip_bench(anchor_counts: Sequence[int] = ANCHOR_COUNTS, size: str = "smal
                                   "target": "predicted"},
                         "sac_anchors": f"cutmix:digits:500:{N_MAX}:0",
                         "mixups": f"mixup:{N_MAX}:0 (class-boundary mixups of held-out digits)",
-                        "triage": "z(field of log p(predicted) on subsets of digits:64:0) and "
-                                  "z(output-kl-mixup), the smaller; z among the calibration models",
+                        "victim_boundary": f"vline: {N_MAX} pairs of held-out digits bisected to the "
+                                           f"victim's tie; vadv: signed-gradient steps from digits:{N_MAX}:0",
+                        "triage": "z(field of the predicted class's logit margin on subsets of "
+                                  "digits:64:0), z(output-js-vline), z(output-js-vadv), the smallest; "
+                                  "z among the calibration models",
                         "seconds": round(time.perf_counter() - start, 1)}
     return result
 
@@ -380,8 +394,10 @@ def _n_max(data: dict, method: str) -> int:
     if method.startswith("probe:"):
         name = method.split(":")[1]
         return int(next(iter(data["cos"][name]["raw"].values())).shape[0])
-    if method.endswith("-mixup"):
-        return int(next(iter(data["outputs"]["mixup"].values())).shape[0])
+    if method.endswith(("-mixup", "-vline", "-vadv")):
+        key = method.rsplit("-", 1)[1]
+        key = next(k for k in data["outputs"] if k == key or k.startswith(key + ":"))
+        return int(next(iter(data["outputs"][key].values())).shape[0])
     if method.startswith("mined:"):
         return _n_max(data, "probe:" + method.split(":")[1])
     return N_MAX
@@ -444,7 +460,7 @@ def mine_anchors(cos: dict, victim: str, surrogates: list[str], calibration: lis
 
 
 # The distances triage sums, each as a z-score among the calibration models (set by the levers).
-DEFAULT_METHOD = ["probe:digits-logprob:raw", "output-kl-mixup"]
+DEFAULT_METHOD = ["probe:digits-margin:raw", "output-js-vline", "output-js-vadv"]
 
 
 def format_ip_table(result: dict[str, Any]) -> str:

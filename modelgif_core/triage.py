@@ -8,10 +8,18 @@ distribution of victim-to-reference distances (models trained independently of t
     emp_p    = (1 + #{ref <= d}) / (1 + n_ref)      the distribution-free version (floor 1/(n+1))
 
 Components (DEFAULT_COMPONENTS, chosen with `modelgif bench ip`, see docs/BENCHMARKS.md):
-    modelgif    the field distance of DESIGN §1 on the anchors; by default (no cfg given) the
-                target is the log-probability of the predicted class instead of its logit
-    output-kl   KL(victim || suspect) of the softmax outputs on class-boundary mixups of anchor
-                pairs (what extraction students learn to imitate); only for equal label spaces
+    modelgif        the field distance of DESIGN §1 on the anchors; by default (no cfg given) the
+                    target is the logit *margin* of the predicted class (its logit minus the
+                    largest other logit) instead of its logit
+    boundary-js     Jensen-Shannon divergence of the softmax outputs at points on the victim's own
+                    decision boundary: for anchor pairs of different (victim) classes, the mixup
+                    coefficient bisected until the victim's two logits tie (what a student copies)
+    adversarial-js  the same at points the victim's own signed-gradient steps reach on the boundary
+                    between its top two classes, starting from each anchor (IPGuard-style)
+    output-kl       KL(victim || suspect) on class-boundary mixups with a random coefficient in
+                    [0.35, 0.65] (the previous default, kept as an option)
+The output components only need forwards (and input gradients) of the victim to place their
+points, and are undefined for a suspect with another label space (then left out).
 With m components the per-component tail is Sidak-corrected, p = 1 - (1 - min_c p_c)^m, and
 
     derived      if some component is below every reference and p < alpha   (`threshold`: modelgif's)
@@ -61,8 +69,9 @@ class TriageRule:
 # The field settings triage uses when the caller passes no cfg (chosen by `modelgif bench ip`).
 DEFAULT_FIELD = FieldConfig(steps=50, method="gausslegendre", baseline="black", target="predicted")
 DEFAULT_ANCHORS = "digits:64"
-COMPONENTS = ("modelgif", "output-kl")
-DEFAULT_COMPONENTS = ("modelgif", "output-kl")
+COMPONENTS = ("modelgif", "boundary-js", "adversarial-js", "output-kl")
+DEFAULT_COMPONENTS = ("modelgif", "boundary-js", "adversarial-js")
+FIELD_OUTPUTS = ("logit", "logprob", "margin")  # what the field differentiates (see field_output)
 
 
 @dataclass
@@ -242,25 +251,41 @@ def zoo_references(size: str | None = None) -> list[str]:
     return [f"zoo:{r['name']}" for r in list_zoo(size) if r["role"] == "independent-calibration"]
 
 
-class _LogProb(torch.nn.Module):
-    """A classifier's log-softmax: the field of log p(predicted class) instead of its logit."""
+class _Output(torch.nn.Module):
+    """A classifier's logits turned into log-probabilities or logit margins (the field's target)."""
 
-    def __init__(self, inner: torch.nn.Module) -> None:
+    def __init__(self, inner: torch.nn.Module, kind: str) -> None:
         super().__init__()
-        self.inner = inner
+        self.inner, self.kind = inner, kind
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from .models import _first_tensor
 
-        return torch.log_softmax(_first_tensor(self.inner(x)), dim=1)
+        logits = _first_tensor(self.inner(x))  # [B, C]
+        if self.kind == "logprob":
+            return torch.log_softmax(logits, dim=1)
+        # margin: each logit minus the largest *other* logit (the top class keeps its lead)
+        top2 = logits.topk(2, dim=1).values  # [B, 2]
+        other = torch.where(logits == top2[:, :1], top2[:, 1:], top2[:, :1])  # [B, C]
+        return logits - other
+
+
+def output_handle(handle: ModelHandle, kind: str) -> ModelHandle:
+    """The same model answering log-probabilities ("logprob") or logit margins ("margin"), with its
+    own fingerprint (so the store keeps these fields apart from the logit fields of the weights)."""
+    if kind == "logit":
+        return handle
+    if kind not in FIELD_OUTPUTS:
+        raise UserError(f"Unknown field output {kind!r}; choose from {', '.join(FIELD_OUTPUTS)}.")
+    tag = "log-softmax" if kind == "logprob" else "logit-margin"
+    fp = hashlib.sha256(f"{handle.fingerprint}:{tag}".encode()).hexdigest()
+    return dataclasses.replace(handle, module=_Output(handle.module, kind), fingerprint=fp,
+                               name=f"{handle.name} ({kind})")
 
 
 def log_prob_handle(handle: ModelHandle) -> ModelHandle:
-    """The same model answering log-probabilities, with its own fingerprint (so the store keeps
-    its fields apart from the logit fields of the same weights)."""
-    fp = hashlib.sha256(f"{handle.fingerprint}:log-softmax".encode()).hexdigest()
-    return dataclasses.replace(handle, module=_LogProb(handle.module), fingerprint=fp,
-                               name=f"{handle.name} (log-prob)")
+    """The same model answering log-probabilities (`output_handle(handle, "logprob")`)."""
+    return output_handle(handle, "logprob")
 
 
 # ----------------------------------------------------------------------------------- distances
@@ -312,11 +337,91 @@ def _log_probs(handle: ModelHandle, images: torch.Tensor) -> torch.Tensor:
                       for s in range(0, len(images), 256)])  # [n, C]
 
 
+@torch.no_grad()
+def _bisect(handle: ModelHandle, a: torch.Tensor, b: torch.Tensor, ca: torch.Tensor, cb: torch.Tensor,
+            iters: int) -> torch.Tensor:
+    """Points lam*a + (1-lam)*b where the handle's logits of classes ca and cb tie (bisection on lam,
+    lam = 1 on a's side): [n, 3, H, W]."""
+    lo, hi = torch.zeros(len(a)), torch.ones(len(a))  # [n]
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        x = mid[:, None, None, None] * a + (1 - mid[:, None, None, None]) * b
+        z = torch.cat([handle(x[s:s + 256]).float() for s in range(0, len(x), 256)])  # [n, C]
+        a_wins = z.gather(1, ca[:, None])[:, 0] > z.gather(1, cb[:, None])[:, 0]  # [n]
+        hi, lo = torch.where(a_wins, mid, hi), torch.where(a_wins, lo, mid)
+    lam = ((lo + hi) / 2)[:, None, None, None]
+    return lam * a + (1 - lam) * b
+
+
+def _pairs(classes: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n seeded index pairs (i, j) with classes[i] != classes[j]."""
+    rng = np.random.default_rng(seed)
+    m = len(classes)
+    if m < 2 or len(set(classes.tolist())) < 2:
+        raise UserError("Boundary points need anchors of at least two classes; use more anchors.")
+    first, second = [], []
+    while len(first) < n:
+        i, j = (int(v) for v in rng.choice(m, 2, replace=False))
+        if classes[i] != classes[j]:
+            first.append(i)
+            second.append(j)
+    return torch.tensor(first), torch.tensor(second)
+
+
+def boundary_points(victim: ModelHandle, images: torch.Tensor, classes: torch.Tensor, n: int,
+                    seed: int = 0, iters: int = 14) -> torch.Tensor:
+    """n points on the victim's own decision boundary: for anchor pairs of different classes, the
+    mixup coefficient is bisected until the victim's logits of the two classes tie. A student
+    that learned from the victim's answers places its boundary there too; independent models
+    do not (a random coefficient, as in boundary_mixups, mostly misses the boundary)."""
+    i, j = _pairs(classes, n, seed)
+    return _bisect(victim, images[i], images[j], classes[i], classes[j], iters)  # [n, 3, H, W]
+
+
+def adversarial_boundary_points(victim: ModelHandle, images: torch.Tensor, step: float = 0.01,
+                                max_steps: int = 60, iters: int = 14) -> torch.Tensor:
+    """From each image, signed-gradient steps on the victim toward its second most likely class
+    until the victim's decision flips, then a bisection on the segment from the image to that
+    point: one point per image on the boundary between the victim's top two classes."""
+    x0 = images.float()  # [n, 3, H, W]
+    with torch.no_grad():
+        top2 = torch.cat([victim(x0[s:s + 256]).float() for s in range(0, len(x0), 256)]).topk(2, 1)
+    c1, c2 = top2.indices[:, 0], top2.indices[:, 1]  # [n]
+    x, end = x0.clone(), x0.clone()
+    crossed = torch.zeros(len(x0), dtype=torch.bool)
+    for _ in range(max_steps):
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            z = victim(xg).float()  # [n, C]
+            gap = (z.gather(1, c2[:, None]) - z.gather(1, c1[:, None])).sum()
+            (grad,) = torch.autograd.grad(gap, xg)
+        with torch.no_grad():
+            x = (x + step * grad.sign()).clamp(0.0, 1.0)
+            z = victim(x).float()
+            now = (z.gather(1, c2[:, None]) > z.gather(1, c1[:, None]))[:, 0] & ~crossed  # [n]
+            end[now] = x[now]
+            crossed |= now
+        if bool(crossed.all()):
+            break
+    end[~crossed] = x[~crossed]  # never flipped: the furthest point (the bisection ends there)
+    return _bisect(victim, x0, end, c1, c2, iters)  # [n, 3, H, W]
+
+
 def output_kl(victim_logp: torch.Tensor, logp: torch.Tensor) -> float | None:
-    """Mean KL(victim || model) over the mixups; None for another label space."""
+    """Mean KL(victim || model) over the points; None for another label space."""
     if victim_logp.shape != logp.shape:
         return None
     return float((victim_logp.exp() * (victim_logp - logp)).sum(1).mean())
+
+
+def output_js(victim_logp: torch.Tensor, logp: torch.Tensor) -> float | None:
+    """Mean Jensen-Shannon divergence of the two softmax outputs over the points (bounded by ln 2,
+    so one confidently wrong point cannot dominate as in KL); None for another label space."""
+    if victim_logp.shape != logp.shape:
+        return None
+    mid = torch.logaddexp(victim_logp, logp) - math.log(2.0)  # [n, C] log of the mean distribution
+    js = 0.5 * (victim_logp.exp() * (victim_logp - mid)).sum(1) + 0.5 * (logp.exp() * (logp - mid)).sum(1)
+    return float(js.mean())
 
 
 # ----------------------------------------------------------------------------------- triage
@@ -326,11 +431,13 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
            references: Sequence[str | ModelHandle] | None = None,
            anchors: str | Any = DEFAULT_ANCHORS, cfg: FieldConfig | None = None, store: Any = None,
            progress: Progress | None = None, rule: TriageRule | None = None,
-           components: Sequence[str] | None = None, log_prob: bool | None = None) -> TriageReport:
+           components: Sequence[str] | None = None, log_prob: bool | None = None,
+           field_output: str | None = None) -> TriageReport:
     """Verdicts for each suspect: is it derived from the victim? See the module docstring.
 
-    log_prob: take the field of log-softmax outputs (default: yes when `cfg` is not given, i.e.
-    triage's tuned defaults; a caller's own cfg is used on the raw outputs unless log_prob=True).
+    field_output: what the field differentiates, "logit", "logprob" or "margin" (default: "margin"
+    when `cfg` is not given, i.e. triage's tuned defaults; a caller's own cfg runs on the logits).
+    log_prob=True is the older spelling of field_output="logprob" (False: "logit").
     """
     from .anchors import load_anchors
 
@@ -366,25 +473,37 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
     if len(r_handles) < rule.min_references:
         raise UserError(f"Triage needs at least {rule.min_references} independent reference models "
                         f"distinct from the victim and the suspects; got {len(r_handles)}.")
-    if log_prob is None:
-        log_prob = cfg is None
+    if field_output is None:
+        field_output = ("logprob" if log_prob else "logit") if log_prob is not None else (
+            "margin" if cfg is None else "logit")
+    if field_output not in FIELD_OUTPUTS:
+        raise UserError(f"Unknown field output {field_output!r}; choose from {', '.join(FIELD_OUTPUTS)}.")
     cfg = cfg or DEFAULT_FIELD
     everyone = [v, *s_handles, *r_handles]
-    if log_prob and cfg.target not in ("predicted", "label"):
-        raise UserError(f"log_prob needs a class target (predicted or label), not {cfg.target!r}.")
-    field_models = [log_prob_handle(h) for h in everyone] if log_prob else everyone
+    if field_output != "logit" and cfg.target not in ("predicted", "label"):
+        raise UserError(f"A {field_output} field needs a class target (predicted or label), "
+                        f"not {cfg.target!r}.")
+    field_models = [output_handle(h, field_output) for h in everyone]
     fields = _fields(field_models, anchor_set, cfg, store, progress)
     comp: dict[str, list[float | None]] = {"modelgif": list(field_distances_to(fields[0], fields[1:]))}
-    if "output-kl" in components:
+    wanted = [c for c in components if c != "modelgif"]
+    if wanted:
         images = anchor_set.images if hasattr(anchor_set, "images") else anchor_set
         classes = _log_probs(v, images).argmax(1)  # [N] the victim's own view of the classes
         labels = getattr(anchor_set, "labels", None)
         if len(set(classes.tolist())) < 2 and labels is not None:
             classes = labels
-        if len(set(classes.tolist())) >= 2:  # else no boundary to probe: the field decides alone
-            mix = boundary_mixups(images, classes, len(images))
-            v_logp = _log_probs(v, mix)
-            comp["output-kl"] = [output_kl(v_logp, _log_probs(h, mix)) for h in everyone[1:]]
+        two_classes = len(set(classes.tolist())) >= 2  # else no boundary between anchors to probe
+        points = {"output-kl": lambda: boundary_mixups(images, classes, len(images)),
+                  "boundary-js": lambda: boundary_points(v, images, classes, len(images)),
+                  "adversarial-js": lambda: adversarial_boundary_points(v, images)}
+        for c in wanted:
+            if c != "adversarial-js" and not two_classes:
+                continue  # the field (and the adversarial points) decide without it
+            pts = points[c]()  # [N, 3, H, W] chosen with the victim only
+            v_logp = _log_probs(v, pts)
+            div = output_kl if c == "output-kl" else output_js
+            comp[c] = [div(v_logp, _log_probs(h, pts)) for h in everyone[1:]]
     ns = len(s_handles)
     d_sus = {c: vals[:ns] for c, vals in comp.items()}
     d_ref = {c: vals[ns:] for c, vals in comp.items()}
@@ -401,7 +520,8 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
                      **{c: d_ref[c][i] for c in comp if c != "modelgif"}}
                     for i, (s, h, d) in enumerate(zip(r_specs, r_handles, ref_field, strict=True))],
         reference_source=source, anchors=anchors_spec, n_anchors=len(anchor_set),
-        method="+".join(comp), config={**cfg.to_dict(), "log_prob": bool(log_prob)}, rule=rule,
+        method="+".join(comp), config={**cfg.to_dict(), "log_prob": field_output == "logprob",
+                                         "field_output": field_output}, rule=rule,
         threshold=float(derived_below),
         independent_above=float(independent_above), stats=reference_stats(ref_field),
         components=tuple(comp), reference_components={c: list(v) for c, v in d_ref.items()})

@@ -13,7 +13,6 @@ from modelgif_core.ipbench import (
     _mixup_anchors,
     _pool8,
     _sac_matrix,
-    _Target,
     auc,
     evaluate,
     format_ip_table,
@@ -46,8 +45,9 @@ def _fake(n=16, k=3):
     rng = np.random.default_rng(0)
     outs = {m: rng.normal(size=(n, 10)).astype(np.float32) for m in ["v", *level]}
     outs["ft"] = outs["v"] + 0.01  # the fine-tuned copy answers like the victim
-    data = {"cos": {"digits": {"raw": cos, "pool8": cos}, "digits-logprob": {"raw": cos}},
-            "outputs": {"digits": outs, "cutmix": outs, "mixup": outs}}
+    data = {"cos": {"digits": {"raw": cos, "pool8": cos}, "digits-logprob": {"raw": cos},
+                    "digits-margin": {"raw": cos}},
+            "outputs": {"digits": outs, "cutmix": outs, "mixup": outs, "vline:v": outs, "vadv:v": outs}}
     return rows, data
 
 
@@ -56,8 +56,8 @@ def test_evaluate_on_hand_made_pairs(monkeypatch):
 
     monkeypatch.setattr(ipb, "N_MAX", 16)
     rows, data = _fake()
-    res = evaluate(rows, data, ["modelgif", "ig", "output-agreement", "sac-m", "triage"], [8, 16],
-                   draws=3)
+    res = evaluate(rows, data, ["modelgif", "ig", "output-agreement", "sac-m", "output-js-vline", "triage"],
+                   [8, 16], draws=3)
     res = json.loads(json.dumps(res))  # the JSON contract: {"auc": {method: {kind: {n: auc}}}}
     assert res["auc"]["modelgif"]["finetune-all"] == {"8": 1.0, "16": 1.0}
     # extraction (cos 0.05) sits between the two test models (0.1 and 0.0): AUC 1/2
@@ -66,6 +66,8 @@ def test_evaluate_on_hand_made_pairs(monkeypatch):
     assert res["auc"]["output-agreement"]["finetune-all"]["16"] == 1.0
     assert res["auc"]["sac-m"]["finetune-all"]["16"] == 1.0
     assert res["auc"]["triage"]["finetune-all"]["16"] == 1.0
+    # per-victim point sets ("vline:v") are found by the victim's name; the copy answers alike
+    assert res["auc"]["output-js-vline"]["finetune-all"]["16"] == 1.0
     assert res["counts"]["finetune-all"] == [1, 2]
     table = format_ip_table(res)
     assert "finetune-all" in table and "extract-prob-weak" in table and "triage" in table
@@ -90,16 +92,17 @@ def test_mixup_anchors_are_reproducible_and_in_range():
     assert 0.0 <= float(a.images.min()) and float(a.images.max()) <= 1.0
 
 
-def test_margin_and_logprob_targets():
-    class H:
-        module = torch.nn.Identity()
+def test_js_scores_of_the_scorer_by_hand():
+    from modelgif_core.ipbench import _Scorer
 
-        def __call__(self, x):
-            return x
-
-    logits = torch.tensor([[3.0, 1.0, 0.0]])
-    assert torch.allclose(_Target(H(), "margin")(logits), torch.tensor([[2.0, -2.0, -3.0]]))
-    assert torch.allclose(_Target(H(), "logprob")(logits).exp().sum(), torch.tensor(1.0))
+    la = np.log(np.array([[0.5, 0.5]]))
+    lb = np.log(np.array([[1.0 - 1e-12, 1e-12]]))
+    data = {"cos": {}, "outputs": {"vline:v": {"v": la, "a": la, "b": lb}}}
+    s = _Scorer(data)
+    assert s.distance("output-js-vline", "v", "a", np.arange(1)) == pytest.approx(0.0, abs=1e-12)
+    # JS([1/2, 1/2], [1, 0]) = 1/2 KL(p||m) + 1/2 KL(q||m), m = [3/4, 1/4]
+    js = 0.5 * (0.5 * np.log(0.5 / 0.75) + 0.5 * np.log(0.5 / 0.25)) + 0.5 * np.log(1 / 0.75)
+    assert s.distance("output-js-vline", "v", "b", np.arange(1)) == pytest.approx(js, rel=1e-6)
 
 
 def test_bad_anchor_counts_are_user_errors():

@@ -12,10 +12,14 @@ import torch
 from modelgif_core import FieldConfig, InputConfig, UserError, save_model_dir
 from modelgif_core.triage import (
     TriageRule,
+    adversarial_boundary_points,
     boundary_mixups,
+    boundary_points,
     judge,
     judge_components,
     log_prob_handle,
+    output_handle,
+    output_js,
     output_kl,
     thresholds,
     triage,
@@ -98,6 +102,64 @@ def test_output_kl_and_boundary_mixups():
         boundary_mixups(images, torch.tensor([1, 1, 1]), 2)
 
 
+def test_output_js_is_symmetric_bounded_and_zero_on_equal_outputs():
+    a = torch.log_softmax(torch.tensor([[3.0, 0.0, -1.0], [0.0, 2.0, 0.0]]), dim=1)
+    b = torch.log_softmax(torch.tensor([[-2.0, 4.0, 0.0], [1.0, 0.0, 0.0]]), dim=1)
+    assert output_js(a, a) == pytest.approx(0.0, abs=1e-7)
+    assert output_js(a, b) == pytest.approx(output_js(b, a), rel=1e-6)
+    assert 0.0 < output_js(a, b) < math.log(2.0)
+    far = torch.log_softmax(torch.tensor([[50.0, -50.0, -50.0]]), dim=1)
+    near = torch.log_softmax(torch.tensor([[-50.0, 50.0, -50.0]]), dim=1)
+    assert output_js(far, near) == pytest.approx(math.log(2.0), rel=1e-4)  # the bound, where KL blows up
+    assert output_js(a, torch.zeros(2, 4)) is None
+
+
+class _Linear(torch.nn.Module):
+    """A hand-checkable 'victim': logits = W x_flat, so boundaries are hyperplanes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.w = torch.nn.Linear(3 * 4 * 4, 4)
+
+    def __call__(self, x):
+        return self.w(x.flatten(1))
+
+
+def test_boundary_points_sit_where_the_victim_s_two_classes_tie():
+    from modelgif_core.triage import _pairs
+
+    h = _Linear()
+    images = torch.rand(12, 3, 4, 4)
+    classes = h(images).argmax(1)
+    assert len(set(classes.tolist())) >= 2
+    pts = boundary_points(h, images, classes, 10, seed=1)
+    assert pts.shape == (10, 3, 4, 4)
+    i, j = _pairs(classes, 10, 1)  # the pairs the points were made from
+    assert (classes[i] != classes[j]).all()
+    z = h(pts).detach()  # [10, 4]
+    za, zb = z.gather(1, classes[i][:, None])[:, 0], z.gather(1, classes[j][:, None])[:, 0]
+    assert ((za - zb).abs() < 1e-3).all()  # the pair's two logits tie (14 halvings of the segment)
+    # and each point lies on the segment between its two images
+    d = images[i] - images[j]
+    lam = ((pts - images[j]) * d).flatten(1).sum(1) / (d * d).flatten(1).sum(1)
+    assert torch.allclose(pts, lam[:, None, None, None] * images[i] + (1 - lam[:, None, None, None]) * images[j],
+                          atol=1e-5)
+    with pytest.raises(UserError, match="two classes"):
+        boundary_points(h, images, torch.zeros(12, dtype=torch.long), 3)
+
+
+def test_adversarial_boundary_points_tie_the_victim_s_top_two_classes():
+    h = _Linear()
+    images = torch.rand(8, 3, 4, 4)
+    pts = adversarial_boundary_points(h, images, step=0.05, max_steps=200)
+    z = h(pts).detach()  # [8, 4]
+    top2 = z.topk(2, dim=1).values
+    assert ((top2[:, 0] - top2[:, 1]).abs() < 1e-3).all()
+    assert (pts >= 0).all() and (pts <= 1).all()
+    assert not torch.equal(pts, images)  # every point moved off its image
+
+
 def _save(tmp_path, name: str, module: torch.nn.Module) -> str:
     cfg = InputConfig((3, 32, 32), (0.5,) * 3, (0.5,) * 3)
     save_model_dir(module, tmp_path / name, arch="test_resnet", num_classes=10, input_cfg=cfg)
@@ -170,8 +232,36 @@ def test_log_prob_handle_answers_log_probabilities_under_its_own_fingerprint(mod
     assert lp.fingerprint != h.fingerprint and lp.module is not h.module
 
 
-def test_default_triage_uses_the_log_prob_field(models):
+def test_margin_handle_answers_logit_margins_under_its_own_fingerprint(models):
+    from modelgif_core import load_model
+
+    h = load_model(models["victim"])
+    m = output_handle(h, "margin")
+    x = torch.rand(3, 3, 32, 32)
+    z, out = h(x), m(x)
+    top = z.argmax(1)
+    assert torch.allclose(out.gather(1, top[:, None])[:, 0], z.topk(2, 1).values[:, 0] - z.topk(2, 1).values[:, 1],
+                          atol=1e-5)
+    assert (out.argmax(1) == top).all()  # the predicted class is the only positive margin
+    assert m.fingerprint not in (h.fingerprint, log_prob_handle(h).fingerprint)
+    assert output_handle(h, "logit") is h
+    with pytest.raises(UserError, match="field output"):
+        output_handle(h, "probit")
+
+
+def test_default_triage_uses_the_margin_field_and_victim_boundary_points(models):
     refs = [models[f"ref{i}"] for i in range(3)]
     out = triage(models["victim"], [models["copy"]], references=refs, anchors="digits:4").to_dict()
-    assert out["config"]["log_prob"] is True and out["config"]["steps"] == 50
+    assert out["config"]["field_output"] == "margin" and out["config"]["log_prob"] is False
+    assert out["config"]["steps"] == 50
+    assert out["components"][0] == "modelgif" and set(out["components"]) <= {"modelgif", "boundary-js",
+                                                                            "adversarial-js"}
+    assert "adversarial-js" in out["components"]  # placed from every anchor, one class or several
     assert out["suspects"][0]["verdict"] == "derived"
+    # the copy is within 1e-3 of the victim's weights: every defined component sees it far below the references
+    for c, e in out["suspects"][0]["evidence"].items():
+        assert e["z"] < -1.5, c
+    assert len(out["reference_components"]["adversarial-js"]) == 3
+    logp = triage(models["victim"], [models["copy"]], references=refs, anchors="digits:4",
+                  log_prob=True, components=["modelgif", "output-kl"]).to_dict()
+    assert logp["config"]["field_output"] == "logprob" and logp["config"]["log_prob"] is True
