@@ -288,15 +288,16 @@ class _Scorer:
             if a.shape[1] != b.shape[1]:
                 return 1.0  # another label space: agreement is undefined, count as unrelated
             return 1.0 - float((a[idx].argmax(1) == b[idx].argmax(1)).mean())
-        if method.startswith(("output-kl-", "output-js-")):  # output-<kl|js>-<mixup|digits|cutmix|vline|vadv>
-            key = method[len("output-kl-"):]
+        if method.startswith(("output-kl-", "output-js-", "output-skl-")):  # output-<div>-<point set>
+            key = method.split("-", 2)[2]
             key = f"{key}:{v}" if f"{key}:{v}" in out else key  # per-victim point sets
             a, b = out[key][v], out[key][m]
             if a.shape[1] != b.shape[1]:
                 return float("nan")  # another label space: undefined (AUC counts it as unrelated)
             la, lb = _log_softmax(a[idx]), _log_softmax(b[idx])  # [n, C]
-            if method.startswith("output-kl-"):
-                return float((np.exp(la) * (la - lb)).sum(1).mean())
+            if method.startswith(("output-kl-", "output-skl-")):
+                kl = (np.exp(la) * (la - lb)).sum(1)  # [n]
+                return float((kl + (np.exp(lb) * (lb - la)).sum(1) if "skl" in method else kl).mean())
             mid = np.logaddexp(la, lb) - math.log(2.0)  # log of the mean distribution
             return float((0.5 * (np.exp(la) * (la - mid)).sum(1) + 0.5 * (np.exp(lb) * (lb - mid)).sum(1)).mean())
         raise UserError(f"Unknown IP benchmark method {method!r}.")
@@ -388,7 +389,7 @@ def _kinds() -> tuple[str, ...]:
 
 
 def _n_max(data: dict, method: str) -> int:
-    if method == "triage" or method.startswith(("cal:", "calmin:", "caltrunc:")):
+    if method == "triage" or method.startswith(_CAL_PREFIXES):
         parts = DEFAULT_METHOD if method == "triage" else method.split(":", 1)[1].split("+")
         return min(_n_max(data, part) for part in parts)
     if method.startswith("probe:"):
@@ -419,16 +420,18 @@ def _method_scores(method: str, scorer: _Scorer, by_name: dict, victims: list[st
             sub = _method_scores(base, scorer, by_name, [v], tests, cals[len(cals) // 2:], chosen)
             out.update(sub)
         return out
-    if method != "triage" and not method.startswith(("cal:", "calmin:", "caltrunc:")):
+    if method != "triage" and not method.startswith(_CAL_PREFIXES):
         return {p: scorer.distance(method, *p, idx) for p in pairs}
     # Calibrated: z of each distance among the victim's calibration distances (triage's scores);
     # "cal:a+b" sums the z's, "calmin:a+b" and "triage" take the smallest (any evidence suffices),
-    # "caltrunc:a+b" sums only the negative z's.
+    # "caltrunc:a+b" sums only the negative z's, "calstouffer:" is that sum / sqrt(m), "calfisher:"
+    # Fisher's combination of the one-sided Gaussian p-values of the negative z's, and
+    # "cal2nd:" the second smallest z (two pieces of evidence needed).
     if method == "triage":
         parts, combine = DEFAULT_METHOD, "min"
     else:
         head, tail = method.split(":", 1)
-        parts, combine = tail.split("+"), {"calmin": "min", "caltrunc": "trunc"}.get(head, "sum")
+        parts, combine = tail.split("+"), head.removeprefix("cal") or "sum"
     zs: dict[tuple[str, str], list[float]] = {p: [] for p in pairs}
     for part in parts:
         for v in victims:
@@ -442,8 +445,17 @@ def _method_scores(method: str, scorer: _Scorer, by_name: dict, victims: list[st
                         zs[p].append(z)
     if combine == "min":
         return {p: (min(z) if z else math.inf) for p, z in zs.items()}
-    if combine == "trunc":  # only evidence *for* derivation adds up; being far in one part is no alibi
-        return {p: float(sum(min(v, 0.0) for v in z)) for p, z in zs.items()}
+    if combine in ("trunc", "stouffer"):  # only evidence *for* derivation adds up: far in one part is no alibi
+        return {p: float(sum(min(v, 0.0) for v in z)) / (math.sqrt(len(z)) if combine == "stouffer" else 1.0)
+                if z else math.inf for p, z in zs.items()}
+    if combine == "fisher":
+        from scipy.stats import chi2, norm
+
+        # -log of Fisher's combined p over the parts' p = Phi(min(z, 0)), negated: lower = derived
+        return {p: (float(chi2.logsf(-2.0 * sum(norm.logcdf(min(v, 0.0)) for v in z), 2 * len(z)))
+                    if z else math.inf) for p, z in zs.items()}
+    if combine == "2nd":
+        return {p: (sorted(z)[1] if len(z) > 1 else (z[0] if z else math.inf)) for p, z in zs.items()}
     return {p: (float(sum(z)) if z else math.inf) for p, z in zs.items()}
 
 
@@ -458,6 +470,8 @@ def mine_anchors(cos: dict, victim: str, surrogates: list[str], calibration: lis
     c = np.mean([cos[(victim, m)].mean(1) for m in calibration], axis=0)  # [N]
     return np.sort(np.argsort(-(s - c), kind="stable")[:n])
 
+
+_CAL_PREFIXES = ("cal:", "calmin:", "caltrunc:", "calstouffer:", "calfisher:", "cal2nd:")
 
 # The distances triage sums, each as a z-score among the calibration models (set by the levers).
 DEFAULT_METHOD = ["probe:digits-margin:raw", "output-js-vline", "output-js-vadv"]

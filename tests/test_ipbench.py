@@ -73,6 +73,29 @@ def test_evaluate_on_hand_made_pairs(monkeypatch):
     assert "finetune-all" in table and "extract-prob-weak" in table and "triage" in table
 
 
+def test_combination_rules_on_hand_made_z_scores():
+    from modelgif_core.ipbench import _method_scores, _Scorer
+
+    rows, data = _fake()
+    by_name = {r["name"]: r for r in rows}
+    cals = ["c0", "c1", "c2"]
+    idx = np.arange(16)
+    args = (_Scorer(data), by_name, ["v"], ["t1", "t2"], cals, idx)
+    one = _method_scores("calmin:modelgif", *args)
+    # calibration cos 0.0 / 0.1 / 0.05: distances 1.0 / 0.9 / 0.95, mean 0.95, std 0.05
+    assert one[("v", "ft")] == pytest.approx((0.2 - 0.95) / 0.05)  # z = -15
+    two = "modelgif+probe:digits-margin:raw"  # the same numbers twice: z = -15 in both parts
+    assert _method_scores(f"calmin:{two}", *args)[("v", "ft")] == pytest.approx(-15.0)
+    assert _method_scores(f"cal2nd:{two}", *args)[("v", "ft")] == pytest.approx(-15.0)
+    assert _method_scores(f"calstouffer:{two}", *args)[("v", "ft")] == pytest.approx(-30.0 / np.sqrt(2))
+    assert _method_scores(f"caltrunc:{two}", *args)[("v", "t2")] == pytest.approx(0.0)  # z = +1: no evidence
+    assert _method_scores(f"caltrunc:{two}", *args)[("v", "t1")] == pytest.approx(-2.0)  # z = -1 twice
+    from scipy.stats import chi2, norm
+
+    fisher = chi2.logsf(-4.0 * norm.logcdf(-15.0), 4)
+    assert _method_scores(f"calfisher:{two}", *args)[("v", "ft")] == pytest.approx(fisher)
+
+
 def test_sac_matrix_is_a_cosine_similarity_matrix():
     m = _sac_matrix(np.random.default_rng(1).normal(size=(5, 4)))
     assert m.shape == (5, 5)
