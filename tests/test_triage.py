@@ -249,6 +249,20 @@ def test_margin_handle_answers_logit_margins_under_its_own_fingerprint(models):
         output_handle(h, "probit")
 
 
+def test_extracting_an_output_field_leaves_the_model_in_eval_mode_with_its_batchnorm_stats(models, tmp_path):
+    from modelgif_core import extract_field, load_anchors, load_model
+
+    h = load_model(models["victim"])
+    before = {k: v.clone() for k, v in h.module.state_dict().items()}
+    x = torch.rand(4, 3, 32, 32)
+    out = h(x)
+    for kind in ("margin", "logprob"):
+        extract_field(output_handle(h, kind), load_anchors("digits:4"), FieldConfig(steps=2))
+        assert not h.module.training
+        assert all(torch.equal(v, before[k]) for k, v in h.module.state_dict().items())
+        assert torch.equal(h(x), out)  # the triage's output components see the same model
+
+
 def test_default_triage_uses_the_margin_field_and_victim_boundary_points(models):
     refs = [models[f"ref{i}"] for i in range(3)]
     out = triage(models["victim"], [models["copy"]], references=refs, anchors="digits:4").to_dict()
