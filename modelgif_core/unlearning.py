@@ -27,6 +27,7 @@ calls almost anything outside it "not forgotten", exact unlearning included (doc
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -217,24 +218,91 @@ class BenchConfig:
     steps: int = 50  # K quadrature points (the paper's 50)
     arch: str = "resnet"  # a key of the zoo's ARCHS
     train_subset: int | None = None  # train on the first n images of the pool only (tests)
+    # What the models see (levers measured in docs/BENCHMARKS.md): "rgb32" the zoo's networks on the
+    # upsampled 32x32 RGB digits; "gray8" the same networks behind their own resize to the digits'
+    # native 8x8 gray (NativeDigits); "subspace" behind the orthogonal projection onto the digits'
+    # 64-dim subspace (DigitsSubspace). With either wrapper the input gradient lies in 64 dimensions.
+    inputs: str = "rgb32"
+    baseline: str = "black"  # the field's x0 (fields.make_baseline)
+
+    def __post_init__(self) -> None:
+        if self.inputs not in INPUTS:
+            raise UserError(f"The unlearning bench's inputs must be one of {', '.join(INPUTS)}; "
+                            f"got {self.inputs!r}.")
 
 
+INPUTS = ("rgb32", "gray8", "subspace")
 QUICK = BenchConfig(seeds=2, extra_unrelated=2, epochs=3, relabel_epochs=1, steps=20)
+
+
+class NativeDigits(torch.nn.Module):
+    """A digits model that sees its input at the data's native 8x8 gray resolution.
+
+    Pixel images [B, 3, 32, 32] -> channel mean -> antialiased resize to 8x8 -> bilinear back to
+    32x32 (as the digits were upsampled) -> the wrapped zoo network. The preprocessing is inside
+    the gradient (P_f), so every input gradient is the same in the three channels and lies in a
+    64-dimensional subspace: components the 8x8 data never constrained do not exist.
+    """
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gray = x.mean(1, keepdim=True)  # [B, 1, H, W]
+        small = F.interpolate(gray, size=(8, 8), mode="bilinear", align_corners=False, antialias=True)  # [B, 1, 8, 8]
+        big = F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False)  # [B, 1, H, W]
+        return self.net(big.expand(-1, x.shape[1], -1, -1))  # [B, classes]
+
+
+@functools.lru_cache(maxsize=1)
+def digits_basis() -> torch.Tensor:
+    """Orthonormal basis [3072, 64] of the subspace the 32x32 RGB digits live in: 8x8 gray images,
+    bilinearly upsampled (align_corners=False, as anchors.digits_dataset) and repeated over RGB."""
+    eye = torch.eye(64, dtype=torch.float64).reshape(64, 1, 8, 8)
+    up = F.interpolate(eye, size=(32, 32), mode="bilinear", align_corners=False).reshape(64, 1, 1024)
+    q, _ = torch.linalg.qr(up.expand(64, 3, 1024).reshape(64, 3072).T)  # [3072, 64]
+    return q.float()
+
+
+class DigitsSubspace(torch.nn.Module):
+    """A digits model behind the orthogonal projection onto the digits' 64-dim subspace.
+
+    The training digits lie in that subspace, so they pass unchanged; the gradient of any output
+    with respect to the 32x32 RGB input is projected onto it (the projection is inside P_f).
+    """
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("basis", digits_basis().clone(), persistent=False)  # [3072, 64]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(len(x), -1)  # [B, 3072]
+        return self.net(((flat @ self.basis) @ self.basis.T).reshape(x.shape))  # [B, classes]
+
+
+def _create_model(cfg: BenchConfig) -> torch.nn.Module:
+    from .zoo import _create
+
+    net = _create(cfg.arch)
+    wrap = {"gray8": NativeDigits, "subspace": DigitsSubspace}.get(cfg.inputs)
+    return wrap(net) if wrap is not None else net
 
 
 def _train_variants(cfg: BenchConfig, seed: int, data: Any) -> dict[str, torch.nn.Module]:
     """The original of one seed and its unlearned versions (exact, relabel, ascent)."""
-    from .zoo import _create, _fit
+    from .zoo import _fit
 
     k = cfg.forget_class
     x, y = _train_data(cfg, data)
     retain = y != k
     torch.manual_seed(100 + seed)
-    original = _create(cfg.arch)
+    original = _create_model(cfg)
     _fit(original, x, y, epochs=cfg.epochs, lr=3e-3, seed=100 + seed)
     # Exact unlearning: retrained from scratch (its own initialisation) without class k.
     torch.manual_seed(200 + seed)
-    exact = _create(cfg.arch)
+    exact = _create_model(cfg)
     _fit(exact, x[retain], y[retain], epochs=cfg.epochs, lr=3e-3, seed=200 + seed)
     # Approximate 1: fine-tune on all the data with every class-k label replaced by another class.
     g = torch.Generator().manual_seed(300 + seed)
@@ -284,6 +352,20 @@ def _native(phi: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(g, 4).reshape(n, k, 64)
 
 
+def _views(steps: int) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """Analyses beside the plain field distance (docs/BENCHMARKS.md): the field pooled to the
+    digits' 8x8 grid, projected orthogonally onto their 64-dim subspace, and the first and last
+    fifth of the curve (near the baseline / near the anchor), plain and projected."""
+    fifth = max(1, steps // 5)
+
+    def subspace(phi: torch.Tensor) -> torch.Tensor:
+        return phi @ digits_basis()  # [N, K, 64]: coordinates of the orthogonal projection
+
+    return {"native_8x8": _native, "subspace": subspace,
+            "curve_first_fifth": lambda phi: phi[:, :fifth], "curve_last_fifth": lambda phi: phi[:, -fifth:],
+            "subspace_last_fifth": lambda phi: subspace(phi[:, -fifth:])}
+
+
 def _accuracies(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, k: int) -> dict[str, float]:
     from .zoo import _predict
 
@@ -302,7 +384,7 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, 
     from .anchors import load_anchors
     from .fields import extract_field
     from .triage import field_distances_to
-    from .zoo import _create, _fit, _load_data, free_threads
+    from .zoo import _fit, _load_data, free_threads
 
     cfg = cfg or (QUICK if quick else BenchConfig())
     start = time.perf_counter()
@@ -312,7 +394,8 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, 
         data = _load_data()
         k = cfg.forget_class
         anchors = class_anchors(load_anchors(DEFAULT_ANCHORS), k)
-        field_cfg = FieldConfig(steps=cfg.steps, target="label", labels=(k,) * len(anchors))
+        field_cfg = FieldConfig(steps=cfg.steps, baseline=cfg.baseline, target="label",
+                                labels=(k,) * len(anchors))
         x_test, y_test = data.x[data.heldout], data.y[data.heldout]
 
         def field(net: torch.nn.Module) -> torch.Tensor:
@@ -322,7 +405,7 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, 
         extras = []
         for u in range(cfg.extra_unrelated):
             torch.manual_seed(500 + u)
-            net = _create(cfg.arch)
+            net = _create_model(cfg)
             _fit(net, *_train_data(cfg, data), epochs=cfg.epochs, lr=3e-3, seed=500 + u)
             extras.append(net)
         fields = [{name: field(net) for name, net in run.items()} for run in runs]
@@ -337,10 +420,11 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, 
             row: dict[str, Any] = {"seed": s, **d_var, "unrelated": d_unrel,
                                    "unrelated_mean": float(np.mean(d_unrel))}
             row["verdicts"] = {v: judge_unlearning(d_var[v], d_unrel)["verdict"] for v in variants}
-            native = field_distances_to(_native(f["original"]), [_native(f[v]) for v in variants]
-                                        + [_native(u) for u in unrelated])
-            row["native_8x8"] = {**dict(zip(variants, (float(d) for d in native[:3]), strict=True)),
-                                 "unrelated_mean": float(np.mean(native[3:]))}
+            for view, cut in _views(cfg.steps).items():
+                d = field_distances_to(cut(f["original"]), [cut(f[v]) for v in variants]
+                                       + [cut(u) for u in unrelated])
+                row[view] = {**dict(zip(variants, (float(x) for x in d[:3]), strict=True)),
+                             "unrelated_mean": float(np.mean(d[3:])), "unrelated_max": float(np.max(d[3:]))}
             row["accuracy"] = {name: _accuracies(net, x_test, y_test, k) for name, net in run.items()}
             row["approx_below_unrelated"] = bool(max(d_var["approx_relabel"], d_var["approx_ascent"])
                                                  < min(d_unrel))
@@ -356,8 +440,10 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, 
     correct = sum((r["verdicts"]["exact"] == "forgotten") + (r["verdicts"]["approx_relabel"]
                   == "not forgotten") + (r["verdicts"]["approx_ascent"] == "not forgotten")
                   for r in per_seed)
-    native = {key: float(np.mean([r["native_8x8"][key] for r in per_seed]))
-              for key in ("approx_relabel", "approx_ascent", "unrelated_mean", "exact")}
+    views = {view: {key: float(np.mean([r[view][key] for r in per_seed]))
+                    for key in ("approx_relabel", "approx_ascent", "unrelated_mean", "exact")}
+             | {"exact_beyond_mean": sum(r[view]["exact"] > r[view]["unrelated_mean"] for r in per_seed)}
+             for view in _views(cfg.steps)}
     return {
         "approx": float(np.mean([mean("approx_relabel"), mean("approx_ascent")])),
         "approx_relabel": mean("approx_relabel"), "approx_ascent": mean("approx_ascent"),
@@ -368,7 +454,8 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, 
         "per_seed": per_seed, "forget_class": cfg.forget_class, "anchors": anchors.spec,
         "n_anchors": len(anchors), "quick": bool(quick),
         "config": {"bench": asdict(cfg), "field": field_cfg.to_dict() | {"labels": None}},
-        "native_8x8": native,
+        **views,
+        "exact_beyond_mean": sum(r["exact"] > r["unrelated_mean"] for r in per_seed),
         "paper_cifar10": {"approx": 0.41, "unrelated": 0.74, "exact": 1.00},
         "seconds": round(time.perf_counter() - start, 1),
     }
@@ -378,7 +465,8 @@ def format_table(result: dict[str, Any]) -> str:
     """The bench's result as a plain-text table: one row per seed, then the means."""
     lines = [f"Unlearning verification: forget class {result['forget_class']}, "
              f"{result['n_anchors']} anchors of that class ({result['anchors']}), "
-             f"K = {result['config']['field']['steps']}, {result['seeds']} seeds",
+             f"K = {result['config']['field']['steps']}, {result['seeds']} seeds, "
+             f"inputs {result['config']['bench']['inputs']}, baseline {result['config']['field']['baseline']}",
              "distance from each original's field (target: logit of the forgotten class)", "",
              f"{'seed':>4}  {'approx-relabel':>14}  {'approx-ascent':>13}  {'unrelated (min..max)':>22}"
              f"  {'exact':>7}  order  verdicts (exact / relabel / ascent)"]
@@ -388,15 +476,24 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"{r['seed']:>4}  {r['approx_relabel']:>14.3f}  {r['approx_ascent']:>13.3f}  "
                      f"{unrel:>22}  {r['exact']:>7.3f}  {'yes' if r['order_holds'] else 'NO ':>5}  "
                      f"{v['exact']} / {v['approx_relabel']} / {v['approx_ascent']}")
-    lines += ["", f"mean: approx {result['approx']:.3f} (relabel {result['approx_relabel']:.3f}, "
-              f"ascent {result['approx_ascent']:.3f}) < unrelated {result['unrelated']:.3f} < "
-              f"exact {result['exact']:.3f}   (paper, CIFAR10: 0.41 < 0.74 < 1.00)",
-              "at the digits' native 8x8 resolution (fields summed over channels and 4x4 blocks): "
-              f"approx {(result['native_8x8']['approx_relabel'] + result['native_8x8']['approx_ascent']) / 2:.3f}"
-              f" < unrelated {result['native_8x8']['unrelated_mean']:.3f}, exact "
-              f"{result['native_8x8']['exact']:.3f}",
+    def cmp(a: float, b: float) -> str:
+        return "<" if a < b else ">="
+
+    a, u, e = result["approx"], result["unrelated"], result["exact"]
+    lines += ["", f"mean: approx {a:.3f} (relabel {result['approx_relabel']:.3f}, ascent "
+              f"{result['approx_ascent']:.3f}) {cmp(a, u)} unrelated {u:.3f} {cmp(u, e)} exact {e:.3f}"
+              "   (paper, CIFAR10: 0.41 < 0.74 < 1.00)",
+              *(f"{title}: approx {(result[v]['approx_relabel'] + result[v]['approx_ascent']) / 2:.3f}, "
+                f"unrelated {result[v]['unrelated_mean']:.3f}, exact {result[v]['exact']:.3f} (exact beyond "
+                f"the unrelated mean in {result[v]['exact_beyond_mean']} of {result['seeds']} seeds)"
+                for v, title in (("native_8x8", "fields pooled to the digits' 8x8 grid"),
+                                 ("subspace", "fields projected onto the digits' 64-dim subspace"),
+                                 ("curve_first_fifth", "first fifth of the curve (near the baseline)"),
+                                 ("curve_last_fifth", "last fifth of the curve (near the anchors)"),
+                                 ("subspace_last_fifth", "last fifth, projected onto the subspace"))),
               f"approx < every unrelated in {result['approx_below_unrelated']} of {result['seeds']} "
-              f"seeds, approx < every unrelated < exact in {result['order_holds']}; verdicts "
+              f"seeds, exact > the unrelated mean in {result['exact_beyond_mean']}, approx < every "
+              f"unrelated < exact in {result['order_holds']}; verdicts "
               f"correct {result['verdicts_correct']}/{result['verdicts_total']}",
               "accuracy on held-out digits (forgotten class / the others), seed 0: "
               + ", ".join(f"{n} {a['forget']:.2f}/{a['retain']:.2f}"

@@ -10,10 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from modelgif_core import FieldConfig, UserError, load_anchors, save_model_dir
+from modelgif_core import FieldConfig, UserError, extract_field, load_anchors, save_model_dir
+from modelgif_core.anchors import digits_dataset
 from modelgif_core.unlearning import (
     BenchConfig,
+    DigitsSubspace,
+    NativeDigits,
     class_anchors,
+    digits_basis,
     format_table,
     judge_unlearning,
     run_bench,
@@ -149,11 +153,19 @@ def test_verify_unlearning_rejects_the_original_itself_and_a_bad_class(tiny_mode
 # ----------------------------------------------------------------------------------- the bench
 
 
-def test_bench_json_contract_and_table():
-    cfg = BenchConfig(seeds=2, extra_unrelated=2, epochs=1, relabel_epochs=1, steps=4,
-                      ascent_max_steps=5, train_subset=300)
+@pytest.mark.parametrize("inputs", ["rgb32", "gray8"])
+def test_bench_json_contract_and_table(inputs):
+    cfg = BenchConfig(seeds=2, extra_unrelated=2, epochs=1, relabel_epochs=1, steps=5,
+                      ascent_max_steps=5, train_subset=300, inputs=inputs)
     result = run_bench(cfg=cfg)
     json.dumps(result)
+    assert result["config"]["bench"]["inputs"] == inputs
+    for view in ("native_8x8", "subspace", "curve_first_fifth", "curve_last_fifth", "subspace_last_fifth"):
+        assert set(result[view]) >= {"approx_relabel", "approx_ascent", "unrelated_mean", "exact"}
+        assert 0 <= result[view]["exact_beyond_mean"] <= 2
+    # The last fifth of K = 5 points is the last point alone: its distance is the plain distance
+    # of fields cut to that point, which differs from the whole curve's.
+    assert result["curve_last_fifth"]["exact"] != pytest.approx(result["exact"], abs=1e-6)
     for key in ("approx", "unrelated", "exact", "approx_relabel", "approx_ascent"):
         assert 0.0 <= result[key] <= 2.0, key
     assert result["seeds"] == 2 and len(result["per_seed"]) == 2
@@ -163,6 +175,53 @@ def test_bench_json_contract_and_table():
     assert result["approx"] == pytest.approx((result["approx_relabel"] + result["approx_ascent"]) / 2)
     table = format_table(result)
     assert "approx" in table and "unrelated" in table and "exact" in table
+
+
+def test_the_bench_inputs_must_be_known():
+    with pytest.raises(UserError, match="inputs must be one of rgb32, gray8, subspace"):
+        BenchConfig(inputs="rgb16")
+
+
+def _input_gradients(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    x = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(net(x)[:, 9].sum(), x)
+    return grad  # [B, 3, 32, 32]
+
+
+def test_the_digits_lie_in_the_subspace_and_the_projected_model_sees_them_unchanged():
+    x, _ = digits_dataset()
+    q = digits_basis()  # [3072, 64]
+    torch.testing.assert_close(q.T @ q, torch.eye(64), atol=1e-5, rtol=0)
+    flat = x[:50].reshape(50, -1)
+    torch.testing.assert_close((flat @ q) @ q.T, flat, atol=1e-5, rtol=0)
+    torch.manual_seed(0)
+    net = _create("resnet").eval()
+    torch.testing.assert_close(DigitsSubspace(net)(x[:50]), net(x[:50]), atol=1e-4, rtol=1e-4)
+    # Off the subspace they differ: the projection removes what the digits never contain.
+    noisy = x[:50] + 0.1 * torch.randn(50, 3, 32, 32)
+    assert not torch.allclose(DigitsSubspace(net)(noisy), net(noisy), atol=1e-3)
+    g = _input_gradients(DigitsSubspace(net), torch.rand(100, 3, 32, 32)).reshape(100, -1)
+    torch.testing.assert_close(g, (g @ q) @ q.T, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("wrap", [NativeDigits, DigitsSubspace])
+def test_a_native_resolution_model_has_its_gradients_in_the_digits_64_dim_subspace(wrap):
+    torch.manual_seed(0)
+    native, plain = wrap(_create("resnet")).eval(), _create("resnet").eval()
+    x = torch.rand(100, 3, 32, 32)  # more inputs than the subspace has dimensions
+    g = _input_gradients(native, x)
+    # The channel mean is inside the gradient: the three channels get the same gradient.
+    torch.testing.assert_close(g[:, 0], g[:, 1])
+    torch.testing.assert_close(g[:, 0], g[:, 2])
+    # The 8x8 resize is inside the gradient too: all 100 gradients span at most 64 dimensions.
+    assert int(torch.linalg.matrix_rank(g[:, 0].reshape(100, -1).double(), rtol=1e-4)) <= 64
+    # The plain 32x32 network's gradients have no such limit.
+    assert int(torch.linalg.matrix_rank(_input_gradients(plain, x).reshape(100, -1).double(), rtol=1e-4)) > 64
+    # And the field, computed by the core unchanged, is the same in the three channels.
+    anchors = class_anchors(load_anchors("digits:200"), 9)
+    phi = extract_field(native, anchors, FieldConfig(steps=2, target="label", labels=(9,) * len(anchors)))
+    rgb = phi.reshape(-1, 3, 32 * 32)  # [N*K, 3, 1024]
+    torch.testing.assert_close(rgb[:, 0], rgb[:, 2])
 
 
 # ----------------------------------------------------------------------------------- the page
