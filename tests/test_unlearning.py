@@ -13,6 +13,7 @@ import torch
 from modelgif_core import FieldConfig, UserError, extract_field, load_anchors, save_model_dir
 from modelgif_core.anchors import digits_dataset
 from modelgif_core.unlearning import (
+    CANDIDATE,
     BenchConfig,
     DigitsSubspace,
     NativeDigits,
@@ -153,16 +154,28 @@ def test_verify_unlearning_rejects_the_original_itself_and_a_bad_class(tiny_mode
 # ----------------------------------------------------------------------------------- the bench
 
 
-@pytest.mark.parametrize("inputs", ["rgb32", "gray8"])
-def test_bench_json_contract_and_table(inputs):
+@pytest.mark.parametrize(("inputs", "baseline"), [("rgb32", "black"), ("gray8", "gray")])
+def test_bench_json_contract_and_table(inputs, baseline):
     cfg = BenchConfig(seeds=2, extra_unrelated=2, epochs=1, relabel_epochs=1, steps=5,
-                      ascent_max_steps=5, train_subset=300, inputs=inputs)
+                      ascent_max_steps=5, train_subset=300, inputs=inputs, baseline=baseline)
     result = run_bench(cfg=cfg)
     json.dumps(result)
+    row = result["per_seed"][0]
     assert result["config"]["bench"]["inputs"] == inputs
-    for view in ("native_8x8", "subspace", "curve_first_fifth", "curve_last_fifth", "subspace_last_fifth"):
+    for view in ("native_8x8", "subspace", "curve_first_fifth", "curve_last_fifth", "subspace_last_fifth",
+                 CANDIDATE):
         assert set(result[view]) >= {"approx_relabel", "approx_ascent", "unrelated_mean", "exact"}
-        assert 0 <= result[view]["exact_beyond_mean"] <= 2
+        for flag in ("exact_beyond_mean", "order_holds", "approx_below_unrelated"):
+            assert 0 <= result[view][flag] <= 2
+        c = row[view]
+        assert c["unrelated_min"] <= c["unrelated_mean"] <= c["unrelated_max"]
+        assert c["order_holds"] == (max(c["approx_relabel"], c["approx_ascent"]) < c["unrelated_min"]
+                                    and c["unrelated_max"] < c["exact"])
+    # The candidate view is the projected last fifth of the gray-baseline fields: with a gray
+    # baseline it must equal subspace_last_fifth, with black it comes from other fields.
+    same = result[CANDIDATE]["exact"] == pytest.approx(result["subspace_last_fifth"]["exact"], abs=1e-6)
+    assert same == (baseline == "gray")
+    assert result["config"]["field"]["baseline"] == baseline
     # The last fifth of K = 5 points is the last point alone: its distance is the plain distance
     # of fields cut to that point, which differs from the whole curve's.
     assert result["curve_last_fifth"]["exact"] != pytest.approx(result["exact"], abs=1e-6)
