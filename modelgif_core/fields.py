@@ -255,7 +255,9 @@ def choose_batch(model: Any, images: torch.Tensor, device: torch.device, memory_
 def _frozen(module: torch.nn.Module) -> Iterator[None]:
     """Parameters never receive gradients; restore the caller's flags afterwards."""
     flags = [(p, p.requires_grad) for p in module.parameters()]
-    training = module.training
+    # Each submodule's own mode: `module.train(flag)` would push a wrapper's mode onto the model
+    # inside it (a fresh wrapper is in training mode, and BatchNorm would then update its stats).
+    modes = [(m, m.training) for m in module.modules()]
     module.requires_grad_(False)
     module.eval()
     try:
@@ -263,7 +265,8 @@ def _frozen(module: torch.nn.Module) -> Iterator[None]:
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-        module.train(training)
+        for m, training in modes:
+            m.training = training
 
 
 # ----------------------------------------------------------------------------------- extraction

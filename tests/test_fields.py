@@ -168,6 +168,20 @@ def test_parameters_never_receive_gradients_and_flags_are_restored():
     assert all(p.requires_grad for p in net.parameters())
 
 
+def test_each_submodule_keeps_its_own_mode():
+    # A wrapper in training mode around an eval-mode BatchNorm model (as a fresh output wrapper is):
+    # extraction must not switch the inner model to training, where BatchNorm updates its stats.
+    inner = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                torch.nn.LazyLinear(2)).eval()
+    inner(torch.rand(1, 3, 8, 8))
+    wrapper = torch.nn.Sequential(inner)  # new modules start in training mode
+    stats = inner[1].running_mean.clone()
+    extract_field(wrapper, torch.rand(2, 3, 8, 8), FieldConfig(steps=3))
+    assert wrapper.training and not inner.training and not inner[1].training
+    inner(torch.rand(4, 3, 8, 8))
+    assert torch.equal(inner[1].running_mean, stats)
+
+
 def test_progress_reports_done_and_total():
     calls = []
     extract_field(tiny_timm(), torch.rand(3, 3, 32, 32), FieldConfig(steps=4, memory_mb=1),
