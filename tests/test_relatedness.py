@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy.stats import spearmanr
 
 from modelgif_core import UserError
@@ -16,7 +17,9 @@ from modelgif_core.anchors import digits_dataset, digits_split
 from modelgif_core.relatedness import (
     TASKS,
     BenchConfig,
+    ChannelScaled,
     Encoder,
+    conv_readout,
     format_table,
     linear_cka,
     normalise_affinity,
@@ -113,6 +116,40 @@ def test_transfer_readouts_give_finite_losses_better_than_chance():
     assert loss[0, 0] < np.log(10)  # better than chance on digits even from random features
 
 
+def testconv_readout_reads_a_map_its_features_hold_and_not_one_they_lack():
+    """The dense conv readout: features that hold the target's 4x4 blocks beat features of another map."""
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(300, 1, 32, 32, generator=g)
+    held = F.pixel_unshuffle(target, 4)  # [300, 16, 8, 8]: each position's 4x4 block as channels
+    unrelated = F.pixel_unshuffle(torch.rand(300, 1, 32, 32, generator=g), 4)
+    good = conv_readout(held[:200], target[:200], held[200:], target[200:], steps=200, seed=0)
+    bad = conv_readout(unrelated[:200], target[:200], unrelated[200:], target[200:], steps=200, seed=0)
+    assert good < 0.25 * bad
+    assert bad == pytest.approx(float(target[200:].var()), rel=0.3)  # no better than the mean map
+
+
+def test_channel_scaled_encoder_gives_every_channel_a_mean_max_of_one():
+    x, _ = digits_dataset()
+    torch.manual_seed(0)
+    enc = Encoder(8).eval().requires_grad_(False)
+    with torch.no_grad():
+        enc.net[0].weight[:4] *= 10.0  # make some channels much larger than the others
+        scaled = ChannelScaled(enc, x[:64])(x[:64])  # [64, 8, 8, 8]
+    np.testing.assert_allclose(scaled.amax((2, 3)).mean(0).numpy(), 1.0, rtol=1e-4)
+
+
+def test_bad_readout_and_target_names_are_refused():
+    x, y = digits_dataset()
+    with pytest.raises(UserError, match="dense readout"):
+        transfer_losses({"a": Encoder(8)}, ["autoencode"], x[:8], y[:8], x[:8], y[:8], dense="linear")
+    with pytest.raises(UserError, match="dense readout"):
+        BenchConfig(dense_readout="mlp")
+    with pytest.raises(UserError, match="field target"):
+        BenchConfig(field_target="logit")
+    with pytest.raises(UserError, match="curve part"):
+        BenchConfig(curve="late")
+
+
 def test_tiny_end_to_end_run_and_json_contract():
     cfg = BenchConfig(tasks=("digit", "parity", "rotation", "autoencode"), seeds=2, epochs=1,
                       width=8, transfer_train=200, readout_steps=30,
@@ -121,8 +158,14 @@ def test_tiny_end_to_end_run_and_json_contract():
     json.dumps(result)
     assert set(result["spearman_per_task"]) == set(cfg.tasks)
     assert -1.0 <= result["spearman_mean"] <= 1.0
-    for name in ("ig_attribution", "linear_cka"):
+    variants = [f"modelgif[{t}|{c}]" for t in ("channel-scaled", "feature-max") for c in ("early", "all")]
+    for name in ("ig_attribution", "linear_cka", *variants):
         assert -1.0 <= result["baselines"][name]["spearman_mean"] <= 1.0
+        assert len(result["baselines"][name]["spearman_per_seed"]) == 2
+    # the default is one of the variants, scored identically
+    assert result["field_target"] == "channel-scaled" and result["curve"] == "early"
+    assert result["spearman_per_task"] == result["baselines"]["modelgif[channel-scaled|early]"]["spearman_per_task"]
+    assert set(result["other_readout"]) == {"modelgif", "ig_attribution", "linear_cka", *variants}
     assert len(result["per_seed"]) == 2
     pooled = result["pooled_over_seeds"]["modelgif"]["spearman_per_task"]
     assert set(pooled) == set(cfg.tasks)
@@ -130,6 +173,10 @@ def test_tiny_end_to_end_run_and_json_contract():
     dist = np.array(seed["distance"])
     assert dist.shape == (4, 4) and np.allclose(dist, dist.T) and np.allclose(np.diag(dist), 0)
     np.testing.assert_allclose(np.diag(np.array(seed["affinity"])), 1.0)
+    # only the dense target's column depends on the dense readout
+    aff, aff_ridge = np.array(seed["affinity"]), np.array(seed["affinity_other_readout"])
+    np.testing.assert_array_equal(aff[:, :3], aff_ridge[:, :3])
+    assert not np.allclose(aff[:, 3], aff_ridge[:, 3])
     table = format_table(result)
     assert "ModelGiF" in table and "lin. CKA" in table and "autoencode" in table and "pooled" in table
 
