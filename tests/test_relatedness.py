@@ -19,6 +19,7 @@ from modelgif_core.relatedness import (
     BenchConfig,
     ChannelScaled,
     Encoder,
+    _standardised,
     conv_readout,
     format_table,
     linear_cka,
@@ -126,6 +127,19 @@ def testconv_readout_reads_a_map_its_features_hold_and_not_one_they_lack():
     bad = conv_readout(unrelated[:200], target[:200], unrelated[200:], target[200:], steps=200, seed=0)
     assert good < 0.25 * bad
     assert bad == pytest.approx(float(target[200:].var()), rel=0.3)  # no better than the mean map
+
+
+def test_standardising_leaves_a_channel_dead_in_training_at_scale_one():
+    """A ReLU channel that is 0 on every training example but fires at test time must not be divided
+    by its ~0 spread (that blew one readout's loss up to 230)."""
+    g = torch.Generator().manual_seed(0)
+    train = torch.rand(100, 3, 4, 4, generator=g)
+    train[:, 1] = 0.0  # dead on the training examples
+    test = torch.rand(20, 3, 4, 4, generator=g)
+    a, b = _standardised(train, test, dims=(0, 2, 3))
+    assert float(b[:, 1].abs().max()) <= 1.0  # test values kept at their own scale
+    np.testing.assert_allclose(a[:, [0, 2]].std((0, 2, 3)).numpy(), 1.0, rtol=1e-5)
+    assert float(a[:, [0, 2]].mean().abs()) < 1e-5
 
 
 def test_channel_scaled_encoder_gives_every_channel_a_mean_max_of_one():
