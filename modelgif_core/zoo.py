@@ -15,13 +15,14 @@ attacker's half (every attack's own data). Each model records its recipe in conf
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
-import multiprocessing
 import os
+import subprocess
+import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -531,10 +532,6 @@ def build_zoo(size: str = "small", root: str | Path | None = None, progress: Pro
     """
     from filelock import FileLock
 
-    if getattr(multiprocessing.current_process(), "_inheriting", False):
-        # A spawned worker is re-importing a script that calls build_zoo at import time.
-        raise UserError("build_zoo was called while a zoo worker process was starting; call it under "
-                        "`if __name__ == '__main__':` or pass workers=1.")
     all_recipes = recipes(size)
     root = Path(root) if root is not None else zoo_root(size)
     root.mkdir(parents=True, exist_ok=True)
@@ -622,43 +619,94 @@ def _cost(r: Recipe) -> float:
     return r.epochs * images * _ARCH_COST[r.arch]
 
 
+def _task_message(t: _Task) -> str:
+    return json.dumps({"recipe": asdict(t.recipe), "key": t.key, "folder": t.folder,
+                       "parent_folder": t.parent_folder})
+
+
+def _task_from_message(line: str) -> _Task:
+    msg = json.loads(line)
+    return _Task(Recipe(**msg["recipe"]), msg["key"], msg["folder"], msg["parent_folder"])
+
+
+def _start_worker() -> subprocess.Popen:
+    """A `python -m modelgif_core._zoo_worker` process. Not a multiprocessing child: spawn re-runs the
+    caller's __main__ in every child, and inside a Streamlit server that is the page being run."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    package_root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return subprocess.Popen([sys.executable, "-m", "modelgif_core._zoo_worker"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
+
+
 def _run_tasks(tasks: list[_Task], workers: int, started: Callable[[int, str], None]) -> None:
     """Train the tasks (topologically ordered), a parent before its children; with several workers
-    in spawned processes (fork after OpenMP use can hang), the longest ready model first."""
+    in worker processes, the parents of other models first, then the longest ready model."""
     if workers <= 1 or len(tasks) <= 1:
         for done, t in enumerate(tasks):
             started(done, t.recipe.name)
             _train_task(t)
         return
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
+    import selectors
 
     names = {t.recipe.name for t in tasks}
     n_children = {name: sum(t.recipe.parent == name for t in tasks) for name in names}
-    # Parents of models still to train first (they gate the rest), then the longest first.
     pending = sorted(tasks, key=lambda t: (-n_children[t.recipe.name], -_cost(t.recipe)))
     finished: set[str] = set()
+    procs = [_start_worker() for _ in range(workers)]
+    idle = list(procs)
+    running: dict[subprocess.Popen, _Task] = {}
+    sel = selectors.DefaultSelector()
+    for proc in procs:
+        sel.register(proc.stdout, selectors.EVENT_READ, proc)
     try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            running: dict[Any, _Task] = {}
-            while pending or running:
-                ready = [t for t in pending if t.recipe.parent not in names or t.recipe.parent in finished]
-                for t in ready[: workers - len(running)]:
-                    pending.remove(t)
-                    started(len(finished), t.recipe.name)
-                    running[pool.submit(_train_task, t)] = t
-                assert running, "zoo tasks must be topologically ordered"
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    future.result()  # a worker's exception surfaces here
-                    finished.add(running.pop(future).recipe.name)
-    except BrokenProcessPool:
-        # Worker processes could not start (e.g. a script that builds the zoo at import time):
-        # train what is left here instead.
-        warnings.warn("zoo worker processes failed to start; training in this process", stacklevel=3)
-        rest = [t for t in tasks if t.recipe.name not in finished]
-        _run_tasks(rest, 1, lambda done, name: started(len(finished) + done, name))
+        while pending or running:
+            ready = [t for t in pending if t.recipe.parent not in names or t.recipe.parent in finished]
+            while ready and idle:
+                t, proc = ready.pop(0), idle.pop()
+                pending.remove(t)
+                started(len(finished), t.recipe.name)
+                proc.stdin.write(_task_message(t) + "\n")
+                proc.stdin.flush()
+                running[proc] = t
+            assert running, "zoo tasks must be topologically ordered"
+            for key, _ in sel.select():
+                proc = key.data
+                line = proc.stdout.readline()
+                name = running[proc].recipe.name
+                if not line:
+                    raise RuntimeError(f"A zoo worker process died while training {name} "
+                                       f"(exit code {proc.wait()}); see its error above.")
+                reply = json.loads(line)
+                if "error" in reply:
+                    raise RuntimeError(f"Training {name} failed: {reply['error']}")
+                finished.add(running.pop(proc).recipe.name)
+                idle.append(proc)
+    finally:
+        sel.close()
+        for proc in procs:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()  # a worker exits at the end of its input
+        for proc in procs:
+            try:
+                proc.wait(timeout=0 if running else 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def worker_main() -> None:
+    """The loop of a zoo worker process: one task (JSON) per input line, one reply line per task."""
+    torch.set_num_threads(1)
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything the training prints goes to stderr, never into the reply channel
+    for line in sys.stdin:
+        task = _task_from_message(line)
+        try:
+            _train_task(task)
+            replies.write(json.dumps({"done": task.recipe.name}) + "\n")
+        except Exception as exc:  # reported to the parent, which stops the build with it
+            replies.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
 
 
 def _reuse(name: str, key: str, size: str, folder: Path) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 
 import pytest
 import torch
@@ -160,8 +161,23 @@ def test_a_failing_model_stops_the_parallel_build_with_its_error(tmp_path, monke
     first, second = zoo._independent_recipes(False)[:2]
     bad = [dataclasses.replace(first, method="no-such-method"), dataclasses.replace(second, method="no-such-method")]
     monkeypatch.setattr(zoo, "recipes", lambda size="small": bad)
-    with pytest.raises(KeyError, match="no-such-method"):
+    with pytest.raises(RuntimeError, match="no-such-method"):
         zoo.build_zoo("small", root=tmp_path, epochs_scale=0.1, workers=2)
+
+
+def test_workers_never_run_the_callers_main_script(tmp_path, monkeypatch):
+    # Streamlit runs each page as sys.modules["__main__"]; multiprocessing's spawn re-ran that page in
+    # every worker (found when the app's tests ran before this build). Workers must not import it.
+    marker = tmp_path / "page-ran"
+    page = tmp_path / "page.py"
+    page.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    fake_main = type(sys)("__main__")
+    fake_main.__file__ = str(page)
+    monkeypatch.setitem(sys.modules, "__main__", fake_main)
+    zoo.build_zoo("small", root=tmp_path / "zoo", only=["indep-test-01-effnet", "indep-cali-00-resnet"],
+                  epochs_scale=0.05, workers=2)
+    assert not marker.exists()
+    assert len(list((tmp_path / "zoo").glob("*/model.safetensors"))) == 2
 
 
 @pytest.mark.slow
