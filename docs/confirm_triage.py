@@ -2,7 +2,7 @@
 
 The triage default (margin field + boundary-js + adversarial-js, smallest calibrated z) was chosen with
 the full zoo's test models in view. This script trains new derived models (the zoo's own recipes for
-the hard attack kinds, seed + 7777) from the full zoo's existing victims, and new independent models
+the hard attack kinds, seeds + 7777 and + 8888) from the full zoo's existing victims, and new independent models
 (the independent-test recipes, new seeds), then runs `triage()` with its defaults against the full
 zoo's calibration references and reports AUC per attack kind (fresh derived of that kind vs the fresh
 independents, pooled over both victims; score = the min z, lower = more derived; ties count 1/2).
