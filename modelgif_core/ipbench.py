@@ -248,11 +248,6 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z.astype(np.float64) - z.max(1, keepdims=True)
-    return z - np.log(np.exp(z).sum(1, keepdims=True))
-
-
 def _sac_matrix(out: np.ndarray) -> np.ndarray:
     p = _softmax(out)
     p = p / np.linalg.norm(p, axis=1, keepdims=True)
@@ -294,12 +289,13 @@ class _Scorer:
             a, b = out[key][v], out[key][m]
             if a.shape[1] != b.shape[1]:
                 return float("nan")  # another label space: undefined (AUC counts it as unrelated)
-            la, lb = _log_softmax(a[idx]), _log_softmax(b[idx])  # [n, C]
-            if method.startswith(("output-kl-", "output-skl-")):
-                kl = (np.exp(la) * (la - lb)).sum(1)  # [n]
-                return float((kl + (np.exp(lb) * (lb - la)).sum(1) if "skl" in method else kl).mean())
-            mid = np.logaddexp(la, lb) - math.log(2.0)  # log of the mean distribution
-            return float((0.5 * (np.exp(la) * (la - mid)).sum(1) + 0.5 * (np.exp(lb) * (lb - mid)).sum(1)).mean())
+            from .triage import output_js, output_kl
+
+            la, lb = (torch.log_softmax(torch.from_numpy(o[idx]).double(), 1) for o in (a, b))  # [n, C]
+            if method.startswith("output-js-"):
+                return output_js(la, lb)
+            kl = output_kl(la, lb)
+            return kl + output_kl(lb, la) if method.startswith("output-skl-") else kl
         raise UserError(f"Unknown IP benchmark method {method!r}.")
 
 
