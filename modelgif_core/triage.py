@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from ._errors import UserError
-from .fields import FieldConfig
+from .fields import FieldConfig, _anchor_outputs
 from .models import ModelHandle, as_handle
 
 Progress = Callable[[int, int], None]
@@ -334,10 +334,12 @@ def boundary_mixups(images: torch.Tensor, classes: torch.Tensor, n: int, seed: i
     return torch.stack(out)  # [n, 3, H, W]
 
 
+_OUTPUT_BATCH = 256  # images per forward when only outputs are needed
+
+
 @torch.no_grad()
 def _log_probs(handle: ModelHandle, images: torch.Tensor) -> torch.Tensor:
-    return torch.cat([torch.log_softmax(handle(images[s:s + 256]).float(), dim=1)
-                      for s in range(0, len(images), 256)])  # [n, C]
+    return torch.log_softmax(_anchor_outputs(handle, images, _OUTPUT_BATCH), dim=1)  # [n, C]
 
 
 @torch.no_grad()
@@ -349,7 +351,7 @@ def _bisect(handle: ModelHandle, a: torch.Tensor, b: torch.Tensor, ca: torch.Ten
     for _ in range(iters):
         mid = (lo + hi) / 2
         x = mid[:, None, None, None] * a + (1 - mid[:, None, None, None]) * b
-        z = torch.cat([handle(x[s:s + 256]).float() for s in range(0, len(x), 256)])  # [n, C]
+        z = _anchor_outputs(handle, x, _OUTPUT_BATCH)  # [n, C]
         a_wins = z.gather(1, ca[:, None])[:, 0] > z.gather(1, cb[:, None])[:, 0]  # [n]
         hi, lo = torch.where(a_wins, mid, hi), torch.where(a_wins, lo, mid)
     lam = ((lo + hi) / 2)[:, None, None, None]
@@ -388,7 +390,7 @@ def adversarial_boundary_points(victim: ModelHandle, images: torch.Tensor, step:
     point: one point per image on the boundary between the victim's top two classes."""
     x0 = images.float()  # [n, 3, H, W]
     with torch.no_grad():
-        top2 = torch.cat([victim(x0[s:s + 256]).float() for s in range(0, len(x0), 256)]).topk(2, 1)
+        top2 = _anchor_outputs(victim, x0, _OUTPUT_BATCH).topk(2, 1)
     c1, c2 = top2.indices[:, 0], top2.indices[:, 1]  # [n]
     x, end = x0.clone(), x0.clone()
     crossed = torch.zeros(len(x0), dtype=torch.bool)
