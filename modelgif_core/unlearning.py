@@ -422,12 +422,12 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, 
         # The candidate analysis (docs/BENCHMARKS.md): gray baseline, the last fifth of the curve,
         # projected on the digits' subspace; only that small slice of its fields is kept.
         cand_cfg = replace(field_cfg, baseline=CANDIDATE_BASELINE)
-        fifth = max(1, cfg.steps // 5)
+        cuts = _views(cfg.steps)
 
         def field(net: torch.nn.Module) -> dict[str, torch.Tensor]:
             phi = extract_field(net.eval(), anchors, field_cfg)  # [M, K, 3*32*32]
             gray = phi if cfg.baseline == CANDIDATE_BASELINE else extract_field(net, anchors, cand_cfg)
-            return {"plain": phi, "candidate": gray[:, -fifth:] @ digits_basis()}  # [M, fifth, 64]
+            return {"plain": phi, "candidate": cuts["subspace_last_fifth"](gray)}  # [M, K/5, 64]
 
         runs = [_train_variants(cfg, s, data) for s in range(cfg.seeds)]
         extras = []
@@ -436,34 +436,34 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, 
             net = _create_model(cfg)
             _fit(net, *_train_data(cfg, data), epochs=cfg.epochs, lr=3e-3, seed=500 + u)
             extras.append(net)
-        both = [{name: field(net) for name, net in run.items()} for run in runs]
-        fields = [{name: f["plain"] for name, f in run.items()} for run in both]
-        extra_both = [field(net) for net in extras]
-        extra_fields = [f["plain"] for f in extra_both]
+        fields = [{name: field(net) for name, net in run.items()} for run in runs]
+        extra_fields = [field(net) for net in extras]
         variants = ["exact", "approx_relabel", "approx_ascent"]
+
+        def distances(s: int, kind: str, cut: Callable[[torch.Tensor], torch.Tensor] = lambda phi: phi) -> np.ndarray:
+            """Seed s's original to its three variants, then to every unrelated model (the other
+            seeds' originals and the extras), on the `kind` fields seen through `cut`."""
+            own = fields[s]
+            unrelated = [fields[t]["original"][kind] for t in range(cfg.seeds) if t != s] + [
+                e[kind] for e in extra_fields]
+            return field_distances_to(cut(own["original"][kind]),
+                                      [cut(own[v][kind]) for v in variants] + [cut(u) for u in unrelated])
+
         per_seed = []
-        for s, (run, f) in enumerate(zip(runs, fields, strict=True)):
-            unrelated = [fields[t]["original"] for t in range(cfg.seeds) if t != s] + extra_fields
-            dist = field_distances_to(f["original"], [f[v] for v in variants] + unrelated)
-            d_var = dict(zip(variants, (float(d) for d in dist[:3]), strict=True))
+        for s, run in enumerate(runs):
+            dist = distances(s, "plain")
+            plain = _view_row(variants, dist)
+            d_var = {v: plain[v] for v in variants}
             d_unrel = [float(d) for d in dist[3:]]
             row: dict[str, Any] = {"seed": s, **d_var, "unrelated": d_unrel,
-                                   "unrelated_mean": float(np.mean(d_unrel))}
+                                   "unrelated_mean": plain["unrelated_mean"]}
             row["verdicts"] = {v: judge_unlearning(d_var[v], d_unrel)["verdict"] for v in variants}
-            for view, cut in _views(cfg.steps).items():
-                d = field_distances_to(cut(f["original"]), [cut(f[v]) for v in variants]
-                                       + [cut(u) for u in unrelated])
-                row[view] = _view_row(variants, d)
-            c = both[s]
-            c_unrel = [both[t]["original"]["candidate"] for t in range(cfg.seeds) if t != s] + [
-                e["candidate"] for e in extra_both]
-            row[CANDIDATE] = _view_row(variants, field_distances_to(
-                c["original"]["candidate"], [c[v]["candidate"] for v in variants] + c_unrel))
+            for view, cut in cuts.items():
+                row[view] = _view_row(variants, distances(s, "plain", cut))
+            row[CANDIDATE] = _view_row(variants, distances(s, "candidate"))
             row["accuracy"] = {name: _accuracies(net, x_test, y_test, k) for name, net in run.items()}
-            row["approx_below_unrelated"] = bool(max(d_var["approx_relabel"], d_var["approx_ascent"])
-                                                 < min(d_unrel))
-            row["order_holds"] = bool(max(d_var["approx_relabel"], d_var["approx_ascent"])
-                                      < min(d_unrel) and max(d_unrel) < d_var["exact"])
+            row["approx_below_unrelated"] = plain["approx_below_unrelated"]
+            row["order_holds"] = plain["order_holds"]
             per_seed.append(row)
     finally:
         torch.set_num_threads(threads)
@@ -478,7 +478,7 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, 
                     for key in ("approx_relabel", "approx_ascent", "unrelated_mean", "exact")}
              | {flag: sum(r[view][flag] for r in per_seed)
                 for flag in ("exact_beyond_mean", "approx_below_unrelated", "order_holds")}
-             for view in (*_views(cfg.steps), CANDIDATE)}
+             for view in (*cuts, CANDIDATE)}
     return {
         "approx": float(np.mean([mean("approx_relabel"), mean("approx_ascent")])),
         "approx_relabel": mean("approx_relabel"), "approx_ascent": mean("approx_ascent"),
