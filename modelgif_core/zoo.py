@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -223,6 +224,7 @@ class _Data:
         raise AssertionError(f"unknown data split {data!r}")
 
 
+@functools.lru_cache(maxsize=1)  # the digits, loaded once per process
 def _load_data() -> _Data:
     from .anchors import digits_dataset, digits_split
 
@@ -587,19 +589,14 @@ class _Task:
     parent_folder: str | None  # the parent's built folder: read from disk, never passed in memory
 
 
-_PROCESS_DATA: list[_Data] = []  # the digits, loaded once per process
-
-
 def _train_task(task: _Task) -> str:
     """Train and save one model in this process, on one torch thread (so its floats never depend on
     how many threads or processes the build has)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        if not _PROCESS_DATA:
-            _PROCESS_DATA.append(_load_data())
         parent = _load_net(Path(task.parent_folder)) if task.parent_folder else None
-        _build_one(task.recipe, parent, _PROCESS_DATA[0], Path(task.folder), task.key)
+        _build_one(task.recipe, parent, _load_data(), Path(task.folder), task.key)
     finally:
         torch.set_num_threads(threads)
     return task.recipe.name
