@@ -279,11 +279,9 @@ def output_handle(handle: ModelHandle, kind: str) -> ModelHandle:
         raise UserError(f"Unknown field output {kind!r}; choose from {', '.join(FIELD_OUTPUTS)}.")
     tag = "log-softmax" if kind == "logprob" else "logit-margin"
     fp = hashlib.sha256(f"{handle.fingerprint}:{tag}".encode()).hexdigest()
-    # A new nn.Module starts in training mode, and extract_field restores the wrapper's mode onto
-    # everything inside it: the wrapper must carry the model's own (eval) mode, or BatchNorm
-    # layers would afterwards answer with batch statistics and update their running averages.
-    wrapper = _Output(handle.module, kind).train(handle.module.training)
-    return dataclasses.replace(handle, module=wrapper, fingerprint=fp, name=f"{handle.name} ({kind})")
+    # (extract_field restores each submodule's own mode, so the wrapper's leaves the model's alone)
+    return dataclasses.replace(handle, module=_Output(handle.module, kind), fingerprint=fp,
+                               name=f"{handle.name} ({kind})")
 
 
 def log_prob_handle(handle: ModelHandle) -> ModelHandle:
