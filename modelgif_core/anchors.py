@@ -98,6 +98,16 @@ def _digits_at(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+@functools.lru_cache(maxsize=1)
+def digits_basis() -> torch.Tensor:
+    """Orthonormal basis [3072, 64] of the subspace the 32x32 RGB digits live in: 8x8 gray images,
+    bilinearly upsampled (align_corners=False, as digits_dataset) and repeated over RGB."""
+    eye = torch.eye(64, dtype=torch.float64).reshape(64, 1, 8, 8)
+    up = F.interpolate(eye, size=(32, 32), mode="bilinear", align_corners=False).reshape(64, 1, 1024)
+    q, _ = torch.linalg.qr(up.expand(64, 3, 1024).reshape(64, 3072).T)  # [3072, 64]
+    return q.float()
+
+
 def digits_dataset() -> tuple[torch.Tensor, torch.Tensor]:
     """All 1797 sklearn digits as [1797, 3, 32, 32] float32 in [0, 1] and their labels [1797] int64.
 

@@ -159,11 +159,9 @@ def collect_pairs(rows: list[dict], probes: Sequence[str], progress: Progress | 
                                              for n in [v, *partners[v]]}
     total = len(probes) * len(handles)
     done = 0
-    threads = torch.get_num_threads()
-    from .zoo import free_threads
+    from .zoo import one_torch_thread
 
-    torch.set_num_threads(free_threads())
-    try:
+    with one_torch_thread():  # fields on one thread: recorded numbers must not depend on the load
         for pname in probes:
             probe = PROBES[pname]
             anchors = _load_probe_anchors(probe.anchors)
@@ -190,8 +188,6 @@ def collect_pairs(rows: list[dict], probes: Sequence[str], progress: Progress | 
                     for var in cos:
                         cos[var][(v, name)] = pairs[v][var].numpy()
             data["cos"][pname] = cos
-    finally:
-        torch.set_num_threads(threads)
     if progress is not None:
         progress(total, total)
     return data

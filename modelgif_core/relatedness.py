@@ -515,23 +515,19 @@ def _score(seeds: list[dict[str, Any]], key: str) -> dict[str, Any]:
 def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, Any]:
     """Train the task zoo(s), measure transfer affinities and field distances; JSON-able scores."""
     from .anchors import digits_dataset, digits_split, load_anchors
-    from .zoo import free_threads
+    from .zoo import one_torch_thread
 
     cfg = cfg or (QUICK if quick else BenchConfig())
     unknown = sorted(set(cfg.tasks) - set(TASKS))
     if unknown or len(cfg.tasks) < 3:
         raise UserError(f"Tasks must be at least 3 of {', '.join(TASKS)}; got {list(cfg.tasks)}.")
     start = time.perf_counter()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(free_threads())
-    try:
+    with one_torch_thread():  # training floats depend on the thread count, so never on the load
         xs, ys = digits_dataset()
         pool, held = digits_split()
         anchors = load_anchors(cfg.anchors)
         seeds = [_run_seed(cfg, s, xs[pool], ys[pool], xs[held], ys[held], anchors)
                  for s in range(cfg.seeds)]
-    finally:
-        torch.set_num_threads(threads)
     tasks = list(cfg.tasks)
     main = _score(seeds, "spearman_modelgif")
     result = {

@@ -32,7 +32,6 @@ measured in docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import copy
-import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from ._errors import UserError
+from .anchors import digits_basis
 from .fields import FieldConfig
 from .models import ModelHandle, as_handle
 
@@ -264,16 +264,6 @@ class NativeDigits(torch.nn.Module):
         return self.net(big.expand(-1, x.shape[1], -1, -1))  # [B, classes]
 
 
-@functools.lru_cache(maxsize=1)
-def digits_basis() -> torch.Tensor:
-    """Orthonormal basis [3072, 64] of the subspace the 32x32 RGB digits live in: 8x8 gray images,
-    bilinearly upsampled (align_corners=False, as anchors.digits_dataset) and repeated over RGB."""
-    eye = torch.eye(64, dtype=torch.float64).reshape(64, 1, 8, 8)
-    up = F.interpolate(eye, size=(32, 32), mode="bilinear", align_corners=False).reshape(64, 1, 1024)
-    q, _ = torch.linalg.qr(up.expand(64, 3, 1024).reshape(64, 3072).T)  # [3072, 64]
-    return q.float()
-
-
 class DigitsSubspace(torch.nn.Module):
     """A digits model behind the orthogonal projection onto the digits' 64-dim subspace.
 
@@ -405,13 +395,11 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, 
     from .anchors import load_anchors
     from .fields import extract_field
     from .triage import field_distances_to
-    from .zoo import _fit, _load_data, free_threads
+    from .zoo import _fit, _load_data, one_torch_thread
 
     cfg = cfg or (QUICK if quick else BenchConfig())
     start = time.perf_counter()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(free_threads())
-    try:
+    with one_torch_thread():  # training floats depend on the thread count, so never on the load
         data = _load_data()
         k = cfg.forget_class
         anchors = class_anchors(load_anchors(DEFAULT_ANCHORS), k)
@@ -465,8 +453,6 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, 
             row["approx_below_unrelated"] = plain["approx_below_unrelated"]
             row["order_holds"] = plain["order_holds"]
             per_seed.append(row)
-    finally:
-        torch.set_num_threads(threads)
 
     def mean(key: str) -> float:
         return float(np.mean([r[key] for r in per_seed]))

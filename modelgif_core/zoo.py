@@ -468,15 +468,17 @@ _METHODS: dict[str, Callable[[Recipe, Any, _Data], tuple[_Net, str]]] = {
 # ----------------------------------------------------------------------------------- building
 
 
-def free_threads() -> int:
-    """Threads to train with: the idle cores, at least one. Oversubscribed OpenMP threads spin
-    against other processes and were 20x slower here than one thread on a loaded 2-core machine."""
-    cores = os.cpu_count() or 1
+@contextlib.contextmanager
+def one_torch_thread():
+    """Run the block on one torch thread, then restore the count. Training floats depend on the
+    thread count (one thread vs two gave different weights), so whatever trains or extracts for a
+    recorded number does it on one thread and gives the same floats whatever the machine's load."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    return max(1, min(cores, int(cores - busy + 0.5)))
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def default_workers() -> int:
@@ -592,13 +594,9 @@ class _Task:
 def _train_task(task: _Task) -> str:
     """Train and save one model in this process, on one torch thread (so its floats never depend on
     how many threads or processes the build has)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         parent = _load_net(Path(task.parent_folder)) if task.parent_folder else None
         _build_one(task.recipe, parent, _load_data(), Path(task.folder), task.key)
-    finally:
-        torch.set_num_threads(threads)
     return task.recipe.name
 
 

@@ -11,20 +11,19 @@ import pytest
 import torch
 
 from modelgif_core import FieldConfig, UserError, extract_field, load_anchors, save_model_dir
-from modelgif_core.anchors import digits_dataset
+from modelgif_core.anchors import digits_basis, digits_dataset
 from modelgif_core.unlearning import (
     CANDIDATE,
     BenchConfig,
     DigitsSubspace,
     NativeDigits,
     class_anchors,
-    digits_basis,
     format_table,
     judge_unlearning,
     run_bench,
     verify_unlearning,
 )
-from modelgif_core.zoo import ARCHS, _create, _fit, _load_data, free_threads
+from modelgif_core.zoo import ARCHS, _create, _fit, _load_data, one_torch_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 REFS = [0.95, 1.0, 1.05]
@@ -96,12 +95,8 @@ def _save(net: torch.nn.Module, folder: Path) -> str:
 def tiny_models(tmp_path_factory) -> dict[str, str]:
     """Original, its relabel-unlearned copy and three independent references, briefly trained."""
     root = tmp_path_factory.mktemp("unlearning_models")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(free_threads())  # spinning spare threads on a busy machine costs 10x
-    try:
+    with one_torch_thread():  # spinning spare threads on a busy machine costs 10x
         return _train_tiny_models(root)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train_tiny_models(root: Path) -> dict[str, str]:
