@@ -454,6 +454,7 @@ def task_zoo_section(kind: str) -> None:
             st.plotly_chart(figures.embedding_scatter(emb.coords, tasks, kinds, color_label="kind",
                                                       title=f"{len(tasks)} task encoders · {emb.method}"),
                             key="task_map")
-        st.caption(f"Spearman between field distance and transfer affinity, mean over target tasks: "
-                   f"{result['spearman_mean']:.3f} (the paper: -0.835 on Taskonomy). Closer encoders "
-                   "should transfer better, so the expected sign is negative.")
+        centred = " (hubness-centred)" if result.get("centre") else ""
+        st.caption(f"Spearman between field distance{centred} and transfer affinity, mean "
+                   f"over target tasks: {result['spearman_mean']:.3f} (the paper: -0.835 on Taskonomy). Closer "
+                   "encoders should transfer better, so the expected sign is negative.")

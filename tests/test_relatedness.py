@@ -22,8 +22,10 @@ from modelgif_core.relatedness import (
     _standardised,
     conv_readout,
     format_table,
+    hubness_centred,
     linear_cka,
     normalise_affinity,
+    other_zoos_reference,
     per_task_spearman,
     run_bench,
     spearman,
@@ -75,6 +77,20 @@ def test_per_task_spearman_skips_the_target_itself():
     assert rho == {"a": pytest.approx(-1.0), "b": pytest.approx(-1.0), "c": pytest.approx(-1.0)}
     aff[0, 2], aff[1, 2] = 0.9, 0.1  # for c: the nearer source now transfers worse
     assert per_task_spearman(dist, aff, ["a", "b", "c"])["c"] == pytest.approx(1.0)
+
+
+def test_other_zoos_reference_is_perfect_for_repeated_zoos_and_absent_for_one():
+    tasks = ["a", "b", "c", "d"]
+    rng = np.random.default_rng(0)
+    aff = rng.normal(size=(4, 4))
+    np.fill_diagonal(aff, 1.0)
+    same = [{"affinity": aff.tolist()}, {"affinity": aff.tolist()}]
+    ref = other_zoos_reference(same, tasks)
+    assert ref["spearman_mean"] == pytest.approx(-1.0) and ref["spearman_per_seed"] == pytest.approx([-1.0, -1.0])
+    # a zoo whose affinities rank the sources in reverse is predicted at +1 (wrong way round)
+    flipped = [{"affinity": aff.tolist()}, {"affinity": (-aff).tolist()}]
+    assert other_zoos_reference(flipped, tasks)["spearman_mean"] == pytest.approx(1.0)
+    assert other_zoos_reference(same[:1], tasks) is None
 
 
 def test_tasks_make_their_inputs_and_targets():
@@ -162,6 +178,29 @@ def test_bad_readout_and_target_names_are_refused():
         BenchConfig(field_target="logit")
     with pytest.raises(UserError, match="curve part"):
         BenchConfig(curve="late")
+    with pytest.raises(UserError, match="field space"):
+        BenchConfig(space="fourier")
+
+
+def test_hubness_centring_by_hand():
+    # a is far from everyone (an outlier field); for target b, raw distances prefer c over a only
+    # because a is far from all; centred, a is relatively closer to b than to the rest.
+    d = np.array([[0.0, 0.9, 1.2, 1.2],
+                  [0.9, 0.0, 0.5, 0.6],
+                  [1.2, 0.5, 0.0, 0.2],
+                  [1.2, 0.6, 0.2, 0.0]])
+    c = hubness_centred(d)
+    off = np.array([3.3, 2.0, 1.9, 2.0]) / 3  # each row's mean off-diagonal distance
+    np.testing.assert_allclose(c[0, 1], 0.9 - off[0] - off[1])
+    np.testing.assert_allclose(c, c.T)
+    np.testing.assert_allclose(np.diag(c), 0.0)
+    assert c[0, 1] < c[2, 1]  # a now ranks nearer to b than c does
+    assert d[0, 1] > d[2, 1]
+    # per target, centring only subtracts the sources' own offsets: ranks change, scores are Spearman
+    aff = np.array([[1.0, 0.8, 0.1, 0.0], [0.5, 1.0, 0.2, 0.1], [0.1, 0.3, 1.0, 0.9], [0.0, 0.2, 0.9, 1.0]])
+    tasks = ["a", "b", "c", "d"]
+    assert per_task_spearman(d, aff, tasks)["b"] == pytest.approx(0.5)
+    assert per_task_spearman(c, aff, tasks)["b"] == pytest.approx(-1.0)
 
 
 def test_tiny_end_to_end_run_and_json_contract():
@@ -172,20 +211,28 @@ def test_tiny_end_to_end_run_and_json_contract():
     json.dumps(result)
     assert set(result["spearman_per_task"]) == set(cfg.tasks)
     assert -1.0 <= result["spearman_mean"] <= 1.0
-    variants = [f"modelgif[{t}|{c}]" for t in ("channel-scaled", "feature-max") for c in ("early", "all")]
+    variants = [f"modelgif[{t}|{c}|{s}]" for t in ("channel-scaled", "feature-max") for c in ("early", "all")
+                for s in ("subspace", "pixels")]
     for name in ("ig_attribution", "linear_cka", *variants):
         assert -1.0 <= result["baselines"][name]["spearman_mean"] <= 1.0
         assert len(result["baselines"][name]["spearman_per_seed"]) == 2
     # the default is one of the variants, scored identically
-    assert result["field_target"] == "channel-scaled" and result["curve"] == "early"
-    assert result["spearman_per_task"] == result["baselines"]["modelgif[channel-scaled|early]"]["spearman_per_task"]
-    assert set(result["other_readout"]) == {"modelgif", "ig_attribution", "linear_cka", *variants}
+    assert result["field_target"] == "channel-scaled" and result["curve"] == "all"
+    assert result["space"] == "subspace" and result["centre"] is True
+    default = "modelgif[channel-scaled|all|subspace]"
+    assert result["spearman_per_task"] == result["baselines"][default]["spearman_per_task"]
+    assert set(result["other_readout"]) == set(result["uncentred"]) == {"modelgif", "ig_attribution", "linear_cka",
+                                                                        *variants}
     assert len(result["per_seed"]) == 2
+    assert len(result["other_zoos_reference"]["spearman_per_seed"]) == 2
     pooled = result["pooled_over_seeds"]["modelgif"]["spearman_per_task"]
     assert set(pooled) == set(cfg.tasks)
     seed = result["per_seed"][0]
     dist = np.array(seed["distance"])
     assert dist.shape == (4, 4) and np.allclose(dist, dist.T) and np.allclose(np.diag(dist), 0)
+    # the stored matrix is the raw distance; the score is on its centred form, the "raw" score on it as is
+    assert seed["spearman"] == per_task_spearman(hubness_centred(dist), np.array(seed["affinity"]), list(cfg.tasks))
+    assert seed["spearman_modelgif_uncentred"] == per_task_spearman(dist, np.array(seed["affinity"]), list(cfg.tasks))
     np.testing.assert_allclose(np.diag(np.array(seed["affinity"])), 1.0)
     # only the dense target's column depends on the dense readout
     aff, aff_ridge = np.array(seed["affinity"]), np.array(seed["affinity_other_readout"])
@@ -193,6 +240,7 @@ def test_tiny_end_to_end_run_and_json_contract():
     assert not np.allclose(aff[:, 3], aff_ridge[:, 3])
     table = format_table(result)
     assert "ModelGiF" in table and "lin. CKA" in table and "autoencode" in table and "pooled" in table
+    assert "other zoos" in table
 
     # The app shows this run's task zoo: similarity tree on Distances, the tasks on Zoo map.
     from streamlit.testing.v1 import AppTest
