@@ -347,6 +347,7 @@ def _load_checkpoint(path: Path, arch: str | None, num_classes: int | None, over
                         ".pt/.pth/.bin state dict.")
     beside = path.parent / "config.json"
     config = _read_config(beside) if beside.is_file() else {}
+    state = read_state_dict(path)  # first: a corrupt or hostile file is said so before anything is asked
     arch = arch or config.get("architecture")
     if not arch:
         raise UserError(f"{path.name} holds only weights: give its timm architecture "
@@ -354,7 +355,6 @@ def _load_checkpoint(path: Path, arch: str | None, num_classes: int | None, over
     pretrained_cfg = dict(config.get("pretrained_cfg") or {})
     if not pretrained_cfg:
         pretrained_cfg = _default_pretrained_cfg(arch)
-    state = read_state_dict(path)
     num_classes = num_classes if num_classes is not None else config.get("num_classes")
     args = {**(config.get("model_args") or {}), **(model_args or {})}
     if overrides.get("input_size") is not None and len(tuple(overrides["input_size"])) == 3:

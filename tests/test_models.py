@@ -135,6 +135,8 @@ def test_hostile_pickle_is_refused_and_never_executed(tmp_path):
     path, marker = write_hostile(tmp_path)
     with pytest.raises(UserError, match="Refused"):
         load_model(str(path), arch="test_resnet")
+    with pytest.raises(UserError, match="Refused"):
+        load_model(str(path))  # refused before the missing architecture is even asked for
     assert not marker.exists()
     result = run_cli("extract", path, "--arch", "test_resnet", "--anchors", "noise:2:0")
     assert result.returncode == 2 and not marker.exists()
@@ -151,6 +153,10 @@ def test_truncated_safetensors_is_refused(tmp_path):
     (tmp_path / "cut.pth").write_bytes(b"\x80\x02garbage" * 10)
     with pytest.raises(UserError, match="not a readable"):
         load_model(str(tmp_path / "cut.pth"), arch="test_resnet")
+    # without an architecture the file's state is still what the user hears first: asking for the
+    # architecture, only to refuse the file on the next try, would cost them a round trip
+    with pytest.raises(UserError, match="not a readable"):
+        load_model(str(tmp_path / "cut.pth"))
     result = run_cli("extract", tmp_path / "cut.safetensors", "--arch", "test_resnet", "--anchors", "noise:2:0")
     assert result.returncode == 2 and "truncated" in result.stderr and "Traceback" not in result.stderr
 
