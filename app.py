@@ -1,14 +1,16 @@
 """ModelGiF Explorer, the Streamlit app: navigation, the settings sidebar and the Home page.
 
-Run it with `streamlit run app.py`. Pages live in pages/; shared plumbing in pages/_ui.py.
+Run it with `streamlit run app.py`. Pages live in app_pages/ (not `pages/`: Streamlit would run a file
+there on its own, without this entry point, when a page URL is the first one a fresh server sees);
+shared plumbing in app_pages/_ui.py.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
+from app_pages import _ui
 from modelgif_core import figures, make_baseline, resolve_device
-from pages import _ui
 
 st.set_page_config(page_title="ModelGiF Explorer", page_icon=":material/blur_on:", layout="wide")
 
@@ -94,22 +96,22 @@ def _demo_status() -> None:
         st.caption("Models whose field failed are left out of the workspace.")
     st.success(f"Demo ready: {len(ready)} zoo models with their fields. Explore the results:")
     c1, c2, c3, c4 = st.columns(4)
-    c1.page_link("pages/distances.py", label="Distances", icon=":material/grid_on:")
-    c2.page_link("pages/zoo_map.py", label="Zoo map", icon=":material/scatter_plot:")
-    c3.page_link("pages/fields.py", label="Fields", icon=":material/gradient:")
-    c4.page_link("pages/triage.py", label="Triage", icon=":material/policy:")
+    c1.page_link("app_pages/distances.py", label="Distances", icon=":material/grid_on:")
+    c2.page_link("app_pages/zoo_map.py", label="Zoo map", icon=":material/scatter_plot:")
+    c3.page_link("app_pages/fields.py", label="Fields", icon=":material/gradient:")
+    c4.page_link("app_pages/triage.py", label="Triage", icon=":material/policy:")
 
 
 home_page = st.Page(home, title="Home", icon=":material/home:", default=True)
 _ui.HOME = home_page
 nav = st.navigation([
     home_page,
-    st.Page("pages/models.py", title="Models", icon=":material/view_list:"),
-    st.Page("pages/distances.py", title="Distances", icon=":material/grid_on:"),
-    st.Page("pages/zoo_map.py", title="Zoo map", icon=":material/scatter_plot:"),
-    st.Page("pages/fields.py", title="Fields", icon=":material/gradient:"),
-    st.Page("pages/triage.py", title="Triage", icon=":material/policy:"),
-    st.Page("pages/unlearning.py", title="Unlearning", icon=":material/delete_sweep:"),
+    st.Page("app_pages/models.py", title="Models", icon=":material/view_list:"),
+    st.Page("app_pages/distances.py", title="Distances", icon=":material/grid_on:"),
+    st.Page("app_pages/zoo_map.py", title="Zoo map", icon=":material/scatter_plot:"),
+    st.Page("app_pages/fields.py", title="Fields", icon=":material/gradient:"),
+    st.Page("app_pages/triage.py", title="Triage", icon=":material/policy:"),
+    st.Page("app_pages/unlearning.py", title="Unlearning", icon=":material/delete_sweep:"),
 ])
 _ui.sidebar()
 nav.run()

@@ -20,8 +20,8 @@ from modelgif_core.zoo import recipes
 ROOT = Path(__file__).resolve().parents[1]
 N_ZOO = len(recipes("small"))
 APP = str(ROOT / "app.py")
-PAGES = ["pages/models.py", "pages/distances.py", "pages/zoo_map.py", "pages/fields.py",
-         "pages/triage.py"]
+PAGES = ["app_pages/models.py", "app_pages/distances.py", "app_pages/zoo_map.py", "app_pages/fields.py",
+         "app_pages/triage.py"]
 QUICK = {"anchors": "digits:8", "steps": "8"}
 
 
@@ -99,26 +99,26 @@ def test_demo_fills_the_workspace_and_every_page_shows_its_results(home):
     assert len(at.session_state["workspace"]) == N_ZOO
     assert at.query_params["m"][0] == "zoo:resnet-victim"  # the view is a URL
 
-    at.switch_page("pages/distances.py").run()
+    at.switch_page("app_pages/distances.py").run()
     _ok(at)
     heat = next(t for t in _charts(at)[0]["data"] if t["type"] == "heatmap")
     assert _n(heat["z"]) == N_ZOO and "%{z:.6f}" in heat["hovertemplate"]
     assert [d.label for d in at.download_button] == ["Distances (CSV)", "Distances (JSON)"]
 
-    at.switch_page("pages/zoo_map.py").run()
+    at.switch_page("app_pages/zoo_map.py").run()
     _ok(at)
     scatter = _charts(at)[0]["data"]
     assert sum(_n(t["x"]) for t in scatter) == N_ZOO
     assert {t["name"] for t in scatter} >= {"independent"}
 
-    at.switch_page("pages/fields.py").run()
+    at.switch_page("app_pages/fields.py").run()
     _ok(at)
     kinds = [[t["type"] for t in c["data"]] for c in _charts(at)]
     assert kinds[0].count("heatmap") == 2 * 8  # two models x the eight steps of K = 8
     assert kinds[1] == ["image", "heatmap"] and kinds[2] == ["scatter", "scatter"]
 
     # Settings and workspace survive page changes; a cached page switch is quick (printed, not timed).
-    for page in ("pages/distances.py", "pages/fields.py", "pages/zoo_map.py"):
+    for page in ("app_pages/distances.py", "app_pages/fields.py", "app_pages/zoo_map.py"):
         start = time.perf_counter()
         at.switch_page(page).run()
         print(f"{page}: {time.perf_counter() - start:.3f} s")
@@ -130,7 +130,7 @@ def test_workspace_from_the_url_computes_missing_fields_on_click(tmp_path, monke
     monkeypatch.setenv("MODELGIF_HOME", str(tmp_path / "home"))
     specs = [write_tiny_model(tmp_path / f"tiny{i}", seed=i) for i in range(3)]
     at = _app(m=specs)
-    at.switch_page("pages/distances.py").run()
+    at.switch_page("app_pages/distances.py").run()
     _ok(at)
     assert "3 of 3 fields are not computed yet" in at.info[0].value
     next(b for b in at.button if b.label == "Compute missing fields").click().run()
@@ -140,7 +140,7 @@ def test_workspace_from_the_url_computes_missing_fields_on_click(tmp_path, monke
     _ok(at)
     heat = next(t for t in _charts(at)[0]["data"] if t["type"] == "heatmap")
     assert heat["x"] == heat["y"] and _n(heat["x"]) == 3
-    at.switch_page("pages/zoo_map.py").run()  # 3 models: the map says why it is not UMAP
+    at.switch_page("app_pages/zoo_map.py").run()  # 3 models: the map says why it is not UMAP
     _ok(at)
     assert any("UMAP needs at least 4 models" in i.value for i in at.info)
 
@@ -148,7 +148,7 @@ def test_workspace_from_the_url_computes_missing_fields_on_click(tmp_path, monke
 def _upload_page(tmp_path, monkeypatch) -> AppTest:
     monkeypatch.setenv("MODELGIF_HOME", str(tmp_path / "home"))
     at = _app()
-    at.switch_page("pages/models.py").run()
+    at.switch_page("app_pages/models.py").run()
     _ok(at)
     return at
 
@@ -212,7 +212,7 @@ def test_a_bad_anchor_spec_is_a_message_not_a_traceback(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_triage_page_gives_verdicts_and_reports(home):
     at = _app()
-    at.switch_page("pages/triage.py").run()
+    at.switch_page("app_pages/triage.py").run()
     _ok(at)
     at.selectbox(key="tri_victim").set_value("zoo:resnet-victim")
     at.multiselect(key="tri_suspects").set_value(["zoo:resnet-finetune-all-0",
@@ -233,7 +233,7 @@ def test_triage_page_gives_verdicts_and_reports(home):
 
 def test_pages_do_not_import_torch_math():
     """Pages stay thin: no torch calls in the UI layer (DESIGN §2)."""
-    for path in [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]:
+    for path in [ROOT / "app.py", *sorted((ROOT / "app_pages").glob("*.py"))]:
         text = path.read_text()
         assert "import torch" not in text, path
         assert "modelgif_core." not in text.replace("modelgif_core.triage", ""), path

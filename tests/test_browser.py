@@ -7,6 +7,7 @@ Set MODELGIF_SCREENSHOTS=DIR to keep a screenshot of every page.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -40,10 +41,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`streamlit run app.py` on a free port with a fresh store holding the quick zoo."""
-    home = quick_zoo_home(tmp_path_factory.mktemp("browser_home"))
+@contextlib.contextmanager
+def _streamlit(home: Path):
+    """`streamlit run app.py` on a free port over the store `home`; yields its URL once healthy."""
     port = _free_port()
     env = {**os.environ, "MODELGIF_HOME": str(home), "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -68,13 +68,22 @@ def server(tmp_path_factory):
             log.close()
             pytest.fail("streamlit did not start:\n" + (home / "streamlit.log").read_text()[-3000:])
         time.sleep(0.5)
-    yield url
-    proc.terminate()
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The app on a fresh store holding the quick zoo."""
+    with _streamlit(quick_zoo_home(tmp_path_factory.mktemp("browser_home"))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +179,18 @@ def test_demo_in_a_real_browser(server, browser):
         _no_exception(page)
         _shot(page, f"5-{title.lower()}")
     page.close()
+
+
+@pytest.mark.parametrize("path", ["distances", "zoo_map", "fields"])
+def test_a_page_url_is_the_first_request_of_a_fresh_server(tmp_path, browser, path):
+    """A bookmark, or a reload after a restart: the page must still run inside the app (its navigation,
+    sidebar and Home link). Streamlit runs a script in a `pages/` folder beside the entry point on its
+    own in that case, which crashed these pages on an empty workspace; the pages live in app_pages/."""
+    with _streamlit(tmp_path) as url:
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(f"{url}/{path}")
+        page.get_by_text("needs at least 2 model(s) in the workspace").wait_for(timeout=60_000)
+        page.locator('[data-testid="stMain"] a', has_text="Run the demo").wait_for()
+        _no_exception(page)
+        assert page.locator('[data-testid="stSidebarNav"] a', has_text="Home").count() == 1
+        page.close()

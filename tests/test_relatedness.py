@@ -246,7 +246,7 @@ def test_tiny_end_to_end_run_and_json_contract():
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120).run()
-    for page, trace in (("pages/distances.py", "heatmap"), ("pages/zoo_map.py", "scatter")):
+    for page, trace in (("app_pages/distances.py", "heatmap"), ("app_pages/zoo_map.py", "scatter")):
         at.switch_page(page).run()
         assert not at.exception
         figure = json.loads(at.get("plotly_chart")[0].proto.spec)

@@ -238,7 +238,7 @@ def test_a_native_resolution_model_has_its_gradients_in_the_digits_64_dim_subspa
 def test_unlearning_page_gives_a_verdict(tiny_models):
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(ROOT / "pages" / "unlearning.py"), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "app_pages" / "unlearning.py"), default_timeout=120)
     at.session_state["workspace"] = list(tiny_models.values())  # as the Models page leaves it
     at.run()
     assert not at.exception
@@ -259,7 +259,7 @@ def test_unlearning_page_gives_a_verdict(tiny_models):
 def test_unlearning_page_turns_a_bad_spec_into_one_message(tiny_models):
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(ROOT / "pages" / "unlearning.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "app_pages" / "unlearning.py"), default_timeout=60)
     at.session_state["workspace"] = [tiny_models["original"], "local-dir:/nonexistent/model"]
     at.run()
     at.selectbox(key="unl_original").set_value(tiny_models["original"]).run()
@@ -274,7 +274,7 @@ def test_unlearning_page_turns_a_bad_spec_into_one_message(tiny_models):
 def test_unlearning_page_without_references_or_zoo_says_what_to_do(tiny_models):
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(ROOT / "pages" / "unlearning.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "app_pages" / "unlearning.py"), default_timeout=60)
     at.session_state["workspace"] = [tiny_models["original"], tiny_models["claimed"]]
     at.run()
     at.selectbox(key="unl_original").set_value(tiny_models["original"]).run()

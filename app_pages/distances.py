@@ -7,8 +7,8 @@ import io
 import numpy as np
 import streamlit as st
 
+from app_pages import _ui
 from modelgif_core import figures
-from pages import _ui
 
 st.title("Distances")
 st.caption("Mean of 1 − cosine between the models' fields over all anchors and steps: 0 for the same "

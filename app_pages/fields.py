@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from app_pages import _ui
 from modelgif_core import figures, quadrature
-from pages import _ui
 
 # How many path steps the small multiples show (evenly spaced, always including the last).
 SHOWN_STEPS = 8

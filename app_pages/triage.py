@@ -8,8 +8,8 @@ from typing import Any
 
 import streamlit as st
 
+from app_pages import _ui
 from modelgif_core import figures, list_zoo, triage
-from pages import _ui
 
 BADGE = {"derived": "red", "independent": "green", "inconclusive": "orange"}
 

@@ -8,6 +8,7 @@ import shutil
 
 import streamlit as st
 
+from app_pages import _ui
 from modelgif_core import (
     UserError,
     ensure_zoo,
@@ -17,7 +18,6 @@ from modelgif_core import (
     load_model,
     save_model_dir,
 )
-from pages import _ui
 
 ZOO_TASK = "zoo:small"
 UPLOAD_TYPES = ["safetensors", "pt", "pth", "bin"]

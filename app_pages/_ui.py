@@ -325,7 +325,7 @@ def require_fields(min_models: int = 1, what: str = "this page") -> Ready:
     if len(specs) < min_models:
         st.info(f"{what} needs at least {min_models} model(s) in the workspace. Pick models on "
                 "the Models page, or run the demo on Home.")
-        st.page_link("pages/models.py", label="Choose models", icon=":material/view_list:")
+        st.page_link("app_pages/models.py", label="Choose models", icon=":material/view_list:")
         st.page_link(home_page(), label="Run the demo", icon=":material/play_arrow:")
         st.stop()
     anchors = current_anchors()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages import _ui
 from modelgif_core import figures
-from pages import _ui
 
 st.title("Zoo map")
 st.caption("Each point is a model; nearby points have similar gradient fields. The layout comes from "
