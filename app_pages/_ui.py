@@ -455,6 +455,22 @@ def task_zoo_section(kind: str) -> None:
                                                       title=f"{len(tasks)} task encoders · {emb.method}"),
                             key="task_map")
         centred = " (hubness-centred)" if result.get("centre") else ""
+        reference = result.get("other_zoos_reference")
         st.caption(f"Spearman between field distance{centred} and transfer affinity, mean "
                    f"over target tasks: {result['spearman_mean']:.3f} (the paper: -0.835 on Taskonomy). Closer "
-                   "encoders should transfer better, so the expected sign is negative.")
+                   "encoders should transfer better, so the expected sign is negative."
+                   + (f" Reference: the other zoos' mean affinity predicts each zoo's at "
+                      f"{reference['spearman_mean']:.3f}." if reference else ""))
+        if kind == "heatmap":
+            st.dataframe(_task_scores(result), key="task_scores")
+
+
+def _task_scores(result: dict[str, Any]) -> Any:
+    """Per target task: Spearman of ModelGiF and the baselines (the rows `modelgif bench relatedness` prints)."""
+    import pandas as pd
+
+    columns = {"ModelGiF": result, "IG only": result["baselines"]["ig_attribution"],
+               "linear CKA": result["baselines"]["linear_cka"]}
+    rows = {t: {name: s["spearman_per_task"][t] for name, s in columns.items()} for t in result["tasks"]}
+    rows["mean"] = {name: s["spearman_mean"] for name, s in columns.items()}
+    return pd.DataFrame.from_dict(rows, orient="index").round(3)

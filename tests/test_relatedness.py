@@ -253,6 +253,12 @@ def test_tiny_end_to_end_run_and_json_contract():
         assert any(t["type"] == trace for t in figure["data"])
         shown = json.dumps(figure["data"])
         assert all(task in shown for task in cfg.tasks)
+    # Distances also lists each target task's score beside the baselines', as the bench prints them
+    at.switch_page("app_pages/distances.py").run()
+    scores = at.dataframe[0].value
+    assert list(scores.index) == [*cfg.tasks, "mean"] and list(scores.columns) == ["ModelGiF", "IG only", "linear CKA"]
+    assert scores.loc["mean", "ModelGiF"] == pytest.approx(result["spearman_mean"], abs=5e-4)
+    assert "other zoos' mean affinity" in " ".join(c.value for c in at.caption)
 
 
 def test_unknown_tasks_are_refused():
