@@ -462,7 +462,7 @@ def task_zoo_section(kind: str) -> None:
                    + (f" Reference: the other zoos' mean affinity predicts each zoo's at "
                       f"{reference['spearman_mean']:.3f}." if reference else ""))
         if kind == "heatmap":
-            st.dataframe(_task_scores(result), key="task_scores")
+            st.dataframe(_task_scores(result), key="task_scores", height="content")  # every row, the mean too
 
 
 def _task_scores(result: dict[str, Any]) -> Any:
