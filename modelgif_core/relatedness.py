@@ -454,6 +454,7 @@ def hubness_centred(dist: np.ndarray) -> np.ndarray:
     ranks sources by how much closer they are to b than to the rest, as CSLS does for nearest
     neighbours in cross-lingual retrieval. Chosen on zoos 0-5, checked on fresh zoos 6-11
     (docs/BENCHMARKS.md); it helps the baselines as much, so the bench scores every method with it.
+    Fewer than 3 encoders: returned unchanged (a mean over one other is the distance itself).
     """
     dist = np.asarray(dist, dtype=float)
     n = len(dist)
@@ -501,10 +502,7 @@ def _run_seed(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor, x_t
     field_cfg = FieldConfig(steps=cfg.steps, target="feature-max")
     alphas, _ = quadrature(field_cfg.method, cfg.steps)
     curves = {"all": list(range(cfg.steps)), "early": [k for k, a in enumerate(alphas) if a < 0.5] or [0]}
-    basis = digits_basis()  # [3072, 64]
-    if tuple(anchors.images.shape[1:]) != (3, 32, 32):
-        raise UserError(f"The relatedness bench compares fields on the 32x32 digits' subspace; its anchors must be "
-                        f"3x32x32 digits, got {tuple(anchors.images.shape[1:])} from {anchors.spec!r}.")
+    basis = digits_basis()  # [3072, 64]; run_bench checked that the anchors are 3x32x32
     spaces = {"subspace": lambda phi: phi @ basis, "pixels": lambda phi: phi}  # [N, K, 64] / [N, K, 3072]
     dists = {}
     for target in FIELD_TARGETS:
@@ -561,7 +559,8 @@ def other_zoos_reference(seeds: list[dict[str, Any]], tasks: list[str]) -> dict[
     for i, s in enumerate(seeds):
         others = np.nanmean([o["affinity"] for j, o in enumerate(seeds) if j != i], axis=0)
         rows.append(per_task_spearman(-others, np.asarray(s["affinity"]), tasks))  # high affinity = near
-    return {"spearman_mean": float(np.nanmean(list(_mean_dict(rows).values()))), "spearman_per_task": _mean_dict(rows),
+    per_task = _mean_dict(rows)
+    return {"spearman_mean": float(np.nanmean(list(per_task.values()))), "spearman_per_task": per_task,
             "spearman_per_seed": [float(np.nanmean(list(r.values()))) for r in rows]}
 
 
@@ -590,6 +589,9 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, 
         xs, ys = digits_dataset()
         pool, held = digits_split()
         anchors = load_anchors(cfg.anchors)
+        if tuple(anchors.images.shape[1:]) != (3, 32, 32):  # before minutes of training, not after
+            raise UserError(f"The relatedness bench compares fields on the 32x32 digits' subspace, so its anchors "
+                            f"must be 3x32x32; {anchors.spec!r} gives {tuple(anchors.images.shape[1:])}.")
         seeds = [_run_seed(cfg, s, xs[pool], ys[pool], xs[held], ys[held], anchors)
                  for s in range(cfg.seeds)]
     tasks = list(cfg.tasks)

@@ -261,6 +261,8 @@ def test_tiny_end_to_end_run_and_json_contract():
     assert "other zoos' mean affinity" in " ".join(c.value for c in at.caption)
 
 
-def test_unknown_tasks_are_refused():
+def test_unknown_tasks_and_anchors_off_the_digits_grid_are_refused_before_training():
     with pytest.raises(UserError, match="Tasks must be"):
         run_bench(cfg=BenchConfig(tasks=("digit", "colour", "parity")))
+    with pytest.raises(UserError, match="3x32x32"):
+        run_bench(cfg=BenchConfig(anchors="natural:2"))  # 224x224 photos: refused at once
