@@ -97,16 +97,40 @@ def _init_from_query() -> None:
         return
     st.session_state["_from_query"] = True
     qp = st.query_params
+    ignored = []
     for name, default in SETTINGS.items():
         value = qp.get(name)
         if value is None:
             st.session_state.setdefault(name, default)
-        elif name == "steps":
-            st.session_state[name] = int(value) if value.isdigit() else default
-        else:
-            st.session_state[name] = value
+            continue
+        try:
+            st.session_state[name] = _setting_from_link(name, value)
+        except UserError as err:  # a hand-edited or stale link: keep the default, say why
+            st.session_state[name] = default
+            ignored.append(f"Ignored {name}={value!r} from the link ({err}); using {default!r}.")
+    try:
+        field_config()  # the settings together, e.g. Riemann quadrature with a single step
+    except UserError as err:
+        st.session_state["method"], st.session_state["steps"] = SETTINGS["method"], SETTINGS["steps"]
+        ignored.append(f"Ignored the link's quadrature settings ({err}); using the defaults.")
+    st.session_state["_ignored_from_link"] = ignored
     if "workspace" not in st.session_state:
         st.session_state["workspace"] = list(dict.fromkeys(qp.get_all("m")))
+
+
+def _setting_from_link(name: str, value: str) -> Any:
+    """A sidebar setting from the URL, checked by the core that will use it (UserError if invalid)."""
+    if name == "anchors":
+        return value  # checked when loaded; the page says what is wrong with it
+    if name == "device":
+        resolve_device(value)  # unknown or unavailable here: a UserError naming the choices
+        return value
+    if name == "steps":
+        if not value.strip().isdigit():
+            raise UserError(f"steps must be a positive integer; got {value!r}")
+        value = int(value)
+    FieldConfig(**{name: value})  # the core's own check of this setting
+    return value
 
 
 def _sync_query() -> None:
@@ -137,6 +161,8 @@ def sidebar() -> None:
     _init_from_query()
     _adopt_demo_workspace()
     with st.sidebar:
+        for message in st.session_state.pop("_ignored_from_link", []):
+            st.warning(message)
         st.subheader("Field settings")
         presets = list(ANCHOR_PRESETS)
         if st.session_state["anchors"] not in presets:

@@ -209,6 +209,25 @@ def test_a_bad_anchor_spec_is_a_message_not_a_traceback(tmp_path, monkeypatch):
     assert at.sidebar.error and "digits" in at.sidebar.error[0].value
 
 
+@pytest.mark.parametrize("query, ignored", [
+    ({"steps": "0"}, ["steps"]),
+    ({"method": "bogus", "target": "bogus", "baseline": "bogus"}, ["method", "target", "baseline"]),
+    ({"device": "tpu"}, ["device"]),
+    ({"method": "riemann_left", "steps": "1"}, ["quadrature settings"]),
+])
+def test_a_hand_edited_link_keeps_the_defaults_and_says_what_it_ignored(tmp_path, monkeypatch, query, ignored):
+    monkeypatch.setenv("MODELGIF_HOME", str(tmp_path))
+    at = _app(**query)
+    _ok(at)  # was a traceback: the settings reached FieldConfig unchecked
+    shown = " ".join(w.value for w in at.sidebar.warning)
+    assert all(f"Ignored {name}" in shown or f"Ignored the link's {name}" in shown for name in ignored), shown
+    for page in ("app_pages/distances.py", "app_pages/fields.py"):
+        at.switch_page(page).run()
+        _ok(at)
+    assert at.session_state["steps"] == (8 if "steps" not in query else 50) and at.session_state["method"] in (
+        "gausslegendre", "riemann_left")
+
+
 @pytest.mark.slow
 def test_triage_page_gives_verdicts_and_reports(home):
     at = _app()
