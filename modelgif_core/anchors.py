@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import re
 from collections.abc import Callable
@@ -106,6 +107,19 @@ def digits_basis() -> torch.Tensor:
     up = F.interpolate(eye, size=(32, 32), mode="bilinear", align_corners=False).reshape(64, 1, 1024)
     q, _ = torch.linalg.qr(up.expand(64, 3, 1024).reshape(64, 3072).T)  # [3072, 64]
     return q.float()
+
+
+def on_digits_grid(phi: torch.Tensor) -> torch.Tensor:
+    """A field [N, K, 3*S*S] on square RGB digits seen at their native 8x8 gray grid: [N, K, 64].
+
+    sklearn's digits are 8x8 images upsampled to SxS RGB, so a model's gradient components outside
+    that 64-dimensional subspace were never constrained by training; summing the channels and the
+    (S/8)x(S/8) blocks (the adjoint of the upsampling, up to smoothing) keeps what the data fixed.
+    """
+    n, k, d = phi.shape
+    side = int(round(math.sqrt(d / 3)))
+    g = phi.reshape(n * k, 3, side, side).sum(1, keepdim=True)  # [N*K, 1, S, S]
+    return F.avg_pool2d(g, side // 8).reshape(n, k, 64)
 
 
 def digits_dataset() -> tuple[torch.Tensor, torch.Tensor]:

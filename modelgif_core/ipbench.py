@@ -99,11 +99,9 @@ def _load_probe_anchors(spec: str) -> Any:
 
 def _pool8(unit: torch.Tensor) -> torch.Tensor:
     """Project [N, K, 3*32*32] onto the 8x8 gray grid the digits were upsampled from, re-unit."""
-    n, k, d = unit.shape
-    side = int(round(math.sqrt(d / 3)))
-    x = unit.reshape(n * k, 3, side, side).sum(1, keepdim=True)  # [NK, 1, S, S]
-    x = F.avg_pool2d(x, side // 8).reshape(n, k, -1)  # [N, K, 64]
-    return F.normalize(x, dim=-1)
+    from .anchors import on_digits_grid
+
+    return F.normalize(on_digits_grid(unit), dim=-1)
 
 
 def _units(handle: Any, anchors: Any, probe: _Probe) -> dict[str, torch.Tensor]:

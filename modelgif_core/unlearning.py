@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from ._errors import UserError
-from .anchors import digits_basis
+from .anchors import digits_basis, on_digits_grid
 from .fields import FieldConfig
 from .models import ModelHandle, as_handle
 
@@ -339,18 +339,6 @@ def _gradient_ascent(net: torch.nn.Module, x_forget: torch.Tensor, k: int, cfg: 
     return net.eval().requires_grad_(False)
 
 
-def _native(phi: torch.Tensor) -> torch.Tensor:
-    """A digits field seen at the data's native 8x8 gray resolution: [N, K, 64].
-
-    sklearn's digits are 8x8 images upsampled to 32x32 RGB, so a model's gradient components
-    outside that 64-dimensional subspace were never constrained by training; summing the channels
-    and 4x4 blocks (the adjoint of the upsampling, up to smoothing) keeps what the data fixed.
-    """
-    n, k, _ = phi.shape
-    g = phi.reshape(n * k, 3, 32, 32).sum(1, keepdim=True)  # [N*K, 1, 32, 32]
-    return F.avg_pool2d(g, 4).reshape(n, k, 64)
-
-
 def _views(steps: int) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """Analyses beside the plain field distance (docs/BENCHMARKS.md): the field pooled to the
     digits' 8x8 grid, projected orthogonally onto their 64-dim subspace, and the first and last
@@ -360,7 +348,7 @@ def _views(steps: int) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     def subspace(phi: torch.Tensor) -> torch.Tensor:
         return phi @ digits_basis()  # [N, K, 64]: coordinates of the orthogonal projection
 
-    return {"native_8x8": _native, "subspace": subspace,
+    return {"native_8x8": on_digits_grid, "subspace": subspace,
             "curve_first_fifth": lambda phi: phi[:, :fifth], "curve_last_fifth": lambda phi: phi[:, -fifth:],
             "subspace_last_fifth": lambda phi: subspace(phi[:, -fifth:])}
 
