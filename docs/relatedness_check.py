@@ -36,7 +36,8 @@ from modelgif_core.fields import FieldConfig, extract_field, quadrature  # noqa:
 def train_zoo(zoo: int, cache: Path) -> dict:
     path = cache / f"zoo{zoo}.pt"
     if path.is_file():
-        return torch.load(path, weights_only=False)
+        data = torch.load(path, weights_only=True)  # tensors only: a cache is never trusted to run code
+        return {**data, "loss": data["loss"].numpy()}
     cfg = R.BenchConfig()
     tasks = list(cfg.tasks)
     xs, ys = digits_dataset()
@@ -54,9 +55,9 @@ def train_zoo(zoo: int, cache: Path) -> dict:
     fields = {t: unit_field(extract_field(R.ChannelScaled(enc[t], anchors.images), anchors, field_cfg))[0].half()
               for t in tasks}  # [N, K, 3072] unit vectors per (anchor, step)
     features = {t: R._features(enc[t], anchors.images) for t in tasks}
-    data = {"loss": loss, "fields": fields, "features": features}
     cache.mkdir(parents=True, exist_ok=True)
-    torch.save(data, path)
+    torch.save({"loss": torch.from_numpy(loss), "fields": fields, "features": features}, path)
+    data = {"loss": loss, "fields": fields, "features": features}
     print(f"zoo {zoo}: trained, read out and extracted in {time.time() - t0:.0f} s", flush=True)
     return data
 
