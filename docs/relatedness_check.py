@@ -25,11 +25,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from modelgif_core import relatedness as R  # noqa: E402
 from modelgif_core.anchors import digits_basis, digits_dataset, digits_split, load_anchors  # noqa: E402
-from modelgif_core.distance import unit_field  # noqa: E402
+from modelgif_core.distance import distance_matrix, unit_field  # noqa: E402
 from modelgif_core.fields import FieldConfig, extract_field, quadrature  # noqa: E402
 
 
@@ -60,13 +59,6 @@ def train_zoo(zoo: int, cache: Path) -> dict:
     data = {"loss": loss, "fields": fields, "features": features}
     print(f"zoo {zoo}: trained, read out and extracted in {time.time() - t0:.0f} s", flush=True)
     return data
-
-
-def distances(fields: dict, tasks: list[str], view) -> np.ndarray:
-    """Cosine field distance (mean over anchors and steps of 1 - cos) of the fields seen through `view`."""
-    rows = [F.normalize(view(fields[t].float()), dim=-1) for t in tasks]  # [N, K', D'] unit rows
-    flat = torch.stack([r.reshape(-1) for r in rows])
-    return (1.0 - (flat @ flat.T).double() / (rows[0].shape[0] * rows[0].shape[1])).numpy()
 
 
 def mean_spearman(dist: np.ndarray, affinity: np.ndarray, tasks: list[str]) -> tuple[float, float, float]:
@@ -108,7 +100,7 @@ def main() -> None:
                                                                        "linear CKA, centred"]}
     for z, d in data.items():
         for name, (view, centre) in views.items():
-            dist = distances(d["fields"], tasks, view)
+            dist = distance_matrix([view(d["fields"][t].float()) for t in tasks])  # [T, T]
             matrices[name][z] = R.hubness_centred(dist) if centre else dist
         cka = R.cka_distance_matrix([d["features"][t] for t in tasks])
         matrices["linear CKA, raw"][z], matrices["linear CKA, centred"][z] = cka, R.hubness_centred(cka)
