@@ -297,7 +297,9 @@ def _add_field_options(p: argparse.ArgumentParser, anchors_required: bool = True
     p.add_argument("--target", default="predicted", choices=TARGETS)
     p.add_argument("--seed", type=int, default=0, help="seed of the noise/shuffle baselines")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1, mps")
-    p.add_argument("--autocast", default=None, choices=["bf16", "fp16"], help="reduced-precision forward on GPU")
+    p.add_argument("--autocast", default=None, choices=["none", "tf32", "bf16", "fp16"],
+                   help="arithmetic on GPU: none = full fp32 (the default; same field as on the CPU), "
+                        "tf32, or a bf16/fp16 autocast forward")
     _add_model_options(p)
 
 

@@ -26,7 +26,9 @@ Progress = Callable[[int, int], None]
 METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 BASELINES = ("black", "gray", "blur", "noise", "shuffle")
 TARGETS = ("predicted", "label", "feature-max", "sum")
-AUTOCAST = {None: None, "none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Precision of the forward+backward. None/"none": full fp32 everywhere (TF32 off on GPUs, so a GPU
+# field equals the CPU one); "tf32": fp32 with TF32 matrix units (GPU only); bf16/fp16: autocast.
+AUTOCAST = {None: None, "none": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class FieldConfig:
     labels: tuple[int, ...] | None = None  # class per anchor for target="label" (else the anchor set's)
     seed: int = 0  # for the noise and shuffle baselines
     device: str = "auto"  # auto: CUDA, then MPS, then CPU (not in the key: same numbers anywhere)
-    autocast: str | None = None  # "bf16"/"fp16" forward on GPU; the curve is accumulated in fp32
+    autocast: str | None = None  # none (full fp32), "tf32", "bf16" or "fp16" on GPU; the curve sums in fp32
     memory_mb: int | None = None  # activation budget per chunk (None: sized for the device)
 
     def __post_init__(self) -> None:
@@ -48,7 +50,7 @@ class FieldConfig:
         _check_name("baseline", self.baseline, BASELINES)
         _check_name("target", self.target, TARGETS)
         if self.autocast not in AUTOCAST:
-            raise UserError(f"Unknown autocast {self.autocast!r}; choose one of none, bf16, fp16.")
+            raise UserError(f"Unknown autocast {self.autocast!r}; choose one of none, tf32, bf16, fp16.")
         if not isinstance(self.steps, int) or self.steps < 1:
             raise UserError(f"steps must be a positive integer; got {self.steps!r}.")
         if self.method.startswith("riemann") and self.steps < 2:
@@ -269,6 +271,39 @@ def _frozen(module: torch.nn.Module) -> Iterator[None]:
             m.training = training
 
 
+@contextlib.contextmanager
+def _tf32(device: torch.device, enabled: bool) -> Iterator[None]:
+    """TF32 matrix units on or off, the caller's global flags restored afterwards.
+
+    PyTorch runs fp32 convolutions on TF32 units by default on GPUs (~1e-3 relative error), which
+    would make a "fp32" GPU field differ from the CPU one; TF32 is used only when asked for.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def _autocast(device: torch.device, autocast: str | None) -> contextlib.AbstractContextManager:
+    dtype = AUTOCAST[autocast]
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def _module_place(module: torch.nn.Module) -> tuple[torch.device, bool]:
+    """Where the module's parameters live, and whether its conv weights are channels_last."""
+    tensors = [*module.parameters(), *module.buffers()]
+    device = tensors[0].device if tensors else torch.device("cpu")
+    four_d = [t for t in tensors if t.dim() == 4]
+    channels_last = bool(four_d) and four_d[0].is_contiguous(memory_format=torch.channels_last) \
+        and not four_d[0].is_contiguous()
+    return device, channels_last
+
+
 # ----------------------------------------------------------------------------------- extraction
 
 
@@ -299,52 +334,75 @@ def extract_field(model: ModelHandle | torch.nn.Module, anchors: Any, cfg: Field
     module = model.module if isinstance(model, ModelHandle) else model
     if not isinstance(module, torch.nn.Module):
         raise UserError(f"Expected a loaded model (load_model(...)), got {type(model).__name__}.")
-    dtype = AUTOCAST[cfg.autocast]
-    if dtype is torch.float16 and device.type == "cpu":
+    if cfg.autocast == "fp16" and device.type == "cpu":
         raise UserError("fp16 autocast needs a GPU; use autocast bf16 or none on the CPU.")
+    if cfg.autocast == "tf32" and device.type != "cuda":
+        raise UserError("TF32 exists on NVIDIA GPUs only; use autocast none (full fp32) here.")
 
+    alphas, weights = quadrature(cfg.method, cfg.steps)
+    x0 = make_baseline(cfg.baseline, images, cfg.seed)  # [N, 3, H, W]
+    home, home_channels_last = _module_place(module)
+    # channels_last on CUDA for the tensor-core precisions only: measured on an H200, full-fp32
+    # convolutions ran about 2x slower in NHWC than in NCHW (docs/PERFORMANCE.md).
+    fast = device.type == "cuda" and cfg.autocast in ("tf32", "bf16", "fp16")
+    layout = torch.channels_last if fast else torch.preserve_format
+    module.to(device, memory_format=layout)
+    try:
+        field = _integrate(model, images, x0, labels, cfg, device, layout, alphas, weights, progress)
+    finally:  # leave the caller's model where it was: extraction on a GPU must not strand it there
+        module.to(home, memory_format=torch.channels_last if home_channels_last else torch.contiguous_format)
+    return field
+
+
+def _integrate(model: Any, images: torch.Tensor, x0: torch.Tensor, labels: torch.Tensor | None,
+               cfg: FieldConfig, device: torch.device, layout: torch.memory_format,
+               alphas: list[float], weights: list[float], progress: Progress | None) -> torch.Tensor:
+    """The chunked forward+backward over all (anchor, step) points, then the running sums."""
+    module = model.module if isinstance(model, ModelHandle) else model
     n, k = images.shape[0], cfg.steps
     d = images[0].numel()
-    alphas, weights = quadrature(cfg.method, k)
-    x0 = make_baseline(cfg.baseline, images, cfg.seed)  # [N, 3, H, W]
     total = n * k
-
-    module.to(device)
-    if device.type == "cuda":
-        module.to(memory_format=torch.channels_last)
-    with _frozen(module):
+    with _frozen(module), _tf32(device, False):  # targets fixed in full fp32 whatever the path's precision
         x_dev, x0_dev = images.to(device), x0.to(device)
         delta = x_dev - x0_dev  # [N, 3, H, W] the path direction, as captum's (inputs - baselines)
+        # On a GPU the field stays there while it takes at most a quarter of the free memory, so the
+        # running sums run on the device too and one copy brings the result back.
+        on_device = device.type == "cuda" and 4 * total * d <= torch.cuda.mem_get_info(device)[0] // 4
+        # Host memory for a GPU's field is page-locked: copies into pageable memory ran at ~1.8 GB/s on
+        # the lent H200 and took 30% of a resnet50 extraction (docs/PERFORMANCE.md).
+        pin = device.type == "cuda"
+        field = torch.empty(total, d, dtype=torch.float32, device=device if on_device else "cpu",
+                            pin_memory=pin and not on_device)  # rows (i, k), k fastest
         batch = choose_batch(model, x_dev, device, cfg.memory_mb, total)
         target = _make_target(model, x_dev, labels, cfg)
         alpha_dev = torch.tensor(alphas, dtype=torch.float32, device=device)  # [K]
         weight_dev = torch.tensor(weights, dtype=torch.float32, device=device)  # [K]
-        field = torch.empty(total, d, dtype=torch.float32)  # rows (i, k), k fastest
-        pin = device.type == "cuda"
-        autocast = (torch.autocast(device.type, dtype=dtype) if dtype is not None
-                    else contextlib.nullcontext())
-        for start in range(0, total, batch):
-            idx = torch.arange(start, min(total, start + batch), device=device)  # [B]
-            i, step = idx // k, idx % k
-            # points' dim -> (B x 3 x H x W): x0_i + a_k (x_i - x0_i)
-            points = x0_dev[i] + alpha_dev[step].view(-1, 1, 1, 1) * delta[i]
-            points.requires_grad_(True)
-            with autocast:
-                scalars = target(_forward(model, points), i)  # [B]
-            if not scalars.requires_grad:
-                raise UserError("The model's output does not depend differentiably on its input "
-                                "(no gradient); ModelGiF needs a differentiable model.")
-            (grad,) = torch.autograd.grad(scalars.float().sum(), points)
-            scaled = grad.float().reshape(len(idx), d) * weight_dev[step][:, None]  # [B, D]
-            field[start:start + len(idx)].copy_(scaled, non_blocking=pin)
-            if progress is not None:
-                progress(start + len(idx), total)
-    if pin:
-        torch.cuda.synchronize(device)
+        with _tf32(device, cfg.autocast == "tf32"):  # for the forward and the backward of every chunk
+            for start in range(0, total, batch):
+                idx = torch.arange(start, min(total, start + batch), device=device)  # [B]
+                i, step = idx // k, idx % k
+                # points' dim -> (B x 3 x H x W): x0_i + a_k (x_i - x0_i)
+                points = x0_dev[i] + alpha_dev[step].view(-1, 1, 1, 1) * delta[i]
+                points = points.contiguous(memory_format=layout).requires_grad_(True)
+                with _autocast(device, cfg.autocast):
+                    scalars = target(_forward(model, points), i)  # [B]
+                if not scalars.requires_grad:
+                    raise UserError("The model's output does not depend differentiably on its input "
+                                    "(no gradient); ModelGiF needs a differentiable model.")
+                (grad,) = torch.autograd.grad(scalars.float().sum(), points)
+                scaled = grad.float().reshape(len(idx), d) * weight_dev[step][:, None]  # [B, D]
+                field[start:start + len(idx)].copy_(scaled, non_blocking=pin)
+                if progress is not None:
+                    progress(start + len(idx), total)
+    if pin and not field.is_cuda:
+        torch.cuda.synchronize(device)  # the chunks' asynchronous copies have landed
     field = field.view(n, k, d)
     for step in range(1, k):  # running partial integrals sum_{j<=k} w_j g_ij, in place
         field[:, step].add_(field[:, step - 1])
-    field.mul_(delta.reshape(n, 1, d).cpu())  # times (x_i - x0), as captum's attribution
+    field.mul_(delta.reshape(n, 1, d).to(field.device))  # times (x_i - x0), as captum's attribution
+    if field.is_cuda:
+        field = torch.empty(field.shape, dtype=field.dtype, pin_memory=True).copy_(field, non_blocking=True)
+        torch.cuda.synchronize(device)
     return field
 
 
