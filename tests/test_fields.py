@@ -66,7 +66,7 @@ def test_last_point_is_captum_integrated_gradients(method):
     model = tiny_timm()
     x = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     steps = 12
-    phi = extract_field(model, x, FieldConfig(steps=steps, method=method), )
+    phi = extract_field(model, x, FieldConfig(steps=steps, method=method, device="cpu"))  # GPU: test_gpu.py
     assert phi.shape == (5, steps, 3 * 32 * 32) and phi.dtype == torch.float32
     cls = model(x).argmax(1)
     ref = IntegratedGradients(model).attribute(x, baselines=torch.zeros_like(x), target=cls,
@@ -151,11 +151,12 @@ def test_feature_max_target_by_hand():
 
 
 def test_chunking_does_not_change_the_field_and_is_deterministic():
+    """Bitwise repeatable on the CPU (GPU backward kernels use atomics: see test_gpu.py)."""
     model = tiny_timm()
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
-    cfg = FieldConfig(steps=10)
-    small = extract_field(model, x, FieldConfig(steps=10, memory_mb=1))
-    big = extract_field(model, x, FieldConfig(steps=10, memory_mb=4096))
+    cfg = FieldConfig(steps=10, device="cpu")
+    small = extract_field(model, x, FieldConfig(steps=10, memory_mb=1, device="cpu"))
+    big = extract_field(model, x, FieldConfig(steps=10, memory_mb=4096, device="cpu"))
     assert torch.allclose(small, big, rtol=1e-4, atol=1e-5 * big.abs().max().item())
     assert torch.equal(extract_field(model, x, cfg), extract_field(model, x, cfg))
 
@@ -232,3 +233,14 @@ def test_config_key_covers_results_not_devices():
 def test_label_target_needs_labels():
     with pytest.raises(UserError, match="label"):
         extract_field(Linear(48), torch.rand(2, 3, 4, 4), FieldConfig(steps=2, target="label"))
+
+
+def test_model_is_left_in_its_layout_and_tf32_needs_a_gpu():
+    model = tiny_timm(input_size=(3, 32, 32))
+    model.module.to(memory_format=torch.channels_last)
+    x = torch.rand(2, 3, 32, 32)
+    extract_field(model, x, FieldConfig(steps=2, device="cpu"))
+    conv = next(p for p in model.module.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    with pytest.raises(UserError, match="TF32 exists on NVIDIA GPUs only"):
+        extract_field(model, x, FieldConfig(steps=2, device="cpu", autocast="tf32"))
