@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .fields import FieldConfig, _frozen, choose_batch, extract_field, quadrature, resolve_device
+from .fields import FieldConfig, _frozen, _tf32, choose_batch, extract_field, quadrature, resolve_device
 from .models import InputConfig, ModelHandle, _finish
 
 
@@ -64,23 +64,31 @@ def paper_procedure(model: ModelHandle, images: torch.Tensor, steps: int, device
 
 def gradient_floor(model: ModelHandle, images: torch.Tensor, steps: int, device: torch.device,
                    batch: int) -> None:
-    """Bare forward+backward w.r.t. the inputs over the same N x K points, nothing else."""
+    """Bare forward+backward w.r.t. the inputs over the same N x K points, nothing else, in the
+    arithmetic of our default (full fp32: TF32 off on GPUs)."""
     module = model.module.to(device)
     total = images.shape[0] * steps
     points = images.to(device).repeat_interleave(steps, 0)  # [N*K, 3, H, W] stand-ins for path points
-    with _frozen(module):
+    with _frozen(module), _tf32(device, False):
         for s in range(0, total, batch):
             x = points[s:s + batch].clone().requires_grad_(True)
             torch.autograd.grad(model(x).amax(1).sum(), x)
 
 
-def _cases(quick: bool) -> list[dict[str, Any]]:
+def _cases(quick: bool, device: torch.device) -> list[dict[str, Any]]:
     if quick:
         return [{"arch": "test_resnet", "input": (3, 32, 32), "anchors": 16, "steps": 20}]
-    return [
+    cases = [
         {"arch": "test_resnet", "input": (3, 32, 32), "anchors": 64, "steps": 50},  # the digits zoo
         {"arch": "resnet18", "input": (3, 64, 64), "anchors": 8, "steps": 50},
     ]
+    if device.type == "cuda":  # the paper's ImageNet setting: too slow for a CPU bench
+        cases.append({"arch": "resnet50", "input": (3, 224, 224), "anchors": 16, "steps": 50})
+    return cases
+
+
+# Reduced-precision variants timed beside ours on GPUs, and their error against our fp32 field.
+_GPU_VARIANTS = ("tf32", "bf16")
 
 
 def _bench_case(case: dict[str, Any], dev: torch.device, rounds: int) -> dict[str, Any]:
@@ -89,14 +97,22 @@ def _bench_case(case: dict[str, Any], dev: torch.device, rounds: int) -> dict[st
     steps = case["steps"]
     cfg = FieldConfig(steps=steps, device=str(dev))
     total = case["anchors"] * steps
+    model.module.to(dev)  # every contender starts from a model already on the device
     ours_batch = choose_batch(model, images.to(dev), dev, None, total)
     floor_batches = sorted({b for b in (32, 64, 128, 256, ours_batch) if b <= total})
+    variants = {f"ours-{v}": FieldConfig(steps=steps, device=str(dev), autocast=v)
+                for v in (_GPU_VARIANTS if dev.type == "cuda" else ())}
     runs: dict[str, Callable[[], Any]] = {
         "ours": lambda: extract_field(model, images, cfg),
+        **{name: (lambda c=c: extract_field(model, images, c)) for name, c in variants.items()},
         "paper": lambda: paper_procedure(model, images, steps, dev),
         **{f"floor@{b}": (lambda b=b: gradient_floor(model, images, steps, dev, b)) for b in floor_batches},
     }
-    extract_field(model, images[:2], FieldConfig(steps=2, device=str(dev)))  # warm-up
+    reference = extract_field(model, images, cfg)  # also the warm-up
+    errors = {}
+    for name, c in variants.items():  # ||phi_variant - phi|| / ||phi|| over the whole field
+        errors[name] = float((extract_field(model, images, c) - reference).norm() / reference.norm())
+    del reference
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):  # interleaved, so a burst of load hits every contender alike
         for name, fn in runs.items():
@@ -109,6 +125,8 @@ def _bench_case(case: dict[str, Any], dev: torch.device, rounds: int) -> dict[st
         "seconds": {k: round(v, 4) for k, v in med.items()},
         "ours_over_floor": round(med["ours"] / med[best_floor], 3),
         "paper_over_ours": round(med["paper"] / med["ours"], 3),
+        **({"paper_over_variant": {k: round(med["paper"] / med[k], 3) for k in variants},
+            "variant_relative_error": {k: float(f"{v:.3g}") for k, v in errors.items()}} if variants else {}),
     }
 
 
@@ -126,7 +144,7 @@ def run_speed_bench(device: str = "auto", quick: bool = False, rounds: int | Non
     dev = resolve_device(device)
     rounds = rounds or (2 if quick else 3)
     results: dict[str, Any] = {"device": str(dev), "torch_threads": torch.get_num_threads(), "cases": []}
-    for case in _cases(quick):
+    for case in _cases(quick, dev):
         results["cases"].append(_bench_case(case, dev, rounds))
         gc.collect()
     results["distance_matrix"] = _distance_bench(n_models=40 if quick else 200)
@@ -180,6 +198,9 @@ def format_speed(result: dict[str, Any]) -> str:
         lines.append(f"{name:<34}{c['points']:>7}{s['ours']:>9.2f}{s[c['best_floor']]:>9.2f}{s['paper']:>9.2f}"
                      f"{c['ours_over_floor']:>12.3f}{c['paper_over_ours']:>12.3f}")
         lines.append(f"{'':<34}ours batch {c['ours_batch']}, fastest floor {c['best_floor']}")
+        for name, ratio in c.get("paper_over_variant", {}).items():
+            lines.append(f"{'':<34}{name}: {s[name]:.3f} s, paper/{name} {ratio:.3f}, "
+                         f"error vs ours {c['variant_relative_error'][name]:.2e}")
     dm = result["distance_matrix"]
     lines += ["", f"distance_matrix over {dm['models']} stored fields {dm['field_shape']}: "
               f"{dm['matrix_seconds']} s (+{dm['load_seconds']} s loading), peak RSS {dm['peak_rss_mb']} MB, "
