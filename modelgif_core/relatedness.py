@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._errors import UserError
+from .fields import _check_name
 
 # ----------------------------------------------------------------------------------- tasks
 
@@ -112,8 +113,7 @@ def _rotation(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torc
 
 def task_data(name: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and targets of task `name` for digits x [B, 3, 32, 32], y [B] (seeded corruptions)."""
-    if name not in TASKS:
-        raise UserError(f"Unknown task {name!r}; choose one of {', '.join(TASKS)}.")
+    _check_name("task", name, tuple(TASKS))
     return TASKS[name][1](x, y, torch.Generator().manual_seed(seed))
 
 
@@ -294,8 +294,7 @@ def transfer_losses(encoders: dict[str, nn.Module], tasks: list[str], x_train: t
                     steps: int = 300, seed: int = 0, dense: str = "conv") -> np.ndarray:
     """L[a, b]: held-out loss of target task tasks[b] read out from frozen encoder a (any names);
     `dense` picks the dense tasks' readout (one of DENSE_READOUTS)."""
-    if dense not in DENSE_READOUTS:
-        raise UserError(f"Unknown dense readout {dense!r}; choose one of {', '.join(DENSE_READOUTS)}.")
+    _check_name("dense readout", dense, DENSE_READOUTS)
     names = list(encoders)
     out = np.zeros((len(names), len(tasks)))
     data = {t: (task_data(t, x_train, y_train, 10_000 + seed), task_data(t, x_test, y_test, 20_000 + seed))
@@ -420,16 +419,10 @@ class BenchConfig:
     # 256 anchors and K = 25 cost 5x the field time, which two field targets could not afford here)
 
     def __post_init__(self) -> None:
-        if self.dense_readout not in DENSE_READOUTS:
-            raise UserError(f"Unknown dense readout {self.dense_readout!r}; choose one of "
-                            f"{', '.join(DENSE_READOUTS)}.")
-        if self.field_target not in FIELD_TARGETS:
-            raise UserError(f"Unknown field target {self.field_target!r}; choose one of "
-                            f"{', '.join(FIELD_TARGETS)}.")
-        if self.curve not in CURVES:
-            raise UserError(f"Unknown curve part {self.curve!r}; choose one of {', '.join(CURVES)}.")
-        if self.space not in SPACES:
-            raise UserError(f"Unknown field space {self.space!r}; choose one of {', '.join(SPACES)}.")
+        _check_name("dense readout", self.dense_readout, DENSE_READOUTS)
+        _check_name("field target", self.field_target, FIELD_TARGETS)
+        _check_name("curve part", self.curve, CURVES)
+        _check_name("field space", self.space, SPACES)
 
     @property
     def variant(self) -> str:
