@@ -552,20 +552,22 @@ def other_zoos_reference(seeds: list[dict[str, Any]], tasks: list[str]) -> dict[
     for i, s in enumerate(seeds):
         others = np.nanmean([o["affinity"] for j, o in enumerate(seeds) if j != i], axis=0)
         rows.append(per_task_spearman(-others, np.asarray(s["affinity"]), tasks))  # high affinity = near
-    per_task = _mean_dict(rows)
-    return {"spearman_mean": float(np.nanmean(list(per_task.values()))), "spearman_per_task": per_task,
-            "spearman_per_seed": [float(np.nanmean(list(r.values()))) for r in rows]}
+    return _summary(rows)
 
 
 def _mean_dict(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
 
 
-def _score(seeds: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    per_task = _mean_dict([s[key] for s in seeds])
-    per_seed = [float(np.nanmean(list(s[key].values()))) for s in seeds]
+def _summary(rows: list[dict[str, float]]) -> dict[str, Any]:
+    """Per-seed rows of per-task Spearman -> the mean over tasks, per task, and per seed."""
+    per_task = _mean_dict(rows)
     return {"spearman_mean": float(np.nanmean(list(per_task.values()))), "spearman_per_task": per_task,
-            "spearman_per_seed": per_seed}
+            "spearman_per_seed": [float(np.nanmean(list(r.values()))) for r in rows]}
+
+
+def _score(seeds: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    return _summary([s[key] for s in seeds])
 
 
 def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, Any]:
