@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -380,8 +381,11 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                             f"{str(err).splitlines()[0]}); export it again.") from None
     else:
         try:
-            # weights_only=True: tensors and plain containers only; never retried unsafely.
-            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=False)
+            # weights_only=True: tensors and plain containers only; never retried unsafely. torch warns
+            # about a plain pickle's protocol before refusing it; the refusal below says all the user needs.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+                state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=False)
         except pickle.UnpicklingError as err:
             detail = _unpickling_detail(str(err))
             if "global" in detail.lower():

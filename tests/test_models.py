@@ -144,6 +144,20 @@ def test_hostile_pickle_is_refused_and_never_executed(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_raw_pickle_is_refused_in_one_sentence(tmp_path):
+    """A plain pickle.dump file (not torch.save's zip): refused, never run, and torch's warning about
+    its pickle protocol does not reach the user beside our sentence."""
+    path, marker = tmp_path / "raw.pth", tmp_path / "PWNED"
+    code = ("import os, pickle, sys\n"
+            "class Boom:\n    def __reduce__(self):\n        return (os.system, ('touch ' + sys.argv[2],))\n"
+            "pickle.dump({'fc.weight': Boom()}, open(sys.argv[1], 'wb'), protocol=4)\n")
+    subprocess.run([sys.executable, "-c", code, str(path), str(marker)], check=True)
+    result = run_cli("extract", path, "--arch", "test_resnet", "--anchors", "noise:2:0")
+    assert result.returncode == 2 and not marker.exists()
+    assert "raw.pth" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 def test_truncated_safetensors_is_refused(tmp_path):
     save_file(make().state_dict(), tmp_path / "full.safetensors")
     data = (tmp_path / "full.safetensors").read_bytes()
