@@ -174,11 +174,15 @@ def _anchor_outputs(model: Any, images: torch.Tensor, batch: int = _TARGET_BATCH
                           for s in range(0, images.shape[0], batch)])
 
 
-def _make_target(model: Any, images: torch.Tensor, labels: torch.Tensor | None,
-                 cfg: FieldConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """t_f as a function (outputs [B, ...], anchor index [B]) -> scalars [B], fixed at the clean anchors."""
+def _make_target(model: Any, images: torch.Tensor, labels: torch.Tensor | None, cfg: FieldConfig,
+                 per_channel: bool = False) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], int]:
+    """t_f as a function (outputs [B, ...], anchor index [B]) -> scalars [B], fixed at the clean anchors,
+    and 1; per_channel (feature-max only): each output channel's own target, [B, C], and C."""
+    if per_channel and cfg.target != "feature-max":
+        raise UserError(f"Per-channel fields need target 'feature-max' (one field per output channel); "
+                        f"got {cfg.target!r}.")
     if cfg.target == "sum":
-        return lambda out, i: out.flatten(1).sum(1)
+        return (lambda out, i: out.flatten(1).sum(1)), 1
     clean = _anchor_outputs(model, images)  # [N, ...] outputs at a=1
     if cfg.target in ("predicted", "label"):
         if clean.dim() != 2:
@@ -197,16 +201,21 @@ def _make_target(model: Any, images: torch.Tensor, labels: torch.Tensor | None,
                 raise UserError(f"Labels must lie in [0, {clean.shape[1] - 1}] for this model; "
                                 f"got {int(cls.min())}..{int(cls.max())}.")
         cls_dev = cls.to(images.device)
-        return lambda out, i: out.gather(1, cls_dev[i][:, None])[:, 0]
-    # feature-max: per output channel the position of its max at the clean anchor, then the sum there.
+        return (lambda out, i: out.gather(1, cls_dev[i][:, None])[:, 0]), 1
+    # feature-max: per output channel the position of its max at the clean anchor, the value there,
+    # then (the field) the sum over channels.
+    channels: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # -> [B, C]
     if clean.dim() == 2:
-        return lambda out, i: out.sum(1)
-    if clean.dim() == 3:  # [N, L, C] tokens: channel last
+        channels = lambda out, i: out
+    elif clean.dim() == 3:  # [N, L, C] tokens: channel last
         pos = clean.argmax(dim=1).to(images.device)  # [N, C]
-        return lambda out, i: out.gather(1, pos[i][:, None, :]).sum((1, 2))
-    flat = clean.flatten(2)  # [N, C, H*W]
-    pos = flat.argmax(dim=2).to(images.device)  # [N, C]
-    return lambda out, i: out.flatten(2).gather(2, pos[i][:, :, None]).sum((1, 2))
+        channels = lambda out, i: out.gather(1, pos[i][:, None, :])[:, 0]
+    else:
+        pos = clean.flatten(2).argmax(dim=2).to(images.device)  # [N, C] over H*W
+        channels = lambda out, i: out.flatten(2).gather(2, pos[i][:, :, None])[:, :, 0]
+    if per_channel:
+        return channels, clean.shape[-1] if clean.dim() == 3 else clean.shape[1]
+    return (lambda out, i: channels(out, i).sum(1)), 1
 
 
 # ----------------------------------------------------------------------------------- batching
@@ -321,11 +330,14 @@ def _images_and_labels(anchors: Any) -> tuple[torch.Tensor, torch.Tensor | None]
 
 
 def extract_field(model: ModelHandle | torch.nn.Module, anchors: Any, cfg: FieldConfig | None = None,
-                  progress: Progress | None = None) -> torch.Tensor:
+                  progress: Progress | None = None, *, per_channel: bool = False) -> torch.Tensor:
     """The ModelGiF of `model` on `anchors`: float32 [N, K, 3*H*W] on the CPU (DESIGN §1).
 
     `model` is a ModelHandle (its preprocessing runs inside the gradient) or a plain module that
     takes pixel-space images. `anchors` is an AnchorSet or a tensor [N, 3, H, W] in [0, 1].
+    per_channel (target feature-max): one field per output channel instead of their sum,
+    [N, K, C, 3*H*W], summing over C to the ordinary field. For analyses of encoders with a few dozen
+    channels (the relatedness bench); the store keeps ordinary fields only.
     """
     cfg = cfg or FieldConfig()
     images, anchor_labels = _images_and_labels(anchors)
@@ -348,7 +360,8 @@ def extract_field(model: ModelHandle | torch.nn.Module, anchors: Any, cfg: Field
     layout = torch.channels_last if fast else torch.preserve_format
     module.to(device, memory_format=layout)
     try:
-        field = _integrate(model, images, x0, labels, cfg, device, layout, alphas, weights, progress)
+        field = _integrate(model, images, x0, labels, cfg, device, layout, alphas, weights, progress,
+                           per_channel)
     finally:  # leave the caller's model where it was: extraction on a GPU must not strand it there
         module.to(home, memory_format=torch.channels_last if home_channels_last else torch.contiguous_format)
     return field
@@ -356,8 +369,10 @@ def extract_field(model: ModelHandle | torch.nn.Module, anchors: Any, cfg: Field
 
 def _integrate(model: Any, images: torch.Tensor, x0: torch.Tensor, labels: torch.Tensor | None,
                cfg: FieldConfig, device: torch.device, layout: torch.memory_format,
-               alphas: list[float], weights: list[float], progress: Progress | None) -> torch.Tensor:
-    """The chunked forward+backward over all (anchor, step) points, then the running sums."""
+               alphas: list[float], weights: list[float], progress: Progress | None,
+               per_channel: bool = False) -> torch.Tensor:
+    """The chunked forward+backward over all (anchor, step) points, then the running sums.
+    Rows (i, k) of C channel fields each: [N, K, D], or [N, K, C, D] per channel."""
     module = model.module if isinstance(model, ModelHandle) else model
     n, k = images.shape[0], cfg.steps
     d = images[0].numel()
@@ -365,16 +380,16 @@ def _integrate(model: Any, images: torch.Tensor, x0: torch.Tensor, labels: torch
     with _frozen(module), _tf32(device, False):  # targets fixed in full fp32 whatever the path's precision
         x_dev, x0_dev = images.to(device), x0.to(device)
         delta = x_dev - x0_dev  # [N, 3, H, W] the path direction, as captum's (inputs - baselines)
+        target, c = _make_target(model, x_dev, labels, cfg, per_channel)
         # On a GPU the field stays there while it takes at most a quarter of the free memory, so the
         # running sums run on the device too and one copy brings the result back.
-        on_device = device.type == "cuda" and 4 * total * d <= torch.cuda.mem_get_info(device)[0] // 4
+        on_device = device.type == "cuda" and 4 * total * c * d <= torch.cuda.mem_get_info(device)[0] // 4
         # Host memory for a GPU's field is page-locked: copies into pageable memory ran at ~1.8 GB/s on
         # the lent H200 and took 30% of a resnet50 extraction (docs/PERFORMANCE.md).
         pin = device.type == "cuda"
-        field = torch.empty(total, d, dtype=torch.float32, device=device if on_device else "cpu",
+        field = torch.empty(total, c, d, dtype=torch.float32, device=device if on_device else "cpu",
                             pin_memory=pin and not on_device)  # rows (i, k), k fastest
         batch = choose_batch(model, x_dev, device, cfg.memory_mb, total)
-        target = _make_target(model, x_dev, labels, cfg)
         alpha_dev = torch.tensor(alphas, dtype=torch.float32, device=device)  # [K]
         weight_dev = torch.tensor(weights, dtype=torch.float32, device=device)  # [K]
         with _tf32(device, cfg.autocast == "tf32"):  # for the forward and the backward of every chunk
@@ -385,21 +400,27 @@ def _integrate(model: Any, images: torch.Tensor, x0: torch.Tensor, labels: torch
                 points = x0_dev[i] + alpha_dev[step].view(-1, 1, 1, 1) * delta[i]
                 points = points.contiguous(memory_format=layout).requires_grad_(True)
                 with _autocast(device, cfg.autocast):
-                    scalars = target(_forward(model, points), i)  # [B]
+                    scalars = target(_forward(model, points), i)  # [B], or [B, C] per channel
                 if not scalars.requires_grad:
                     raise UserError("The model's output does not depend differentiably on its input "
                                     "(no gradient); ModelGiF needs a differentiable model.")
-                (grad,) = torch.autograd.grad(scalars.float().sum(), points)
-                scaled = grad.float().reshape(len(idx), d) * weight_dev[step][:, None]  # [B, D]
+                if per_channel:  # one backward per channel: on the CPU faster than batched grad outputs
+                    grad = torch.stack([torch.autograd.grad(scalars[:, j].float().sum(), points,
+                                                            retain_graph=j < c - 1)[0] for j in range(c)], 1)
+                else:
+                    (grad,) = torch.autograd.grad(scalars.float().sum(), points)
+                scaled = grad.float().reshape(len(idx), c, d) * weight_dev[step][:, None, None]  # [B, C, D]
                 field[start:start + len(idx)].copy_(scaled, non_blocking=pin)
                 if progress is not None:
                     progress(start + len(idx), total)
     if pin and not field.is_cuda:
         torch.cuda.synchronize(device)  # the chunks' asynchronous copies have landed
-    field = field.view(n, k, d)
+    field = field.view(n, k, c, d)
     for step in range(1, k):  # running partial integrals sum_{j<=k} w_j g_ij, in place
         field[:, step].add_(field[:, step - 1])
-    field.mul_(delta.reshape(n, 1, d).to(field.device))  # times (x_i - x0), as captum's attribution
+    field.mul_(delta.reshape(n, 1, 1, d).to(field.device))  # times (x_i - x0), as captum's attribution
+    if not per_channel:
+        field = field.view(n, k, d)
     if field.is_cuda:
         field = torch.empty(field.shape, dtype=field.dtype, pin_memory=True).copy_(field, non_blocking=True)
         torch.cuda.synchronize(device)

@@ -150,6 +150,56 @@ def test_feature_max_target_by_hand():
     assert torch.allclose(phi[0, -1], (x[0] * grad).flatten(), atol=1e-6)
 
 
+def test_per_channel_fields_by_hand():
+    """The same 1x1 conv, one field per channel: each is its own channel's gradient, and they sum to the field."""
+    conv = torch.nn.Conv2d(3, 2, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 1.0]]).view(2, 3, 1, 1))
+    x = torch.zeros(1, 3, 4, 4)
+    x[0, 0, 1, 2], x[0, 1, 3, 0], x[0, 2, 3, 0] = 1.0, 0.9, 0.5
+    cfg = FieldConfig(steps=3, target="feature-max", device="cpu")
+    per = extract_field(conv, x, cfg, per_channel=True)
+    assert per.shape == (1, 3, 2, 48)
+    grad = torch.zeros(2, 3, 4, 4)
+    grad[0, 0, 1, 2] = 1.0
+    grad[1, 1, 3, 0], grad[1, 2, 3, 0] = 2.0, 1.0
+    _, weights = quadrature("gausslegendre", 3)
+    for k in range(3):  # a linear model: the curve is (x - 0) * grad * (w_1 + ... + w_k)
+        assert torch.allclose(per[0, k], (x[0] * grad).flatten(1) * sum(weights[: k + 1]), atol=1e-6)
+    assert torch.allclose(per.sum(2), extract_field(conv, x, cfg), atol=1e-6)
+
+
+class _OneChannel(torch.nn.Module):
+    def __init__(self, model, c):
+        super().__init__()
+        self.model, self.c = model, c
+
+    def forward(self, x):
+        return self.model(x)[:, self.c:self.c + 1]
+
+
+@pytest.mark.parametrize("method", ["gausslegendre", "riemann_trapezoid"])
+def test_per_channel_field_is_each_channels_own_field(method):
+    """Channel c's field equals the ordinary field of the model cut down to channel c, to the last bit;
+    their sum is the ordinary feature-max field up to the order of the sum."""
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                              torch.nn.Conv2d(4, 5, 3, padding=1), torch.nn.Tanh()).eval()
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    cfg = FieldConfig(steps=6, method=method, target="feature-max", device="cpu", memory_mb=1)  # several chunks
+    per = extract_field(net, x, cfg, per_channel=True)
+    assert per.shape == (3, 6, 5, 3 * 16 * 16)
+    for c in range(5):
+        assert torch.equal(per[:, :, c], extract_field(_OneChannel(net, c), x, cfg))
+    whole = extract_field(net, x, cfg)
+    assert torch.allclose(per.sum(2), whole, rtol=1e-5, atol=1e-6 * whole.abs().max().item())
+
+
+def test_per_channel_needs_the_feature_max_target():
+    with pytest.raises(UserError, match=r"^Per-channel fields need target 'feature-max' .*'predicted'\.$"):
+        extract_field(Linear(3 * 4 * 4), torch.rand(2, 3, 4, 4), FieldConfig(steps=2), per_channel=True)
+
+
 def test_chunking_does_not_change_the_field_and_is_deterministic():
     """Bitwise repeatable on the CPU (GPU backward kernels use atomics: see test_gpu.py)."""
     model = tiny_timm()

@@ -91,3 +91,22 @@ def test_field_too_big_for_the_gpu_is_gathered_on_the_host(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 << 20, 1 << 30))
     on_host = extract_field(model, x, FieldConfig(steps=10, device="cuda"))  # 16-point chunks
     assert _relative(on_host, on_gpu) < 1e-5
+
+
+@pytest.mark.parametrize("gathered_on_host", [False, True])
+def test_per_channel_fields_on_the_gpu_are_the_cpu_ones(monkeypatch, gathered_on_host):
+    """The relatedness bench's per-channel fields: same as the CPU's, on the device or gathered on the host."""
+    from modelgif_core.relatedness import Encoder
+
+    torch.manual_seed(0)
+    encoder = Encoder().eval()
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    cfg = FieldConfig(steps=5, target="feature-max", device="cpu", memory_mb=1)
+    cpu = extract_field(encoder, x, cfg, per_channel=True)
+    if gathered_on_host:
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 << 20, 1 << 30))
+    cuda = extract_field(encoder, x, FieldConfig(steps=5, target="feature-max", device="cuda", memory_mb=1),
+                         per_channel=True)
+    assert cuda.shape == cpu.shape == (4, 5, 32, 3 * 32 * 32)
+    assert _relative(cuda, cpu) < 1e-5
+    assert all(p.device.type == "cpu" for p in encoder.parameters())
