@@ -15,16 +15,20 @@ against the target's own encoder and an untrained encoder of the same architectu
 Dense targets are read out by a small conv decoder trained briefly (Taskonomy's transfer functions
 are small conv nets); the per-position ridge map used before is still scored alongside.
 
-ModelGiF distances between the headless encoders (target `feature-max`: the sum of each channel's
-spatial max, fixed at the clean anchor, with every channel scaled to a mean max of 1 on the anchors;
-CutMix anchors, as the paper; the whole curve, compared on the 64-dim subspace the digits live in)
-should fall as affinity rises. Score per target task B: Spearman over the other tasks A of
+ModelGiF distances between the headless encoders should fall as affinity rises. The fields: one per
+encoder channel (target `feature-max`: the channel's spatial max, fixed at the clean anchor; every
+channel scaled to a mean max of 1 on the anchors), on CutMix anchors as the paper, the whole curve,
+projected on the 64-dim subspace the digits live in; two encoders compared at every (anchor, step)
+by the CKA of their channels' field vectors, which does not depend on how each numbers its channels
+(`channel_cka_distance_matrix`). Score per target task B: Spearman over the other tasks A of
 (d'(A, B), affinity[A, B]) with d' the hubness-centred distance (`hubness_centred`), averaged over
 tasks (the paper, on Taskonomy's 17 tasks: -0.835). The subspace and the centring were chosen on
-zoos 0-5 and passed a check written down before fresh zoos 6-11 were trained (docs/BENCHMARKS.md).
-Baselines on the same anchors, scored the same way: linear CKA of the encoders' features
-(distance 1 - CKA), the Integrated Gradients attribution alone (the field's last point); and every
-field target x curve part x space, raw and centred (the earlier defaults among them).
+zoos 0-5 and passed a check written down before fresh zoos 6-11 were trained; the per-channel
+comparison, chosen on zoos 0-5, passed one written down before fresh zoos 12-17 were scored
+(docs/BENCHMARKS.md). Baselines on the same anchors, scored the same way: linear CKA of the encoders'
+features (distance 1 - CKA), the Integrated Gradients attribution alone (the fields' last point); and
+every field target x curve part x space, raw and centred (the earlier defaults among them: the
+channels' summed field, `channel-scaled`, compared by cosine per point).
 """
 
 from __future__ import annotations
@@ -369,9 +373,33 @@ def cka_distance_matrix(features: list[torch.Tensor]) -> np.ndarray:
     return out
 
 
+def channel_cka_distance_matrix(fields: list[torch.Tensor]) -> np.ndarray:
+    """Per-channel fields [N, K, C, D] compared whatever the order and sign of each encoder's channels.
+
+    At every (anchor, step) point the C channels' field vectors X [C, D] of two encoders are compared by
+    linear CKA without centring, ||Xa Xb^T||^2 / (||Xa Xa^T|| ||Xb Xb^T||): 1 when both span the same
+    directions with the same energies. Distance: 1 - its mean over the points. Independent encoders of
+    one architecture number their channels arbitrarily, so channel c of one is not channel c of another;
+    the summed field avoids that by keeping one direction per point, this keeps all of them.
+    """
+    rows = [f.flatten(0, 1).double() for f in fields]  # [M, C, D] each, M = N * K points
+    norms = [torch.linalg.matrix_norm(x @ x.transpose(1, 2)) for x in rows]  # [M]
+    m = len(rows)
+    out = np.zeros((m, m))
+    for i in range(m):
+        for j in range(i + 1, m):
+            cross = torch.linalg.matrix_norm(rows[i] @ rows[j].transpose(1, 2)).square()  # [M]
+            cka = cross / (norms[i] * norms[j]).clamp_min(1e-300)
+            out[i, j] = out[j, i] = 1.0 - float(cka.mean())
+    return out
+
+
 # ----------------------------------------------------------------------------------- the bench
 
-FIELD_TARGETS = ("channel-scaled", "feature-max")
+# per-channel: every channel's own field (channel-scaled), compared by `channel_cka_distance_matrix`
+# (round 4: chosen on zoos 0-5, checked on fresh zoos 12-17); channel-scaled: their sum, cosine per point;
+# feature-max: the unscaled sum.
+FIELD_TARGETS = ("per-channel", "channel-scaled", "feature-max")
 CURVES = ("all", "early")  # the whole curve, or the quadrature points with alpha < 0.5
 # where fields are compared: "subspace" = projected orthogonally on the 64-dim subspace the upsampled
 # digits live in (anchors.digits_basis); "pixels" = all 3x32x32 input dimensions. The readouts only
@@ -410,19 +438,22 @@ class BenchConfig:
     transfer_train: int = 1000  # labelled pool examples per transfer readout (400 was noisier)
     readout_steps: int = 300  # Adam steps of the logistic readouts
     dense_readout: str = "conv"  # dense targets' readout, one of DENSE_READOUTS (ridge: also reported)
-    field_target: str = "channel-scaled"  # one of FIELD_TARGETS (every target x curve x space is reported)
+    field_target: str = "per-channel"  # one of FIELD_TARGETS (every target x curve x space is reported)
     curve: str = "all"  # which part of the curve the distance uses, one of CURVES
     space: str = "subspace"  # where the fields are compared, one of SPACES
     centre: bool = True  # score every method's distances hubness-centred (see `hubness_centred`)
     anchors: str = "cutmix:digits:500:128:0"  # the paper's CutMix anchors, from held-out digits
     steps: int = 10  # K quadrature points (the variants were chosen at 128 anchors, K = 10; the earlier
-    # 256 anchors and K = 25 cost 5x the field time, which two field targets could not afford here)
+    # 256 anchors and K = 25 cost 5x the field time, which three field targets could not afford here)
 
     def __post_init__(self) -> None:
         _check_name("dense readout", self.dense_readout, DENSE_READOUTS)
         _check_name("field target", self.field_target, FIELD_TARGETS)
         _check_name("curve part", self.curve, CURVES)
         _check_name("field space", self.space, SPACES)
+        if self.field_target == "per-channel" and self.space != "subspace":
+            raise UserError("Per-channel fields are compared on the digits' subspace only (in pixels they take "
+                            "32x the memory); use space 'subspace' or another field target.")
 
     @property
     def variant(self) -> str:
@@ -432,9 +463,11 @@ class BenchConfig:
 QUICK = BenchConfig(seeds=1, epochs=5, anchors="cutmix:digits:500:64:0", steps=10)
 
 # method -> key of its distance matrix in a seed's result; the first is the bench's own ModelGiF,
-# then every field target x curve part x space. Earlier defaults: channel-scaled|early|pixels (the
-# previous round), feature-max|all|pixels (the first).
-VARIANTS = tuple(f"{t}|{c}|{s}" for t in FIELD_TARGETS for c in CURVES for s in SPACES)
+# then every field target x curve part x space (per-channel fields on the subspace only). Earlier
+# defaults: channel-scaled|all|subspace (round 3), channel-scaled|early|pixels (round 2),
+# feature-max|all|pixels (the first).
+VARIANTS = tuple(f"{t}|{c}|{s}" for t in FIELD_TARGETS for c in CURVES for s in SPACES
+                 if t != "per-channel" or s == "subspace")
 METHODS = {"modelgif": "distance", "ig_attribution": "distance_ig", "linear_cka": "distance_cka",
            **{f"modelgif[{v}]": f"distance[{v}]" for v in VARIANTS}}
 
@@ -460,7 +493,7 @@ def hubness_centred(dist: np.ndarray) -> np.ndarray:
 
 
 def _field_model(encoder: nn.Module, target: str, images: torch.Tensor) -> nn.Module:
-    return ChannelScaled(encoder, images) if target == "channel-scaled" else encoder
+    return ChannelScaled(encoder, images) if target in ("per-channel", "channel-scaled") else encoder
 
 
 def _run_seed(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor,
@@ -499,14 +532,23 @@ def _run_seed(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor, x_t
     spaces = {"subspace": lambda phi: phi @ basis, "pixels": lambda phi: phi}  # [N, K, 64] / [N, K, 3072]
     dists = {}
     for target in FIELD_TARGETS:
-        fields = [extract_field(_field_model(encoders[t], target, anchors.images), anchors, field_cfg)
-                  for t in tasks]  # [N, K, D] each
+        per_channel = target == "per-channel"
+        fields = []
+        for t in tasks:
+            model = _field_model(encoders[t], target, anchors.images)
+            if per_channel:  # [N, K, C, 64], projected at once: in pixels 32 channels take 0.5 GB an encoder
+                fields.append(extract_field(model, anchors, field_cfg, per_channel=True) @ basis)
+            else:
+                fields.append(extract_field(model, anchors, field_cfg))  # [N, K, D]
+        compare = channel_cka_distance_matrix if per_channel else distance_matrix
         for space, project in spaces.items():
-            seen = [project(f) for f in fields]
+            if per_channel and space != "subspace":
+                continue
+            seen = fields if per_channel else [project(f) for f in fields]
             for curve, ks in curves.items():
-                dists[f"distance[{target}|{curve}|{space}]"] = distance_matrix([f[:, ks] for f in seen])
+                dists[f"distance[{target}|{curve}|{space}]"] = compare([f[:, ks] for f in seen])
             if target == cfg.field_target and space == cfg.space:
-                dists["distance_ig"] = distance_matrix([f[:, -1:] for f in seen])  # the IG attribution alone
+                dists["distance_ig"] = compare([f[:, -1:] for f in seen])  # the IG attribution alone
     dists["distance"] = dists[f"distance[{cfg.variant}]"]
     dists["distance_cka"] = cka_distance_matrix([_features(encoders[t], anchors.images) for t in tasks])
     t3 = time.perf_counter()
@@ -678,8 +720,8 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"{'other zoos':<12} {ref['spearman_mean']:>9.3f}   (reference: each zoo's affinity predicted "
                      "by the other zoos' mean affinity, a perfect task-level predictor; per seed "
                      + " ".join(f"{v:.3f}" for v in ref["spearman_per_seed"]) + ")")
-    lines += ["", "field variants (target|curve|space); earlier defaults: channel-scaled|early|pixels (previous), "
-              "feature-max|all|pixels (first)",
+    lines += ["", "field variants (target|curve|space); earlier defaults: channel-scaled|all|subspace (round 3), "
+              "channel-scaled|early|pixels (round 2), feature-max|all|pixels (first)",
               f"{'variant':<40} {'mean':>7} {'pooled':>7} {'per seed':>24} {'raw':>7} {other:>7}"]
     for k in (m for m in scores if m.startswith("modelgif[")):
         per_seed = " ".join(f"{v:.3f}" for v in scores[k]["spearman_per_seed"])
