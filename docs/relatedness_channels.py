@@ -3,8 +3,8 @@
 The bench's field sums the encoder's 32 channels (their spatial maxima, `feature-max`, each channel
 scaled) into one scalar per anchor, so it sees one direction per (anchor, step) out of what the
 encoder's 32 channels see; transfer to another task depends on all of them. This script extracts
-each channel's own field (the same field as the core's `extract_field` of that channel alone; checked
-to 2e-7 by `--check`), projects it on the digits' 64-dim subspace, J_A [C, N, K, 64], and compares
+each channel's own field (the core's `extract_field(..., per_channel=True)`), projects it on the
+digits' 64-dim subspace, J_A [C, N, K, 64], and compares
 two encoders in three ways that do not depend on the order of their channels:
 
   M1  linear CKA of the channels over all (point, input dim) rows          1 - CKA
@@ -16,9 +16,9 @@ each hubness-centred, as the bench scores every method, beside the bench's defau
 channel-summed field, cosine per point). Candidate M2 was picked on zoos 0-5 and checked on fresh
 zoos 12-17 against a bar written down before they were scored (docs/BENCHMARKS.md, "Round 4").
 
-Usage: python docs/relatedness_channels.py [--zoos 12-17] [--cache DIR] [--check]
+Usage: python docs/relatedness_channels.py [--zoos 12-17] [--cache DIR]
 Zoos are trained with the bench's recipe (seeds 1000 * zoo + task index, one torch thread; about
-3 minutes per zoo) and the per-channel fields extracted (about 3 minutes per zoo); both are cached in
+3 minutes per zoo) and the per-channel fields extracted (about 1 minute per zoo); both are cached in
 --cache (default /tmp/relatedness_channels), so a second run only scores.
 """
 
@@ -38,7 +38,8 @@ from torch import nn  # noqa: E402
 
 from modelgif_core import relatedness as R  # noqa: E402
 from modelgif_core.anchors import digits_basis, digits_dataset, digits_split, load_anchors  # noqa: E402
-from modelgif_core.fields import FieldConfig, extract_field, make_baseline, quadrature  # noqa: E402
+from modelgif_core.distance import distance_matrix  # noqa: E402
+from modelgif_core.fields import FieldConfig, extract_field  # noqa: E402
 
 CFG = R.BenchConfig()
 TASKS = list(CFG.tasks)
@@ -64,35 +65,10 @@ def train_zoo(zoo: int, cache: Path) -> dict:
     return data
 
 
-def channel_fields(model: nn.Module, images: torch.Tensor, chunk: int = 320) -> torch.Tensor:
-    """Every output channel's feature-max field at once, projected: [C, N, K, 64].
-
-    One backward per chunk with the identity as batched grad outputs (is_grads_batched) instead of C
-    calls of the extractor; the running sums commute with the (x - x0) factor and the projection."""
-    alphas, weights = quadrature("gausslegendre", CFG.steps)
-    n, k = len(images), len(alphas)
-    basis = digits_basis()  # [3072, 64]
-    x0 = make_baseline("black", images)
-    delta = images - x0
-    with torch.no_grad():
-        clean = model(images)  # [N, C, 8, 8]
-    c = clean.shape[1]
-    pos = clean.flatten(2).argmax(2)  # [N, C] each channel's max position at the clean anchor
-    points = (x0[:, None] + torch.tensor(alphas).view(1, k, 1, 1, 1) * delta[:, None]).flatten(0, 1)
-    anchor = torch.arange(n).repeat_interleave(k)
-    w = torch.tensor(weights)
-    out = torch.empty(c, n * k, 64)
-    eye = torch.eye(c)
-    for s in range(0, n * k, chunk):
-        pts = points[s:s + chunk].clone().requires_grad_(True)
-        i = anchor[s:s + chunk]
-        with torch.enable_grad():
-            scalars = model(pts).flatten(2).gather(2, pos[i][:, :, None])[:, :, 0]  # [B, C]
-            (g,) = torch.autograd.grad(scalars, pts, grad_outputs=eye[:, None, :].expand(c, len(i), c),
-                                       is_grads_batched=True)  # [C, B, 3, 32, 32]
-        step_w = w[torch.arange(s, s + len(i)) % k][None, :, None]
-        out[:, s:s + len(i)] = (g.flatten(2) * step_w * delta[i].flatten(1)[None]) @ basis
-    return out.view(c, n, k, 64).cumsum(2)
+def channel_fields(model: nn.Module, anchors) -> torch.Tensor:
+    """Every output channel's feature-max field, projected on the digits' subspace: [C, N, K, 64]."""
+    cfg = FieldConfig(steps=CFG.steps, target="feature-max", device="cpu")
+    return (extract_field(model, anchors, cfg, per_channel=True) @ digits_basis()).permute(2, 0, 1, 3)
 
 
 def encoder(state: dict) -> nn.Module:
@@ -101,11 +77,12 @@ def encoder(state: dict) -> nn.Module:
     return enc.eval().requires_grad_(False)
 
 
-def zoo_fields(zoo: int, cache: Path, images: torch.Tensor) -> list[torch.Tensor]:
+def zoo_fields(zoo: int, cache: Path, anchors) -> list[torch.Tensor]:
     path = cache / f"channels{zoo}.pt"
     if not path.is_file():
         data = train_zoo(zoo, cache)
-        fields = {t: channel_fields(R.ChannelScaled(encoder(s), images), images).half() for t, s in data["enc"].items()}
+        fields = {t: channel_fields(R.ChannelScaled(encoder(s), anchors.images), anchors).half()
+                  for t, s in data["enc"].items()}
         torch.save(fields, path)
     fields = torch.load(path, weights_only=True)
     return [fields[t].double() for t in TASKS]  # [C, N, K, 64] per task
@@ -113,8 +90,7 @@ def zoo_fields(zoo: int, cache: Path, images: torch.Tensor) -> list[torch.Tensor
 
 def default_distance(J: list[torch.Tensor]) -> np.ndarray:
     """The bench's previous default: the channel-summed field, 1 - cosine per (anchor, step), averaged."""
-    u = [torch.nn.functional.normalize(j.sum(0).flatten(0, 1), dim=1) for j in J]  # [M, 64]
-    return np.array([[1 - float((a * b).sum(1).mean()) for b in u] for a in u])
+    return distance_matrix([j.sum(0).float() for j in J])
 
 
 def cka_global(J: list[torch.Tensor]) -> np.ndarray:
@@ -125,10 +101,8 @@ def cka_global(J: list[torch.Tensor]) -> np.ndarray:
 
 
 def cka_per_point(J: list[torch.Tensor]) -> np.ndarray:
-    g = [torch.einsum("cmi,cmj->mij", j.flatten(1, 2), j.flatten(1, 2)) for j in J]  # [M, 64, 64] per point
-    norm = [v.flatten(1).norm(dim=1) for v in g]  # [M]
-    return np.array([[1 - float(((a * b).sum((1, 2)) / (na * nb).clamp_min(1e-30)).mean())
-                      for b, nb in zip(g, norm)] for a, na in zip(g, norm)])
+    """The bench's `channel_cka_distance_matrix`, on [N, K, C, 64] fields."""
+    return R.channel_cka_distance_matrix([j.permute(1, 2, 0, 3) for j in J])
 
 
 def capture(J: list[torch.Tensor], energy: float = 0.9) -> np.ndarray:
@@ -154,27 +128,6 @@ MEASURES = {"default (summed field, cosine)": default_distance, "M1 channel CKA,
             "summed field, last point (IG only)": lambda J: default_distance([j[:, :, -1:] for j in J])}
 
 
-class _OneChannel(nn.Module):
-    def __init__(self, model: nn.Module, c: int) -> None:
-        super().__init__()
-        self.model, self.c = model, c
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)[:, self.c:self.c + 1]
-
-
-def check(anchors) -> None:
-    """The batched per-channel fields equal the core extractor's field of each channel alone."""
-    torch.manual_seed(0)
-    model = R.ChannelScaled(R.Encoder().eval().requires_grad_(False), anchors.images)
-    J = channel_fields(model, anchors.images)
-    for c in (0, 17, 31):
-        ref = extract_field(_OneChannel(model, c), anchors, FieldConfig(steps=CFG.steps, target="feature-max",
-                                                                          device="cpu"))
-        ref = ref.reshape(len(anchors.images), CFG.steps, -1) @ digits_basis()
-        print(f"channel {c}: relative difference to extract_field {float((J[c] - ref).norm() / ref.norm()):.1e}")
-
-
 def mean_spearman(dist: np.ndarray, affinity: np.ndarray) -> float:
     return float(np.nanmean(list(R.per_task_spearman(dist, affinity, TASKS).values())))
 
@@ -183,13 +136,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zoos", default="12-17", help="a range a-b or a comma list")
     ap.add_argument("--cache", default="/tmp/relatedness_channels")
-    ap.add_argument("--check", action="store_true", help="only compare the batched fields with extract_field")
     args = ap.parse_args()
     torch.set_num_threads(1)
     anchors = load_anchors(CFG.anchors)
-    if args.check:
-        check(anchors)
-        return
     lo, _, hi = args.zoos.partition("-")
     zoos = list(range(int(lo), int(hi) + 1)) if hi else [int(v) for v in args.zoos.split(",")]
     scores = {m: [] for m in MEASURES}
@@ -198,7 +147,7 @@ def main() -> None:
     affinities = []
     for zoo in zoos:
         t0 = time.time()
-        J = zoo_fields(zoo, Path(args.cache), anchors.images)
+        J = zoo_fields(zoo, Path(args.cache), anchors)
         loss = train_zoo(zoo, Path(args.cache))["loss"].numpy()
         affinity = R.normalise_affinity(loss[:-1], loss[-1])
         affinities.append(affinity)
