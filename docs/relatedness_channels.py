@@ -53,13 +53,9 @@ def train_zoo(zoo: int, cache: Path) -> dict:
     xs, ys = digits_dataset()
     pool, held = digits_split()
     x, y, xt, yt = xs[pool], ys[pool], xs[held], ys[held]
-    enc = {t: R.train_encoder(t, x, y, epochs=CFG.epochs, seed=1000 * zoo + i) for i, t in enumerate(TASKS)}
-    torch.manual_seed(99_000 + zoo)
-    rand = R.Encoder(CFG.width, CFG.resolution).eval().requires_grad_(False)
-    sub = torch.randperm(len(x), generator=torch.Generator().manual_seed(zoo))[: CFG.transfer_train]
-    loss = R.transfer_losses({**enc, "_random": rand}, TASKS, x[sub], y[sub], xt, yt,
-                             steps=CFG.readout_steps, seed=zoo)
-    data = {"loss": torch.from_numpy(loss), "enc": {t: e.state_dict() for t, e in enc.items()}}
+    sources = R.train_zoo(CFG, zoo, x, y)  # the bench's own recipe and seeds
+    loss = R.zoo_transfer_losses(CFG, zoo, sources, x, y, xt, yt)
+    data = {"loss": torch.from_numpy(loss), "enc": {t: sources[t].state_dict() for t in TASKS}}
     cache.mkdir(parents=True, exist_ok=True)
     torch.save(data, path)
     return data

@@ -4,7 +4,7 @@ The default (channel-scaled fields, whole curve, compared on the digits' 64-dim 
 method's distances hubness-centred) was chosen on zoos 0-5. Before zoos 6-11 were trained, the pass
 bar was written down: the candidate beats the previous default (early half of the curve, pixels, raw)
 by >= 0.03 in mean Spearman per zoo and on >= 4 of the 6 zoos. This script trains those zoos with the
-bench's recipe (`relatedness.train_encoder`, seeds 1000 * zoo + task index, one torch thread), reads
+bench's recipe (`relatedness.train_zoo`, seeds 1000 * zoo + task index, one torch thread), reads
 out the transfer losses, extracts the fields, and prints per zoo and pooled: the previous default,
 the candidate, other views, the baselines (raw and centred) and the other zoos' mean affinity as a
 reference. docs/BENCHMARKS.md ("Round 3") quotes its output for zoos 6-11.
@@ -44,12 +44,8 @@ def train_zoo(zoo: int, cache: Path) -> dict:
     x, y, xt, yt = xs[pool], ys[pool], xs[held], ys[held]
     anchors = load_anchors(cfg.anchors)
     t0 = time.time()
-    enc = {t: R.train_encoder(t, x, y, epochs=cfg.epochs, seed=1000 * zoo + i) for i, t in enumerate(tasks)}
-    torch.manual_seed(99_000 + zoo)
-    rand = R.Encoder(cfg.width, cfg.resolution).eval().requires_grad_(False)
-    sub = torch.randperm(len(x), generator=torch.Generator().manual_seed(zoo))[: cfg.transfer_train]
-    loss = R.transfer_losses({**enc, "_random": rand}, tasks, x[sub], y[sub], xt, yt,
-                             steps=cfg.readout_steps, seed=zoo)
+    enc = R.train_zoo(cfg, zoo, x, y)  # the bench's own recipe and seeds; "_random" last
+    loss = R.zoo_transfer_losses(cfg, zoo, enc, x, y, xt, yt)
     field_cfg = FieldConfig(steps=cfg.steps, target="feature-max")
     fields = {t: unit_field(extract_field(R.ChannelScaled(enc[t], anchors.images), anchors, field_cfg))[0].half()
               for t in tasks}  # [N, K, 3072] unit vectors per (anchor, step)

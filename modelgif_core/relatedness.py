@@ -496,6 +496,28 @@ def _field_model(encoder: nn.Module, target: str, images: torch.Tensor) -> nn.Mo
     return ChannelScaled(encoder, images) if target in ("per-channel", "channel-scaled") else encoder
 
 
+def train_zoo(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, nn.Module]:
+    """Task zoo `seed`: one encoder per task (training seed 1000 * seed + the task's index), then the
+    untrained encoder every affinity is normalised against, under the name "_random"."""
+    encoders: dict[str, nn.Module] = {
+        t: train_encoder(t, x, y, epochs=cfg.epochs, seed=1000 * seed + i, width=cfg.width,
+                         resolution=cfg.resolution)
+        for i, t in enumerate(cfg.tasks)}
+    torch.manual_seed(99_000 + seed)
+    encoders["_random"] = Encoder(cfg.width, cfg.resolution).eval().requires_grad_(False)
+    return encoders
+
+
+def zoo_transfer_losses(cfg: BenchConfig, seed: int, zoo: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
+                        x_test: torch.Tensor, y_test: torch.Tensor, tasks: list[str] | None = None,
+                        dense: str | None = None) -> np.ndarray:
+    """L[a, b] for every encoder a of `zoo` (the random one last) and target task b, each read out on the
+    zoo's own seeded draw of `cfg.transfer_train` pool examples."""
+    sub = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[: cfg.transfer_train]
+    return transfer_losses(zoo, list(tasks or cfg.tasks), x[sub], y[sub], x_test, y_test,
+                           steps=cfg.readout_steps, seed=seed, dense=dense or cfg.dense_readout)
+
+
 def _run_seed(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor,
               y_test: torch.Tensor, anchors: Any) -> dict[str, Any]:
     from .anchors import digits_basis
@@ -504,25 +526,18 @@ def _run_seed(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor, x_t
 
     tasks = list(cfg.tasks)
     t0 = time.perf_counter()
-    encoders = {t: train_encoder(t, x, y, epochs=cfg.epochs, seed=1000 * seed + i,
-                                 width=cfg.width, resolution=cfg.resolution)
-                for i, t in enumerate(tasks)}
-    torch.manual_seed(99_000 + seed)
-    rand = Encoder(cfg.width, cfg.resolution).eval().requires_grad_(False)
+    sources = train_zoo(cfg, seed, x, y)  # the task encoders, then "_random"
+    encoders = {t: sources[t] for t in tasks}
     t1 = time.perf_counter()
-    g = torch.Generator().manual_seed(seed)
-    sub = torch.randperm(len(x), generator=g)[: cfg.transfer_train]
-    sources = {**encoders, "_random": rand}
-    loss = transfer_losses(sources, tasks, x[sub], y[sub], x_test, y_test,
-                           steps=cfg.readout_steps, seed=seed, dense=cfg.dense_readout)
+    loss = zoo_transfer_losses(cfg, seed, sources, x, y, x_test, y_test)
     affinity = normalise_affinity(loss[:-1], loss[-1])
     # The other dense readout too, to show how much the ground truth depends on it (ridge is cheap).
     other = "ridge" if cfg.dense_readout == "conv" else "conv"
     dense = [j for j, t in enumerate(tasks) if TASKS[t][0].kind == "dense"]
     loss_other = loss.copy()
     if dense:
-        loss_other[:, dense] = transfer_losses(sources, [tasks[j] for j in dense], x[sub], y[sub], x_test,
-                                               y_test, steps=cfg.readout_steps, seed=seed, dense=other)
+        loss_other[:, dense] = zoo_transfer_losses(cfg, seed, sources, x, y, x_test, y_test,
+                                                   tasks=[tasks[j] for j in dense], dense=other)
     affinity_other = normalise_affinity(loss_other[:-1], loss_other[-1])
     t2 = time.perf_counter()
     field_cfg = FieldConfig(steps=cfg.steps, target="feature-max")
