@@ -472,7 +472,9 @@ def task_zoo_section(kind: str) -> None:
              f"(mini-Taskonomy, `modelgif bench relatedness`, {result['seeds']} seed(s))")
     with st.expander(title):
         if kind == "heatmap":
-            st.plotly_chart(figures.distance_heatmap(dist, tasks, title="Field distances between task encoders"),
+            # the bench's default compares per-channel fields by CKA, not by the page's cosine
+            how = " (1 − CKA of their channels' fields)" if result.get("field_target") == "per-channel" else ""
+            st.plotly_chart(figures.distance_heatmap(dist, tasks, title=f"Field distances between task encoders{how}"),
                             key="task_heatmap")
         else:
             emb = embed_distances(dist, method="mds" if len(tasks) < 12 else "auto")

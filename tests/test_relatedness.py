@@ -271,6 +271,8 @@ def test_tiny_end_to_end_run_and_json_contract():
         assert any(t["type"] == trace for t in figure["data"])
         shown = json.dumps(figure["data"])
         assert all(task in shown for task in cfg.tasks)
+        if trace == "heatmap":  # says which distance it shows: not the page's cosine
+            assert "CKA of their channels' fields" in json.dumps(figure["layout"], ensure_ascii=False)
     # Distances also lists each target task's score beside the baselines', as the bench prints them
     at.switch_page("app_pages/distances.py").run()
     scores = at.dataframe[0].value
