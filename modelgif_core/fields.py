@@ -248,6 +248,18 @@ def _default_budget_mb(device: torch.device) -> int:
     return 512
 
 
+def available_host_bytes() -> int | None:
+    """Memory the kernel can still give this process without swapping (Linux MemAvailable); None elsewhere."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def choose_batch(model: Any, images: torch.Tensor, device: torch.device, memory_mb: int | None,
                  total: int) -> int:
     """Points per forward+backward: as many as fit the activation budget (x3 for the backward)."""
@@ -381,6 +393,14 @@ def _integrate(model: Any, images: torch.Tensor, x0: torch.Tensor, labels: torch
         x_dev, x0_dev = images.to(device), x0.to(device)
         delta = x_dev - x0_dev  # [N, 3, H, W] the path direction, as captum's (inputs - baselines)
         target, c = _make_target(model, x_dev, labels, cfg, per_channel)
+        # The field always ends up in host memory: refuse one that cannot fit before minutes of work
+        # (the allocator's own error is a C++ trace, or the kernel kills the process later).
+        free = available_host_bytes()
+        if free is not None and 4 * total * c * d > free:
+            size = f"{n} anchors x {k} steps x " + (f"{c} channels x " if per_channel else "") + f"{d} values"
+            raise UserError(f"The field would take {4 * total * c * d / 2**30:.1f} GiB ({size}, float32) but "
+                            f"{free / 2**30:.1f} GiB of memory is free; use fewer anchors or steps, or smaller "
+                            "anchor images.")
         # On a GPU the field stays there while it takes at most a quarter of the free memory, so the
         # running sums run on the device too and one copy brings the result back.
         on_device = device.type == "cuda" and 4 * total * c * d <= torch.cuda.mem_get_info(device)[0] // 4

@@ -200,6 +200,21 @@ def test_per_channel_needs_the_feature_max_target():
         extract_field(Linear(3 * 4 * 4), torch.rand(2, 3, 4, 4), FieldConfig(steps=2), per_channel=True)
 
 
+def test_field_larger_than_free_memory_is_one_sentence(monkeypatch):
+    """Refused before any work: the allocator's own failure is a C++ trace (or a later kill by the kernel)."""
+    import modelgif_core.fields as fields
+
+    assert fields.available_host_bytes() > 0  # Linux: read from /proc/meminfo
+    monkeypatch.setattr(fields, "available_host_bytes", lambda: 512 << 20)
+    x = torch.rand(200, 3, 96, 96)  # 200 x 50 x 27648 floats: 1.03 GiB
+    with pytest.raises(UserError, match=r"^The field would take 1\.0 GiB \(200 anchors x 50 steps x 27648 values, "
+                                        r"float32\) but 0\.5 GiB of memory is free; use fewer anchors or steps"):
+        extract_field(Linear(27648), x, FieldConfig(device="cpu"))
+    conv = torch.nn.Conv2d(3, 4, 1)
+    with pytest.raises(UserError, match=r"\(200 anchors x 50 steps x 4 channels x 27648 values, float32\)"):
+        extract_field(conv, x, FieldConfig(target="feature-max", device="cpu"), per_channel=True)
+
+
 def test_chunking_does_not_change_the_field_and_is_deterministic():
     """Bitwise repeatable on the CPU (GPU backward kernels use atomics: see test_gpu.py)."""
     model = tiny_timm()
