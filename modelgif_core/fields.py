@@ -395,15 +395,15 @@ def _integrate(model: Any, images: torch.Tensor, x0: torch.Tensor, labels: torch
         target, c = _make_target(model, x_dev, labels, cfg, per_channel)
         # The field always ends up in host memory: refuse one that cannot fit before minutes of work
         # (the allocator's own error is a C++ trace, or the kernel kills the process later).
-        free = available_host_bytes()
-        if free is not None and 4 * total * c * d > free:
+        nbytes, free = 4 * total * c * d, available_host_bytes()  # float32
+        if free is not None and nbytes > free:
             size = f"{n} anchors x {k} steps x " + (f"{c} channels x " if per_channel else "") + f"{d} values"
-            raise UserError(f"The field would take {4 * total * c * d / 2**30:.1f} GiB ({size}, float32) but "
+            raise UserError(f"The field would take {nbytes / 2**30:.1f} GiB ({size}, float32) but "
                             f"{free / 2**30:.1f} GiB of memory is free; use fewer anchors or steps, or smaller "
                             "anchor images.")
         # On a GPU the field stays there while it takes at most a quarter of the free memory, so the
         # running sums run on the device too and one copy brings the result back.
-        on_device = device.type == "cuda" and 4 * total * c * d <= torch.cuda.mem_get_info(device)[0] // 4
+        on_device = device.type == "cuda" and nbytes <= torch.cuda.mem_get_info(device)[0] // 4
         # Host memory for a GPU's field is page-locked: copies into pageable memory ran at ~1.8 GB/s on
         # the lent H200 and took 30% of a resnet50 extraction (docs/PERFORMANCE.md).
         pin = device.type == "cuda"
