@@ -556,10 +556,9 @@ def _run_seed(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor, x_t
             else:
                 fields.append(extract_field(model, anchors, field_cfg))  # [N, K, D]
         compare = channel_cka_distance_matrix if per_channel else distance_matrix
-        for space, project in spaces.items():
-            if per_channel and space != "subspace":
-                continue
-            seen = fields if per_channel else [project(f) for f in fields]
+        views = {"subspace": lambda phi: phi} if per_channel else spaces  # per-channel: projected already
+        for space, project in views.items():
+            seen = [project(f) for f in fields]
             for curve, ks in curves.items():
                 dists[f"distance[{target}|{curve}|{space}]"] = compare([f[:, ks] for f in seen])
             if target == cfg.field_target and space == cfg.space:
