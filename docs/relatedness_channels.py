@@ -73,10 +73,10 @@ def encoder(state: dict) -> nn.Module:
     return enc.eval().requires_grad_(False)
 
 
-def zoo_fields(zoo: int, cache: Path, anchors) -> list[torch.Tensor]:
+def zoo_fields(zoo: int, cache: Path, anchors, data: dict) -> list[torch.Tensor]:
+    """Per-channel fields of zoo `zoo` (its `train_zoo` data), cached."""
     path = cache / f"channels{zoo}.pt"
     if not path.is_file():
-        data = train_zoo(zoo, cache)
         fields = {t: channel_fields(R.ChannelScaled(encoder(s), anchors.images), anchors).half()
                   for t, s in data["enc"].items()}
         torch.save(fields, path)
@@ -143,8 +143,9 @@ def main() -> None:
     affinities = []
     for zoo in zoos:
         t0 = time.time()
-        J = zoo_fields(zoo, Path(args.cache), anchors)
-        loss = train_zoo(zoo, Path(args.cache))["loss"].numpy()
+        data = train_zoo(zoo, Path(args.cache))
+        J = zoo_fields(zoo, Path(args.cache), anchors, data)
+        loss = data["loss"].numpy()
         affinity = R.normalise_affinity(loss[:-1], loss[-1])
         affinities.append(affinity)
         for name, measure in MEASURES.items():
