@@ -25,8 +25,8 @@ calls almost anything outside it "not forgotten", exact unlearning included (doc
 Its headline distances are the plain field distance `verify_unlearning` uses; beside them it reports
 analysis views of the same fields (projected on the digits' 64-dim subspace, first/last fifth of
 the curve, and the gray-baseline/last-fifth/projected candidate that reproduces the paper's order in
-9 of 15 seeds against 1 of 15), and `BenchConfig(inputs=..., baseline=...)` selects the levers
-measured in docs/BENCHMARKS.md.
+9 of 15 seeds against 1 of 15), and `BenchConfig(inputs=..., baseline=..., augment=...)` selects
+the levers measured in docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -224,24 +224,60 @@ class BenchConfig:
     arch: str = "resnet"  # a key of the zoo's ARCHS
     train_subset: int | None = None  # train on the first n images of the pool only (tests)
     # What the models see (levers measured in docs/BENCHMARKS.md): "rgb32" the zoo's networks on the
-    # upsampled 32x32 RGB digits; "gray8" the same networks behind their own resize to the digits'
-    # native 8x8 gray (NativeDigits); "subspace" behind the orthogonal projection onto the digits'
-    # 64-dim subspace (DigitsSubspace). With either wrapper the input gradient lies in 64 dimensions.
+    # upsampled 32x32 RGB digits; "gray" the same networks behind a conversion to gray (GrayInput),
+    # as digit classifiers are; "gray8" behind their own resize to the digits' native 8x8 gray
+    # (NativeDigits); "subspace" behind the orthogonal projection onto the digits' 64-dim subspace
+    # (DigitsSubspace). With the last two the input gradient lies in 64 dimensions.
     inputs: str = "rgb32"
     baseline: str = "black"  # the field's x0 (fields.make_baseline)
+    # Training augmentation: "none", or "crop", the paper's CIFAR recipe (zero-pad 4 px, random
+    # 32x32 crop), for every trained model (the gradient-ascent unlearner only takes steps).
+    augment: str = "none"
+    first_seed: int = 0  # seeds first_seed .. first_seed + seeds - 1 (fresh groups for checks)
 
     def __post_init__(self) -> None:
         if self.inputs not in INPUTS:
             raise UserError(f"The unlearning bench's inputs must be one of {', '.join(INPUTS)}; "
                             f"got {self.inputs!r}.")
+        if self.augment not in AUGMENTS:
+            raise UserError(f"The unlearning bench's augment must be one of {', '.join(AUGMENTS)}; "
+                            f"got {self.augment!r}.")
 
 
-INPUTS = ("rgb32", "gray8", "subspace")
+INPUTS = ("rgb32", "gray", "gray8", "subspace")
+
+
+def random_crop(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Each image [B, C, H, W] zero-padded by `pad` and cropped back at a random offset: a random
+    translation of up to `pad` pixels per axis (torchvision's RandomCrop(32, padding=4))."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))  # [B, C, H + 2 pad, W + 2 pad]; digits' background is 0
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, b), generator=g)
+    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+
+
+AUGMENTS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None] = {
+    "none": None, "crop": random_crop}
 # The analysis chosen on seeds 0-4 and checked on seeds 5-14 (docs/BENCHMARKS.md), reported beside
 # the plain distance: gray baseline, last fifth of the curve, field projected on the digits' subspace.
 CANDIDATE = "gray_subspace_last_fifth"
 CANDIDATE_BASELINE = "gray"
 QUICK = BenchConfig(seeds=2, extra_unrelated=2, epochs=3, relabel_epochs=1, steps=20)
+
+
+class GrayInput(torch.nn.Module):
+    """A model that sees its input in gray: the channel mean, repeated over the channels.
+
+    Gray images (every digit) pass unchanged; the input gradient is the same in every channel, so
+    the colour directions, which no gray training image constrains, are not part of the field.
+    """
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.mean(1, keepdim=True).expand(-1, x.shape[1], -1, -1))  # [B, classes]
 
 
 class NativeDigits(torch.nn.Module):
@@ -285,7 +321,7 @@ def _create_model(cfg: BenchConfig) -> torch.nn.Module:
     from .zoo import _create
 
     net = _create(cfg.arch)
-    wrap = {"gray8": NativeDigits, "subspace": DigitsSubspace}.get(cfg.inputs)
+    wrap = {"gray": GrayInput, "gray8": NativeDigits, "subspace": DigitsSubspace}.get(cfg.inputs)
     return wrap(net) if wrap is not None else net
 
 
@@ -295,21 +331,22 @@ def _train_variants(cfg: BenchConfig, seed: int, data: Any) -> dict[str, torch.n
 
     k = cfg.forget_class
     x, y = _train_data(cfg, data)
+    aug = AUGMENTS[cfg.augment]
     retain = y != k
     torch.manual_seed(100 + seed)
     original = _create_model(cfg)
-    _fit(original, x, y, epochs=cfg.epochs, lr=3e-3, seed=100 + seed)
+    _fit(original, x, y, epochs=cfg.epochs, lr=3e-3, seed=100 + seed, transform=aug)
     # Exact unlearning: retrained from scratch (its own initialisation) without class k.
     torch.manual_seed(200 + seed)
     exact = _create_model(cfg)
-    _fit(exact, x[retain], y[retain], epochs=cfg.epochs, lr=3e-3, seed=200 + seed)
+    _fit(exact, x[retain], y[retain], epochs=cfg.epochs, lr=3e-3, seed=200 + seed, transform=aug)
     # Approximate 1: fine-tune on all the data with every class-k label replaced by another class.
     g = torch.Generator().manual_seed(300 + seed)
     relabelled = y.clone()
     other = torch.randint(0, 9, (int((~retain).sum()),), generator=g)
     relabelled[~retain] = other + (other >= k).long()  # uniform over the 9 other classes
     relabel = copy.deepcopy(original).requires_grad_(True)
-    _fit(relabel, x, relabelled, epochs=cfg.relabel_epochs, lr=1e-3, seed=300 + seed)
+    _fit(relabel, x, relabelled, epochs=cfg.relabel_epochs, lr=1e-3, seed=300 + seed, transform=aug)
     # Approximate 2: gradient ascent on class k's training images until class k is not predicted.
     ascent = _gradient_ascent(copy.deepcopy(original), x[~retain], k, cfg, seed)
     return {"original": original, "exact": exact, "approx_relabel": relabel, "approx_ascent": ascent}
@@ -405,12 +442,13 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, 
             gray = phi if cfg.baseline == CANDIDATE_BASELINE else extract_field(net, anchors, cand_cfg)
             return {"plain": phi, "candidate": cuts["subspace_last_fifth"](gray)}  # [M, K/5, 64]
 
-        runs = [_train_variants(cfg, s, data) for s in range(cfg.seeds)]
+        runs = [_train_variants(cfg, cfg.first_seed + s, data) for s in range(cfg.seeds)]
         extras = []
         for u in range(cfg.extra_unrelated):
             torch.manual_seed(500 + u)
             net = _create_model(cfg)
-            _fit(net, *_train_data(cfg, data), epochs=cfg.epochs, lr=3e-3, seed=500 + u)
+            _fit(net, *_train_data(cfg, data), epochs=cfg.epochs, lr=3e-3, seed=500 + u,
+                 transform=AUGMENTS[cfg.augment])
             extras.append(net)
         fields = [{name: field(net) for name, net in run.items()} for run in runs]
         extra_fields = [field(net) for net in extras]
@@ -431,7 +469,7 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, 
             plain = _view_row(variants, dist)
             d_var = {v: plain[v] for v in variants}
             d_unrel = [float(d) for d in dist[3:]]
-            row: dict[str, Any] = {"seed": s, **d_var, "unrelated": d_unrel,
+            row: dict[str, Any] = {"seed": cfg.first_seed + s, **d_var, "unrelated": d_unrel,
                                    "unrelated_mean": plain["unrelated_mean"]}
             row["verdicts"] = {v: judge_unlearning(d_var[v], d_unrel)["verdict"] for v in variants}
             for view, cut in cuts.items():
@@ -511,7 +549,7 @@ def format_table(result: dict[str, Any]) -> str:
                           f"{c['unrelated_mean']:.3f} ({c['unrelated_min']:.3f}..{c['unrelated_max']:.3f}), "
                           f"{c['exact']:.3f}, {'yes' if c['order_holds'] else 'no'}"
                           for r in result["per_seed"] for c in [r[CANDIDATE]]),
-              "accuracy on held-out digits (forgotten class / the others), seed 0: "
+              f"accuracy on held-out digits (forgotten class / the others), seed {result['per_seed'][0]['seed']}: "
               + ", ".join(f"{n} {a['forget']:.2f}/{a['retain']:.2f}"
                           for n, a in result["per_seed"][0]["accuracy"].items()),
               f"{result['seconds']:.0f} s"]

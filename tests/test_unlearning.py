@@ -16,10 +16,12 @@ from modelgif_core.unlearning import (
     CANDIDATE,
     BenchConfig,
     DigitsSubspace,
+    GrayInput,
     NativeDigits,
     class_anchors,
     format_table,
     judge_unlearning,
+    random_crop,
     run_bench,
     verify_unlearning,
 )
@@ -149,14 +151,18 @@ def test_verify_unlearning_rejects_the_original_itself_and_a_bad_class(tiny_mode
 # ----------------------------------------------------------------------------------- the bench
 
 
-@pytest.mark.parametrize(("inputs", "baseline"), [("rgb32", "black"), ("gray8", "gray")])
-def test_bench_json_contract_and_table(inputs, baseline):
+@pytest.mark.parametrize(("inputs", "baseline", "augment", "first_seed"),
+                         [("rgb32", "black", "none", 0), ("gray8", "gray", "crop", 3)])
+def test_bench_json_contract_and_table(inputs, baseline, augment, first_seed):
     cfg = BenchConfig(seeds=2, extra_unrelated=2, epochs=1, relabel_epochs=1, steps=5,
-                      ascent_max_steps=5, train_subset=300, inputs=inputs, baseline=baseline)
+                      ascent_max_steps=5, train_subset=300, inputs=inputs, baseline=baseline,
+                      augment=augment, first_seed=first_seed)
     result = run_bench(cfg=cfg)
     json.dumps(result)
     row = result["per_seed"][0]
     assert result["config"]["bench"]["inputs"] == inputs
+    assert result["config"]["bench"]["augment"] == augment
+    assert [r["seed"] for r in result["per_seed"]] == [first_seed, first_seed + 1]
     for view in ("native_8x8", "subspace", "curve_first_fifth", "curve_last_fifth", "subspace_last_fifth",
                  CANDIDATE):
         assert set(result[view]) >= {"approx_relabel", "approx_ascent", "unrelated_mean", "exact"}
@@ -186,8 +192,27 @@ def test_bench_json_contract_and_table(inputs, baseline):
 
 
 def test_the_bench_inputs_must_be_known():
-    with pytest.raises(UserError, match="inputs must be one of rgb32, gray8, subspace"):
+    with pytest.raises(UserError, match="inputs must be one of rgb32, gray, gray8, subspace"):
         BenchConfig(inputs="rgb16")
+    with pytest.raises(UserError, match="augment must be one of none, crop"):
+        BenchConfig(augment="flip")
+
+
+def test_random_crop_translates_each_image_by_its_own_offset_with_zero_fill():
+    x = torch.zeros(200, 3, 32, 32)
+    x[:, :, 10, 20] = 1.0  # one lit pixel per image
+    x[:, :, 0, 0] = 0.5  # a corner pixel: it leaves the image when shifted up or left
+    out = random_crop(x, torch.Generator().manual_seed(7))
+    dy, dx = torch.randint(0, 9, (2, 200), generator=torch.Generator().manual_seed(7))
+    for i in range(200):
+        # crop offset d moves content by 4 - d: the lit pixel lands at (10 + 4 - dy, 20 + 4 - dx)
+        lit = (out[i, 0] == 1.0).nonzero().tolist()
+        assert lit == [[14 - int(dy[i]), 24 - int(dx[i])]]
+        assert torch.equal(out[i, 0], out[i, 2])  # one offset for all channels
+        corner_kept = dy[i] <= 4 and dx[i] <= 4
+        assert bool((out[i] == 0.5).any()) == bool(corner_kept)
+        assert int((out[i, 0] != 0).sum()) == 1 + int(corner_kept)  # the rest is zero fill
+    assert set(dy.tolist()) == set(dx.tolist()) == set(range(9))  # every shift of -4..4 px occurs
 
 
 def _input_gradients(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -230,6 +255,21 @@ def test_a_native_resolution_model_has_its_gradients_in_the_digits_64_dim_subspa
     phi = extract_field(native, anchors, FieldConfig(steps=2, target="label", labels=(9,) * len(anchors)))
     rgb = phi.reshape(-1, 3, 32 * 32)  # [N*K, 3, 1024]
     torch.testing.assert_close(rgb[:, 0], rgb[:, 2])
+
+
+def test_a_gray_model_sees_the_digits_unchanged_and_its_gradient_is_the_gray_part_of_the_plain_one():
+    x, _ = digits_dataset()
+    torch.manual_seed(0)
+    net = _create("resnet").eval()
+    gray = GrayInput(net).eval()
+    torch.testing.assert_close(gray(x[:50]), net(x[:50]), atol=1e-5, rtol=1e-5)  # digits are gray
+    colour = torch.rand(20, 3, 32, 32)
+    assert not torch.allclose(gray(colour), net(colour), atol=1e-3)
+    # At a gray input the gray model's gradient is the plain one averaged over the channels
+    # (the chain rule through x.mean(1)), repeated in each channel.
+    g_gray, g_plain = _input_gradients(gray, x[:20]), _input_gradients(net, x[:20])
+    expected = g_plain.mean(1, keepdim=True).expand_as(g_plain)
+    torch.testing.assert_close(g_gray, expected, atol=1e-6, rtol=1e-4)
 
 
 # ----------------------------------------------------------------------------------- the page
