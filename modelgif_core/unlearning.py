@@ -17,16 +17,21 @@ exact). Hence the rule of `verify_unlearning`:
                    model by a clear margin, so still the original's class-k function
     forgotten      otherwise (about as far from the original as independently trained models)
 
-Why a share and not a z-score: on upsampled digits, independent models' fields are nearly
-orthogonal to the original's, so the references sit in a very tight band near 1 and a z-score
-calls almost anything outside it "not forgotten", exact unlearning included (docs/BENCHMARKS.md).
+Why a share and not a z-score: on upsampled digits, models trained without input noise have
+fields nearly orthogonal to each other's, so the references can sit in a very tight band near 1
+and a z-score calls almost anything outside it "not forgotten", exact unlearning included
+(docs/BENCHMARKS.md).
 
 `run_bench` trains that scenario on sklearn's digits over several seeds (`modelgif bench unlearning`).
-Its headline distances are the plain field distance `verify_unlearning` uses; beside them it reports
-analysis views of the same fields (projected on the digits' 64-dim subspace, first/last fifth of
-the curve, and the gray-baseline/last-fifth/projected candidate that reproduces the paper's order in
-9 of 15 seeds against 1 of 15), and `BenchConfig(inputs=..., baseline=..., augment=...)` selects
-the levers measured in docs/BENCHMARKS.md.
+Its models are trained with Gaussian input noise (`augment="noise"`). Without it, training leaves
+the input gradient unconstrained in every direction that no digit spans. Independent models' fields
+are then near-orthogonal (about 1.00), and exact unlearning cannot lie beyond them; the order held
+in 1 of 15 seeds. With the noise, unrelated models lie at about 0.82 and the paper's order holds
+in 11 of 15 fresh seeds (docs/BENCHMARKS.md, round 5). Its headline distances are the plain field
+distance that `verify_unlearning` uses. Beside them it reports analysis views of the same fields:
+projected on the digits' 64-dim subspace, the first and last fifth of the curve, and the
+gray-baseline/last-fifth/projected view. `BenchConfig(inputs=..., baseline=..., augment=...)`
+selects the levers measured in docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -54,8 +59,8 @@ DEFAULT_ANCHORS = "digits:500"  # every held-out digit; the class-k ones (~50) b
 DEFAULT_FIELD = FieldConfig(steps=25, method="gausslegendre", baseline="black", target="label")
 MIN_REFERENCES = 3  # fewer cannot show what "trained independently" looks like
 # The share of the original's field a model must keep to count as "not forgotten". Approximate
-# unlearners keep 0.6-0.8 here (the paper: 1 - 0.41/0.74 = 0.45 on CIFAR10, 0.29 on CIFAR100),
-# exact ones under 0.15.
+# unlearners keep 0.3-0.9 on the bench (0.13 in 1 of 40 noise-trained approximate unlearners; the
+# paper: 1 - 0.41/0.74 = 0.45 on CIFAR10, 0.29 on CIFAR100), exact ones under 0.15.
 RETAINED_MIN = 0.25
 
 
@@ -230,9 +235,10 @@ class BenchConfig:
     # (DigitsSubspace). With the last two the input gradient lies in 64 dimensions.
     inputs: str = "rgb32"
     baseline: str = "black"  # the field's x0 (fields.make_baseline)
-    # Training augmentation: "none", or "crop", the paper's CIFAR recipe (zero-pad 4 px, random
-    # 32x32 crop), for every trained model (the gradient-ascent unlearner only takes steps).
-    augment: str = "none"
+    # Training augmentation: "none"; "crop", the paper's CIFAR recipe (zero-pad 4 px, random 32x32
+    # crop); or "noise", Gaussian input noise (sigma 0.2); for every trained model (the
+    # gradient-ascent unlearner only takes steps).
+    augment: str = "noise"
     first_seed: int = 0  # seeds first_seed .. first_seed + seeds - 1 (fresh groups for checks)
 
     def __post_init__(self) -> None:
@@ -256,8 +262,14 @@ def random_crop(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tens
     return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
 
 
+def gaussian_noise(x: torch.Tensor, g: torch.Generator, sigma: float = 0.2) -> torch.Tensor:
+    """x + sigma * N(0, 1) per pixel and channel, not clamped, so that training sees every input
+    direction alike (clamping at 0 would make the noise one-sided on the black background)."""
+    return x + sigma * torch.randn(x.shape, generator=g)
+
+
 AUGMENTS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None] = {
-    "none": None, "crop": random_crop}
+    "none": None, "crop": random_crop, "noise": gaussian_noise}
 # The analysis chosen on seeds 0-4 and checked on seeds 5-14 (docs/BENCHMARKS.md), reported beside
 # the plain distance: gray baseline, last fifth of the curve, field projected on the digits' subspace.
 CANDIDATE = "gray_subspace_last_fifth"

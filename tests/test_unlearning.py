@@ -20,6 +20,7 @@ from modelgif_core.unlearning import (
     NativeDigits,
     class_anchors,
     format_table,
+    gaussian_noise,
     judge_unlearning,
     random_crop,
     run_bench,
@@ -152,7 +153,7 @@ def test_verify_unlearning_rejects_the_original_itself_and_a_bad_class(tiny_mode
 
 
 @pytest.mark.parametrize(("inputs", "baseline", "augment", "first_seed"),
-                         [("rgb32", "black", "none", 0), ("gray8", "gray", "crop", 3)])
+                         [("rgb32", "black", "noise", 0), ("gray8", "gray", "crop", 3)])
 def test_bench_json_contract_and_table(inputs, baseline, augment, first_seed):
     cfg = BenchConfig(seeds=2, extra_unrelated=2, epochs=1, relabel_epochs=1, steps=5,
                       ascent_max_steps=5, train_subset=300, inputs=inputs, baseline=baseline,
@@ -194,7 +195,7 @@ def test_bench_json_contract_and_table(inputs, baseline, augment, first_seed):
 def test_the_bench_inputs_must_be_known():
     with pytest.raises(UserError, match="inputs must be one of rgb32, gray, gray8, subspace"):
         BenchConfig(inputs="rgb16")
-    with pytest.raises(UserError, match="augment must be one of none, crop"):
+    with pytest.raises(UserError, match="augment must be one of none, crop, noise"):
         BenchConfig(augment="flip")
 
 
@@ -255,6 +256,14 @@ def test_a_native_resolution_model_has_its_gradients_in_the_digits_64_dim_subspa
     phi = extract_field(native, anchors, FieldConfig(steps=2, target="label", labels=(9,) * len(anchors)))
     rgb = phi.reshape(-1, 3, 32 * 32)  # [N*K, 3, 1024]
     torch.testing.assert_close(rgb[:, 0], rgb[:, 2])
+
+
+def test_gaussian_noise_is_unclamped_zero_mean_noise_of_its_sigma_drawn_from_the_generator():
+    x = torch.zeros(64, 3, 32, 32)  # a black image: clamping would leave only positive noise
+    noise = gaussian_noise(x, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(noise, 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(3)))
+    assert float(noise.min()) < -0.5  # not clamped at 0
+    assert abs(float(noise.mean())) < 0.01 and abs(float(noise.std()) - 0.2) < 0.01
 
 
 def test_a_gray_model_sees_the_digits_unchanged_and_its_gradient_is_the_gray_part_of_the_plain_one():
