@@ -16,15 +16,17 @@ each hubness-centred, as the bench scores every method, beside the bench's defau
 channel-summed field, cosine per point). Candidate M2 was picked on zoos 0-5 and checked on fresh
 zoos 12-17 against a bar written down before they were scored (docs/BENCHMARKS.md, "Round 4").
 
-Usage: python docs/relatedness_channels.py [--zoos 12-17] [--cache DIR]
+Usage: python docs/relatedness_channels.py [--zoos 12-17] [--cache DIR] [--noise SIGMA]
 Zoos are trained with the bench's recipe (seeds 1000 * zoo + task index, one torch thread; about
 3 minutes per zoo) and the per-channel fields extracted (about 1 minute per zoo); both are cached in
---cache (default /tmp/relatedness_channels), so a second run only scores.
+--cache (default /tmp/relatedness_channels), so a second run only scores. --noise SIGMA trains the
+encoders with Gaussian input noise (round 5's lever, which failed; give each recipe its own --cache).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -132,7 +134,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zoos", default="12-17", help="a range a-b or a comma list")
     ap.add_argument("--cache", default="/tmp/relatedness_channels")
+    ap.add_argument("--noise", type=float, default=0.0, help="encoders trained with input noise of this sigma")
     args = ap.parse_args()
+    global CFG
+    CFG = dataclasses.replace(CFG, noise=args.noise)
     torch.set_num_threads(1)
     anchors = load_anchors(CFG.anchors)
     lo, _, hi = args.zoos.partition("-")

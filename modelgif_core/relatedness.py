@@ -177,8 +177,10 @@ def _loss(task: Task, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def train_encoder(name: str, x: torch.Tensor, y: torch.Tensor, *, epochs: int, seed: int,
-                  width: int = 32, resolution: int = 32, lr: float = 3e-3, batch: int = 64) -> Encoder:
-    """Train an encoder with task `name`'s head end to end (AdamW, one-cycle); returns the encoder."""
+                  width: int = 32, resolution: int = 32, lr: float = 3e-3, batch: int = 64,
+                  noise: float = 0.0) -> Encoder:
+    """Train an encoder with task `name`'s head end to end (AdamW, one-cycle); returns the encoder.
+    noise > 0: every training input gets Gaussian noise of that sigma (targets unchanged)."""
     task = TASKS[name][0]
     torch.manual_seed(seed)
     enc, head = Encoder(width, resolution), _task_head(task, width)
@@ -193,7 +195,10 @@ def train_encoder(name: str, x: torch.Tensor, y: torch.Tensor, *, epochs: int, s
         perm = torch.randperm(len(x), generator=gen)
         for s in range(0, len(x), batch):
             idx = perm[s:s + batch]
-            f = enc(inputs[idx])  # [B, C, 8, 8]
+            xb = inputs[idx]  # [B, 3, 32, 32]
+            if noise > 0:
+                xb = xb + noise * torch.randn(xb.shape, generator=gen)
+            f = enc(xb)  # [B, C, 8, 8]
             out = head(_pooled(f) if task.kind == "class" else f)
             loss = _loss(task, out, targets[idx])
             opt.zero_grad(set_to_none=True)
@@ -435,6 +440,7 @@ class BenchConfig:
     epochs: int = 10  # encoder training epochs on the 1297-digit pool
     width: int = 32  # encoder channels
     resolution: int = 32  # encoder input: the upsampled 32x32 pixels (8: the native 8x8 digits)
+    noise: float = 0.0  # sigma of Gaussian noise on every training input (a lever, docs/BENCHMARKS.md)
     transfer_train: int = 1000  # labelled pool examples per transfer readout (400 was noisier)
     readout_steps: int = 300  # Adam steps of the logistic readouts
     dense_readout: str = "conv"  # dense targets' readout, one of DENSE_READOUTS (ridge: also reported)
@@ -501,7 +507,7 @@ def train_zoo(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor) -> 
     untrained encoder every affinity is normalised against, under the name "_random"."""
     encoders: dict[str, nn.Module] = {
         t: train_encoder(t, x, y, epochs=cfg.epochs, seed=1000 * seed + i, width=cfg.width,
-                         resolution=cfg.resolution)
+                         resolution=cfg.resolution, noise=cfg.noise)
         for i, t in enumerate(cfg.tasks)}
     torch.manual_seed(99_000 + seed)
     encoders["_random"] = Encoder(cfg.width, cfg.resolution).eval().requires_grad_(False)

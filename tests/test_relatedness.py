@@ -31,6 +31,7 @@ from modelgif_core.relatedness import (
     run_bench,
     spearman,
     task_data,
+    train_encoder,
     transfer_losses,
 )
 
@@ -146,6 +147,20 @@ def test_transfer_readouts_give_finite_losses_better_than_chance():
                            x[held[:100]], y[held[:100]], steps=50)
     assert loss.shape == (1, 2) and np.isfinite(loss).all()
     assert loss[0, 0] < np.log(10)  # better than chance on digits even from random features
+
+
+def test_input_noise_changes_training_seeded_and_zero_noise_is_the_plain_recipe():
+    x, y = digits_dataset()
+    x, y = x[:128], y[:128]
+    kw = {"epochs": 1, "seed": 3, "width": 8}
+    plain = train_encoder("parity", x, y, **kw).state_dict()
+    zero = train_encoder("parity", x, y, noise=0.0, **kw).state_dict()
+    noisy = train_encoder("parity", x, y, noise=0.2, **kw).state_dict()
+    again = train_encoder("parity", x, y, noise=0.2, **kw).state_dict()
+    assert all(torch.equal(plain[k], zero[k]) for k in plain)  # the default draws nothing extra
+    assert all(torch.equal(noisy[k], again[k]) for k in plain)  # the noise is seeded
+    assert not torch.equal(plain["net.0.weight"], noisy["net.0.weight"])
+    assert BenchConfig().noise == 0.0
 
 
 def testconv_readout_reads_a_map_its_features_hold_and_not_one_they_lack():
