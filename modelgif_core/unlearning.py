@@ -527,7 +527,8 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [f"Unlearning verification: forget class {result['forget_class']}, "
              f"{result['n_anchors']} anchors of that class ({result['anchors']}), "
              f"K = {result['config']['field']['steps']}, {result['seeds']} seeds, "
-             f"inputs {result['config']['bench']['inputs']}, baseline {result['config']['field']['baseline']}",
+             f"inputs {result['config']['bench']['inputs']}, training augment "
+             f"{result['config']['bench'].get('augment', 'none')}, baseline {result['config']['field']['baseline']}",
              "distance from each original's field (target: logit of the forgotten class)", "",
              f"{'seed':>4}  {'approx-relabel':>14}  {'approx-ascent':>13}  {'unrelated (min..max)':>22}"
              f"  {'exact':>7}  order  verdicts (exact / relabel / ascent)"]

@@ -190,6 +190,7 @@ def test_bench_json_contract_and_table(inputs, baseline, augment, first_seed):
     assert result["approx"] == pytest.approx((result["approx_relabel"] + result["approx_ascent"]) / 2)
     table = format_table(result)
     assert "approx" in table and "unrelated" in table and "exact" in table
+    assert f"training augment {augment}" in table.splitlines()[0]
 
 
 def test_the_bench_inputs_must_be_known():
