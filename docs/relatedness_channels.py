@@ -20,7 +20,7 @@ Usage: python docs/relatedness_channels.py [--zoos 12-17] [--cache DIR] [--noise
 Zoos are trained with the bench's recipe (seeds 1000 * zoo + task index, one torch thread; about
 3 minutes per zoo) and the per-channel fields extracted (about 1 minute per zoo); both are cached in
 --cache (default /tmp/relatedness_channels), so a second run only scores. --noise SIGMA trains the
-encoders with Gaussian input noise (round 5's lever, which failed; give each recipe its own --cache).
+encoders with Gaussian input noise (round 5's lever, which failed); its cache files carry the sigma.
 """
 
 from __future__ import annotations
@@ -47,9 +47,14 @@ CFG = R.BenchConfig()
 TASKS = list(CFG.tasks)
 
 
+def _recipe() -> str:
+    """The cache files' suffix: a noise-trained zoo must never be read back as a plain one."""
+    return f"_noise{CFG.noise:g}" if CFG.noise else ""
+
+
 def train_zoo(zoo: int, cache: Path) -> dict:
     """The bench's task zoo `zoo` (encoders and transfer losses, the random encoder's last)."""
-    path = cache / f"zoo{zoo}.pt"
+    path = cache / f"zoo{zoo}{_recipe()}.pt"
     if path.is_file():
         return torch.load(path, weights_only=True)  # tensors only: a cache is never trusted to run code
     xs, ys = digits_dataset()
@@ -77,7 +82,7 @@ def encoder(state: dict) -> nn.Module:
 
 def zoo_fields(zoo: int, cache: Path, anchors, data: dict) -> list[torch.Tensor]:
     """Per-channel fields of zoo `zoo` (its `train_zoo` data), cached."""
-    path = cache / f"channels{zoo}.pt"
+    path = cache / f"channels{zoo}{_recipe()}.pt"
     if not path.is_file():
         fields = {t: channel_fields(R.ChannelScaled(encoder(s), anchors.images), anchors).half()
                   for t, s in data["enc"].items()}
