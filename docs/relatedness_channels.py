@@ -123,12 +123,44 @@ def capture(J: list[torch.Tensor], energy: float = 0.9) -> np.ndarray:
                       for b in range(len(J))] for a in range(len(J))])
 
 
+def regression(rows: list[torch.Tensor], ridge: float) -> np.ndarray:
+    """d[a, b] = 1 - the share of b's rows [Cb, P] that a ridge regression on a's rows [Ca, P] explains.
+
+    Each row is scaled to unit norm first, so every channel of b counts alike. The weights are shared
+    over all P columns, as a readout's are shared over all inputs: asymmetric, as transfer is.
+    """
+    x = [r / r.norm(dim=1, keepdim=True).clamp_min(1e-300) for r in rows]
+    out = np.zeros((len(x), len(x)))
+    for a, xa in enumerate(x):
+        gram = xa @ xa.T
+        inv = torch.linalg.inv(gram + ridge * torch.trace(gram) / len(gram) * torch.eye(len(gram), dtype=gram.dtype))
+        for b, xb in enumerate(x):
+            cross = xa @ xb.T  # [Ca, Cb]
+            out[a, b] = 1 - float(torch.trace(cross.T @ inv @ cross) / xb.square().sum())
+    return out
+
+
+def gradient_regression(J: list[torch.Tensor]) -> np.ndarray:
+    """Round 6's candidate G: b's channel fields regressed on a's over every (anchor, step, input dim)."""
+    return regression([j.flatten(1) for j in J], ridge=0.1)
+
+
+def feature_regression(features: list[torch.Tensor]) -> np.ndarray:
+    """Round 6's bound F (not a field): b's pooled features [M, 2C] regressed on a's, each centred."""
+    return regression([(f - f.mean(0)).T for f in features], ridge=0.01)
+
+
 MEASURES = {"default (summed field, cosine)": default_distance, "M1 channel CKA, global": cka_global,
             "M2 channel CKA, per point": cka_per_point, "M3 subspace capture (asym.)": capture,
             # added after the check (not pre-registered): M2 on the curve's last point, i.e. the channels'
             # Integrated Gradients attributions alone, and the summed field's last point
             "M2 on the last point (IG only)": lambda J: cka_per_point([j[:, :, -1:] for j in J]),
-            "summed field, last point (IG only)": lambda J: default_distance([j[:, :, -1:] for j in J])}
+            "summed field, last point (IG only)": lambda J: default_distance([j[:, :, -1:] for j in J]),
+            # round 6's candidate, pre-registered on zoos 40-47 (docs/BENCHMARKS.md)
+            "G gradient regression (asym.)": gradient_regression}
+# round 6's bounds, computed from the encoders' pooled features on the held-out digits, not from fields
+FEATURE_MEASURES = {"F feature regression (asym.)": feature_regression,
+                    "linear CKA of pooled features": R.cka_distance_matrix}
 
 
 def mean_spearman(dist: np.ndarray, affinity: np.ndarray) -> float:
@@ -147,9 +179,11 @@ def main() -> None:
     anchors = load_anchors(CFG.anchors)
     lo, _, hi = args.zoos.partition("-")
     zoos = list(range(int(lo), int(hi) + 1)) if hi else [int(v) for v in args.zoos.split(",")]
-    scores = {m: [] for m in MEASURES}
-    centred = {m: [] for m in MEASURES}
-    raw = {m: [] for m in MEASURES}
+    measures = [*MEASURES, *FEATURE_MEASURES]
+    scores = {m: [] for m in measures}
+    centred = {m: [] for m in measures}
+    raw = {m: [] for m in measures}
+    held_out = digits_dataset()[0][digits_split()[1]]
     affinities = []
     for zoo in zoos:
         t0 = time.time()
@@ -158,21 +192,24 @@ def main() -> None:
         loss = data["loss"].numpy()
         affinity = R.normalise_affinity(loss[:-1], loss[-1])
         affinities.append(affinity)
-        for name, measure in MEASURES.items():
-            dist = measure(J)
+        features = [R._pooled(R._features(encoder(data["enc"][t]), held_out)).double() for t in TASKS]
+        for name in measures:
+            dist = MEASURES[name](J) if name in MEASURES else FEATURE_MEASURES[name](features)
             centred[name].append(R.hubness_centred(dist))
             scores[name].append(mean_spearman(centred[name][-1], affinity))
             raw[name].append(mean_spearman(dist, affinity))
         print(f"zoo {zoo}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     pooled_affinity = np.nanmean(affinities, axis=0)
     base = scores[next(iter(MEASURES))]
+    m2 = scores["M2 channel CKA, per point"]
     print(f"zoos {zoos}: mean Spearman per zoo, hubness-centred (raw in brackets); per zoo; pooled; "
-          "zoos where it beats the default\n")
-    for name in MEASURES:
+          "zoos where it beats the default and M2\n")
+    for name in measures:
         pooled = mean_spearman(np.mean(centred[name], axis=0), pooled_affinity)
         wins = sum(s < b for s, b in zip(scores[name], base))
+        wins_m2 = sum(s < b for s, b in zip(scores[name], m2))
         print(f"{name:<36} {np.mean(scores[name]):+.3f} ({np.mean(raw[name]):+.3f})  "
-              + " ".join(f"{v:+.2f}" for v in scores[name]) + f"  pooled {pooled:+.3f}  wins {wins}/{len(zoos)}")
+              + " ".join(f"{v:+.2f}" for v in scores[name]) + f"  pooled {pooled:+.3f}  wins {wins}/{len(zoos)}, over M2 {wins_m2}")
     if len(zoos) > 1:
         ref = R.other_zoos_reference([{"affinity": a} for a in affinities], TASKS)
         print(f"\nreference, each zoo's affinity predicted by the other zoos' mean affinity: "
