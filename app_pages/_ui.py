@@ -472,12 +472,15 @@ def task_zoo_section(kind: str) -> None:
              f"(mini-Taskonomy, `modelgif bench relatedness`, {result['seeds']} seed(s))")
     with st.expander(title):
         if kind == "heatmap":
-            # the bench's default compares per-channel fields by CKA, not by the page's cosine
-            how = " (1 − CKA of their channels' fields)" if result.get("field_target") == "per-channel" else ""
+            # the bench's per-channel defaults are not the page's cosine; the regression is asymmetric
+            how = {"per-channel": " (1 − CKA of their channels' fields)",
+                   "per-channel-regression": " (row → column: 1 − the share of the column encoder's channel fields "
+                                             "a linear map of the row's explains)"}.get(result.get("field_target"), "")
             st.plotly_chart(figures.distance_heatmap(dist, tasks, title=f"Field distances between task encoders{how}"),
                             key="task_heatmap")
         else:
-            emb = embed_distances(dist, method="mds" if len(tasks) < 12 else "auto")
+            # a map needs one distance per pair: the mean of both directions of an asymmetric one
+            emb = embed_distances(0.5 * (dist + dist.T), method="mds" if len(tasks) < 12 else "auto")
             kinds = [str(result.get("task_kinds", {}).get(t, "task")) for t in tasks]
             st.plotly_chart(figures.embedding_scatter(emb.coords, tasks, kinds, color_label="kind",
                                                       title=f"{len(tasks)} task encoders · {emb.method}"),

@@ -141,8 +141,10 @@ def regression(rows: list[torch.Tensor], ridge: float) -> np.ndarray:
 
 
 def gradient_regression(J: list[torch.Tensor]) -> np.ndarray:
-    """Round 6's candidate G: b's channel fields regressed on a's over every (anchor, step, input dim)."""
-    return regression([j.flatten(1) for j in J], ridge=0.1)
+    """Round 6's candidate G: b's channel fields regressed on a's over every (anchor, step, input dim).
+    Checked with `regression([j.flatten(1) for j in J], ridge=0.1)`; the bench's function equals it to
+    1e-16 off the diagonal (its diagonal is 0, which no score reads)."""
+    return R.channel_regression_distance_matrix([j.permute(1, 2, 0, 3) for j in J])
 
 
 def feature_regression(features: list[torch.Tensor]) -> np.ndarray:
@@ -209,7 +211,8 @@ def main() -> None:
         wins = sum(s < b for s, b in zip(scores[name], base))
         wins_m2 = sum(s < b for s, b in zip(scores[name], m2))
         print(f"{name:<36} {np.mean(scores[name]):+.3f} ({np.mean(raw[name]):+.3f})  "
-              + " ".join(f"{v:+.2f}" for v in scores[name]) + f"  pooled {pooled:+.3f}  wins {wins}/{len(zoos)}, over M2 {wins_m2}")
+              + " ".join(f"{v:+.2f}" for v in scores[name])
+              + f"  pooled {pooled:+.3f}  wins {wins}/{len(zoos)}, over M2 {wins_m2}")
     if len(zoos) > 1:
         ref = R.other_zoos_reference([{"affinity": a} for a in affinities], TASKS)
         print(f"\nreference, each zoo's affinity predicted by the other zoos' mean affinity: "

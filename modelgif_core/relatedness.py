@@ -18,17 +18,19 @@ are small conv nets); the per-position ridge map used before is still scored alo
 ModelGiF distances between the headless encoders should fall as affinity rises. The fields: one per
 encoder channel (target `feature-max`: the channel's spatial max, fixed at the clean anchor; every
 channel scaled to a mean max of 1 on the anchors), on CutMix anchors as the paper, the whole curve,
-projected on the 64-dim subspace the digits live in; two encoders compared at every (anchor, step)
-by the CKA of their channels' field vectors, which does not depend on how each numbers its channels
-(`channel_cka_distance_matrix`). Score per target task B: Spearman over the other tasks A of
-(d'(A, B), affinity[A, B]) with d' the hubness-centred distance (`hubness_centred`), averaged over
-tasks (the paper, on Taskonomy's 17 tasks: -0.835). The subspace and the centring were chosen on
-zoos 0-5 and passed a check written down before fresh zoos 6-11 were trained; the per-channel
-comparison, chosen on zoos 0-5, passed one written down before fresh zoos 12-17 were scored
-(docs/BENCHMARKS.md). Baselines on the same anchors, scored the same way: linear CKA of the encoders'
-features (distance 1 - CKA), the Integrated Gradients attribution alone (the fields' last point); and
-every field target x curve part x space, raw and centred (the earlier defaults among them: the
-channels' summed field, `channel-scaled`, compared by cosine per point).
+projected on the 64-dim subspace the digits live in. Source A is compared with target B as a
+readout would: B's channel fields regressed on A's with weights shared over every (anchor, step),
+d(A -> B) = 1 - the share explained (`channel_regression_distance_matrix`; asymmetric, as transfer
+is, and whatever order, sign or scale each encoder gives its channels). Score per target task B:
+Spearman over the other tasks A of (d'(A, B), affinity[A, B]) with d' the hubness-centred distance
+(`hubness_centred`), averaged over tasks (the paper, on Taskonomy's 17 tasks: -0.835). Each choice
+passed a check written down before fresh zoos were scored (docs/BENCHMARKS.md): the subspace and the
+centring (zoos 6-11), per-channel fields compared by CKA per point (zoos 12-17), the regression
+(zoos 40-47). Baselines on the same anchors, scored the same way: linear CKA of the encoders'
+features (distance 1 - CKA), the Integrated Gradients attribution alone (the fields' last point,
+compared the same way); and every field target x curve part x space, raw and centred (the earlier
+defaults among them: `per-channel`, compared by channel CKA; `channel-scaled`, the channels'
+summed field compared by cosine per point).
 """
 
 from __future__ import annotations
@@ -399,12 +401,47 @@ def channel_cka_distance_matrix(fields: list[torch.Tensor]) -> np.ndarray:
     return out
 
 
+def channel_regression_distance_matrix(fields: list[torch.Tensor], ridge: float = 0.1) -> np.ndarray:
+    """Per-channel fields [N, K, C, D]: d[a, b] = 1 - the share of b's channel fields a linear map of a's explains.
+
+    Each channel's field, flattened over every (anchor, step, input dim), is scaled to unit norm, so
+    every channel of b counts alike. b's channels are regressed on a's with one weight per pair of
+    channels shared over all points, as a transfer readout shares its weights over all inputs; ridge
+    `ridge` times a's mean channel energy keeps near-duplicate channels from fitting noise. Asymmetric,
+    as transfer is: a source whose channels span a target's explains it, not necessarily back. The
+    order, sign and scale of either encoder's channels change nothing; the diagonal is 0.
+    """
+    rows = [f.permute(2, 0, 1, 3).flatten(1).double() for f in fields]  # [C, N * K * D] each
+    rows = [r / r.norm(dim=1, keepdim=True).clamp_min(1e-300) for r in rows]  # a dead channel stays 0
+    m = len(rows)
+    out = np.zeros((m, m))
+    for a, xa in enumerate(rows):
+        gram = xa @ xa.T  # [Ca, Ca]
+        lam = ridge * float(torch.trace(gram)) / len(gram)
+        if lam <= 0:  # no field at all: it explains nothing
+            out[a] = 1.0
+            out[a, a] = 0.0
+            continue
+        inv = torch.linalg.inv(gram + lam * torch.eye(len(gram), dtype=gram.dtype))
+        for b, xb in enumerate(rows):
+            if a == b:
+                continue
+            cross = xa @ xb.T  # [Ca, Cb]
+            total = float(xb.square().sum())
+            explained = float(torch.einsum("ij,ik,kj->", cross, inv, cross)) if total > 0 else 0.0
+            out[a, b] = 1.0 - explained / total if total > 0 else 1.0
+    return out
+
+
 # ----------------------------------------------------------------------------------- the bench
 
-# per-channel: every channel's own field (channel-scaled), compared by `channel_cka_distance_matrix`
-# (round 4: chosen on zoos 0-5, checked on fresh zoos 12-17); channel-scaled: their sum, cosine per point;
-# feature-max: the unscaled sum.
-FIELD_TARGETS = ("per-channel", "channel-scaled", "feature-max")
+# per-channel-regression: every channel's own field (channel-scaled), the target's regressed on the source's
+# (`channel_regression_distance_matrix`; round 6: chosen on zoos 0-5, checked on fresh zoos 40-47); per-channel:
+# the same fields compared by `channel_cka_distance_matrix` (round 4: checked on fresh zoos 12-17);
+# channel-scaled: their sum, cosine per point; feature-max: the unscaled sum.
+FIELD_TARGETS = ("per-channel-regression", "per-channel", "channel-scaled", "feature-max")
+_PER_CHANNEL_COMPARE: dict[str, Callable[[list[torch.Tensor]], np.ndarray]] = {
+    "per-channel-regression": channel_regression_distance_matrix, "per-channel": channel_cka_distance_matrix}
 CURVES = ("all", "early")  # the whole curve, or the quadrature points with alpha < 0.5
 # where fields are compared: "subspace" = projected orthogonally on the 64-dim subspace the upsampled
 # digits live in (anchors.digits_basis); "pixels" = all 3x32x32 input dimensions. The readouts only
@@ -444,7 +481,7 @@ class BenchConfig:
     transfer_train: int = 1000  # labelled pool examples per transfer readout (400 was noisier)
     readout_steps: int = 300  # Adam steps of the logistic readouts
     dense_readout: str = "conv"  # dense targets' readout, one of DENSE_READOUTS (ridge: also reported)
-    field_target: str = "per-channel"  # one of FIELD_TARGETS (every target x curve x space is reported)
+    field_target: str = "per-channel-regression"  # one of FIELD_TARGETS (every target x curve x space is reported)
     curve: str = "all"  # which part of the curve the distance uses, one of CURVES
     space: str = "subspace"  # where the fields are compared, one of SPACES
     centre: bool = True  # score every method's distances hubness-centred (see `hubness_centred`)
@@ -457,7 +494,7 @@ class BenchConfig:
         _check_name("field target", self.field_target, FIELD_TARGETS)
         _check_name("curve part", self.curve, CURVES)
         _check_name("field space", self.space, SPACES)
-        if self.field_target == "per-channel" and self.space != "subspace":
+        if self.field_target in _PER_CHANNEL_COMPARE and self.space != "subspace":
             raise UserError("Per-channel fields are compared on the digits' subspace only (in pixels they take "
                             "32x the memory); use space 'subspace' or another field target.")
 
@@ -473,7 +510,7 @@ QUICK = BenchConfig(seeds=1, epochs=5, anchors="cutmix:digits:500:64:0", steps=1
 # defaults: channel-scaled|all|subspace (round 3), channel-scaled|early|pixels (round 2),
 # feature-max|all|pixels (the first).
 VARIANTS = tuple(f"{t}|{c}|{s}" for t in FIELD_TARGETS for c in CURVES for s in SPACES
-                 if t != "per-channel" or s == "subspace")
+                 if t not in _PER_CHANNEL_COMPARE or s == "subspace")
 METHODS = {"modelgif": "distance", "ig_attribution": "distance_ig", "linear_cka": "distance_cka",
            **{f"modelgif[{v}]": f"distance[{v}]" for v in VARIANTS}}
 
@@ -499,7 +536,7 @@ def hubness_centred(dist: np.ndarray) -> np.ndarray:
 
 
 def _field_model(encoder: nn.Module, target: str, images: torch.Tensor) -> nn.Module:
-    return ChannelScaled(encoder, images) if target in ("per-channel", "channel-scaled") else encoder
+    return ChannelScaled(encoder, images) if target in (*_PER_CHANNEL_COMPARE, "channel-scaled") else encoder
 
 
 def train_zoo(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, nn.Module]:
@@ -552,16 +589,16 @@ def _run_seed(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor, x_t
     basis = digits_basis()  # [3072, 64]; run_bench checked that the anchors are 3x32x32
     spaces = {"subspace": lambda phi: phi @ basis, "pixels": lambda phi: phi}  # [N, K, 64] / [N, K, 3072]
     dists = {}
+    channel_fields: list[torch.Tensor] = []  # extracted once, compared both ways
     for target in FIELD_TARGETS:
-        per_channel = target == "per-channel"
-        fields = []
-        for t in tasks:
-            model = _field_model(encoders[t], target, anchors.images)
-            if per_channel:  # [N, K, C, 64], projected at once: in pixels 32 channels take 0.5 GB an encoder
-                fields.append(extract_field(model, anchors, field_cfg, per_channel=True) @ basis)
-            else:
-                fields.append(extract_field(model, anchors, field_cfg))  # [N, K, D]
-        compare = channel_cka_distance_matrix if per_channel else distance_matrix
+        per_channel = target in _PER_CHANNEL_COMPARE
+        if per_channel and not channel_fields:  # [N, K, C, 64], projected at once: in pixels 32 channels
+            # take 0.5 GB an encoder
+            channel_fields = [extract_field(_field_model(encoders[t], target, anchors.images), anchors, field_cfg,
+                                            per_channel=True) @ basis for t in tasks]
+        fields = channel_fields if per_channel else [
+            extract_field(_field_model(encoders[t], target, anchors.images), anchors, field_cfg) for t in tasks]
+        compare = _PER_CHANNEL_COMPARE.get(target, distance_matrix)
         views = {"subspace": lambda phi: phi} if per_channel else spaces  # per-channel: projected already
         for space, project in views.items():
             seen = [project(f) for f in fields]

@@ -21,6 +21,7 @@ from modelgif_core.relatedness import (
     Encoder,
     _standardised,
     channel_cka_distance_matrix,
+    channel_regression_distance_matrix,
     conv_readout,
     format_table,
     hubness_centred,
@@ -137,6 +138,29 @@ def test_channel_cka_ignores_the_order_sign_and_mixing_of_channels():
     assert channel_cka_distance_matrix([a1, b1])[0, 1] == pytest.approx(1 - 2 ** -0.5)
 
 
+def test_channel_regression_by_hand_asymmetric_and_blind_to_each_channels_order_sign_and_scale():
+    # one point, D = 4; a's two channels are orthonormal (e1, e2), b's one channel is e1
+    a = torch.eye(4)[:2].view(1, 1, 2, 4)
+    b = torch.eye(4)[:1].view(1, 1, 1, 4)
+    d = channel_regression_distance_matrix([a, b])  # ridge 0.1 x a's mean channel energy (1): 1 / 1.1 explained
+    assert d[0, 1] == pytest.approx(1 - 1 / 1.1)  # a explains all of b, shrunk by the ridge
+    assert d[1, 0] == pytest.approx(1 - 0.5 / 1.1)  # b explains a's first channel, not its second
+    assert np.all(np.diag(d) == 0)
+    assert channel_regression_distance_matrix([a, b], ridge=1e-12)[0, 1] == pytest.approx(0.0, abs=1e-9)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 4, 6, 20, generator=g)  # [N, K, C, D]
+    target = torch.randn(3, 4, 5, 20, generator=g)
+    scale = torch.tensor([3.0, -1.0, 0.5, -2.0, 7.0, 1.0]).view(1, 1, 6, 1)  # flips and rescales channels
+    one = channel_regression_distance_matrix([x, target])
+    two = channel_regression_distance_matrix([x[:, :, [5, 3, 1, 0, 2, 4]] * scale, -target[:, :, [4, 0, 2, 1, 3]]])
+    np.testing.assert_allclose(two, one, rtol=1e-9)  # float32 inputs: rounding of the rescaled values only
+    # a weighted sum of the source's channels is explained; a random field of the same size is not
+    mixed = torch.einsum("ij,nkjd->nkid", torch.randn(2, 6, generator=g), x)
+    d = channel_regression_distance_matrix([x, mixed, torch.randn(3, 4, 2, 20, generator=g)])
+    assert d[0, 1] < 0.1 < 0.8 < d[0, 2]
+    assert d[1, 0] > 0.5  # two channels cannot explain six
+
+
 def test_transfer_readouts_give_finite_losses_better_than_chance():
     """Even an untrained encoder's features read digits out better than chance."""
     x, y = digits_dataset()
@@ -210,8 +234,9 @@ def test_bad_readout_and_target_names_are_refused():
         BenchConfig(curve="late")
     with pytest.raises(UserError, match="field space"):
         BenchConfig(space="fourier")
-    with pytest.raises(UserError, match=r"^Per-channel fields are compared on the digits' subspace only"):
-        BenchConfig(field_target="per-channel", space="pixels")
+    for target in ("per-channel", "per-channel-regression"):
+        with pytest.raises(UserError, match=r"^Per-channel fields are compared on the digits' subspace only"):
+            BenchConfig(field_target=target, space="pixels")
 
 
 def test_hubness_centring_by_hand():
@@ -244,15 +269,15 @@ def test_tiny_end_to_end_run_and_json_contract():
     assert set(result["spearman_per_task"]) == set(cfg.tasks)
     assert -1.0 <= result["spearman_mean"] <= 1.0
     variants = [f"modelgif[{t}|{c}|{s}]" for t in ("channel-scaled", "feature-max") for c in ("early", "all")
-                for s in ("subspace", "pixels")] + ["modelgif[per-channel|early|subspace]",
-                                                    "modelgif[per-channel|all|subspace]"]
+                for s in ("subspace", "pixels")] + [f"modelgif[{t}|{c}|subspace]" for t in ("per-channel",
+                                                    "per-channel-regression") for c in ("early", "all")]
     for name in ("ig_attribution", "linear_cka", *variants):
         assert -1.0 <= result["baselines"][name]["spearman_mean"] <= 1.0
         assert len(result["baselines"][name]["spearman_per_seed"]) == 2
     # the default is one of the variants, scored identically
-    assert result["field_target"] == "per-channel" and result["curve"] == "all"
+    assert result["field_target"] == "per-channel-regression" and result["curve"] == "all"
     assert result["space"] == "subspace" and result["centre"] is True
-    default = "modelgif[per-channel|all|subspace]"
+    default = "modelgif[per-channel-regression|all|subspace]"
     assert result["spearman_per_task"] == result["baselines"][default]["spearman_per_task"]
     assert set(result["other_readout"]) == set(result["uncentred"]) == {"modelgif", "ig_attribution", "linear_cka",
                                                                         *variants}
@@ -262,7 +287,11 @@ def test_tiny_end_to_end_run_and_json_contract():
     assert set(pooled) == set(cfg.tasks)
     seed = result["per_seed"][0]
     dist = np.array(seed["distance"])
-    assert dist.shape == (4, 4) and np.allclose(dist, dist.T) and np.allclose(np.diag(dist), 0)
+    # the regression is asymmetric (source row, target column), and every encoder is at 0 from itself
+    assert dist.shape == (4, 4) and not np.allclose(dist, dist.T) and np.all(np.diag(dist) == 0)
+    assert np.all((dist >= 0) & (dist <= 1))
+    cka = np.array(seed["distance[per-channel|all|subspace]"])  # round 4's comparison is symmetric
+    assert np.allclose(cka, cka.T)
     # the stored matrix is the raw distance; the score is on its centred form, the "raw" score on it as is
     assert seed["spearman"] == per_task_spearman(hubness_centred(dist), np.array(seed["affinity"]), list(cfg.tasks))
     assert seed["spearman_modelgif_uncentred"] == per_task_spearman(dist, np.array(seed["affinity"]), list(cfg.tasks))
@@ -287,7 +316,7 @@ def test_tiny_end_to_end_run_and_json_contract():
         shown = json.dumps(figure["data"])
         assert all(task in shown for task in cfg.tasks)
         if trace == "heatmap":  # says which distance it shows: not the page's cosine
-            assert "CKA of their channels' fields" in json.dumps(figure["layout"], ensure_ascii=False)
+            assert "share of the column encoder's channel fields" in json.dumps(figure["layout"], ensure_ascii=False)
     # Distances also lists each target task's score beside the baselines', as the bench prints them
     at.switch_page("app_pages/distances.py").run()
     scores = at.dataframe[0].value
