@@ -502,6 +502,8 @@ def _task_scores(result: dict[str, Any]) -> Any:
 
     columns = {"ModelGiF": result, "IG only": result["baselines"]["ig_attribution"],
                "linear CKA": result["baselines"]["linear_cka"]}
+    if "feature_regression" in result["baselines"]:  # since round 6; earlier stored runs lack it
+        columns["feature regression"] = result["baselines"]["feature_regression"]
     rows = {t: {name: s["spearman_per_task"][t] for name, s in columns.items()} for t in result["tasks"]}
     rows["mean"] = {name: s["spearman_mean"] for name, s in columns.items()}
     return pd.DataFrame.from_dict(rows, orient="index").round(3)

@@ -123,33 +123,16 @@ def capture(J: list[torch.Tensor], energy: float = 0.9) -> np.ndarray:
                       for b in range(len(J))] for a in range(len(J))])
 
 
-def regression(rows: list[torch.Tensor], ridge: float) -> np.ndarray:
-    """d[a, b] = 1 - the share of b's rows [Cb, P] that a ridge regression on a's rows [Ca, P] explains.
-
-    Each row is scaled to unit norm first, so every channel of b counts alike. The weights are shared
-    over all P columns, as a readout's are shared over all inputs: asymmetric, as transfer is.
-    """
-    x = [r / r.norm(dim=1, keepdim=True).clamp_min(1e-300) for r in rows]
-    out = np.zeros((len(x), len(x)))
-    for a, xa in enumerate(x):
-        gram = xa @ xa.T
-        inv = torch.linalg.inv(gram + ridge * torch.trace(gram) / len(gram) * torch.eye(len(gram), dtype=gram.dtype))
-        for b, xb in enumerate(x):
-            cross = xa @ xb.T  # [Ca, Cb]
-            out[a, b] = 1 - float(torch.trace(cross.T @ inv @ cross) / xb.square().sum())
-    return out
-
-
 def gradient_regression(J: list[torch.Tensor]) -> np.ndarray:
-    """Round 6's candidate G: b's channel fields regressed on a's over every (anchor, step, input dim).
-    Checked with `regression([j.flatten(1) for j in J], ridge=0.1)`; the bench's function equals it to
-    1e-16 off the diagonal (its diagonal is 0, which no score reads)."""
+    """Round 6's candidate G: b's channel fields regressed on a's over every (anchor, step, input dim),
+    the bench's `channel_regression_distance_matrix`. (The check ran this script's own copy of the
+    formula; the core's equals it to 1e-16 off the diagonal, and its diagonal, 0, is read by no score.)"""
     return R.channel_regression_distance_matrix([j.permute(1, 2, 0, 3) for j in J])
 
 
 def feature_regression(features: list[torch.Tensor]) -> np.ndarray:
     """Round 6's bound F (not a field): b's pooled features [M, 2C] regressed on a's, each centred."""
-    return regression([(f - f.mean(0)).T for f in features], ridge=0.01)
+    return R.feature_regression_distance_matrix(features)
 
 
 MEASURES = {"default (summed field, cosine)": default_distance, "M1 channel CKA, global": cka_global,

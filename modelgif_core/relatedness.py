@@ -26,11 +26,13 @@ Spearman over the other tasks A of (d'(A, B), affinity[A, B]) with d' the hubnes
 (`hubness_centred`), averaged over tasks (the paper, on Taskonomy's 17 tasks: -0.835). Each choice
 passed a check written down before fresh zoos were scored (docs/BENCHMARKS.md): the subspace and the
 centring (zoos 6-11), per-channel fields compared by CKA per point (zoos 12-17), the regression
-(zoos 40-47). Baselines on the same anchors, scored the same way: linear CKA of the encoders'
-features (distance 1 - CKA), the Integrated Gradients attribution alone (the fields' last point,
-compared the same way); and every field target x curve part x space, raw and centred (the earlier
-defaults among them: `per-channel`, compared by channel CKA; `channel-scaled`, the channels'
-summed field compared by cosine per point).
+(zoos 40-47). Baselines, scored the same way: linear CKA of the encoders' features on the anchors
+(distance 1 - CKA), the Integrated Gradients attribution alone (the fields' last point, compared the
+same way), the same regression on the encoders' pooled features of the held-out digits
+(`feature_regression_distance_matrix`: what the readouts see, no fields; it reads higher); and
+every field target x curve part x space, raw and centred (the earlier defaults among them:
+`per-channel`, compared by channel CKA; `channel-scaled`, the channels' summed field compared by
+cosine per point).
 """
 
 from __future__ import annotations
@@ -401,24 +403,19 @@ def channel_cka_distance_matrix(fields: list[torch.Tensor]) -> np.ndarray:
     return out
 
 
-def channel_regression_distance_matrix(fields: list[torch.Tensor], ridge: float = 0.1) -> np.ndarray:
-    """Per-channel fields [N, K, C, D]: d[a, b] = 1 - the share of b's channel fields a linear map of a's explains.
+def _regression_distance_matrix(rows: list[torch.Tensor], ridge: float) -> np.ndarray:
+    """d[a, b] = 1 - the share of b's rows [Cb, P] that a ridge regression on a's rows [Ca, P] explains.
 
-    Each channel's field, flattened over every (anchor, step, input dim), is scaled to unit norm, so
-    every channel of b counts alike. b's channels are regressed on a's with one weight per pair of
-    channels shared over all points, as a transfer readout shares its weights over all inputs; ridge
-    `ridge` times a's mean channel energy keeps near-duplicate channels from fitting noise. Asymmetric,
-    as transfer is: a source whose channels span a target's explains it, not necessarily back. The
-    order, sign and scale of either encoder's channels change nothing; the diagonal is 0.
+    Each row is scaled to unit norm, so every row of b counts alike; the weights (one per pair of rows)
+    are shared over all P columns; ridge `ridge` times a's mean row energy. The diagonal is 0.
     """
-    rows = [f.permute(2, 0, 1, 3).flatten(1).double() for f in fields]  # [C, N * K * D] each
-    rows = [r / r.norm(dim=1, keepdim=True).clamp_min(1e-300) for r in rows]  # a dead channel stays 0
+    rows = [r.double() / r.double().norm(dim=1, keepdim=True).clamp_min(1e-300) for r in rows]  # dead rows stay 0
     m = len(rows)
     out = np.zeros((m, m))
     for a, xa in enumerate(rows):
         gram = xa @ xa.T  # [Ca, Ca]
         lam = ridge * float(torch.trace(gram)) / len(gram)
-        if lam <= 0:  # no field at all: it explains nothing
+        if lam <= 0:  # no signal at all: it explains nothing
             out[a] = 1.0
             out[a, a] = 0.0
             continue
@@ -431,6 +428,26 @@ def channel_regression_distance_matrix(fields: list[torch.Tensor], ridge: float 
             explained = float(torch.einsum("ij,ik,kj->", cross, inv, cross)) if total > 0 else 0.0
             out[a, b] = 1.0 - explained / total if total > 0 else 1.0
     return out
+
+
+def channel_regression_distance_matrix(fields: list[torch.Tensor], ridge: float = 0.1) -> np.ndarray:
+    """Per-channel fields [N, K, C, D]: d[a, b] = 1 - the share of b's channel fields a linear map of a's explains.
+
+    Each channel's field, flattened over every (anchor, step, input dim), is scaled to unit norm, so
+    every channel of b counts alike. b's channels are regressed on a's with one weight per pair of
+    channels shared over all points, as a transfer readout shares its weights over all inputs; ridge
+    `ridge` times a's mean channel energy keeps near-duplicate channels from fitting noise. Asymmetric,
+    as transfer is: a source whose channels span a target's explains it, not necessarily back. The
+    order, sign and scale of either encoder's channels change nothing; the diagonal is 0.
+    """
+    return _regression_distance_matrix([f.permute(2, 0, 1, 3).flatten(1) for f in fields], ridge)
+
+
+def feature_regression_distance_matrix(features: list[torch.Tensor], ridge: float = 0.01) -> np.ndarray:
+    """Features [M, F] on the same M inputs: d[a, b] = 1 - the share of b's (centred) features that a
+    linear map of a's explains; a representation baseline, the regression above on features instead of
+    fields. Asymmetric; the diagonal is 0."""
+    return _regression_distance_matrix([(f - f.mean(0)).T for f in features], ridge)
 
 
 # ----------------------------------------------------------------------------------- the bench
@@ -512,6 +529,7 @@ QUICK = BenchConfig(seeds=1, epochs=5, anchors="cutmix:digits:500:64:0", steps=1
 VARIANTS = tuple(f"{t}|{c}|{s}" for t in FIELD_TARGETS for c in CURVES for s in SPACES
                  if t not in _PER_CHANNEL_COMPARE or s == "subspace")
 METHODS = {"modelgif": "distance", "ig_attribution": "distance_ig", "linear_cka": "distance_cka",
+           "feature_regression": "distance_feature_regression",
            **{f"modelgif[{v}]": f"distance[{v}]" for v in VARIANTS}}
 
 
@@ -608,6 +626,10 @@ def _run_seed(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor, x_t
                 dists["distance_ig"] = compare([f[:, -1:] for f in seen])  # the IG attribution alone
     dists["distance"] = dists[f"distance[{cfg.variant}]"]
     dists["distance_cka"] = cka_distance_matrix([_features(encoders[t], anchors.images) for t in tasks])
+    # the readouts' own input, compared as the fields are: pooled features of the held-out digits the
+    # transfer losses are measured on (no labels); a representation baseline that reads ModelGiF's bound
+    dists["distance_feature_regression"] = feature_regression_distance_matrix(
+        [_pooled(_features(encoders[t], x_test)).double() for t in tasks])
     t3 = time.perf_counter()
     out: dict[str, Any] = {
         "seed": seed, "loss": loss[:-1].tolist(), "random_loss": loss[-1].tolist(),
@@ -743,8 +765,10 @@ def last_relatedness_result(root: Any = None) -> dict[str, Any] | None:
 
 def format_table(result: dict[str, Any]) -> str:
     """Per-task Spearman of ModelGiF and the baselines, then the means (negative = as expected)."""
-    cols = [("ModelGiF", "modelgif"), ("IG only", "ig_attribution"), ("lin. CKA", "linear_cka")]
     scores = {"modelgif": result, **result["baselines"]}
+    columns = (("ModelGiF", "modelgif"), ("IG only", "ig_attribution"), ("lin. CKA", "linear_cka"),
+               ("feat. reg.", "feature_regression"))
+    cols = [(name, k) for name, k in columns if k in scores]  # runs before round 6 have no feat. reg.
     centred = "hubness-centred" if result.get("centre", False) else "raw"
     lines = [f"Task relatedness (mini-Taskonomy on digits): {len(result['tasks'])} tasks, "
              f"{result['seeds']} seed(s), anchors {result['anchors']} ({result['n_anchors']}), "
@@ -777,13 +801,14 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"{'other zoos':<12} {ref['spearman_mean']:>9.3f}   (reference: each zoo's affinity predicted "
                      "by the other zoos' mean affinity, a perfect task-level predictor; per seed "
                      + " ".join(f"{v:.3f}" for v in ref["spearman_per_seed"]) + ")")
-    lines += ["", "field variants (target|curve|space); earlier defaults: channel-scaled|all|subspace (round 3), "
-              "channel-scaled|early|pixels (round 2), feature-max|all|pixels (first)",
-              f"{'variant':<40} {'mean':>7} {'pooled':>7} {'per seed':>24} {'raw':>7} {other:>7}"]
+    lines += ["", "field variants (target|curve|space); earlier defaults: per-channel|all|subspace (round 4), "
+              "channel-scaled|all|subspace (round 3), channel-scaled|early|pixels (round 2), feature-max|all|pixels "
+              "(first)",
+              f"{'variant':<48} {'mean':>7} {'pooled':>7} {'per seed':>24} {'raw':>7} {other:>7}"]
     for k in (m for m in scores if m.startswith("modelgif[")):
         per_seed = " ".join(f"{v:.3f}" for v in scores[k]["spearman_per_seed"])
         raw_mean = raw[k]["spearman_mean"] if raw is not None else float("nan")
-        lines.append(f"{k:<40} {scores[k]['spearman_mean']:>7.3f} {pooled[k]['spearman_mean']:>7.3f} "
+        lines.append(f"{k:<48} {scores[k]['spearman_mean']:>7.3f} {pooled[k]['spearman_mean']:>7.3f} "
                      f"{per_seed:>24} {raw_mean:>7.3f} {o[k]['spearman_mean']:>7.3f}")
     lines += ["", f"{result['seconds']:.0f} s"]
     return "\n".join(lines)

@@ -23,6 +23,7 @@ from modelgif_core.relatedness import (
     channel_cka_distance_matrix,
     channel_regression_distance_matrix,
     conv_readout,
+    feature_regression_distance_matrix,
     format_table,
     hubness_centred,
     linear_cka,
@@ -161,6 +162,16 @@ def test_channel_regression_by_hand_asymmetric_and_blind_to_each_channels_order_
     assert d[1, 0] > 0.5  # two channels cannot explain six
 
 
+def test_feature_regression_explains_a_linear_map_of_the_features_whatever_their_offset():
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(300, 6, generator=g, dtype=torch.float64)
+    b = a @ torch.randn(6, 4, generator=g, dtype=torch.float64) + 5.0  # a linear map of a, shifted
+    c = torch.randn(300, 4, generator=g, dtype=torch.float64)
+    d = feature_regression_distance_matrix([a, b, c], ridge=1e-12)
+    assert d[0, 1] == pytest.approx(0.0, abs=1e-9) and d[1, 0] > 0.1  # four features cannot give back six
+    assert d[0, 2] > 0.9 and np.all(np.diag(d) == 0)
+
+
 def test_transfer_readouts_give_finite_losses_better_than_chance():
     """Even an untrained encoder's features read digits out better than chance."""
     x, y = digits_dataset()
@@ -271,7 +282,7 @@ def test_tiny_end_to_end_run_and_json_contract():
     variants = [f"modelgif[{t}|{c}|{s}]" for t in ("channel-scaled", "feature-max") for c in ("early", "all")
                 for s in ("subspace", "pixels")] + [f"modelgif[{t}|{c}|subspace]" for t in ("per-channel",
                                                     "per-channel-regression") for c in ("early", "all")]
-    for name in ("ig_attribution", "linear_cka", *variants):
+    for name in ("ig_attribution", "linear_cka", "feature_regression", *variants):
         assert -1.0 <= result["baselines"][name]["spearman_mean"] <= 1.0
         assert len(result["baselines"][name]["spearman_per_seed"]) == 2
     # the default is one of the variants, scored identically
@@ -279,8 +290,8 @@ def test_tiny_end_to_end_run_and_json_contract():
     assert result["space"] == "subspace" and result["centre"] is True
     default = "modelgif[per-channel-regression|all|subspace]"
     assert result["spearman_per_task"] == result["baselines"][default]["spearman_per_task"]
-    assert set(result["other_readout"]) == set(result["uncentred"]) == {"modelgif", "ig_attribution", "linear_cka",
-                                                                        *variants}
+    assert set(result["other_readout"]) == set(result["uncentred"]) == {
+        "modelgif", "ig_attribution", "linear_cka", "feature_regression", *variants}
     assert len(result["per_seed"]) == 2
     assert len(result["other_zoos_reference"]["spearman_per_seed"]) == 2
     pooled = result["pooled_over_seeds"]["modelgif"]["spearman_per_task"]
@@ -301,7 +312,8 @@ def test_tiny_end_to_end_run_and_json_contract():
     np.testing.assert_array_equal(aff[:, :3], aff_ridge[:, :3])
     assert not np.allclose(aff[:, 3], aff_ridge[:, 3])
     table = format_table(result)
-    assert "ModelGiF" in table and "lin. CKA" in table and "autoencode" in table and "pooled" in table
+    assert "ModelGiF" in table and "lin. CKA" in table and "feat. reg." in table and "autoencode" in table
+    assert "pooled" in table
     assert "other zoos" in table
 
     # The app shows this run's task zoo: similarity tree on Distances, the tasks on Zoo map.
@@ -320,7 +332,8 @@ def test_tiny_end_to_end_run_and_json_contract():
     # Distances also lists each target task's score beside the baselines', as the bench prints them
     at.switch_page("app_pages/distances.py").run()
     scores = at.dataframe[0].value
-    assert list(scores.index) == [*cfg.tasks, "mean"] and list(scores.columns) == ["ModelGiF", "IG only", "linear CKA"]
+    assert list(scores.index) == [*cfg.tasks, "mean"]
+    assert list(scores.columns) == ["ModelGiF", "IG only", "linear CKA", "feature regression"]
     # shown rounded to 3 decimals: off by at most half a unit in the last (0.3125 shows as 0.312)
     assert scores.loc["mean", "ModelGiF"] == pytest.approx(result["spearman_mean"], abs=5e-4 + 1e-9)
     assert "other zoos' mean affinity" in " ".join(c.value for c in at.caption)
