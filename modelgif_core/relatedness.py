@@ -767,8 +767,8 @@ def format_table(result: dict[str, Any]) -> str:
     """Per-task Spearman of ModelGiF and the baselines, then the means (negative = as expected)."""
     scores = {"modelgif": result, **result["baselines"]}
     columns = (("ModelGiF", "modelgif"), ("IG only", "ig_attribution"), ("lin. CKA", "linear_cka"),
-               ("feat. reg.", "feature_regression"))
-    cols = [(name, k) for name, k in columns if k in scores]  # runs before round 6 have no feat. reg.
+               ("feat.reg.", "feature_regression"))
+    cols = [(name, k) for name, k in columns if k in scores]  # runs before round 6 have no feat.reg.
     centred = "hubness-centred" if result.get("centre", False) else "raw"
     lines = [f"Task relatedness (mini-Taskonomy on digits): {len(result['tasks'])} tasks, "
              f"{result['seeds']} seed(s), anchors {result['anchors']} ({result['n_anchors']}), "

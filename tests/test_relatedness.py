@@ -312,7 +312,7 @@ def test_tiny_end_to_end_run_and_json_contract():
     np.testing.assert_array_equal(aff[:, :3], aff_ridge[:, :3])
     assert not np.allclose(aff[:, 3], aff_ridge[:, 3])
     table = format_table(result)
-    assert "ModelGiF" in table and "lin. CKA" in table and "feat. reg." in table and "autoencode" in table
+    assert "ModelGiF" in table and "lin. CKA" in table and "feat.reg." in table and "autoencode" in table
     assert "pooled" in table
     assert "other zoos" in table
 
