@@ -474,17 +474,24 @@ def task_zoo_section(kind: str) -> None:
         if kind == "heatmap":
             # the bench's per-channel defaults are not the page's cosine; the regression is asymmetric
             how = {"per-channel": " (1 − CKA of their channels' fields)",
-                   "per-channel-regression": " (row → column: 1 − the share of the column encoder's channel fields "
-                                             "a linear map of the row's explains)"}.get(result.get("field_target"), "")
+                   "per-channel-regression": ", row → column (1 − share explained)"}.get(result.get("field_target"), "")
             st.plotly_chart(figures.distance_heatmap(dist, tasks, title=f"Field distances between task encoders{how}"),
                             key="task_heatmap")
+            if result.get("field_target") == "per-channel-regression":
+                st.caption("Row → column: 1 − the share of the column encoder's channel fields that one linear map of "
+                           "the row encoder's explains at every anchor and step, as a transfer readout maps the row's "
+                           "features to the column's task. Asymmetric, as transfer is; the tree uses both "
+                           "directions' mean.")
         else:
             # a map needs one distance per pair: the mean of both directions of an asymmetric one
             emb = embed_distances(0.5 * (dist + dist.T), method="mds" if len(tasks) < 12 else "auto")
             kinds = [str(result.get("task_kinds", {}).get(t, "task")) for t in tasks]
-            st.plotly_chart(figures.embedding_scatter(emb.coords, tasks, kinds, color_label="kind",
+            st.plotly_chart(figures.embedding_scatter(emb.coords, tasks, kinds, color_label="kind", labels=True,
                                                       title=f"{len(tasks)} task encoders · {emb.method}"),
                             key="task_map")
+            if not np.allclose(dist, dist.T):
+                st.caption("The bench's distance is asymmetric (source → target); the map places each pair by the "
+                           "mean of both directions.")
         centred = " (hubness-centred)" if result.get("centre") else ""
         reference = result.get("other_zoos_reference")
         st.caption(f"Spearman between field distance{centred} and transfer affinity, mean "

@@ -122,8 +122,10 @@ def embedding_scatter(
     details: Sequence[Mapping[str, object]] | None = None,
     color_label: str = "family",
     title: str | None = None,
+    labels: bool = False,
 ) -> go.Figure:
-    """2-D map of models [M, 2], one trace per group (legend toggles it), hover with details."""
+    """2-D map of models [M, 2], one trace per group (legend toggles it), hover with details;
+    labels=True also writes each name beside its point (for a handful of points)."""
     coords = np.asarray(coords, dtype=float)
     m = coords.shape[0]
     if coords.shape != (m, 2) or len(names) != m or len(groups) != m:
@@ -140,9 +142,10 @@ def embedding_scatter(
             text.append("<br>".join(lines))
         fig.add_trace(
             go.Scatter(
-                x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=str(group),
+                x=coords[idx, 0], y=coords[idx, 1], mode="markers+text" if labels else "markers", name=str(group),
                 marker={"size": 11, "color": colors[group], "line": {"width": 1, "color": "white"}},
                 hovertext=text, hoverinfo="text",
+                text=[names[i] for i in idx] if labels else None, textposition="top center",
             )
         )
     fig.update_layout(

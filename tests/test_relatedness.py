@@ -327,8 +327,11 @@ def test_tiny_end_to_end_run_and_json_contract():
         assert any(t["type"] == trace for t in figure["data"])
         shown = json.dumps(figure["data"])
         assert all(task in shown for task in cfg.tasks)
+        if trace == "scatter":  # ten tasks: each point carries its name
+            assert all(t["mode"] == "markers+text" for t in figure["data"])
+            assert sorted(n for t in figure["data"] for n in t["text"]) == sorted(cfg.tasks)
         if trace == "heatmap":  # says which distance it shows: not the page's cosine
-            assert "share of the column encoder's channel fields" in json.dumps(figure["layout"], ensure_ascii=False)
+            assert "row → column (1 − share explained)" in json.dumps(figure["layout"], ensure_ascii=False)
     # Distances also lists each target task's score beside the baselines', as the bench prints them
     at.switch_page("app_pages/distances.py").run()
     scores = at.dataframe[0].value
@@ -336,7 +339,8 @@ def test_tiny_end_to_end_run_and_json_contract():
     assert list(scores.columns) == ["ModelGiF", "IG only", "linear CKA", "feature regression"]
     # shown rounded to 3 decimals: off by at most half a unit in the last (0.3125 shows as 0.312)
     assert scores.loc["mean", "ModelGiF"] == pytest.approx(result["spearman_mean"], abs=5e-4 + 1e-9)
-    assert "other zoos' mean affinity" in " ".join(c.value for c in at.caption)
+    captions = " ".join(c.value for c in at.caption)
+    assert "other zoos' mean affinity" in captions and "share of the column encoder's channel fields" in captions
 
 
 def test_unknown_tasks_and_anchors_off_the_digits_grid_are_refused_before_training():
