@@ -13,7 +13,7 @@ least as far as the independent models (the paper, CIFAR10: 0.41 approx < 0.74 u
 exact). Hence the rule of `verify_unlearning`:
 
     retained       = 1 - d_claimed / mean(d_ref)      1: the original itself, 0: an independent model
-    not forgotten  if d_claimed < min(d_ref) and retained >= 0.25: closer than every independent
+    not forgotten  if d_claimed < min(d_ref) and retained >= 0.10: closer than every independent
                    model by a clear margin, so still the original's class-k function
     forgotten      otherwise (about as far from the original as independently trained models)
 
@@ -61,9 +61,12 @@ DEFAULT_ANCHORS = "digits:500"  # every held-out digit; the class-k ones (~50) b
 DEFAULT_FIELD = FieldConfig(steps=25, method="gausslegendre", baseline="black", target="label")
 MIN_REFERENCES = 3  # fewer cannot show what "trained independently" looks like
 # The share of the original's field a model must keep to count as "not forgotten". Approximate
-# unlearners keep 0.3-0.9 on the bench (0.13-0.24 in 6 of 100 noise-trained ones, called
-# "forgotten"; the paper: 1 - 0.41/0.74 = 0.45 on CIFAR10, 0.29 on CIFAR100), exact ones under 0.15.
-RETAINED_MIN = 0.25
+# unlearners keep 0.13-0.91 on the bench (the paper: 1 - 0.41/0.74 = 0.45 on CIFAR10, 0.29 on
+# CIFAR100); exact ones at most 0.07, and the few of them closer than every unrelated model at most
+# 0.058. 0.25 until round 6 called 6 of 50 noise-trained relabel unlearners (0.13-0.24) "forgotten";
+# 0.10 passed a check written before fresh seeds 70-89 were trained: 120 of 120 verdicts right, with
+# no exact unlearner called "not forgotten" (docs/BENCHMARKS.md).
+RETAINED_MIN = 0.10
 
 
 # ----------------------------------------------------------------------------------- the rule
@@ -202,15 +205,20 @@ def _explain(r: dict[str, Any]) -> str:
     s = r["reference_stats"]
     close = ("closer to the original than every independently trained reference: its class-"
              f"{r['forgotten_class']} gradients are still the original's")
-    far = "at least as far from the original as an independently trained model"
+    if r["verdict"] == "not forgotten":
+        where = close
+    elif r["distance"] < s["min"]:  # closer than every reference, yet keeps too little to count
+        where = (f"closer to the original than every reference, but it keeps only {r['retained']:.0%} of the "
+                 f"original's class-{r['forgotten_class']} field, under the {RETAINED_MIN:.0%} the rule needs")
+    else:
+        where = "at least as far from the original as an independently trained model"
     acc = r["accuracy_on_class"]
     return (f"On {r['n_anchors']} anchors of class {r['forgotten_class']} the claimed model lies at "
             f"field distance {r['distance']:.4f} from the original; {s['n']} independent references "
             f"lie at {s['min']:.4f}..{s['max']:.4f} (mean {s['mean']:.4f}). The claimed model is "
-            f"{far if r['verdict'] == 'forgotten' else close}, so the verdict is "
-            f"'{r['verdict']}'. Accuracy on these anchors: original {acc['original']:.0%}, claimed "
-            f"{acc['claimed']:.0%} (an approximate unlearner can fail the class and still keep its "
-            "gradient field).")
+            f"{where}, so the verdict is '{r['verdict']}'. Accuracy on these anchors: original "
+            f"{acc['original']:.0%}, claimed {acc['claimed']:.0%} (an approximate unlearner can fail the "
+            "class and still keep its gradient field).")
 
 
 # ----------------------------------------------------------------------------------- the bench

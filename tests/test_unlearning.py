@@ -36,7 +36,7 @@ def test_an_approximate_unlearner_close_to_the_original_is_not_forgotten():
     r = judge_unlearning(0.3, REFS)
     assert r["verdict"] == "not forgotten"
     assert r["retained"] == pytest.approx(0.7)
-    assert r["threshold"] == pytest.approx(0.75)  # 0.75 * mean, below min(ref)
+    assert r["threshold"] == pytest.approx(0.9)  # (1 - RETAINED_MIN) * mean, below min(ref)
     assert r["closer_references"] == 0
 
 
@@ -46,10 +46,25 @@ def test_a_model_among_or_beyond_the_references_is_forgotten():
 
 
 def test_closer_than_every_reference_but_retaining_little_is_still_forgotten():
-    # Below min(ref) yet only 10% of the way from the references to the original.
-    r = judge_unlearning(0.9, REFS)
+    # Below min(ref) yet only 8% of the way from the references to the original (the rule needs 10%).
+    r = judge_unlearning(0.92, REFS)
     assert r["verdict"] == "forgotten"
-    assert r["retained"] == pytest.approx(0.1)
+    assert r["retained"] == pytest.approx(0.08)
+    assert judge_unlearning(0.88, REFS)["verdict"] == "not forgotten"  # 12%
+    # round 5's rule (25%) called a relabel unlearner keeping 13-24% "forgotten"
+    assert judge_unlearning(0.85, REFS, retained_min=0.25)["verdict"] == "forgotten"
+
+
+def test_the_explanation_says_why_a_model_closer_than_every_reference_is_still_forgotten():
+    from modelgif_core.unlearning import _explain
+
+    extra = {"n_anchors": 56, "forgotten_class": 9, "accuracy_on_class": {"original": 0.96, "claimed": 0.0}}
+    little = _explain({**judge_unlearning(0.92, REFS), **extra})
+    assert "closer to the original than every reference, but it keeps only 8% of the original's class-9 field, " \
+           "under the 10% the rule needs, so the verdict is 'forgotten'" in little
+    assert "at least as far from the original as an independently trained model" in _explain(
+        {**judge_unlearning(1.02, REFS), **extra})
+    assert "its class-9 gradients are still the original's" in _explain({**judge_unlearning(0.3, REFS), **extra})
 
 
 def test_the_threshold_is_the_closest_reference_when_references_spread_widely():
