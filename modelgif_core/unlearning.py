@@ -26,8 +26,8 @@ and a z-score calls almost anything outside it "not forgotten", exact unlearning
 Its models are trained with Gaussian input noise (`augment="noise"`). Without it, training leaves
 the input gradient unconstrained in every direction that no digit spans. Independent models' fields
 are then near-orthogonal (about 1.00), and exact unlearning lies beyond them only by chance: beyond
-their mean in 25 of 50 seeds. With the noise, unrelated models lie at 0.81-0.87 and exact is beyond
-their mean in 42 of 50 fresh seeds, beyond every one in 31 of 50 (docs/BENCHMARKS.md, round 5).
+their mean in 36 of 70 seeds. With the noise, unrelated models lie at 0.81-0.87 and exact is beyond
+their mean in 60 of 70 fresh seeds, beyond every one in 44 of 70 (docs/BENCHMARKS.md, rounds 5-6).
 
 Its headline distances are the plain field distance that `verify_unlearning` uses. Beside them it
 reports analysis views of the same fields: projected on the digits' 64-dim subspace, the first and
