@@ -423,10 +423,12 @@ def _regression_distance_matrix(rows: list[torch.Tensor], ridge: float) -> np.nd
         for b, xb in enumerate(rows):
             if a == b:
                 continue
-            cross = xa @ xb.T  # [Ca, Cb]
             total = float(xb.square().sum())
-            explained = float(torch.einsum("ij,ik,kj->", cross, inv, cross)) if total > 0 else 0.0
-            out[a, b] = 1.0 - explained / total if total > 0 else 1.0
+            if total == 0:  # b has no field: nothing of it is explained
+                out[a, b] = 1.0
+                continue
+            cross = xa @ xb.T  # [Ca, Cb]
+            out[a, b] = 1.0 - float(torch.einsum("ij,ik,kj->", cross, inv, cross)) / total
     return out
 
 
@@ -524,8 +526,8 @@ QUICK = BenchConfig(seeds=1, epochs=5, anchors="cutmix:digits:500:64:0", steps=1
 
 # method -> key of its distance matrix in a seed's result; the first is the bench's own ModelGiF,
 # then every field target x curve part x space (per-channel fields on the subspace only). Earlier
-# defaults: channel-scaled|all|subspace (round 3), channel-scaled|early|pixels (round 2),
-# feature-max|all|pixels (the first).
+# defaults: per-channel|all|subspace (round 4), channel-scaled|all|subspace (round 3),
+# channel-scaled|early|pixels (round 2), feature-max|all|pixels (the first).
 VARIANTS = tuple(f"{t}|{c}|{s}" for t in FIELD_TARGETS for c in CURVES for s in SPACES
                  if t not in _PER_CHANNEL_COMPARE or s == "subspace")
 METHODS = {"modelgif": "distance", "ig_attribution": "distance_ig", "linear_cka": "distance_cka",

@@ -160,6 +160,9 @@ def test_channel_regression_by_hand_asymmetric_and_blind_to_each_channels_order_
     d = channel_regression_distance_matrix([x, mixed, torch.randn(3, 4, 2, 20, generator=g)])
     assert d[0, 1] < 0.1 < 0.8 < d[0, 2]
     assert d[1, 0] > 0.5  # two channels cannot explain six
+    # an encoder with no field at all (every channel dead) explains nothing and is explained by nothing
+    d = channel_regression_distance_matrix([x, torch.zeros(3, 4, 6, 20)])
+    assert d[0, 1] == d[1, 0] == 1.0 and np.all(np.diag(d) == 0)
 
 
 def test_feature_regression_explains_a_linear_map_of_the_features_whatever_their_offset():
