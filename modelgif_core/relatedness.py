@@ -409,7 +409,7 @@ def _regression_distance_matrix(rows: list[torch.Tensor], ridge: float) -> np.nd
     Each row is scaled to unit norm, so every row of b counts alike; the weights (one per pair of rows)
     are shared over all P columns; ridge `ridge` times a's mean row energy. The diagonal is 0.
     """
-    rows = [r.double() / r.double().norm(dim=1, keepdim=True).clamp_min(1e-300) for r in rows]  # dead rows stay 0
+    rows = [r / r.norm(dim=1, keepdim=True).clamp_min(1e-300) for r in (r.double() for r in rows)]  # dead rows stay 0
     m = len(rows)
     out = np.zeros((m, m))
     for a, xa in enumerate(rows):

@@ -92,6 +92,7 @@ def judge_unlearning(distance: float, reference: Sequence[float],
     threshold = min(stats["min"], (1.0 - retained_min) * stats["mean"])
     verdict = "not forgotten" if distance < threshold else "forgotten"
     return {"verdict": verdict, "distance": float(distance), "threshold": float(threshold),
+            "retained_min": float(retained_min),
             "retained": 1.0 - float(distance) / stats["mean"] if stats["mean"] > 0 else 0.0,
             "z": (float(distance) - stats["mean"]) / stats["std"],
             "margin": float(distance) - float(threshold),
@@ -203,13 +204,12 @@ def verify_unlearning(original: str | ModelHandle, claimed: str | ModelHandle, f
 
 def _explain(r: dict[str, Any]) -> str:
     s = r["reference_stats"]
-    close = ("closer to the original than every independently trained reference: its class-"
-             f"{r['forgotten_class']} gradients are still the original's")
     if r["verdict"] == "not forgotten":
-        where = close
+        where = ("closer to the original than every independently trained reference: its class-"
+                 f"{r['forgotten_class']} gradients are still the original's")
     elif r["distance"] < s["min"]:  # closer than every reference, yet keeps too little to count
         where = (f"closer to the original than every reference, but it keeps only {r['retained']:.0%} of the "
-                 f"original's class-{r['forgotten_class']} field, under the {RETAINED_MIN:.0%} the rule needs")
+                 f"original's class-{r['forgotten_class']} field, under the {r['retained_min']:.0%} the rule needs")
     else:
         where = "at least as far from the original as an independently trained model"
     acc = r["accuracy_on_class"]

@@ -65,6 +65,9 @@ def test_the_explanation_says_why_a_model_closer_than_every_reference_is_still_f
     assert "at least as far from the original as an independently trained model" in _explain(
         {**judge_unlearning(1.02, REFS), **extra})
     assert "its class-9 gradients are still the original's" in _explain({**judge_unlearning(0.3, REFS), **extra})
+    # the explanation names the share the verdict was judged with
+    assert "keeps only 15% of the original's class-9 field, under the 25% the rule needs" in _explain(
+        {**judge_unlearning(0.85, REFS, retained_min=0.25), **extra})
 
 
 def test_the_threshold_is_the_closest_reference_when_references_spread_widely():
