@@ -15,6 +15,9 @@ two encoders in three ways that do not depend on the order of their channels:
 each hubness-centred, as the bench scores every method, beside the bench's default (the
 channel-summed field, cosine per point). Candidate M2 was picked on zoos 0-5 and checked on fresh
 zoos 12-17 against a bar written down before they were scored (docs/BENCHMARKS.md, "Round 4").
+Round 6 added G, B's channel fields regressed on A's with weights shared over all points (the
+bench's default since, checked on fresh zoos 40-47), and F, the same regression on the encoders'
+pooled features of the held-out digits, a bound that uses no fields ("Round 6").
 
 Usage: python docs/relatedness_channels.py [--zoos 12-17] [--cache DIR] [--noise SIGMA]
 Zoos are trained with the bench's recipe (seeds 1000 * zoo + task index, one torch thread; about
