@@ -84,8 +84,10 @@ def encoder(state: dict) -> nn.Module:
 
 
 def zoo_fields(zoo: int, cache: Path, anchors, data: dict) -> list[torch.Tensor]:
-    """Per-channel fields of zoo `zoo` (its `train_zoo` data), cached."""
-    path = cache / f"channels{zoo}{_recipe()}.pt"
+    """Per-channel fields of zoo `zoo` (its `train_zoo` data) on CFG's anchors, cached (files of other
+    anchors than the bench's carry their spec)."""
+    spec = "" if CFG.anchors == R.BenchConfig().anchors else "_" + CFG.anchors.replace(":", "-")
+    path = cache / f"channels{zoo}{_recipe()}{spec}.pt"
     if not path.is_file():
         fields = {t: channel_fields(R.ChannelScaled(encoder(s), anchors.images), anchors).half()
                   for t, s in data["enc"].items()}
