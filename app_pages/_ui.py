@@ -499,6 +499,12 @@ def task_zoo_section(kind: str) -> None:
                    "encoders should transfer better, so the expected sign is negative."
                    + (f" Reference: the other zoos' mean affinity predicts each zoo's at "
                       f"{reference['spearman_mean']:.3f}." if reference else ""))
+        level = result.get("task_level")
+        if level:
+            st.caption(f"Task level ({result['seeds']} zoos): {level['halves'][0]} zoos' averaged distances against "
+                       f"the other {level['halves'][1]}'s averaged affinities read {level['methods']['modelgif']:.3f} "
+                       f"(mean over {level['splits']} random splits); the ground truth itself, half against half, "
+                       f"{level['ground_truth']:.3f}: no score can be certified beyond it.")
         if kind == "heatmap":
             st.dataframe(_task_scores(result), key="task_scores", height="content")  # every row, the mean too
 
@@ -513,4 +519,9 @@ def _task_scores(result: dict[str, Any]) -> Any:
         columns["feature regression"] = result["baselines"]["feature_regression"]
     rows = {t: {name: s["spearman_per_task"][t] for name, s in columns.items()} for t in result["tasks"]}
     rows["mean"] = {name: s["spearman_mean"] for name, s in columns.items()}
+    level = result.get("task_level")  # with 4 or more zoos: halves of them, averaged
+    if level:
+        keys = {"ModelGiF": "modelgif", "IG only": "ig_attribution", "linear CKA": "linear_cka",
+                "feature regression": "feature_regression"}
+        rows["task level"] = {name: level["methods"][keys[name]] for name in columns}
     return pd.DataFrame.from_dict(rows, orient="index").round(3)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import sys
@@ -59,6 +60,17 @@ def _ints(text: str | None) -> tuple[int, ...] | None:
     if any(v != int(v) for v in values):
         raise UserError(f"Expected whole numbers, got {text!r}.")
     return tuple(int(v) for v in values)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse turns the error into its one sentence)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -241,7 +253,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
 
     bench = importlib.import_module(f".{module}", __package__)
-    result = bench.run_bench(quick=args.quick)
+    cfg = bench.QUICK if args.quick else bench.BenchConfig()
+    if args.seeds is not None:
+        cfg = dataclasses.replace(cfg, seeds=args.seeds)
+    result = bench.run_bench(quick=args.quick, cfg=cfg)
     print(json.dumps(result, indent=2) if args.format == "json" else bench.format_table(result))
     return 0
 
@@ -361,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
         bp.add_argument("--quick", action="store_true", help="a smaller, CI-sized run")
         if name == "speed":
             bp.add_argument("--device", default="auto")
+        if name in ("relatedness", "unlearning"):
+            what = "task zoos" if name == "relatedness" else "original models, each with its unlearners"
+            bp.add_argument("--seeds", type=_positive_int, default=None,
+                            help=f"how many {what} (default: the run's size, --quick or full)")
         if name == "ip":
             bp.add_argument("--size", default="small", choices=["small", "full"])
             bp.add_argument("--anchor-counts", default=None, help="e.g. 8,16,32,64")

@@ -32,7 +32,9 @@ same way), the same regression on the encoders' pooled features of the held-out 
 (`feature_regression_distance_matrix`: what the readouts see, no fields; it reads higher); and
 every field target x curve part x space, raw and centred (the earlier defaults among them:
 `per-channel`, compared by channel CKA; `channel-scaled`, the channels' summed field compared by
-cosine per point).
+cosine per point). With 4 or more zoos, the task level too (`task_level_spearman`): half the zoos'
+averaged distances against the other half's averaged affinities, beside the ground truth's own
+half-against-half agreement.
 """
 
 from __future__ import annotations
@@ -678,6 +680,39 @@ def other_zoos_reference(seeds: list[dict[str, Any]], tasks: list[str]) -> dict[
     return _summary(rows)
 
 
+def task_level_spearman(seeds: list[dict[str, Any]], tasks: list[str], splits: int = 200,
+                        centre: bool = True, methods: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """The task level: the zoos split at random into two halves, one half's averaged distances scored
+    against the other half's averaged affinities (no zoo on both sides), the mean over `splits` splits;
+    beside it the ground truth's own agreement, one half's averaged affinities against the other's.
+
+    A zoo's encoders transfer idiosyncratically, so one zoo's affinities are partly about its encoders;
+    averaged over zoos they are about the tasks, as Taskonomy's are. The ground truth's half-vs-half
+    score says what that average can certify (docs/BENCHMARKS.md, round 7). `methods`: name -> key of a
+    zoo's distance matrix (default: the bench's METHODS). None with fewer than 4 zoos.
+    """
+    n = len(seeds)
+    if n < 4:
+        return None
+    half = n // 2
+    aff = np.array([s["affinity"] for s in seeds], dtype=float)  # [Z, T, T]
+    rng = np.random.default_rng(0)
+    orders = [rng.permutation(n) for _ in range(splits)]
+    score = hubness_centred if centre else np.asarray
+
+    def mean_spearman(dist: np.ndarray, affinity: np.ndarray) -> float:
+        return float(np.nanmean(list(per_task_spearman(dist, affinity, tasks).values())))
+
+    scores = {}
+    for method, key in (methods or METHODS).items():
+        dist = np.array([s[key] for s in seeds], dtype=float)
+        scores[method] = float(np.mean([mean_spearman(score(dist[o[:half]].mean(0)), np.nanmean(aff[o[half:]], 0))
+                                         for o in orders]))
+    truth = float(np.mean([mean_spearman(-np.nanmean(aff[o[:half]], 0), np.nanmean(aff[o[half:]], 0))
+                           for o in orders]))  # high affinity = near
+    return {"halves": [half, n - half], "splits": splits, "methods": scores, "ground_truth": truth}
+
+
 def _mean_dict(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
 
@@ -726,6 +761,7 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, 
         "distance_mean": np.mean([s["distance"] for s in seeds], axis=0).tolist(),
         "pooled_over_seeds": pooled_spearman(seeds, tasks, centre=cfg.centre),
         "other_zoos_reference": other_zoos_reference(seeds, tasks),
+        "task_level": task_level_spearman(seeds, tasks, centre=cfg.centre),
         "per_seed": seeds, "paper_spearman_mean": -0.835,
         "seconds": round(time.perf_counter() - start, 1),
         "task_kinds": {t: TASKS[t][0].kind for t in tasks},
@@ -803,6 +839,12 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"{'other zoos':<12} {ref['spearman_mean']:>9.3f}   (reference: each zoo's affinity predicted "
                      "by the other zoos' mean affinity, a perfect task-level predictor; per seed "
                      + " ".join(f"{v:.3f}" for v in ref["spearman_per_seed"]) + ")")
+    level = result.get("task_level")
+    if level is not None:
+        lines.append(f"{'task level':<12}" + "".join(f" {level['methods'][k]:>9.3f}" for _, k in cols)
+                     + f"   ({level['halves'][0]} zoos' averaged distances against the other {level['halves'][1]}'s "
+                     f"averaged affinities, {level['splits']} random splits; the ground truth itself, half against "
+                     f"half: {level['ground_truth']:.3f})")
     lines += ["", "field variants (target|curve|space); earlier defaults: per-channel|all|subspace (round 4), "
               "channel-scaled|all|subspace (round 3), channel-scaled|early|pixels (round 2), feature-max|all|pixels "
               "(first)",

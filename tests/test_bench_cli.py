@@ -16,11 +16,11 @@ pytestmark = pytest.mark.slow
 
 
 def test_quick_unlearning_bench_prints_its_json_contract_and_approx_below_unrelated(tmp_path):
-    result = run_cli("bench", "unlearning", "--quick", "--format", "json", env={"MODELGIF_HOME": str(tmp_path)},
-                     timeout=600)
+    result = run_cli("bench", "unlearning", "--quick", "--seeds", "3", "--format", "json",
+                     env={"MODELGIF_HOME": str(tmp_path)}, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout)
-    assert out["seeds"] == 2 and {"approx", "unrelated", "exact"} <= set(out)
+    assert out["seeds"] == 3 and len(out["per_seed"]) == 3 and {"approx", "unrelated", "exact"} <= set(out)
     # in every seed measured, with and without input noise (docs/BENCHMARKS.md): an approximate
     # unlearner stays closer to its original than any independently trained model
     assert out["approx"] < out["unrelated"]
@@ -37,3 +37,13 @@ def test_quick_relatedness_bench_prints_its_table_with_closer_fields_transferrin
     # and ahead of linear CKA in the full and quick runs (-0.62 vs -0.23, -0.50 vs -0.06)
     assert saved["spearman_mean"] < 0
     assert saved["spearman_mean"] < saved["baselines"]["linear_cka"]["spearman_mean"]
+
+
+@pytest.mark.parametrize("bench", ["relatedness", "unlearning"])
+@pytest.mark.parametrize("seeds", ["0", "-2", "two"])
+def test_a_bad_seed_count_is_one_sentence_before_any_training(tmp_path, bench, seeds):
+    result = run_cli("bench", bench, "--seeds", seeds, env={"MODELGIF_HOME": str(tmp_path)})
+    assert result.returncode == 2 and result.stdout == ""
+    assert f"--seeds: expected a whole number of at least 1, got '{seeds}'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "benchmarks").exists()  # nothing trained, nothing saved

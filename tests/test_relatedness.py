@@ -15,10 +15,12 @@ from scipy.stats import spearmanr
 from modelgif_core import UserError
 from modelgif_core.anchors import digits_dataset, digits_split
 from modelgif_core.relatedness import (
+    METHODS,
     TASKS,
     BenchConfig,
     ChannelScaled,
     Encoder,
+    _save_last,
     _standardised,
     channel_cka_distance_matrix,
     channel_regression_distance_matrix,
@@ -33,6 +35,7 @@ from modelgif_core.relatedness import (
     run_bench,
     spearman,
     task_data,
+    task_level_spearman,
     train_encoder,
     transfer_losses,
 )
@@ -95,6 +98,38 @@ def test_other_zoos_reference_is_perfect_for_repeated_zoos_and_absent_for_one():
     flipped = [{"affinity": aff.tolist()}, {"affinity": (-aff).tolist()}]
     assert other_zoos_reference(flipped, tasks)["spearman_mean"] == pytest.approx(1.0)
     assert other_zoos_reference(same[:1], tasks) is None
+
+
+def _zoo(affinity: np.ndarray, distance: np.ndarray) -> dict:
+    """One zoo's result as the bench keeps it: its affinity and every method's distance matrix."""
+    return {"affinity": affinity.tolist(), **{key: distance.tolist() for key in METHODS.values()}}
+
+
+def test_task_level_by_hand_halves_of_the_zoos_and_the_ground_truths_own_agreement():
+    tasks = ["a", "b", "c", "d"]
+    rng = np.random.default_rng(1)
+    affinity = rng.uniform(size=(4, 4))
+    np.fill_diagonal(affinity, 1.0)
+    # zoos that all agree, and distances that fall exactly as affinity rises: -1 everywhere
+    same = [_zoo(affinity, 1.0 - affinity) for _ in range(5)]
+    level = task_level_spearman(same, tasks, splits=7, centre=False)
+    assert level["halves"] == [2, 3] and level["splits"] == 7
+    assert level["ground_truth"] == pytest.approx(-1.0)
+    assert set(level["methods"]) == set(METHODS)
+    assert all(v == pytest.approx(-1.0) for v in level["methods"].values())
+    # distances that rise with affinity score +1, whatever the split
+    wrong = [_zoo(affinity, affinity) for _ in range(4)]
+    assert task_level_spearman(wrong, tasks, centre=False)["methods"]["modelgif"] == pytest.approx(1.0)
+    # a method is only ever scored against the other half: with two kinds of zoo, a method that copies
+    # each zoo's own affinities scores what the ground truth does half against half, not -1
+    other = rng.uniform(size=(4, 4))
+    np.fill_diagonal(other, 1.0)
+    mixed = [_zoo(a, 1.0 - a) for a in (affinity, affinity, other, other)]
+    level = task_level_spearman(mixed, tasks, splits=50, centre=False)
+    assert level["methods"]["modelgif"] == pytest.approx(level["ground_truth"])
+    assert -1.0 < level["ground_truth"] < 0.0
+    # fewer than 4 zoos cannot be halved into averages: no task level
+    assert task_level_spearman(same[:3], tasks) is None
 
 
 def test_tasks_make_their_inputs_and_targets():
@@ -318,6 +353,13 @@ def test_tiny_end_to_end_run_and_json_contract():
     assert "ModelGiF" in table and "lin. CKA" in table and "feat.reg." in table and "autoencode" in table
     assert "pooled" in table
     assert "other zoos" in table
+    # two zoos cannot be split into averaged halves; four (the two, twice) can, and the table says so
+    assert result["task_level"] is None and "task level" not in table
+    level = task_level_spearman(result["per_seed"] * 2, list(cfg.tasks))
+    assert level["halves"] == [2, 2]
+    table = format_table({**result, "task_level": level})
+    row = next(line for line in table.splitlines() if line.startswith("task level"))
+    assert f"{level['methods']['modelgif']:.3f}" in row and f"{level['ground_truth']:.3f})" in row
 
     # The app shows this run's task zoo: similarity tree on Distances, the tasks on Zoo map.
     from streamlit.testing.v1 import AppTest
@@ -344,6 +386,17 @@ def test_tiny_end_to_end_run_and_json_contract():
     assert scores.loc["mean", "ModelGiF"] == pytest.approx(result["spearman_mean"], abs=5e-4 + 1e-9)
     captions = " ".join(c.value for c in at.caption)
     assert "other zoos' mean affinity" in captions and "share of the column encoder's channel fields" in captions
+    assert "Task level" not in captions
+    # a run of 4 or more zoos adds the task level: a row of the scores and what the ground truth certifies
+    _save_last({**result, "task_level": level})
+    at.switch_page("app_pages/distances.py").run()
+    assert not at.exception
+    scores = at.dataframe[0].value
+    assert list(scores.index) == [*cfg.tasks, "mean", "task level"]
+    assert scores.loc["task level", "feature regression"] == pytest.approx(
+        level["methods"]["feature_regression"], abs=5e-4 + 1e-9)
+    captions = " ".join(c.value for c in at.caption)
+    assert f"half against half, {level['ground_truth']:.3f}" in captions
 
 
 def test_unknown_tasks_and_anchors_off_the_digits_grid_are_refused_before_training():
