@@ -11,7 +11,8 @@ docs/relatedness_channels.py trained and cached:
   zoo vs zoo     (ground truth only) one zoo's affinities against another's, over every ordered pair
   split halves   the zoos split at random into two halves: one half's averaged distances against the
                  other half's averaged affinities (no zoo on both sides), and, as the ceiling, one
-                 half's averaged affinities against the other's
+                 half's averaged affinities against the other's (the core's `task_level_spearman`,
+                 which `modelgif bench relatedness --seeds N` prints with N >= 4)
 
 for the bench's default (G, the target's channel fields regressed on the source's), the
 feature-regression baseline (F, the same regression on the encoders' pooled held-out features), and
@@ -72,44 +73,44 @@ def main() -> None:
     anchors = load_anchors(RC.CFG.anchors)
     held_out = digits_dataset()[0][digits_split()[1]]
     zoos = parse_zoos(args.zoos)
-    if len(zoos) < 2:
-        ap.error("the task level needs at least 2 zoos (--zoos 0-5, say)")
+    if len(zoos) < 4:
+        ap.error("the task level needs at least 4 zoos, two a half (--zoos 0-5, say)")
     dense = [j for j, t in enumerate(RC.TASKS) if R.TASKS[t][0].kind == "dense"]
     affinity, dist = [], {"G": [], "F": [], "F'": []}
     for zoo in zoos:
         data = RC.train_zoo(zoo, cache)
         loss = data["loss"].numpy()
         affinity.append(R.normalise_affinity(loss[:-1], loss[-1]))
-        dist["G"].append(R.hubness_centred(RC.gradient_regression(RC.zoo_fields(zoo, cache, anchors, data))))
+        dist["G"].append(RC.gradient_regression(RC.zoo_fields(zoo, cache, anchors, data)))
         maps = [R._features(RC.encoder(data["enc"][t]), held_out).double() for t in RC.TASKS]  # [M, C, 8, 8]
         pooled = RC.feature_regression([R._pooled(f) for f in maps])
-        dist["F"].append(R.hubness_centred(pooled))
+        dist["F"].append(pooled.copy())
         # F': a dense target's readout reads every position with one conv: positions as more points
         spatial = R._regression_distance_matrix([(f - f.mean(0)).transpose(0, 1).flatten(1) for f in maps], 0.01)
         pooled[:, dense] = spatial[:, dense]
-        dist["F'"].append(R.hubness_centred(pooled))
+        dist["F'"].append(pooled)
         print(f"zoo {zoo}", file=sys.stderr, flush=True)
     aff = np.array(affinity)  # [Z, T, T]
-    dist = {k: np.array(v) for k, v in dist.items()}
-    n, half = len(zoos), len(zoos) // 2
-    rng = np.random.default_rng(0)
-    splits = [rng.permutation(n) for _ in range(args.splits)]
+    # the bench's own task level (every method's distances hubness-centred, as the bench scores them)
+    level = R.task_level_spearman([{"affinity": a, **{k: v[i] for k, v in dist.items()}} for i, a in enumerate(aff)],
+                                  RC.TASKS, splits=args.splits, methods={k: k for k in dist})
+    centred = {k: np.array([R.hubness_centred(d) for d in v]) for k, v in dist.items()}
+    n = len(zoos)
+    half, rest = level["halves"]
     print(f"{n} zoos {args.zoos}, G on {args.anchors} anchors: mean Spearman over the {len(RC.TASKS)} target tasks\n")
     print(f"{'':<28}{'per zoo':>9}{'pooled':>9}{'halves':>9}")
     for name, label in (("G", "G, the bench's default"), ("F", "F, feature regression"),
                         ("F'", "F', as each readout reads")):
-        d = dist[name]
+        d = centred[name]
         per_zoo = np.mean([mean_spearman(x, a) for x, a in zip(d, aff)])
         pooled = mean_spearman(d.mean(0), np.nanmean(aff, 0))
-        halves = np.mean([mean_spearman(d[p[:half]].mean(0), np.nanmean(aff[p[half:]], 0)) for p in splits])
-        print(f"{label:<28}{per_zoo:>+9.3f}{pooled:>+9.3f}{halves:>+9.3f}")
-    ceiling = np.mean([mean_spearman(-np.nanmean(aff[p[:half]], 0), np.nanmean(aff[p[half:]], 0)) for p in splits])
+        print(f"{label:<28}{per_zoo:>+9.3f}{pooled:>+9.3f}{level['methods'][name]:>+9.3f}")
     pairs = np.mean([mean_spearman(-aff[i], aff[j]) for i in range(n) for j in range(n) if i != j])
     print(f"{'ground truth, zoo vs zoo':<28}{pairs:>+9.3f}")
-    print(f"{'ground truth, half vs half':<28}{'':>18}{ceiling:>+9.3f}")
-    print(f"\nhalves: {half} zoos' averaged distances (or affinities) against the other {n - half} zoos' averaged "
+    print(f"{'ground truth, half vs half':<28}{'':>18}{level['ground_truth']:>+9.3f}")
+    print(f"\nhalves: {half} zoos' averaged distances (or affinities) against the other {rest} zoos' averaged "
           f"affinities, mean over {args.splits} random splits")
-    per_task = {name: R.per_task_spearman(d.mean(0), np.nanmean(aff, 0), RC.TASKS) for name, d in dist.items()}
+    per_task = {name: R.per_task_spearman(d.mean(0), np.nanmean(aff, 0), RC.TASKS) for name, d in centred.items()}
     print("\npooled, per target task: " + "  ".join(f"{t} {per_task['G'][t]:+.2f} ({per_task['F'][t]:+.2f})"
                                                      for t in RC.TASKS) + "   G (F)")
 
