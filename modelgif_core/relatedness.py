@@ -845,14 +845,17 @@ def format_table(result: dict[str, Any]) -> str:
                      + f"   ({level['halves'][0]} zoos' averaged distances against the other {level['halves'][1]}'s "
                      f"averaged affinities, {level['splits']} random splits; the ground truth itself, half against "
                      f"half: {level['ground_truth']:.3f})")
+    few = result["seeds"] <= 4  # more zoos' scores do not fit a row: the rows above list them
     lines += ["", "field variants (target|curve|space); earlier defaults: per-channel|all|subspace (round 4), "
               "channel-scaled|all|subspace (round 3), channel-scaled|early|pixels (round 2), feature-max|all|pixels "
               "(first)",
-              f"{'variant':<48} {'mean':>7} {'pooled':>7} {'per seed':>24} {'raw':>7} {other:>7}"]
+              f"{'variant':<48} {'mean':>7} {'pooled':>7}" + (f" {'task lvl':>8}" if level else "")
+              + (f" {'per seed':>24}" if few else "") + f" {'raw':>7} {other:>7}"]
     for k in (m for m in scores if m.startswith("modelgif[")):
-        per_seed = " ".join(f"{v:.3f}" for v in scores[k]["spearman_per_seed"])
         raw_mean = raw[k]["spearman_mean"] if raw is not None else float("nan")
-        lines.append(f"{k:<48} {scores[k]['spearman_mean']:>7.3f} {pooled[k]['spearman_mean']:>7.3f} "
-                     f"{per_seed:>24} {raw_mean:>7.3f} {o[k]['spearman_mean']:>7.3f}")
+        lines.append(f"{k:<48} {scores[k]['spearman_mean']:>7.3f} {pooled[k]['spearman_mean']:>7.3f}"
+                     + (f" {level['methods'][k]:>8.3f}" if level else "")
+                     + (f" {' '.join(f'{v:.3f}' for v in scores[k]['spearman_per_seed']):>24}" if few else "")
+                     + f" {raw_mean:>7.3f} {o[k]['spearman_mean']:>7.3f}")
     lines += ["", f"{result['seconds']:.0f} s"]
     return "\n".join(lines)

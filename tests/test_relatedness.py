@@ -360,6 +360,11 @@ def test_tiny_end_to_end_run_and_json_contract():
     table = format_table({**result, "task_level": level})
     row = next(line for line in table.splitlines() if line.startswith("task level"))
     assert f"{level['methods']['modelgif']:.3f}" in row and f"{level['ground_truth']:.3f})" in row
+    # every field variant's task level too, beside its per-zoo mean
+    header = next(line for line in table.splitlines() if line.startswith("variant"))
+    assert "task lvl" in header and "per seed" in header
+    row = next(line for line in table.splitlines() if line.startswith(default))
+    assert f"{level['methods'][default]:.3f}" in row.split()
 
     # The app shows this run's task zoo: similarity tree on Distances, the tasks on Zoo map.
     from streamlit.testing.v1 import AppTest
