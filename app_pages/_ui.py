@@ -513,15 +513,14 @@ def _task_scores(result: dict[str, Any]) -> Any:
     """Per target task: Spearman of ModelGiF and the baselines (the rows `modelgif bench relatedness` prints)."""
     import pandas as pd
 
-    columns = {"ModelGiF": result, "IG only": result["baselines"]["ig_attribution"],
-               "linear CKA": result["baselines"]["linear_cka"]}
-    if "feature_regression" in result["baselines"]:  # since round 6; earlier stored runs lack it
-        columns["feature regression"] = result["baselines"]["feature_regression"]
-    rows = {t: {name: s["spearman_per_task"][t] for name, s in columns.items()} for t in result["tasks"]}
-    rows["mean"] = {name: s["spearman_mean"] for name, s in columns.items()}
+    scores = {"modelgif": result, **result["baselines"]}
+    # column -> method; feature regression since round 6 (earlier stored runs lack it)
+    columns = {name: key for name, key in (("ModelGiF", "modelgif"), ("IG only", "ig_attribution"),
+                                           ("linear CKA", "linear_cka"), ("feature regression", "feature_regression"))
+               if key in scores}
+    rows = {t: {name: scores[key]["spearman_per_task"][t] for name, key in columns.items()} for t in result["tasks"]}
+    rows["mean"] = {name: scores[key]["spearman_mean"] for name, key in columns.items()}
     level = result.get("task_level")  # with 4 or more zoos: halves of them, averaged
     if level:
-        keys = {"ModelGiF": "modelgif", "IG only": "ig_attribution", "linear CKA": "linear_cka",
-                "feature regression": "feature_regression"}
-        rows["task level"] = {name: level["methods"][keys[name]] for name in columns}
+        rows["task level"] = {name: level["methods"][key] for name, key in columns.items()}
     return pd.DataFrame.from_dict(rows, orient="index").round(3)
