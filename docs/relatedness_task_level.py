@@ -55,10 +55,6 @@ def parse_zoos(text: str) -> list[int]:
     return zoos
 
 
-def mean_spearman(dist: np.ndarray, affinity: np.ndarray) -> float:
-    return float(np.nanmean(list(R.per_task_spearman(dist, affinity, RC.TASKS).values())))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zoos", default="0-5,12-17,40-47")
@@ -102,10 +98,10 @@ def main() -> None:
     for name, label in (("G", "G, the bench's default"), ("F", "F, feature regression"),
                         ("F'", "F', as each readout reads")):
         d = centred[name]
-        per_zoo = np.mean([mean_spearman(x, a) for x, a in zip(d, aff)])
-        pooled = mean_spearman(d.mean(0), np.nanmean(aff, 0))
+        per_zoo = np.mean([RC.mean_spearman(x, a) for x, a in zip(d, aff)])
+        pooled = RC.mean_spearman(d.mean(0), np.nanmean(aff, 0))
         print(f"{label:<28}{per_zoo:>+9.3f}{pooled:>+9.3f}{level['methods'][name]:>+9.3f}")
-    pairs = np.mean([mean_spearman(-aff[i], aff[j]) for i in range(n) for j in range(n) if i != j])
+    pairs = np.mean([RC.mean_spearman(-aff[i], aff[j]) for i in range(n) for j in range(n) if i != j])
     print(f"{'ground truth, zoo vs zoo':<28}{pairs:>+9.3f}")
     print(f"{'ground truth, half vs half':<28}{'':>18}{level['ground_truth']:>+9.3f}")
     print(f"\nhalves: {half} zoos' averaged distances (or affinities) against the other {rest} zoos' averaged "
