@@ -226,8 +226,10 @@ DENSE_READOUTS = ("conv", "ridge")
 
 
 def _readout(task: Task, f_train: torch.Tensor, t_train: torch.Tensor, f_test: torch.Tensor,
-             t_test: torch.Tensor, steps: int, seed: int, dense: str = "conv") -> float:
-    """Fit a small readout on frozen features; return the target's held-out loss.
+             t_test: torch.Tensor, steps: int, seed: int, dense: str = "conv",
+             reduction: str = "mean") -> float | torch.Tensor:
+    """Fit a small readout on frozen features; return the target's held-out loss (reduction "none":
+    each held-out example's, [M], which Taskonomy's AHP normalisation compares source by source).
 
     class: logistic regression on pooled features (avg + max per channel, standardised), Adam;
     dense "conv" (Taskonomy's transfer is a small trained conv net): a 3x3 conv to 16 channels,
@@ -237,8 +239,8 @@ def _readout(task: Task, f_train: torch.Tensor, t_train: torch.Tensor, f_test: t
     torch.manual_seed(seed)
     if task.kind == "dense":
         if dense == "ridge":
-            return _ridge_readout(f_train, t_train, f_test, t_test)
-        return conv_readout(f_train, t_train, f_test, t_test, steps=200, seed=seed)
+            return _ridge_readout(f_train, t_train, f_test, t_test, reduction=reduction)
+        return conv_readout(f_train, t_train, f_test, t_test, steps=200, seed=seed, reduction=reduction)
     a, b = _standardised(_pooled(f_train), _pooled(f_test), dims=(0,))  # [M, 2C]
     head = nn.Linear(a.shape[1], task.classes)
     opt = torch.optim.Adam(head.parameters(), lr=0.05, weight_decay=1e-4)
@@ -249,7 +251,13 @@ def _readout(task: Task, f_train: torch.Tensor, t_train: torch.Tensor, f_test: t
             loss.backward()
             opt.step()
     with torch.no_grad():
-        return float(F.cross_entropy(head(b), t_test))
+        return _reduced(F.cross_entropy(head(b), t_test, reduction="none"), reduction)
+
+
+def _reduced(per_example: torch.Tensor, reduction: str) -> float | torch.Tensor:
+    """Held-out losses [M] -> their mean (reduction "mean") or themselves ("none")."""
+    _check_name("reduction", reduction, ("mean", "none"))
+    return float(per_example.mean()) if reduction == "mean" else per_example
 
 
 def _standardised(train: torch.Tensor, test: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,8 +271,9 @@ def _standardised(train: torch.Tensor, test: torch.Tensor, dims: tuple[int, ...]
 
 
 def conv_readout(f_train: torch.Tensor, t_train: torch.Tensor, f_test: torch.Tensor, t_test: torch.Tensor,
-                 steps: int, seed: int, batch: int = 64) -> float:
-    """Held-out MSE of a small conv decoder trained on frozen features [M, C, h, w] -> maps [M, 1, H, W]."""
+                 steps: int, seed: int, batch: int = 64, reduction: str = "mean") -> float | torch.Tensor:
+    """Held-out MSE of a small conv decoder trained on frozen features [M, C, h, w] -> maps [M, 1, H, W]
+    (reduction "none": each held-out map's, [M'])."""
     torch.manual_seed(seed)
     a, b = _standardised(f_train, f_test, dims=(0, 2, 3))  # [M, C, h, w]
     r = t_train.shape[-1] // a.shape[-1]  # pixels per feature position along each side
@@ -280,7 +289,7 @@ def conv_readout(f_train: torch.Tensor, t_train: torch.Tensor, f_test: torch.Ten
             loss.backward()
             opt.step()
     with torch.no_grad():
-        return float(F.mse_loss(head(b), t_test))
+        return _reduced((head(b) - t_test).square().flatten(1).mean(1), reduction)
 
 
 def _blocks(f: torch.Tensor) -> torch.Tensor:
@@ -290,7 +299,7 @@ def _blocks(f: torch.Tensor) -> torch.Tensor:
 
 
 def _ridge_readout(f_train: torch.Tensor, t_train: torch.Tensor, f_test: torch.Tensor,
-                   t_test: torch.Tensor, ridge: float = 1e-3) -> float:
+                   t_test: torch.Tensor, ridge: float = 1e-3, reduction: str = "mean") -> float | torch.Tensor:
     h, w = f_train.shape[2:]
     r = t_train.shape[-1] // w  # pixels per feature position along each side
     # target blocks: [M, 1, h*r, w*r] -> [M*h*w, r*r], the inverse of PixelShuffle(r)
@@ -301,17 +310,20 @@ def _ridge_readout(f_train: torch.Tensor, t_train: torch.Tensor, f_test: torch.T
     weights = torch.linalg.solve(gram + reg, x.T @ y)  # [C+1, r*r]
     pred = _blocks(f_test) @ weights  # [M'*h*w, r*r]
     y_test = F.pixel_unshuffle(t_test, r).permute(0, 2, 3, 1).reshape(-1, r * r).double()
-    return float((pred - y_test).square().mean())
+    per_map = (pred - y_test).square().reshape(len(t_test), -1).mean(1)  # rows are (map, position)
+    return _reduced(per_map, reduction)
 
 
 def transfer_losses(encoders: dict[str, nn.Module], tasks: list[str], x_train: torch.Tensor,
                     y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *,
-                    steps: int = 300, seed: int = 0, dense: str = "conv") -> np.ndarray:
+                    steps: int = 300, seed: int = 0, dense: str = "conv", reduction: str = "mean") -> np.ndarray:
     """L[a, b]: held-out loss of target task tasks[b] read out from frozen encoder a (any names);
-    `dense` picks the dense tasks' readout (one of DENSE_READOUTS)."""
+    `dense` picks the dense tasks' readout (one of DENSE_READOUTS); reduction "none": L[a, b, m], each
+    held-out example's loss."""
     _check_name("dense readout", dense, DENSE_READOUTS)
+    _check_name("reduction", reduction, ("mean", "none"))
     names = list(encoders)
-    out = np.zeros((len(names), len(tasks)))
+    out = np.zeros((len(names), len(tasks)) + ((len(x_test),) if reduction == "none" else ()))
     data = {t: (task_data(t, x_train, y_train, 10_000 + seed), task_data(t, x_test, y_test, 20_000 + seed))
             for t in tasks}
     for i, name in enumerate(names):
@@ -321,7 +333,8 @@ def transfer_losses(encoders: dict[str, nn.Module], tasks: list[str], x_train: t
             for inp in (xi, xo):
                 if id(inp) not in cache:
                     cache[id(inp)] = _features(encoders[name], inp)
-            out[i, j] = _readout(TASKS[t][0], cache[id(xi)], ti, cache[id(xo)], to, steps, seed, dense)
+            loss = _readout(TASKS[t][0], cache[id(xi)], ti, cache[id(xo)], to, steps, seed, dense, reduction)
+            out[i, j] = loss.numpy() if reduction == "none" else loss
     return out
 
 
@@ -341,6 +354,36 @@ def normalise_affinity(loss: np.ndarray, random_loss: np.ndarray) -> np.ndarray:
     span = random_loss - own
     span = np.where(np.abs(span) > 1e-12, span, np.nan)  # own encoder no better than random
     return (random_loss[None, :] - loss) / span[None, :]
+
+
+def ahp_priorities(wins: np.ndarray) -> np.ndarray:
+    """Taskonomy's ordinal normalisation (Zamir et al. 2018, sec. 3.3): wins[i, j] = the share of held-out
+    examples on which source i beats source j. Clipped to [0.001, 0.999], W' = W / W^T (how many times i
+    is better than j); the priorities are W''s principal eigenvector, summing to 1. For a consistent
+    tournament, wins[i, j] = p_i / (p_i + p_j), they are p / sum(p)."""
+    w = np.clip(np.asarray(wins, dtype=float), 0.001, 0.999)
+    vals, vecs = np.linalg.eig(w / w.T)
+    v = np.abs(vecs[:, np.argmax(vals.real)].real)  # Perron vector: one sign, fixed here
+    return v / v.sum()
+
+
+def ahp_affinity(per_example_loss: np.ndarray) -> np.ndarray:
+    """Affinity as Taskonomy normalises it: per target task b, the other task encoders a != b play a
+    tournament on b's held-out examples (the lower loss wins, a tie is half a win each), and their
+    `ahp_priorities` are affinity[a, b]. `per_example_loss` [T, T, M] (sources = targets, same order);
+    the diagonal is 1, the target's own encoder plays no game. Where the mean loss lets a few badly
+    read examples decide a source's rank, this counts the examples it wins."""
+    loss = np.asarray(per_example_loss, dtype=float)
+    if loss.ndim != 3 or loss.shape[0] != loss.shape[1]:
+        raise UserError(f"Expected per-example losses [tasks, tasks, examples]; got {loss.shape}.")
+    n = loss.shape[0]
+    out = np.ones((n, n))
+    for b in range(n):
+        src = [a for a in range(n) if a != b]
+        games = loss[src, b]  # [n - 1, M]
+        wins = (games[:, None] < games[None, :]).mean(2) + 0.5 * (games[:, None] == games[None, :]).mean(2)
+        out[src, b] = ahp_priorities(wins)
+    return out
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -575,12 +618,13 @@ def train_zoo(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor) -> 
 
 def zoo_transfer_losses(cfg: BenchConfig, seed: int, zoo: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
                         x_test: torch.Tensor, y_test: torch.Tensor, tasks: list[str] | None = None,
-                        dense: str | None = None) -> np.ndarray:
+                        dense: str | None = None, reduction: str = "mean") -> np.ndarray:
     """L[a, b] for every encoder a of `zoo` (the random one last) and target task b, each read out on the
-    zoo's own seeded draw of `cfg.transfer_train` pool examples."""
+    zoo's own seeded draw of `cfg.transfer_train` pool examples (reduction "none": L[a, b, m])."""
     sub = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[: cfg.transfer_train]
     return transfer_losses(zoo, list(tasks or cfg.tasks), x[sub], y[sub], x_test, y_test,
-                           steps=cfg.readout_steps, seed=seed, dense=dense or cfg.dense_readout)
+                           steps=cfg.readout_steps, seed=seed, dense=dense or cfg.dense_readout,
+                           reduction=reduction)
 
 
 def _run_seed(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor,
@@ -594,8 +638,10 @@ def _run_seed(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor, x_t
     sources = train_zoo(cfg, seed, x, y)  # the task encoders, then "_random"
     encoders = {t: sources[t] for t in tasks}
     t1 = time.perf_counter()
-    loss = zoo_transfer_losses(cfg, seed, sources, x, y, x_test, y_test)
+    per_example = zoo_transfer_losses(cfg, seed, sources, x, y, x_test, y_test, reduction="none")
+    loss = per_example.mean(2)
     affinity = normalise_affinity(loss[:-1], loss[-1])
+    affinity_ahp = ahp_affinity(per_example[:-1])  # Taskonomy's own normalisation, also reported
     # The other dense readout too, to show how much the ground truth depends on it (ridge is cheap).
     other = "ridge" if cfg.dense_readout == "conv" else "conv"
     dense = [j for j, t in enumerate(tasks) if TASKS[t][0].kind == "dense"]
@@ -638,6 +684,7 @@ def _run_seed(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor, x_t
     out: dict[str, Any] = {
         "seed": seed, "loss": loss[:-1].tolist(), "random_loss": loss[-1].tolist(),
         "affinity": affinity.tolist(), "affinity_other_readout": affinity_other.tolist(),
+        "affinity_ahp": affinity_ahp.tolist(),
         **{k: v.tolist() for k, v in dists.items()},
         "seconds": {"train": round(t1 - t0, 1), "transfer": round(t2 - t1, 1),
                     "fields": round(t3 - t2, 1)},
@@ -646,6 +693,7 @@ def _run_seed(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor, x_t
     for method, key in METHODS.items():
         out[f"spearman_{method}"] = per_task_spearman(score(dists[key]), affinity, tasks)
         out[f"spearman_{method}_other_readout"] = per_task_spearman(score(dists[key]), affinity_other, tasks)
+        out[f"spearman_{method}_ahp"] = per_task_spearman(score(dists[key]), affinity_ahp, tasks)
         out[f"spearman_{method}_uncentred"] = per_task_spearman(dists[key], affinity, tasks)
     out["spearman"] = out["spearman_modelgif"]
     return out
@@ -753,6 +801,7 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, 
         **main,
         "baselines": {m: _score(seeds, f"spearman_{m}") for m in METHODS if m != "modelgif"},
         "other_readout": {m: _score(seeds, f"spearman_{m}_other_readout") for m in METHODS},
+        "ahp": {m: _score(seeds, f"spearman_{m}_ahp") for m in METHODS},
         "uncentred": {m: _score(seeds, f"spearman_{m}_uncentred") for m in METHODS},
         "field_target": cfg.field_target, "curve": cfg.curve, "space": cfg.space, "centre": cfg.centre,
         "dense_readout": cfg.dense_readout, "tasks": tasks, "seeds": cfg.seeds, "anchors": anchors.spec,
@@ -834,6 +883,10 @@ def format_table(result: dict[str, Any]) -> str:
     o = result["other_readout"]
     lines.append(f"{'mean, ' + other:<12}" + "".join(f" {o[k]['spearman_mean']:>9.3f}" for _, k in cols)
                  + f"   (dense targets' ground truth from the {other} readout)")
+    ahp = result.get("ahp")  # runs before round 8 have none
+    if ahp is not None:
+        lines.append(f"{'mean, AHP':<12}" + "".join(f" {ahp[k]['spearman_mean']:>9.3f}" for _, k in cols)
+                     + "   (ground truth normalised as Taskonomy's AHP: per-example wins, principal eigenvector)")
     ref = result.get("other_zoos_reference")
     if ref is not None:
         lines.append(f"{'other zoos':<12} {ref['spearman_mean']:>9.3f}   (reference: each zoo's affinity predicted "

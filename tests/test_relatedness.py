@@ -22,6 +22,8 @@ from modelgif_core.relatedness import (
     Encoder,
     _save_last,
     _standardised,
+    ahp_affinity,
+    ahp_priorities,
     channel_cka_distance_matrix,
     channel_regression_distance_matrix,
     conv_readout,
@@ -61,6 +63,30 @@ def test_affinity_is_nan_where_the_own_encoder_is_no_better_than_random():
     assert np.isnan(aff[:, 0]).all() and np.isfinite(aff[:, 1]).all()
     with pytest.raises(UserError, match="square"):
         normalise_affinity(np.ones((2, 3)), np.ones(3))
+
+
+def test_ahp_priorities_recover_a_consistent_tournaments_strengths():
+    """wins[i, j] = p_i / (p_i + p_j) makes W / W^T = p_i / p_j, whose principal eigenvector is p."""
+    p = np.array([4.0, 2.0, 1.0, 1.0])
+    wins = p[:, None] / (p[:, None] + p[None, :])
+    np.testing.assert_allclose(ahp_priorities(wins), p / p.sum(), rtol=1e-12)
+
+
+def test_ahp_affinity_by_hand_counts_wins_where_the_mean_loss_counts_one_bad_example():
+    """Target 0, sources 1 and 2: source 1 has the lower loss on 3 of 4 examples but loses the 4th badly.
+    The mean loss ranks source 2 first; Taskonomy's tournament ranks source 1 first, 3 : 1."""
+    loss = np.full((3, 3, 4), 0.5)
+    loss[1, 0] = [0.1, 0.1, 0.1, 5.0]  # mean 1.325
+    loss[2, 0] = [0.2, 0.2, 0.2, 0.2]  # mean 0.2
+    aff = ahp_affinity(loss)
+    np.testing.assert_allclose(aff[[1, 2], 0], [0.75, 0.25])  # W' = [[1, 3], [1/3, 1]] -> (3, 1) / 4
+    mean_aff = normalise_affinity(loss.mean(2), np.full(3, 10.0))
+    assert mean_aff[2, 0] > mean_aff[1, 0]
+    # target 1: sources 0 and 2 tie on every example, half a win each; the diagonal is 1
+    np.testing.assert_allclose(aff[[0, 2], 1], [0.5, 0.5])
+    np.testing.assert_allclose(np.diag(aff), 1.0)
+    with pytest.raises(UserError, match="per-example losses"):
+        ahp_affinity(loss.mean(2))
 
 
 def test_spearman_matches_scipy_with_ties_and_is_nan_for_constants():
@@ -220,6 +246,14 @@ def test_transfer_readouts_give_finite_losses_better_than_chance():
                            x[held[:100]], y[held[:100]], steps=50)
     assert loss.shape == (1, 2) and np.isfinite(loss).all()
     assert loss[0, 0] < np.log(10)  # better than chance on digits even from random features
+    for dense in ("conv", "ridge"):  # per held-out example, the same readouts: their mean is the loss
+        each = transfer_losses({"a": enc}, ["digit", "autoencode"], x[pool[:200]], y[pool[:200]],
+                               x[held[:100]], y[held[:100]], steps=50, dense=dense, reduction="none")
+        assert each.shape == (1, 2, 100)
+        mean = loss if dense == "conv" else transfer_losses(
+            {"a": enc}, ["digit", "autoencode"], x[pool[:200]], y[pool[:200]], x[held[:100]], y[held[:100]],
+            steps=50, dense=dense)
+        np.testing.assert_allclose(each.mean(2), mean, rtol=1e-6)
 
 
 def test_input_noise_changes_training_seeded_and_zero_noise_is_the_plain_recipe():
@@ -246,6 +280,11 @@ def testconv_readout_reads_a_map_its_features_hold_and_not_one_they_lack():
     bad = conv_readout(unrelated[:200], target[:200], unrelated[200:], target[200:], steps=200, seed=0)
     assert good < 0.25 * bad
     assert bad == pytest.approx(float(target[200:].var()), rel=0.3)  # no better than the mean map
+    # each held-out map's loss, as Taskonomy's AHP compares them; their mean is the loss
+    each = conv_readout(held[:200], target[:200], held[200:], target[200:], steps=200, seed=0, reduction="none")
+    assert each.shape == (100,) and float(each.mean()) == pytest.approx(good, rel=1e-6)
+    with pytest.raises(UserError, match="reduction"):
+        conv_readout(held[:200], target[:200], held[200:], target[200:], steps=1, seed=0, reduction="sum")
 
 
 def test_standardising_leaves_a_channel_dead_in_training_at_scale_one():
@@ -328,7 +367,7 @@ def test_tiny_end_to_end_run_and_json_contract():
     assert result["space"] == "subspace" and result["centre"] is True
     default = "modelgif[per-channel-regression|all|subspace]"
     assert result["spearman_per_task"] == result["baselines"][default]["spearman_per_task"]
-    assert set(result["other_readout"]) == set(result["uncentred"]) == {
+    assert set(result["other_readout"]) == set(result["uncentred"]) == set(result["ahp"]) == {
         "modelgif", "ig_attribution", "linear_cka", "feature_regression", *variants}
     assert len(result["per_seed"]) == 2
     assert len(result["other_zoos_reference"]["spearman_per_seed"]) == 2
@@ -349,7 +388,13 @@ def test_tiny_end_to_end_run_and_json_contract():
     aff, aff_ridge = np.array(seed["affinity"]), np.array(seed["affinity_other_readout"])
     np.testing.assert_array_equal(aff[:, :3], aff_ridge[:, :3])
     assert not np.allclose(aff[:, 3], aff_ridge[:, 3])
+    # Taskonomy's AHP ground truth: each target's sources' priorities sum to 1, and every method is scored on it
+    ahp = np.array(seed["affinity_ahp"])
+    np.testing.assert_allclose(ahp.sum(0), 2.0)  # per column: its sources' priorities (1) and the diagonal's 1
+    assert seed["spearman_modelgif_ahp"] == per_task_spearman(hubness_centred(dist), ahp, list(cfg.tasks))
     table = format_table(result)
+    row = next(line for line in table.splitlines() if line.startswith("mean, AHP"))
+    assert f"{result['ahp']['modelgif']['spearman_mean']:.3f}" in row.split()
     assert "ModelGiF" in table and "lin. CKA" in table and "feat.reg." in table and "autoencode" in table
     assert "pooled" in table
     assert "other zoos" in table
