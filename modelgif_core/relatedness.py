@@ -184,8 +184,9 @@ def _loss(task: Task, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def train_encoder(name: str, x: torch.Tensor, y: torch.Tensor, *, epochs: int, seed: int,
                   width: int = 32, resolution: int = 32, lr: float = 3e-3, batch: int = 64,
-                  noise: float = 0.0) -> Encoder:
-    """Train an encoder with task `name`'s head end to end (AdamW, one-cycle); returns the encoder.
+                  noise: float = 0.0, with_head: bool = False) -> Encoder | tuple[Encoder, nn.Module]:
+    """Train an encoder with task `name`'s head end to end (AdamW, one-cycle); returns the encoder
+    (with_head: the encoder and its trained head, both frozen).
     noise > 0: every training input gets Gaussian noise of that sigma (targets unchanged)."""
     task = TASKS[name][0]
     torch.manual_seed(seed)
@@ -211,7 +212,8 @@ def train_encoder(name: str, x: torch.Tensor, y: torch.Tensor, *, epochs: int, s
             loss.backward()
             opt.step()
             sched.step()
-    return enc.eval().requires_grad_(False)
+    enc = enc.eval().requires_grad_(False)
+    return (enc, head.eval().requires_grad_(False)) if with_head else enc
 
 
 # ----------------------------------------------------------------------------------- transfer
