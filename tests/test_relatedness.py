@@ -268,6 +268,10 @@ def test_input_noise_changes_training_seeded_and_zero_noise_is_the_plain_recipe(
     assert all(torch.equal(noisy[k], again[k]) for k in plain)  # the noise is seeded
     assert not torch.equal(plain["net.0.weight"], noisy["net.0.weight"])
     assert BenchConfig().noise == 0.0
+    # with_head: the same encoder, and the head it was trained with (parity: 2 classes from avg + max pooling)
+    enc, head = train_encoder("parity", x, y, with_head=True, **kw)
+    assert all(torch.equal(plain[k], v) for k, v in enc.state_dict().items())
+    assert head.weight.shape == (2, 16) and not head.weight.requires_grad
 
 
 def testconv_readout_reads_a_map_its_features_hold_and_not_one_they_lack():
