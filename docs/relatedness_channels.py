@@ -19,11 +19,12 @@ Round 6 added G, B's channel fields regressed on A's with weights shared over al
 bench's default since, checked on fresh zoos 40-47), and F, the same regression on the encoders'
 pooled features of the held-out digits, a bound that uses no fields ("Round 6").
 
-Usage: python docs/relatedness_channels.py [--zoos 12-17] [--cache DIR] [--noise SIGMA]
+Usage: python docs/relatedness_channels.py [--zoos 12-17] [--cache DIR] [--noise SIGMA] [--epochs N]
 Zoos are trained with the bench's recipe (seeds 1000 * zoo + task index, one torch thread; about
 3 minutes per zoo) and the per-channel fields extracted (about 1 minute per zoo); both are cached in
 --cache (default /tmp/relatedness_channels), so a second run only scores. --noise SIGMA trains the
 encoders with Gaussian input noise (round 5's lever, which failed); its cache files carry the sigma.
+--epochs N trains the encoders N epochs instead of the bench's 10 (round 8); its cache files carry N.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ TASKS = list(CFG.tasks)
 
 
 def _recipe() -> str:
-    """The cache files' suffix: a noise-trained zoo must never be read back as a plain one."""
-    return f"_noise{CFG.noise:g}" if CFG.noise else ""
+    """The cache files' suffix: a zoo of another recipe must never be read back as the bench's."""
+    return (f"_noise{CFG.noise:g}" if CFG.noise else "") + (
+        f"_epochs{CFG.epochs}" if CFG.epochs != R.BenchConfig().epochs else "")
 
 
 def train_zoo(zoo: int, cache: Path) -> dict:
@@ -162,9 +164,10 @@ def main() -> None:
     ap.add_argument("--zoos", default="12-17", help="a range a-b or a comma list")
     ap.add_argument("--cache", default="/tmp/relatedness_channels")
     ap.add_argument("--noise", type=float, default=0.0, help="encoders trained with input noise of this sigma")
+    ap.add_argument("--epochs", type=int, default=R.BenchConfig().epochs, help="encoder training epochs (bench: 10)")
     args = ap.parse_args()
     global CFG
-    CFG = dataclasses.replace(CFG, noise=args.noise)
+    CFG = dataclasses.replace(CFG, noise=args.noise, epochs=args.epochs)
     torch.set_num_threads(1)
     anchors = load_anchors(CFG.anchors)
     lo, _, hi = args.zoos.partition("-")
