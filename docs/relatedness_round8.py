@@ -30,6 +30,7 @@ from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import relatedness_channels as RC  # noqa: E402
+from relatedness_task_level import parse_zoos  # noqa: E402
 
 from modelgif_core import relatedness as R  # noqa: E402
 from modelgif_core.anchors import digits_basis, digits_dataset, digits_split, load_anchors  # noqa: E402
@@ -41,14 +42,6 @@ CLASSES = [t for t in TASKS if R.TASKS[t][0].kind == "class"]
 TRANSFORMED = ("rotation", "denoise", "inpaint")  # tasks whose readouts read transformed inputs
 
 
-def zoo_list(text: str) -> list[int]:
-    out: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
-    return out
-
-
 def pool_and_held() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     xs, ys = digits_dataset()
     pool, held = digits_split()
@@ -56,20 +49,8 @@ def pool_and_held() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Ten
 
 
 def regression(sources: list[torch.Tensor], targets: list[torch.Tensor], ridge: float) -> np.ndarray:
-    """d[a, b] = 1 - the share of targets[b]'s rows a ridge regression on sources[a]'s rows explains: the
-    core's regression distance with the target side read from another list (same rows: the same matrix)."""
-    unit = [[r / r.norm(dim=1, keepdim=True).clamp_min(1e-300) for r in (v.double() for v in side)]
-            for side in (sources, targets)]
-    out = np.zeros((len(sources), len(targets)))
-    for a, xa in enumerate(unit[0]):
-        gram = xa @ xa.T
-        inv = torch.linalg.inv(gram + ridge * float(torch.trace(gram)) / len(gram) * torch.eye(len(gram),
-                                                                                             dtype=gram.dtype))
-        for b, xb in enumerate(unit[1]):
-            if a != b:
-                cross = xa @ xb.T
-                out[a, b] = 1.0 - float(torch.einsum("ij,ik,kj->", cross, inv, cross)) / float(xb.square().sum())
-    return out
+    """d[a, b] = 1 - the share of targets[b]'s rows a ridge regression on sources[a]'s rows explains."""
+    return R._regression_distance_matrix(sources, ridge, targets=targets)
 
 
 def scores(dists: list[np.ndarray], affs: list[np.ndarray]) -> tuple[float, list[float], float]:
@@ -291,11 +272,11 @@ def main() -> None:
     ap.add_argument("--repeat", default="", help="ahp: zoos to read out again with 2 more readout seeds")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    zoos, cache = zoo_list(args.zoos), Path(args.cache)
+    zoos, cache = parse_zoos(args.zoos), Path(args.cache)
     if args.lever == "heads":
         run_heads(zoos, cache)
     elif args.lever == "ahp":
-        run_ahp(zoos, cache, zoo_list(args.repeat) if args.repeat else [])
+        run_ahp(zoos, cache, parse_zoos(args.repeat) if args.repeat else [])
     else:
         run_anchors(zoos, cache)
 

@@ -450,13 +450,20 @@ def channel_cka_distance_matrix(fields: list[torch.Tensor]) -> np.ndarray:
     return out
 
 
-def _regression_distance_matrix(rows: list[torch.Tensor], ridge: float) -> np.ndarray:
+def _regression_distance_matrix(rows: list[torch.Tensor], ridge: float,
+                                targets: list[torch.Tensor] | None = None) -> np.ndarray:
     """d[a, b] = 1 - the share of b's rows [Cb, P] that a ridge regression on a's rows [Ca, P] explains.
 
     Each row is scaled to unit norm, so every row of b counts alike; the weights (one per pair of rows)
     are shared over all P columns; ridge `ridge` times a's mean row energy. The diagonal is 0.
+    `targets`: b's rows taken from this list instead (same length and columns; e.g. only the part of
+    each model a readout reads), the sources still from `rows`.
     """
-    rows = [r / r.norm(dim=1, keepdim=True).clamp_min(1e-300) for r in (r.double() for r in rows)]  # dead rows stay 0
+    def unit(side: list[torch.Tensor]) -> list[torch.Tensor]:  # dead rows stay 0
+        return [r / r.norm(dim=1, keepdim=True).clamp_min(1e-300) for r in (r.double() for r in side)]
+
+    rows = unit(rows)
+    wanted = rows if targets is None else unit(targets)
     m = len(rows)
     out = np.zeros((m, m))
     for a, xa in enumerate(rows):
@@ -467,7 +474,7 @@ def _regression_distance_matrix(rows: list[torch.Tensor], ridge: float) -> np.nd
             out[a, a] = 0.0
             continue
         inv = torch.linalg.inv(gram + lam * torch.eye(len(gram), dtype=gram.dtype))
-        for b, xb in enumerate(rows):
+        for b, xb in enumerate(wanted):
             if a == b:
                 continue
             total = float(xb.square().sum())

@@ -20,6 +20,7 @@ from modelgif_core.relatedness import (
     BenchConfig,
     ChannelScaled,
     Encoder,
+    _regression_distance_matrix,
     _save_last,
     _standardised,
     ahp_affinity,
@@ -224,6 +225,14 @@ def test_channel_regression_by_hand_asymmetric_and_blind_to_each_channels_order_
     # an encoder with no field at all (every channel dead) explains nothing and is explained by nothing
     d = channel_regression_distance_matrix([x, torch.zeros(3, 4, 6, 20)])
     assert d[0, 1] == d[1, 0] == 1.0 and np.all(np.diag(d) == 0)
+    # targets read from another list (round 8: only what a readout reads): the same rows, the same matrix;
+    # by hand, b's target row e1 + e3 is half in a's span (e1, e2), a's target row e2 wholly in b's (e1, e2)
+    rows = [f.permute(2, 0, 1, 3).flatten(1) for f in (x, mixed)]
+    np.testing.assert_array_equal(_regression_distance_matrix(rows, 0.1, targets=rows),
+                                  _regression_distance_matrix(rows, 0.1))
+    e = torch.eye(4)
+    d = _regression_distance_matrix([e[:2], e[:2]], 1e-12, targets=[e[1:2], e[0:1] + e[2:3]])
+    assert d[0, 1] == pytest.approx(0.5) and d[1, 0] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_feature_regression_explains_a_linear_map_of_the_features_whatever_their_offset():
