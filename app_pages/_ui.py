@@ -507,6 +507,9 @@ def task_zoo_section(kind: str) -> None:
                        f"{level['ground_truth']:.3f}: no score can be certified beyond it.")
         if kind == "heatmap":
             st.dataframe(_task_scores(result), key="task_scores", height="content")  # every row, the mean too
+            if "ahp" in result:
+                st.caption("mean, AHP: the same transfers ranked as Taskonomy ranks them, by the held-out examples "
+                           "each source wins against each other (AHP), not by its mean loss; a second ground truth.")
 
 
 def _task_scores(result: dict[str, Any]) -> Any:
@@ -520,6 +523,8 @@ def _task_scores(result: dict[str, Any]) -> Any:
                if key in scores}
     rows = {t: {name: scores[key]["spearman_per_task"][t] for name, key in columns.items()} for t in result["tasks"]}
     rows["mean"] = {name: scores[key]["spearman_mean"] for name, key in columns.items()}
+    if "ahp" in result:  # since round 8: the same transfers normalised as Taskonomy does
+        rows["mean, AHP"] = {name: result["ahp"][key]["spearman_mean"] for name, key in columns.items()}
     level = result.get("task_level")  # with 4 or more zoos: halves of them, averaged
     if level:
         rows["task level"] = {name: level["methods"][key] for name, key in columns.items()}

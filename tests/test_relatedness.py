@@ -443,23 +443,32 @@ def test_tiny_end_to_end_run_and_json_contract():
     # Distances also lists each target task's score beside the baselines', as the bench prints them
     at.switch_page("app_pages/distances.py").run()
     scores = at.dataframe[0].value
-    assert list(scores.index) == [*cfg.tasks, "mean"]
+    assert list(scores.index) == [*cfg.tasks, "mean", "mean, AHP"]
+    assert scores.loc["mean, AHP", "ModelGiF"] == pytest.approx(result["ahp"]["modelgif"]["spearman_mean"],
+                                                                abs=5e-4 + 1e-9)
     assert list(scores.columns) == ["ModelGiF", "IG only", "linear CKA", "feature regression"]
     # shown rounded to 3 decimals: off by at most half a unit in the last (0.3125 shows as 0.312)
     assert scores.loc["mean", "ModelGiF"] == pytest.approx(result["spearman_mean"], abs=5e-4 + 1e-9)
     captions = " ".join(c.value for c in at.caption)
     assert "other zoos' mean affinity" in captions and "share of the column encoder's channel fields" in captions
+    assert "ranked as Taskonomy ranks them" in captions
     assert "Task level" not in captions
     # a run of 4 or more zoos adds the task level: a row of the scores and what the ground truth certifies
     _save_last({**result, "task_level": level})
     at.switch_page("app_pages/distances.py").run()
     assert not at.exception
     scores = at.dataframe[0].value
-    assert list(scores.index) == [*cfg.tasks, "mean", "task level"]
+    assert list(scores.index) == [*cfg.tasks, "mean", "mean, AHP", "task level"]
     assert scores.loc["task level", "feature regression"] == pytest.approx(
         level["methods"]["feature_regression"], abs=5e-4 + 1e-9)
     captions = " ".join(c.value for c in at.caption)
     assert f"half against half, {level['ground_truth']:.3f}" in captions
+    # a run stored before round 8 has no AHP scores: the page shows the rest, without the row or its caption
+    _save_last({k: v for k, v in result.items() if k != "ahp"})
+    at.switch_page("app_pages/distances.py").run()
+    assert not at.exception
+    assert list(at.dataframe[0].value.index) == [*cfg.tasks, "mean"]
+    assert "ranked as Taskonomy" not in " ".join(c.value for c in at.caption)
 
 
 def test_unknown_tasks_and_anchors_off_the_digits_grid_are_refused_before_training():
