@@ -64,7 +64,7 @@ def task_level(dists: list[np.ndarray], affs: list[np.ndarray]) -> tuple[float, 
     splits) on distances centred already, and the ground truth's own half-against-half agreement."""
     level = R.task_level_spearman([{"affinity": a, "d": d} for d, a in zip(dists, affs, strict=True)], TASKS,
                                   centre=False, methods={"d": "d"})
-    return level["methods"]["d"], level["ground_truth"]
+    return (level["methods"]["d"], level["ground_truth"]) if level else (float("nan"), float("nan"))  # < 4 zoos
 
 
 def mean_loss_affinity(data: dict) -> np.ndarray:
@@ -157,19 +157,12 @@ def per_example_losses(zoo: int, data: dict, cache: Path, readout_seed: int | No
     readout_seed, the same encoders read out again with that seed (as round 3 measured repeats)."""
     path = cache / (f"examples{zoo}.npy" if readout_seed is None else f"examples{zoo}_r{readout_seed}.npy")
     if not path.is_file():
-        zoo_models = {t: RC.encoder(data["enc"][t]) for t in TASKS}
-        torch.manual_seed(99_000 + zoo)  # R.train_zoo's untrained encoder
-        zoo_models["_random"] = R.Encoder(CFG.width, CFG.resolution).eval().requires_grad_(False)
+        zoo_models = {**{t: RC.encoder(data["enc"][t]) for t in TASKS}, "_random": R.random_encoder(CFG, zoo)}
         x, y, xt, yt = pool_and_held()
-        if readout_seed is None:
-            losses = R.zoo_transfer_losses(CFG, zoo, zoo_models, x, y, xt, yt, reduction="none")
-            gap = np.abs(losses.mean(2) - data["loss"].numpy()).max()
-            if gap > 1e-5:
-                raise SystemExit(f"zoo {zoo}: the per-example losses do not average to the cached ones ({gap:.1e})")
-        else:  # the zoo's own training draw, another readout seed
-            sub = torch.randperm(len(x), generator=torch.Generator().manual_seed(zoo))[: CFG.transfer_train]
-            losses = R.transfer_losses(zoo_models, TASKS, x[sub], y[sub], xt, yt, steps=CFG.readout_steps,
-                                       seed=readout_seed, dense=CFG.dense_readout, reduction="none")
+        losses = R.zoo_transfer_losses(CFG, zoo, zoo_models, x, y, xt, yt, reduction="none", readout_seed=readout_seed)
+        gap = np.abs(losses.mean(2) - data["loss"].numpy()).max()
+        if readout_seed is None and gap > 1e-5:
+            raise SystemExit(f"zoo {zoo}: the per-example losses do not average to the cached ones ({gap:.1e})")
         np.save(path, losses)
     return np.load(path)
 

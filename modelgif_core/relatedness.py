@@ -225,6 +225,7 @@ def _features(enc: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 DENSE_READOUTS = ("conv", "ridge")
+REDUCTIONS = ("mean", "none")  # a readout's held-out loss: the mean, or each example's (as torch's losses)
 
 
 def _readout(task: Task, f_train: torch.Tensor, t_train: torch.Tensor, f_test: torch.Tensor,
@@ -257,8 +258,8 @@ def _readout(task: Task, f_train: torch.Tensor, t_train: torch.Tensor, f_test: t
 
 
 def _reduced(per_example: torch.Tensor, reduction: str) -> float | torch.Tensor:
-    """Held-out losses [M] -> their mean (reduction "mean") or themselves ("none")."""
-    _check_name("reduction", reduction, ("mean", "none"))
+    """Held-out losses [M] -> their mean (reduction "mean") or themselves ("none"; checked by the callers,
+    before they train)."""
     return float(per_example.mean()) if reduction == "mean" else per_example
 
 
@@ -276,6 +277,7 @@ def conv_readout(f_train: torch.Tensor, t_train: torch.Tensor, f_test: torch.Ten
                  steps: int, seed: int, batch: int = 64, reduction: str = "mean") -> float | torch.Tensor:
     """Held-out MSE of a small conv decoder trained on frozen features [M, C, h, w] -> maps [M, 1, H, W]
     (reduction "none": each held-out map's, [M'])."""
+    _check_name("reduction", reduction, REDUCTIONS)
     torch.manual_seed(seed)
     a, b = _standardised(f_train, f_test, dims=(0, 2, 3))  # [M, C, h, w]
     r = t_train.shape[-1] // a.shape[-1]  # pixels per feature position along each side
@@ -323,7 +325,7 @@ def transfer_losses(encoders: dict[str, nn.Module], tasks: list[str], x_train: t
     `dense` picks the dense tasks' readout (one of DENSE_READOUTS); reduction "none": L[a, b, m], each
     held-out example's loss."""
     _check_name("dense readout", dense, DENSE_READOUTS)
-    _check_name("reduction", reduction, ("mean", "none"))
+    _check_name("reduction", reduction, REDUCTIONS)
     names = list(encoders)
     out = np.zeros((len(names), len(tasks)) + ((len(x_test),) if reduction == "none" else ()))
     data = {t: (task_data(t, x_train, y_train, 10_000 + seed), task_data(t, x_test, y_test, 20_000 + seed))
@@ -620,20 +622,27 @@ def train_zoo(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor) -> 
         t: train_encoder(t, x, y, epochs=cfg.epochs, seed=1000 * seed + i, width=cfg.width,
                          resolution=cfg.resolution, noise=cfg.noise)
         for i, t in enumerate(cfg.tasks)}
-    torch.manual_seed(99_000 + seed)
-    encoders["_random"] = Encoder(cfg.width, cfg.resolution).eval().requires_grad_(False)
+    encoders["_random"] = random_encoder(cfg, seed)
     return encoders
+
+
+def random_encoder(cfg: BenchConfig, seed: int) -> Encoder:
+    """Task zoo `seed`'s untrained encoder (seeded), the floor every affinity is normalised against."""
+    torch.manual_seed(99_000 + seed)
+    return Encoder(cfg.width, cfg.resolution).eval().requires_grad_(False)
 
 
 def zoo_transfer_losses(cfg: BenchConfig, seed: int, zoo: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
                         x_test: torch.Tensor, y_test: torch.Tensor, tasks: list[str] | None = None,
-                        dense: str | None = None, reduction: str = "mean") -> np.ndarray:
+                        dense: str | None = None, reduction: str = "mean",
+                        readout_seed: int | None = None) -> np.ndarray:
     """L[a, b] for every encoder a of `zoo` (the random one last) and target task b, each read out on the
-    zoo's own seeded draw of `cfg.transfer_train` pool examples (reduction "none": L[a, b, m])."""
+    zoo's own seeded draw of `cfg.transfer_train` pool examples (reduction "none": L[a, b, m]).
+    readout_seed: the same draw, read out again with other readout seeds (default: the zoo's seed)."""
     sub = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[: cfg.transfer_train]
     return transfer_losses(zoo, list(tasks or cfg.tasks), x[sub], y[sub], x_test, y_test,
-                           steps=cfg.readout_steps, seed=seed, dense=dense or cfg.dense_readout,
-                           reduction=reduction)
+                           steps=cfg.readout_steps, seed=seed if readout_seed is None else readout_seed,
+                           dense=dense or cfg.dense_readout, reduction=reduction)
 
 
 def _run_seed(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor,

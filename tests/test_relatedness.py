@@ -35,12 +35,14 @@ from modelgif_core.relatedness import (
     normalise_affinity,
     other_zoos_reference,
     per_task_spearman,
+    random_encoder,
     run_bench,
     spearman,
     task_data,
     task_level_spearman,
     train_encoder,
     transfer_losses,
+    zoo_transfer_losses,
 )
 
 
@@ -263,6 +265,13 @@ def test_transfer_readouts_give_finite_losses_better_than_chance():
             {"a": enc}, ["digit", "autoencode"], x[pool[:200]], y[pool[:200]], x[held[:100]], y[held[:100]],
             steps=50, dense=dense)
         np.testing.assert_allclose(each.mean(2), mean, rtol=1e-6)
+    # a zoo's readouts: its seed by default, the same draw of examples read out again with another readout seed
+    cfg = BenchConfig(tasks=("digit", "parity", "autoencode"), transfer_train=200, readout_steps=20)
+    zoo = {"a": enc, "_random": random_encoder(cfg, 5)}
+    args = (cfg, 5, zoo, x[pool[:300]], y[pool[:300]], x[held[:50]], y[held[:50]])
+    own = zoo_transfer_losses(*args)
+    np.testing.assert_array_equal(zoo_transfer_losses(*args, readout_seed=5), own)
+    assert not np.array_equal(zoo_transfer_losses(*args, readout_seed=6), own)
 
 
 def test_input_noise_changes_training_seeded_and_zero_noise_is_the_plain_recipe():
