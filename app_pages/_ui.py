@@ -174,7 +174,9 @@ def sidebar() -> None:
         _bound(st.select_slider, "Steps K along the path", steps, "steps")
         c1, c2 = st.columns(2)
         with c1:
-            _bound(st.selectbox, "Quadrature", METHODS, "method")
+            _bound(st.selectbox, "Quadrature", METHODS, "method", format_func=_quadrature_label,
+                   help="Where the K points lie on the path and how they are weighted: Gauss-Legendre (the "
+                        "paper's; exact for polynomials of degree up to 2K-1) or a Riemann rule.")
             _bound(st.selectbox, "Target", TARGETS, "target")
         with c2:
             _bound(st.selectbox, "Baseline", BASELINES, "baseline")
@@ -185,6 +187,11 @@ def sidebar() -> None:
         _cost_estimate()
         _queue_status()
     _sync_query()
+
+
+def _quadrature_label(method: str) -> str:
+    """gausslegendre -> Gauss-Legendre, riemann_trapezoid -> Riemann trapezoid (the sidebar is narrow)."""
+    return "Gauss-Legendre" if method == "gausslegendre" else method.replace("_", " ").capitalize()
 
 
 def _bound(widget: Any, label: str, options: Any, name: str, **kwargs: Any) -> Any:

@@ -202,6 +202,18 @@ def test_offline_hub_pick_says_which_weights_are_missing(tmp_path, monkeypatch):
     assert at.session_state["workspace"] == []
 
 
+def test_the_quadrature_menu_reads_in_words_and_keeps_the_method_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELGIF_HOME", str(tmp_path))
+    at = _app(method="riemann_trapezoid")
+    _ok(at)
+    menu = at.sidebar.selectbox(key="_w_method")
+    assert menu.options[:2] == ["Gauss-Legendre", "Riemann left"] and "Riemann trapezoid" in menu.options
+    assert menu.value == "riemann_trapezoid"  # the link's name, not the label
+    menu.set_value("gausslegendre").run()
+    _ok(at)
+    assert at.session_state["method"] == "gausslegendre"
+
+
 def test_a_bad_anchor_spec_is_a_message_not_a_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("MODELGIF_HOME", str(tmp_path))
     at = _app(anchors="digits:banana")
