@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import io
 import json
 import sys
@@ -253,10 +252,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
 
     bench = importlib.import_module(f".{module}", __package__)
-    cfg = bench.QUICK if args.quick else bench.BenchConfig()
-    if args.seeds is not None:
-        cfg = dataclasses.replace(cfg, seeds=args.seeds)
-    result = bench.run_bench(quick=args.quick, cfg=cfg)
+    result = bench.run_bench(quick=args.quick, seeds=args.seeds)
     print(json.dumps(result, indent=2) if args.format == "json" else bench.format_table(result))
     return 0
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -794,12 +794,13 @@ def _score(seeds: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return _summary([s[key] for s in seeds])
 
 
-def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, Any]:
+def run_bench(quick: bool = False, cfg: BenchConfig | None = None, seeds: int | None = None) -> dict[str, Any]:
     """Train the task zoo(s), measure transfer affinities and field distances; JSON-able scores."""
     from .anchors import digits_dataset, digits_split, load_anchors
     from .zoo import one_torch_thread
 
     cfg = cfg or (QUICK if quick else BenchConfig())
+    cfg = cfg if seeds is None else replace(cfg, seeds=seeds)  # the CLI's --seeds
     unknown = sorted(set(cfg.tasks) - set(TASKS))
     if unknown or len(cfg.tasks) < 3:
         raise UserError(f"Tasks must be at least 3 of {', '.join(TASKS)}; got {list(cfg.tasks)}.")

@@ -433,7 +433,7 @@ def _accuracies(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, k: int) 
             "retain": round(float((pred[~forget] == y[~forget]).float().mean()), 4)}
 
 
-def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, Any]:
+def run_bench(quick: bool = False, cfg: BenchConfig | None = None, seeds: int | None = None) -> dict[str, Any]:
     """Train the scenario over several seeds and measure distances to each original (JSON-able).
 
     Top-level "approx", "unrelated", "exact" are means over seeds ("approx" over both variants);
@@ -445,6 +445,7 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None) -> dict[str, 
     from .zoo import _fit, _load_data, one_torch_thread
 
     cfg = cfg or (QUICK if quick else BenchConfig())
+    cfg = cfg if seeds is None else replace(cfg, seeds=seeds)  # the CLI's --seeds
     start = time.perf_counter()
     with one_torch_thread():  # training floats depend on the thread count, so never on the load
         data = _load_data()
