@@ -45,6 +45,8 @@ st.subheader("Anchor")
 shown = min(n, GALLERY)
 st.image([images[i].permute(1, 2, 0).numpy() for i in range(shown)], width=56,
          caption=[str(i) for i in range(shown)], clamp=True)
+if n > shown:
+    st.caption(f"The first {shown} of the {n} anchors; any of them can be picked by its index.")
 anchor = st.number_input(f"Anchor index (0–{n - 1})", 0, n - 1, 0, key="anchor_index")
 
 c1, c2 = st.columns(2)

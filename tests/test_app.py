@@ -116,6 +116,7 @@ def test_demo_fills_the_workspace_and_every_page_shows_its_results(home):
     kinds = [[t["type"] for t in c["data"]] for c in _charts(at)]
     assert kinds[0].count("heatmap") == 2 * 8  # two models x the eight steps of K = 8
     assert kinds[1] == ["image", "heatmap"] and kinds[2] == ["scatter", "scatter"]
+    assert not any("The first" in c.value for c in at.caption)  # all 8 anchors are in the gallery
 
     # Settings and workspace survive page changes; a cached page switch is quick (printed, not timed).
     for page in ("app_pages/distances.py", "app_pages/fields.py", "app_pages/zoo_map.py"):
