@@ -172,18 +172,19 @@ def sidebar() -> None:
                     "cutmix:BASE:N:SEED, or dir:PATH for a folder of images.")
         steps = sorted({*STEP_CHOICES, int(st.session_state["steps"])})
         _bound(st.select_slider, "Steps K along the path", steps, "steps")
+        # Full width: the quadratures' names do not fit half the sidebar.
+        _bound(st.selectbox, "Quadrature", METHODS, "method", format_func=_quadrature_label,
+               help="Where the K points lie on the path and how they are weighted: Gauss-Legendre (the "
+                    "paper's; exact for polynomials of degree up to 2K-1) or a Riemann rule.")
         c1, c2 = st.columns(2)
         with c1:
-            _bound(st.selectbox, "Quadrature", METHODS, "method", format_func=_quadrature_label,
-                   help="Where the K points lie on the path and how they are weighted: Gauss-Legendre (the "
-                        "paper's; exact for polynomials of degree up to 2K-1) or a Riemann rule.")
             _bound(st.selectbox, "Target", TARGETS, "target")
         with c2:
             _bound(st.selectbox, "Baseline", BASELINES, "baseline")
-            devices = ["auto", "cpu"] + (["cuda"] if resolve_device("auto").type == "cuda" else [])
-            if st.session_state["device"] not in devices:
-                st.session_state["device"] = "auto"
-            _bound(st.selectbox, "Device", devices, "device")
+        devices = ["auto", "cpu"] + (["cuda"] if resolve_device("auto").type == "cuda" else [])
+        if st.session_state["device"] not in devices:
+            st.session_state["device"] = "auto"
+        _bound(st.selectbox, "Device", devices, "device")
         _cost_estimate()
         _queue_status()
     _sync_query()
