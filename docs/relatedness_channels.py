@@ -73,9 +73,9 @@ def train_zoo(zoo: int, cache: Path) -> dict:
     return data
 
 
-def channel_fields(model: nn.Module, anchors) -> torch.Tensor:
+def channel_fields(model: nn.Module, anchors, baseline: str = "black") -> torch.Tensor:
     """Every output channel's feature-max field, projected on the digits' subspace: [C, N, K, 64]."""
-    cfg = FieldConfig(steps=CFG.steps, target="feature-max", device="cpu")
+    cfg = FieldConfig(steps=CFG.steps, target="feature-max", device="cpu", baseline=baseline)
     return (extract_field(model, anchors, cfg, per_channel=True) @ digits_basis()).permute(2, 0, 1, 3)
 
 
@@ -85,13 +85,14 @@ def encoder(state: dict) -> nn.Module:
     return enc.eval().requires_grad_(False)
 
 
-def zoo_fields(zoo: int, cache: Path, anchors, data: dict) -> list[torch.Tensor]:
+def zoo_fields(zoo: int, cache: Path, anchors, data: dict, baseline: str = "black") -> list[torch.Tensor]:
     """Per-channel fields of zoo `zoo` (its `train_zoo` data) on CFG's anchors, cached (files of other
-    anchors than the bench's carry their spec)."""
+    anchors or another path baseline than the bench's carry them in their name)."""
     spec = "" if CFG.anchors == R.BenchConfig().anchors else "_" + CFG.anchors.replace(":", "-")
+    spec += "" if baseline == "black" else f"_baseline-{baseline}"
     path = cache / f"channels{zoo}{_recipe()}{spec}.pt"
     if not path.is_file():
-        fields = {t: channel_fields(R.ChannelScaled(encoder(s), anchors.images), anchors).half()
+        fields = {t: channel_fields(R.ChannelScaled(encoder(s), anchors.images), anchors, baseline).half()
                   for t, s in data["enc"].items()}
         torch.save(fields, path)
     fields = torch.load(path, weights_only=True)

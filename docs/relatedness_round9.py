@@ -1,0 +1,126 @@
+"""Round 9 of the relatedness bench: two levers on the bench's default G (docs/BENCHMARKS.md, "Round 9").
+
+G: per-channel fields (channel-scaled, feature-max, 64-dim subspace, whole curve), B's channel fields
+regressed on A's, hubness-centred; scored against the mean-loss ground truth.
+
+  baselines  the IG path's start: the bench's black is also the digits' background, so its path only
+             scales the strokes up from nothing; G with the path from another of the core's baselines
+             (gray, blur, noise).
+  mean       fields of exactly what the readouts read: the encoders' avg+max pooled features (2C). G+mean
+             regresses B's 2C channel fields (32 feature-max, as G, and 32 of each channel's spatial
+             mean, scaled alike) on A's 2C; "mean alone" is printed for information.
+
+Usage: python docs/relatedness_round9.py {baselines,mean} [--zoos 0-5] [--cache DIR] [--baselines gray,blur,noise]
+Zoos come from docs/relatedness_channels.py's cache (trained there if missing, about 4 minutes a zoo on
+one thread); the new fields are kept in the same cache (about 100 s a zoo and baseline or target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import relatedness_channels as RC  # noqa: E402
+from relatedness_round8 import mean_loss_affinity, scores, task_level  # noqa: E402
+from relatedness_task_level import parse_zoos  # noqa: E402
+
+from modelgif_core import relatedness as R  # noqa: E402
+from modelgif_core.anchors import load_anchors  # noqa: E402
+from modelgif_core.fields import BASELINES  # noqa: E402
+
+
+def print_scores(title: str, dists: dict[str, list[np.ndarray]], affs: list[np.ndarray]) -> None:
+    """Per zoo (each zoo), pooled, wins over the first entry (more negative), halves (nan under 4 zoos)."""
+    print(title + ": mean Spearman per zoo (each zoo), pooled over zoos, wins over the first row (more "
+          "negative), halves (task level; nan under 4 zoos)\n")
+    base = scores(next(iter(dists.values())), affs)[1]
+    for name, ds in dists.items():
+        mean, per, pooled = scores(ds, affs)
+        wins = sum(p < q for p, q in zip(per, base, strict=True))
+        print(f"{name:<20} {mean:+.3f}  ({' '.join(f'{v:+.2f}' for v in per)})  pooled {pooled:+.3f}  "
+              f"wins {wins}/{len(per)}  halves {task_level(ds, affs)[0]:+.3f}")
+
+
+def run_baselines(zoos: list[int], cache: Path, names: str) -> None:
+    baselines = ["black", *[b for b in names.split(",") if b != "black"]]
+    unknown = sorted(set(baselines) - set(BASELINES))
+    if unknown:
+        raise SystemExit(f"Unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}.")
+    anchors = load_anchors(RC.CFG.anchors)
+    dists: dict[str, list[np.ndarray]] = {f"G, baseline {b}": [] for b in baselines}
+    affs = []
+    for zoo in zoos:
+        data = RC.train_zoo(zoo, cache)
+        for b in baselines:
+            J = RC.zoo_fields(zoo, cache, anchors, data, b)
+            dists[f"G, baseline {b}"].append(R.hubness_centred(RC.gradient_regression(J)))
+        affs.append(mean_loss_affinity(data))
+        print(f"zoo {zoo} done", file=sys.stderr, flush=True)
+    print_scores(f"zoos {zoos}: G with each path baseline", dists, affs)
+
+
+class ChannelMean(nn.Module):
+    """Each output channel's spatial mean [B, C], divided by its mean over the anchors (as ChannelScaled
+    divides the map by its mean spatial max), so that every channel weighs alike."""
+
+    def __init__(self, encoder: nn.Module, images: torch.Tensor) -> None:
+        super().__init__()
+        self.encoder = encoder
+        with torch.no_grad():
+            scale = encoder(images).mean((2, 3)).mean(0) + 1e-6  # [C]
+        self.register_buffer("scale", scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x).mean((2, 3)) / self.scale  # a [B, C] output: feature-max reads it as it is
+
+
+def mean_fields(zoo: int, data: dict, anchors, cache: Path) -> list[torch.Tensor]:
+    """Every encoder's per-channel spatial-mean fields, projected on the digits' subspace: [C, N, K, 64]."""
+    path = cache / f"channels{zoo}_mean.pt"
+    if not path.is_file():
+        torch.save({t: RC.channel_fields(ChannelMean(RC.encoder(s), anchors.images), anchors).half()
+                    for t, s in data["enc"].items()}, path)
+    fields = torch.load(path, weights_only=True)
+    return [fields[t].double() for t in RC.TASKS]
+
+
+def run_mean(zoos: list[int], cache: Path) -> None:
+    anchors = load_anchors(RC.CFG.anchors)
+    dists: dict[str, list[np.ndarray]] = {"G, the default": [], "G+mean (2C fields)": [], "mean alone": []}
+    affs = []
+    for zoo in zoos:
+        data = RC.train_zoo(zoo, cache)
+        J, M = RC.zoo_fields(zoo, cache, anchors, data), mean_fields(zoo, data, anchors, cache)
+        for name, fields in zip(dists, (J, [torch.cat(jm) for jm in zip(J, M, strict=True)], M), strict=True):
+            dists[name].append(R.hubness_centred(RC.gradient_regression(fields)))
+        affs.append(mean_loss_affinity(data))
+        print(f"zoo {zoo} done", file=sys.stderr, flush=True)
+    print_scores(f"zoos {zoos}: G on the readouts' input", dists, affs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("lever", choices=("baselines", "mean"))
+    ap.add_argument("--zoos", default="0-5", help="a range a-b, a comma list, or both (0-5,12-17)")
+    ap.add_argument("--cache", default="/tmp/relatedness_channels")
+    ap.add_argument("--baselines", default="gray,blur,noise", help=f"a comma list of {', '.join(BASELINES)}")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    zoos, cache = parse_zoos(args.zoos), Path(args.cache)
+    if args.lever == "baselines":
+        run_baselines(zoos, cache, args.baselines)
+    else:
+        run_mean(zoos, cache)
+
+
+if __name__ == "__main__":
+    main()
