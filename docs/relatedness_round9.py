@@ -1,4 +1,4 @@
-"""Round 9 of the relatedness bench: two levers on the bench's default G (docs/BENCHMARKS.md, "Round 9").
+"""Round 9 of the relatedness bench: three levers on the bench's default G (docs/BENCHMARKS.md, "Round 9").
 
 G: per-channel fields (channel-scaled, feature-max, 64-dim subspace, whole curve), B's channel fields
 regressed on A's, hubness-centred; scored against the mean-loss ground truth.
@@ -9,8 +9,11 @@ regressed on A's, hubness-centred; scored against the mean-loss ground truth.
   mean       fields of exactly what the readouts read: the encoders' avg+max pooled features (2C). G+mean
              regresses B's 2C channel fields (32 feature-max, as G, and 32 of each channel's spatial
              mean, scaled alike) on A's 2C; "mean alone" is printed for information.
+  digits     G's fields on plain held-out digits (digits:128:0, inputs the readouts are scored on and F
+             reads) instead of CutMix mixtures of them (the bench's cutmix:digits:500:128:0).
 
-Usage: python docs/relatedness_round9.py {baselines,mean} [--zoos 0-5] [--cache DIR] [--baselines gray,blur,noise]
+Usage: python docs/relatedness_round9.py {baselines,mean,digits} [--zoos 0-5] [--cache DIR]
+       [--baselines gray,blur,noise]
 Zoos come from docs/relatedness_channels.py's cache (trained there if missing, about 4 minutes a zoo on
 one thread); the new fields are kept in the same cache (about 100 s a zoo and baseline or target).
 """
@@ -18,6 +21,7 @@ one thread); the new fields are kept in the same cache (about 100 s a zoo and ba
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -43,10 +47,11 @@ def print_scores(title: str, dists: dict[str, list[np.ndarray]], affs: list[np.n
     print(title + ": mean Spearman per zoo (each zoo), pooled over zoos, wins over the first row (more "
           "negative), halves (task level; nan under 4 zoos)\n")
     base = scores(next(iter(dists.values())), affs)[1]
+    width = max(map(len, dists))
     for name, ds in dists.items():
         mean, per, pooled = scores(ds, affs)
         wins = sum(p < q for p, q in zip(per, base, strict=True))
-        print(f"{name:<20} {mean:+.3f}  ({' '.join(f'{v:+.2f}' for v in per)})  pooled {pooled:+.3f}  "
+        print(f"{name:<{width}}  {mean:+.3f}  ({' '.join(f'{v:+.2f}' for v in per)})  pooled {pooled:+.3f}  "
               f"wins {wins}/{len(per)}  halves {task_level(ds, affs)[0]:+.3f}")
 
 
@@ -107,9 +112,31 @@ def run_mean(zoos: list[int], cache: Path) -> None:
     print_scores(f"zoos {zoos}: G on the readouts' input", dists, affs)
 
 
+PLAIN_DIGITS = "digits:128:0"
+
+
+def run_digits(zoos: list[int], cache: Path) -> None:
+    cutmix, plain = load_anchors(RC.CFG.anchors), load_anchors(PLAIN_DIGITS)
+    dists: dict[str, list[np.ndarray]] = {f"G on {RC.CFG.anchors}": [], f"G on {PLAIN_DIGITS}": []}
+    affs = []
+    for zoo in zoos:
+        data = RC.train_zoo(zoo, cache)
+        J = RC.zoo_fields(zoo, cache, cutmix, data)
+        RC.CFG = dataclasses.replace(RC.CFG, anchors=PLAIN_DIGITS)  # zoo_fields reads (and names) CFG's anchors
+        try:
+            P = RC.zoo_fields(zoo, cache, plain, data)
+        finally:
+            RC.CFG = dataclasses.replace(RC.CFG, anchors=R.BenchConfig().anchors)
+        for name, fields in zip(dists, (J, P), strict=True):
+            dists[name].append(R.hubness_centred(RC.gradient_regression(fields)))
+        affs.append(mean_loss_affinity(data))
+        print(f"zoo {zoo} done", file=sys.stderr, flush=True)
+    print_scores(f"zoos {zoos}: G on CutMix and on plain held-out digits", dists, affs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("lever", choices=("baselines", "mean"))
+    ap.add_argument("lever", choices=("baselines", "mean", "digits"))
     ap.add_argument("--zoos", default="0-5", help="a range a-b, a comma list, or both (0-5,12-17)")
     ap.add_argument("--cache", default="/tmp/relatedness_channels")
     ap.add_argument("--baselines", default="gray,blur,noise", help=f"a comma list of {', '.join(BASELINES)}")
@@ -118,8 +145,10 @@ def main() -> None:
     zoos, cache = parse_zoos(args.zoos), Path(args.cache)
     if args.lever == "baselines":
         run_baselines(zoos, cache, args.baselines)
-    else:
+    elif args.lever == "mean":
         run_mean(zoos, cache)
+    else:
+        run_digits(zoos, cache)
 
 
 if __name__ == "__main__":
