@@ -59,7 +59,7 @@ def home() -> None:
         status = _store_status(w.store)
         if status:
             st.caption(status)
-        st.caption(f"Background worker: {w.pending()} job(s) queued or running.")
+        st.caption(f"Background worker: {_ui.worker_activity() or 'idle.'}")
 
 
 def _store_status(store) -> str:

@@ -246,10 +246,21 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def worker_activity() -> str | None:
+    """What the background worker is doing now, by name (a bare count left users guessing); None if idle."""
+    active = [j for j in worker().jobs() if j.active]
+    if not active:
+        return None
+    running = [j for j in active if j.state == core_worker.RUNNING]
+    now = ", ".join(f"{j.label}'s field" if j.kind == "field" else j.label for j in running) or "starting"
+    queued = len(active) - len(running)
+    return now + (f"; {queued} more queued." if queued else ".")
+
+
 def _queue_status() -> None:
-    pending = worker().pending()
-    if pending:
-        st.caption(f"Worker: {pending} job(s) queued or running.")
+    activity = worker_activity()
+    if activity:
+        st.caption(f"Worker: {activity}")
 
 
 # ------------------------------------------------------------------------------ workspace

@@ -7,6 +7,7 @@ background worker computes real fields (digits:8 anchors, K = 8, so it takes sec
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -201,6 +202,27 @@ def test_offline_hub_pick_says_which_weights_are_missing(tmp_path, monkeypatch):
     (error,) = at.error
     assert "resnet18.a1_in1k" in error.value and "\n" not in error.value.strip()
     assert at.session_state["workspace"] == []
+
+
+def test_the_sidebar_names_what_the_worker_is_doing(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELGIF_HOME", str(tmp_path))
+    worker, release = get_worker(tmp_path), threading.Event()
+    worker.submit_task("t:map", "preparing the map", lambda progress, w: release.wait(60))
+    worker.submit_task("t:next", "triage of 1 suspect(s)", lambda progress, w: None)
+    try:
+        deadline = time.monotonic() + 30
+        while worker.job("t:map").state != "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        at = _app()
+        _ok(at)
+        assert "Worker: preparing the map; 1 more queued." in [c.value for c in at.sidebar.caption]
+        assert "Background worker: preparing the map; 1 more queued." in [c.value for c in at.main.caption]
+    finally:
+        release.set()
+        _wait_all(tmp_path, timeout=60)
+    at.run()
+    assert not any(c.value.startswith("Worker:") for c in at.sidebar.caption)  # idle: no line
+    assert "Background worker: idle." in [c.value for c in at.main.caption]
 
 
 def test_the_quadrature_menu_reads_in_words_and_keeps_the_method_name(tmp_path, monkeypatch):
