@@ -55,6 +55,11 @@ def _label(spec: str) -> str:
     return spec.removeprefix("zoo:")
 
 
+def _p_text(p: float) -> str:
+    """A Gaussian tail beyond about z = -38 underflows to 0.0: say how small it is, not "p = 0"."""
+    return f"p = {p:.3g}" if p > 0 else "p < 1e-300"
+
+
 st.title("Triage")
 st.markdown("Is a suspect model a copy of yours, fine-tuned, pruned, distilled or extracted? "
             "Triage measures the field distance from your model (the victim) to each suspect and "
@@ -111,7 +116,7 @@ for i, s in enumerate(report["suspects"]):
         st.metric("distance to the victim", f"{float(s['distance']):.4f}")
         if s.get("score") is not None:
             st.caption(f"score {float(s['score']):.3g}"
-                       + (f" · p = {float(s['p_value']):.3g}" if s.get("p_value") is not None else ""))
+                       + (f" · {_p_text(float(s['p_value']))}" if s.get("p_value") is not None else ""))
 
 dists, names = _references(report)
 st.plotly_chart(

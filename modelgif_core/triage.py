@@ -153,6 +153,11 @@ def _phi(z: float) -> float:
     return 0.5 * math.erfc(-z / math.sqrt(2.0))
 
 
+def _sidak(p: float, m: int) -> float:
+    """1 - (1 - p)^m without the cancellation that makes it 0 for p < 1e-16 (it is about m p there)."""
+    return 1.0 if p >= 1.0 else -math.expm1(m * math.log1p(-p))
+
+
 def _phi_inv(p: float) -> float:
     from scipy.stats import norm
 
@@ -221,7 +226,7 @@ def judge_components(distances: dict[str, float | None], refs: dict[str, Sequenc
         verdict = "inconclusive"
     main = ev.get("modelgif") or next(iter(ev.values()))
     return {"distance": main["distance"], "score": float(-zmin), "verdict": verdict,
-            "z": float(zmin), "p_value": float(1.0 - (1.0 - pmin) ** m),
+            "z": float(zmin), "p_value": _sidak(pmin, m),
             "empirical_p": min(e["empirical_p"] for e in ev.values()),
             "margin": main["margin"], "closer_references": main["closer_references"],
             "evidence": ev}

@@ -283,6 +283,8 @@ def test_triage_page_gives_verdicts_and_reports(home):
     marked = [t for t in fig["data"] if t.get("marker", {}).get("symbol") == "diamond"]
     assert len(marked) == 2
     assert [d.label for d in at.download_button] == ["Report (JSON)", "Report (Markdown)"]
+    p_texts = [c.value.split(" · ")[1] for c in at.caption if c.value.startswith("score ")]
+    assert len(p_texts) == 2 and "p = 0" not in p_texts  # an underflowed tail reads "p < 1e-300"
 
 
 def test_pages_do_not_import_torch_math():

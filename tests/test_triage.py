@@ -77,6 +77,14 @@ def test_any_component_far_below_its_references_shows_derivation_with_a_sidak_p_
     assert e["distance"] == pytest.approx(0.95)  # the reported distance is the field distance
 
 
+def test_a_tiny_sidak_p_value_is_not_rounded_to_zero():
+    # z = -10 on both components: p_c = 7.6e-24, and 1 - (1 - p_c)^2 is 2 p_c, not the 0 that 1 - 1.0**2
+    # gives in floating point (the verdict card showed "p = 0")
+    e = judge_components({"modelgif": 0.0, "output-kl": 0.0}, {"modelgif": REF, "output-kl": REF})
+    p10 = 0.5 * math.erfc(10 / math.sqrt(2))
+    assert e["p_value"] == pytest.approx(2 * p10, rel=1e-12) and e["p_value"] > 0
+
+
 def test_independent_needs_every_component_among_its_references():
     refs = {"modelgif": REF, "output-kl": REF}
     assert judge_components({"modelgif": 0.95, "output-kl": 1.05}, refs)["verdict"] == "independent"
