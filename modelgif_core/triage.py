@@ -158,6 +158,11 @@ def _sidak(p: float, m: int) -> float:
     return 1.0 if p >= 1.0 else -math.expm1(m * math.log1p(-p))
 
 
+def _sidak_level(alpha: float, m: int) -> float:
+    """The per-component level whose Sidak combination over m components is alpha (inverse of _sidak)."""
+    return -math.expm1(math.log1p(-alpha) / m)
+
+
 def _phi_inv(p: float) -> float:
     from scipy.stats import norm
 
@@ -212,8 +217,7 @@ def judge_components(distances: dict[str, float | None], refs: dict[str, Sequenc
     if "modelgif" in distances and "modelgif" not in usable:
         raise UserError("The field distance could not be calibrated: too few usable references.")
     m = len(usable)
-    alpha_c = 1.0 - (1.0 - rule.alpha) ** (1.0 / m)  # Sidak: the family-wise level stays alpha
-    sub = TriageRule(alpha=alpha_c, z_independent=rule.z_independent,
+    sub = TriageRule(alpha=_sidak_level(rule.alpha, m), z_independent=rule.z_independent,
                      min_references=rule.min_references)
     ev = {c: judge(d, ref_ok[c], sub) for c, d in usable.items()}
     zmin = min(e["z"] for e in ev.values())
@@ -519,7 +523,7 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
                         **judge_components({c: d_sus[c][i] for c in comp}, d_ref, rule))
                 for i, (s, h) in enumerate(zip(suspects, s_handles, strict=True))]
     ref_field = [float(d) for d in d_ref["modelgif"]]
-    sub = TriageRule(alpha=1.0 - (1.0 - rule.alpha) ** (1.0 / len(comp)),
+    sub = TriageRule(alpha=_sidak_level(rule.alpha, len(comp)),  # the same level judge_components uses
                      z_independent=rule.z_independent, min_references=rule.min_references)
     derived_below, independent_above = thresholds(ref_field, sub)
     return TriageReport(

@@ -83,6 +83,11 @@ def test_a_tiny_sidak_p_value_is_not_rounded_to_zero():
     e = judge_components({"modelgif": 0.0, "output-kl": 0.0}, {"modelgif": REF, "output-kl": REF})
     p10 = 0.5 * math.erfc(10 / math.sqrt(2))
     assert e["p_value"] == pytest.approx(2 * p10, rel=1e-12) and e["p_value"] > 0
+    # and a family-wise level that small still has a per-component level (5e-21 each, not 0): z = -10
+    # lies below it, so the suspect is derived
+    strict = TriageRule(alpha=1e-20)
+    assert judge_components({"modelgif": 0.0, "output-kl": 0.0},
+                            {"modelgif": REF, "output-kl": REF}, strict)["verdict"] == "derived"
 
 
 def test_independent_needs_every_component_among_its_references():
