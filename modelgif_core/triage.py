@@ -62,6 +62,11 @@ class TriageRule:
     z_independent: float = -1.5
     min_references: int = 3  # fewer cannot estimate a spread
 
+    def __post_init__(self) -> None:
+        if not 0.0 < self.alpha < 1.0:
+            raise UserError(f"The triage level alpha must lie strictly between 0 and 1 (default 1e-3); "
+                            f"got {self.alpha!r}.")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -62,6 +62,12 @@ def test_closer_than_the_gaussian_cut_but_not_than_every_reference_is_not_derive
     assert judge(0.1, ref, TriageRule(alpha=0.2))["verdict"] == "derived"
 
 
+@pytest.mark.parametrize("alpha", [0.0, 1.0, -0.1, 2.0])
+def test_a_level_outside_0_1_is_a_user_error(alpha):
+    with pytest.raises(UserError, match="strictly between 0 and 1"):
+        TriageRule(alpha=alpha)
+
+
 def test_too_few_references_is_a_user_error():
     with pytest.raises(UserError, match="at least 3"):
         judge(0.5, [1.0, 1.1])
