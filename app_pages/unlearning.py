@@ -120,7 +120,7 @@ ref_names = [_label(r["model"]) for r in result["references"]]
 st.plotly_chart(
     figures.reference_distribution(
         ref_d, [(_label(result["claimed"]), result["distance"], verdict)],
-        reference_names=ref_names, threshold=result["threshold"],
+        reference_names=ref_names, threshold=result["threshold"], measured_from="the original",
         title=f"Distance from the original on class {result['forgotten_class']}: the claimed model "
               "among independently trained ones"),
     key="unlearning_plot")

@@ -304,10 +304,12 @@ def reference_distribution(
     reference_names: Sequence[str] | None = None,
     threshold: float | None = None,
     title: str | None = None,
+    measured_from: str = "the victim",
 ) -> go.Figure:
     """Distances from the victim to independent references, with each suspect marked.
 
-    `suspects` holds (name, distance, verdict); verdict colours follow VERDICT_COLORS.
+    `suspects` holds (name, distance, verdict); verdict colours follow VERDICT_COLORS. `measured_from`
+    names the model the distances start at, for the axis ("the original" in unlearning).
     """
     ref = np.asarray(reference, dtype=float)
     fig = go.Figure()
@@ -336,7 +338,7 @@ def reference_distribution(
     if threshold is not None:
         fig.add_vline(x=threshold, line={"color": "#555", "dash": "dash"},
                       annotation_text="threshold", annotation_position="top")
-    fig.update_xaxes(title_text="field distance to the victim")
+    fig.update_xaxes(title_text=f"field distance to {measured_from}")
     fig.update_yaxes(title_text="reference models")
     fig.update_layout(title=title, height=380, barmode="overlay", plot_bgcolor="white",
                       margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},

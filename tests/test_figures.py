@@ -114,6 +114,10 @@ def test_overlay_curve_and_reference_distribution():
         (0.1, figures.VERDICT_COLORS["derived"]), (0.52, figures.VERDICT_COLORS["independent"])
     ]
     assert len(ref.layout.shapes) == 3  # two suspects and the threshold
+    assert ref.layout.xaxis.title.text == "field distance to the victim"
+    unlearning = figures.reference_distribution([0.5, 0.6, 0.7], [("claimed", 0.2, "not forgotten")],
+                                                measured_from="the original")
+    assert unlearning.layout.xaxis.title.text == "field distance to the original"
 
 
 def test_path_strip_draws_each_point():

@@ -322,6 +322,8 @@ def test_unlearning_page_gives_a_verdict(tiny_models):
     assert not at.error, [e.value for e in at.error]
     assert any("not forgotten" in m.value for m in at.markdown)
     assert [d.label for d in at.get("download_button")] == ["Report (JSON)", "Report (Markdown)"]
+    (chart,) = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert chart["layout"]["xaxis"]["title"]["text"] == "field distance to the original"  # not "victim"
 
 
 def test_unlearning_page_turns_a_bad_spec_into_one_message(tiny_models):
