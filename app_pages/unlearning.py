@@ -63,6 +63,8 @@ forgotten = int(c1.number_input("Forgotten class", min_value=0, max_value=999, s
 anchors = c2.text_input("Anchors (the class's images are used)", value="digits:500",
                         key="unl_anchors")
 steps = c3.select_slider("Steps K", STEP_CHOICES, value=25, key="unl_steps")
+st.caption("This check sets its own fields: the forgotten class's logit along Gauss-Legendre paths from "
+           "black, on the anchors and steps above; the sidebar's field settings do not apply here.")
 refs_text = st.text_area(
     "Independent reference models (one spec per line; optional for digits models)", height=90,
     key="unl_refs", help="Models trained without the original, on data that includes the class. "

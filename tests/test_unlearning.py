@@ -311,6 +311,7 @@ def test_unlearning_page_gives_a_verdict(tiny_models):
     at.run()
     assert not at.exception
     assert any("Pick the original" in i.value for i in at.info)
+    assert any("the sidebar's field settings do not apply" in c.value for c in at.caption)
     at.selectbox(key="unl_original").set_value(tiny_models["original"]).run()
     at.selectbox(key="unl_claimed").set_value(tiny_models["claimed"]).run()
     at.text_input(key="unl_anchors").set_value("digits:200").run()
