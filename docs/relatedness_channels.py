@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import sys
 import time
@@ -85,10 +86,15 @@ def encoder(state: dict) -> nn.Module:
     return enc.eval().requires_grad_(False)
 
 
+@functools.cache
+def _bench_anchor_spec() -> str:
+    return load_anchors(R.BenchConfig().anchors).spec  # normalised, as an AnchorSet names itself
+
+
 def zoo_fields(zoo: int, cache: Path, anchors, data: dict, baseline: str = "black") -> list[torch.Tensor]:
-    """Per-channel fields of zoo `zoo` (its `train_zoo` data) on CFG's anchors, cached (files of other
-    anchors or another path baseline than the bench's carry them in their name)."""
-    spec = "" if CFG.anchors == R.BenchConfig().anchors else "_" + CFG.anchors.replace(":", "-")
+    """Per-channel fields of zoo `zoo` (its `train_zoo` data) on `anchors`, cached (files of other anchors
+    or another path baseline than the bench's carry them in their name: the anchors' normalised spec)."""
+    spec = "" if anchors.spec == _bench_anchor_spec() else "_" + anchors.spec.replace(":", "-")
     spec += "" if baseline == "black" else f"_baseline-{baseline}"
     path = cache / f"channels{zoo}{_recipe()}{spec}.pt"
     if not path.is_file():

@@ -21,7 +21,6 @@ one thread); the new fields are kept in the same cache (about 100 s a zoo and ba
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -121,12 +120,7 @@ def run_digits(zoos: list[int], cache: Path) -> None:
     affs = []
     for zoo in zoos:
         data = RC.train_zoo(zoo, cache)
-        J = RC.zoo_fields(zoo, cache, cutmix, data)
-        RC.CFG = dataclasses.replace(RC.CFG, anchors=PLAIN_DIGITS)  # zoo_fields reads (and names) CFG's anchors
-        try:
-            P = RC.zoo_fields(zoo, cache, plain, data)
-        finally:
-            RC.CFG = dataclasses.replace(RC.CFG, anchors=R.BenchConfig().anchors)
+        J, P = RC.zoo_fields(zoo, cache, cutmix, data), RC.zoo_fields(zoo, cache, plain, data)
         for name, fields in zip(dists, (J, P), strict=True):
             dists[name].append(R.hubness_centred(RC.gradient_regression(fields)))
         affs.append(mean_loss_affinity(data))
