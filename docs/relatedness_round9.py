@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -54,22 +55,28 @@ def print_scores(title: str, dists: dict[str, list[np.ndarray]], affs: list[np.n
               f"wins {wins}/{len(per)}  halves {task_level(ds, affs)[0]:+.3f}")
 
 
+def run_lever(zoos: list[int], cache: Path, title: str,
+              fields_of: Callable[[int, dict], dict[str, list[torch.Tensor]]]) -> None:
+    """Score G on each zoo's fields as `fields_of(zoo, data)` gives them (row name -> [C, N, K, 64] per task)."""
+    dists: dict[str, list[np.ndarray]] = {}
+    affs = []
+    for zoo in zoos:
+        data = RC.train_zoo(zoo, cache)
+        for name, fields in fields_of(zoo, data).items():
+            dists.setdefault(name, []).append(R.hubness_centred(RC.gradient_regression(fields)))
+        affs.append(mean_loss_affinity(data))
+        print(f"zoo {zoo} done", file=sys.stderr, flush=True)
+    print_scores(f"zoos {zoos}: {title}", dists, affs)
+
+
 def run_baselines(zoos: list[int], cache: Path, names: str) -> None:
     baselines = ["black", *[b for b in names.split(",") if b != "black"]]
     unknown = sorted(set(baselines) - set(BASELINES))
     if unknown:
         raise SystemExit(f"Unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}.")
     anchors = load_anchors(RC.CFG.anchors)
-    dists: dict[str, list[np.ndarray]] = {f"G, baseline {b}": [] for b in baselines}
-    affs = []
-    for zoo in zoos:
-        data = RC.train_zoo(zoo, cache)
-        for b in baselines:
-            J = RC.zoo_fields(zoo, cache, anchors, data, b)
-            dists[f"G, baseline {b}"].append(R.hubness_centred(RC.gradient_regression(J)))
-        affs.append(mean_loss_affinity(data))
-        print(f"zoo {zoo} done", file=sys.stderr, flush=True)
-    print_scores(f"zoos {zoos}: G with each path baseline", dists, affs)
+    run_lever(zoos, cache, "G with each path baseline", lambda zoo, data: {
+        f"G, baseline {b}": RC.zoo_fields(zoo, cache, anchors, data, b) for b in baselines})
 
 
 class ChannelMean(nn.Module):
@@ -99,33 +106,22 @@ def mean_fields(zoo: int, data: dict, anchors, cache: Path) -> list[torch.Tensor
 
 def run_mean(zoos: list[int], cache: Path) -> None:
     anchors = load_anchors(RC.CFG.anchors)
-    dists: dict[str, list[np.ndarray]] = {"G, the default": [], "G+mean (2C fields)": [], "mean alone": []}
-    affs = []
-    for zoo in zoos:
-        data = RC.train_zoo(zoo, cache)
+
+    def fields_of(zoo: int, data: dict) -> dict[str, list[torch.Tensor]]:
         J, M = RC.zoo_fields(zoo, cache, anchors, data), mean_fields(zoo, data, anchors, cache)
-        for name, fields in zip(dists, (J, [torch.cat(jm) for jm in zip(J, M, strict=True)], M), strict=True):
-            dists[name].append(R.hubness_centred(RC.gradient_regression(fields)))
-        affs.append(mean_loss_affinity(data))
-        print(f"zoo {zoo} done", file=sys.stderr, flush=True)
-    print_scores(f"zoos {zoos}: G on the readouts' input", dists, affs)
+        return {"G, the default": J, "G+mean (2C fields)": [torch.cat(jm) for jm in zip(J, M, strict=True)],
+                "mean alone": M}
+
+    run_lever(zoos, cache, "G on the readouts' input", fields_of)
 
 
 PLAIN_DIGITS = "digits:128:0"
 
 
 def run_digits(zoos: list[int], cache: Path) -> None:
-    cutmix, plain = load_anchors(RC.CFG.anchors), load_anchors(PLAIN_DIGITS)
-    dists: dict[str, list[np.ndarray]] = {f"G on {RC.CFG.anchors}": [], f"G on {PLAIN_DIGITS}": []}
-    affs = []
-    for zoo in zoos:
-        data = RC.train_zoo(zoo, cache)
-        J, P = RC.zoo_fields(zoo, cache, cutmix, data), RC.zoo_fields(zoo, cache, plain, data)
-        for name, fields in zip(dists, (J, P), strict=True):
-            dists[name].append(R.hubness_centred(RC.gradient_regression(fields)))
-        affs.append(mean_loss_affinity(data))
-        print(f"zoo {zoo} done", file=sys.stderr, flush=True)
-    print_scores(f"zoos {zoos}: G on CutMix and on plain held-out digits", dists, affs)
+    runs = {f"G on {spec}": load_anchors(spec) for spec in (RC.CFG.anchors, PLAIN_DIGITS)}
+    run_lever(zoos, cache, "G on CutMix and on plain held-out digits", lambda zoo, data: {
+        name: RC.zoo_fields(zoo, cache, anchors, data) for name, anchors in runs.items()})
 
 
 def main() -> None:
