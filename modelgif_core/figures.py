@@ -306,7 +306,7 @@ def reference_distribution(
     title: str | None = None,
     measured_from: str = "the victim",
 ) -> go.Figure:
-    """Distances from the victim to independent references, with each suspect marked.
+    """Distances from one model (the victim; `measured_from`) to independent references, each suspect marked.
 
     `suspects` holds (name, distance, verdict); verdict colours follow VERDICT_COLORS. `measured_from`
     names the model the distances start at, for the axis ("the original" in unlearning).
