@@ -1,0 +1,187 @@
+"""Round 10 of the relatedness bench: fields from several path baselines at once (docs/BENCHMARKS.md, "Round 10").
+
+Expected Gradients (Erion et al. 2021) averages Integrated Gradients over many baselines. Here G (the bench's
+default: per-channel fields, B's regressed on A's, hubness-centred) takes round 9's four path baselines
+(black, gray, blur, noise) together:
+
+  E4  the mean of the four baselines' G distance matrices;
+  S4  one regression over the four baselines' fields stacked as rows (one weight per pair of channels,
+      shared over every baseline, anchor, step and input dim).
+
+It also asks where G's score is lost ("groups"): per target, Spearman over the sources of one group only
+(the five other classification encoders, or the other dense ones), for G, F (feature regression, the
+readouts' own input) and the other zoos' mean affinity (a perfect task-level predictor, leave-one-zoo-out).
+
+Usage: python docs/relatedness_round10.py {baselines,groups} [--zoos 0-5] [--cache DIR] [--repeat 1,2]
+(--repeat: with "groups", those zoos' readouts repeated with two more readout seeds, as round 8 did, and
+scored against each other the same way: how reliable each zoo's own ranking is.)
+The baselines' fields are round 9's (docs/relatedness_round9.py baselines), read from or written to the
+same cache; "groups" reads only the default fields and the zoos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+from torch import nn  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import relatedness_channels as RC  # noqa: E402
+from relatedness_round8 import mean_loss_affinity, per_example_losses, pool_and_held  # noqa: E402
+from relatedness_round9 import print_scores  # noqa: E402
+from relatedness_task_level import parse_zoos  # noqa: E402
+
+from modelgif_core import relatedness as R  # noqa: E402
+from modelgif_core.anchors import load_anchors  # noqa: E402
+
+BASELINES = ("black", "gray", "blur", "noise")
+
+
+def run_baselines(zoos: list[int], cache: Path) -> None:
+    anchors = load_anchors(RC.CFG.anchors)
+    dists: dict[str, list[np.ndarray]] = {"G, baseline black": [], "E4, mean of 4 baselines' G": [],
+                                          "S4, 4 baselines stacked": []}
+    affs = []
+    for zoo in zoos:
+        data = RC.train_zoo(zoo, cache)
+        per_baseline = [RC.zoo_fields(zoo, cache, anchors, data, b) for b in BASELINES]  # each [C, N, K, 64] per task
+        raw = [RC.gradient_regression(J) for J in per_baseline]
+        stacked = [torch.cat(fs, 1) for fs in zip(*per_baseline, strict=True)]  # [C, 4N, K, 64] per task
+        for name, d in zip(dists, (raw[0], np.mean(raw, 0), RC.gradient_regression(stacked)), strict=True):
+            dists[name].append(R.hubness_centred(d))
+        affs.append(mean_loss_affinity(data))
+        print(f"zoo {zoo} done", file=sys.stderr, flush=True)
+    print_scores(f"zoos {zoos}: G from several path baselines", dists, affs)
+
+
+class Quadrants(nn.Module):
+    """The encoder's [B, C, 8, 8] map as [B, 4C, 4, 4]: each channel's four quadrants as channels of their own,
+    so that feature-max reads each channel's max within each quadrant (channel c, quadrant q -> 4c + q)."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.encoder(x)
+        b, c, h, w = f.shape
+        return f.view(b, c, 2, h // 2, 2, w // 2).permute(0, 1, 2, 4, 3, 5).reshape(b, 4 * c, h // 2, w // 2)
+
+
+def unit_channels(fields: torch.Tensor) -> torch.Tensor:
+    """[C, N, K, 64] with each channel's field scaled to unit norm (a zero field stays zero), as the regression
+    scales them anyway. Kept in fp16 only after this: a quadrant that is nearly dead on the anchors has a
+    mean max near 0, and its scaled field overflowed fp16 (zoo 4's parity encoder, first run)."""
+    return fields / fields.flatten(1).norm(dim=1).clamp_min(1e-30)[:, None, None, None]
+
+
+def quadrant_fields(zoo: int, data: dict, anchors, cache: Path) -> list[torch.Tensor]:
+    """Every encoder's 4C quadrant fields (each scaled by its mean max over the anchors, as G's channels are),
+    projected on the digits' subspace, each channel at unit norm: [4C, N, K, 64] per task, cached."""
+    path = cache / f"channels{zoo}_quadrants.pt"
+    if not path.is_file():
+        torch.save({t: unit_channels(RC.channel_fields(R.ChannelScaled(Quadrants(RC.encoder(s)), anchors.images),
+                                                       anchors)).half()
+                    for t, s in data["enc"].items()}, path)
+    fields = torch.load(path, weights_only=True)
+    return [fields[t].double() for t in RC.TASKS]
+
+
+GROUPS = {"classification": [t for t in RC.TASKS if R.TASKS[t][0].kind == "class"],
+          "dense": [t for t in RC.TASKS if R.TASKS[t][0].kind == "dense"]}
+
+
+def group_spearman(dist: np.ndarray, affinity: np.ndarray, group: list[str] | None) -> float:
+    """Mean over targets of Spearman over the sources in `group` (all when None; at least 3 sources)."""
+    rhos = []
+    for b in range(len(RC.TASKS)):
+        sources = [a for a, t in enumerate(RC.TASKS) if a != b and (group is None or t in group)]
+        if len(sources) >= 3:
+            rhos.append(spearmanr(dist[sources, b], affinity[sources, b])[0])
+    return float(np.nanmean(rhos))
+
+
+def run_groups(zoos: list[int], cache: Path, repeat: list[int]) -> None:
+    if len(zoos) < 2:
+        raise SystemExit("The other zoos' mean affinity needs at least 2 zoos.")
+    anchors = load_anchors(RC.CFG.anchors)
+    _, _, held, _ = pool_and_held()
+    affs, dists = [], {"G, the bench's default": [], "F, feature regression": []}
+    for zoo in zoos:
+        data = RC.train_zoo(zoo, cache)
+        affs.append(mean_loss_affinity(data))
+        dists["G, the bench's default"].append(R.hubness_centred(RC.gradient_regression(
+            RC.zoo_fields(zoo, cache, anchors, data))))
+        features = [R._pooled(R._features(RC.encoder(data["enc"][t]), held)).double() for t in RC.TASKS]
+        dists["F, feature regression"].append(R.hubness_centred(RC.feature_regression(features)))
+        print(f"zoo {zoo} done", file=sys.stderr, flush=True)
+    dists["other zoos' mean affinity"] = [-np.nanmean(affs[:i] + affs[i + 1:], 0) for i in range(len(zoos))]
+    print(f"zoos {zoos}: mean Spearman per zoo over each target's sources: all 9, the other classification "
+          "encoders only, the other dense ones only\n")
+    width = max(map(len, dists)) if not repeat else 42  # "zoo NN against itself, 3 readout seeds"
+    print(f"{'':<{width}}  {'all':>6}  {'class':>6}  {'dense':>6}")
+    for name, ds in dists.items():
+        row = [np.mean([group_spearman(d, a, g) for d, a in zip(ds, affs, strict=True)])
+               for g in (None, *GROUPS.values())]
+        print(f"{name:<{width}}  " + "  ".join(f"{v:+.3f}" for v in row))
+    for zoo in repeat:  # a zoo's own ranking's reliability: one readout's -affinity as the distance
+        data = RC.train_zoo(zoo, cache)
+        runs = [per_example_losses(zoo, data, cache, seed).mean(2) for seed in (None, 7001, 7002)]
+        again = [R.normalise_affinity(loss[:-1], loss[-1]) for loss in runs]
+        row = [np.mean([group_spearman(-again[i], again[j], g) for i in range(3) for j in range(3) if i != j])
+               for g in (None, *GROUPS.values())]
+        print(f"{f'zoo {zoo} against itself, 3 readout seeds':<{width}}  " + "  ".join(f"{v:+.3f}" for v in row))
+
+
+def run_quadrants(zoos: list[int], cache: Path) -> None:
+    anchors = load_anchors(RC.CFG.anchors)
+    dense = [b for b, t in enumerate(RC.TASKS) if t in GROUPS["dense"]]
+    dists: dict[str, list[np.ndarray]] = {"G, the bench's default": [], "Q, quadrant fields": [],
+                                          "Q-dense (G for classification targets)": []}
+    affs = []
+    for zoo in zoos:
+        data = RC.train_zoo(zoo, cache)
+        g = RC.gradient_regression(RC.zoo_fields(zoo, cache, anchors, data))
+        q = RC.gradient_regression(quadrant_fields(zoo, data, anchors, cache))
+        q_dense = g.copy()
+        q_dense[:, dense] = q[:, dense]
+        for name, d in zip(dists, (g, q, q_dense), strict=True):
+            dists[name].append(R.hubness_centred(d))
+        affs.append(mean_loss_affinity(data))
+        print(f"zoo {zoo} done", file=sys.stderr, flush=True)
+    print_scores(f"zoos {zoos}: G on quadrant fields", dists, affs)
+    print("\nthe same, over each target's sources within one group (all 9, classification, dense)")
+    width = max(map(len, dists))
+    for name, ds in dists.items():
+        row = [np.mean([group_spearman(d, a, g) for d, a in zip(ds, affs, strict=True)])
+               for g in (None, *GROUPS.values())]
+        print(f"{name:<{width}}  " + "  ".join(f"{v:+.3f}" for v in row))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("lever", choices=("baselines", "quadrants", "groups"))
+    ap.add_argument("--zoos", default="0-5", help="a range a-b, a comma list, or both (0-5,12-17)")
+    ap.add_argument("--cache", default="/tmp/relatedness_channels")
+    ap.add_argument("--repeat", default="", help="groups: zoos whose readouts are repeated with 2 more seeds")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    zoos, cache = parse_zoos(args.zoos), Path(args.cache)
+    if args.lever == "baselines":
+        run_baselines(zoos, cache)
+    elif args.lever == "quadrants":
+        run_quadrants(zoos, cache)
+    else:
+        run_groups(zoos, cache, parse_zoos(args.repeat) if args.repeat else [])
+
+
+if __name__ == "__main__":
+    main()
