@@ -529,6 +529,14 @@ def task_zoo_section(kind: str) -> None:
             if "ahp" in result:
                 st.caption("mean, AHP: the same transfers ranked as Taskonomy ranks them, by the held-out examples "
                            "each source wins against each other (AHP), not by its mean loss; a second ground truth.")
+            within = result.get("within_kind", {})
+            if within:
+                reference = "; ".join(f"{kind} {row['other_zoos']:.3f}" for kind, row in within.items()
+                                      if "other_zoos" in row)
+                st.caption("within class / within dense: each target ranks only its sources of one kind. "
+                           "Classification encoders read out dense targets poorly and the reverse, so part of the "
+                           "mean is that split alone; within a kind is how well a method orders similar encoders."
+                           + (f" The other zoos' mean affinity reads {reference} there." if reference else ""))
 
 
 def _task_scores(result: dict[str, Any]) -> Any:
@@ -544,6 +552,8 @@ def _task_scores(result: dict[str, Any]) -> Any:
     rows["mean"] = {name: scores[key]["spearman_mean"] for name, key in columns.items()}
     if "ahp" in result:  # since round 8: the same transfers normalised as Taskonomy does
         rows["mean, AHP"] = {name: result["ahp"][key]["spearman_mean"] for name, key in columns.items()}
+    for kind, within in result.get("within_kind", {}).items():  # since round 10: each kind's sources alone
+        rows[f"within {kind}"] = {name: within[key] for name, key in columns.items()}
     level = result.get("task_level")  # with 4 or more zoos: halves of them, averaged
     if level:
         rows["task level"] = {name: level["methods"][key] for name, key in columns.items()}

@@ -400,12 +400,15 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def per_task_spearman(dist: np.ndarray, affinity: np.ndarray, tasks: list[str]) -> dict[str, float]:
-    """For each target task b: Spearman over sources a != b of (dist[a, b], affinity[a, b])."""
+def per_task_spearman(dist: np.ndarray, affinity: np.ndarray, tasks: list[str],
+                      sources: list[str] | None = None) -> dict[str, float]:
+    """For each target task b: Spearman over sources a != b of (dist[a, b], affinity[a, b]); with `sources`,
+    over those of them only (NaN where fewer than 3 remain: two ranks correlate at +-1 by construction)."""
     out = {}
     for b, name in enumerate(tasks):
-        others = [a for a in range(len(tasks)) if a != b]
-        out[name] = spearman(dist[others, b], affinity[others, b])
+        others = [a for a, t in enumerate(tasks) if a != b and (sources is None or t in sources)]
+        out[name] = spearman(dist[others, b], affinity[others, b]) if sources is None or len(others) >= 3 \
+            else float("nan")
     return out
 
 
@@ -739,11 +742,42 @@ def other_zoos_reference(seeds: list[dict[str, Any]], tasks: list[str]) -> dict[
     """
     if len(seeds) < 2:
         return None
-    rows = []
-    for i, s in enumerate(seeds):
-        others = np.nanmean([o["affinity"] for j, o in enumerate(seeds) if j != i], axis=0)
-        rows.append(per_task_spearman(-others, np.asarray(s["affinity"]), tasks))  # high affinity = near
-    return _summary(rows)
+    return _summary([per_task_spearman(_other_zoos_distance(seeds, i), np.asarray(s["affinity"]), tasks)
+                     for i, s in enumerate(seeds)])
+
+
+def _other_zoos_distance(seeds: list[dict[str, Any]], i: int) -> np.ndarray:
+    """Zoo i's reference "distance": minus the other zoos' mean affinity (high affinity = near)."""
+    return -np.nanmean([o["affinity"] for j, o in enumerate(seeds) if j != i], axis=0)
+
+
+def _nanmean(values: Any) -> float:
+    values = np.asarray(list(values), dtype=float)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def within_kind_spearman(seeds: list[dict[str, Any]], tasks: list[str], centre: bool = True) -> dict[str, Any]:
+    """Per kind of task ("class", "dense"): each method's score when every target ranks only its sources of
+    that kind, the mean over targets and zoos; with 2 or more zoos also the other zoos' reference.
+
+    The two kinds transfer very differently (a classification encoder reads out a dense target poorly),
+    so part of every score is that split alone; within a kind it is how a method orders similar encoders
+    (docs/BENCHMARKS.md, round 10: there the field distance is weak).
+    """
+    score = hubness_centred if centre else np.asarray
+    out: dict[str, Any] = {}
+    for kind in sorted({TASKS[t][0].kind for t in tasks}):
+        sources = [t for t in tasks if TASKS[t][0].kind == kind]
+        if len(sources) < 3:  # no target has 3 sources of this kind
+            continue
+        pairs = {m: [(score(np.asarray(s[key])), np.asarray(s["affinity"])) for s in seeds]
+                 for m, key in METHODS.items()}
+        if len(seeds) >= 2:
+            pairs["other_zoos"] = [(_other_zoos_distance(seeds, i), np.asarray(s["affinity"]))
+                                   for i, s in enumerate(seeds)]
+        out[kind] = {m: _nanmean(_nanmean(per_task_spearman(d, a, tasks, sources).values()) for d, a in zoos)
+                     for m, zoos in pairs.items()}
+    return out
 
 
 def task_level_spearman(seeds: list[dict[str, Any]], tasks: list[str], splits: int = 200,
@@ -830,6 +864,7 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None, seeds: int | 
         "pooled_over_seeds": pooled_spearman(seeds, tasks, centre=cfg.centre),
         "other_zoos_reference": other_zoos_reference(seeds, tasks),
         "task_level": task_level_spearman(seeds, tasks, centre=cfg.centre),
+        "within_kind": within_kind_spearman(seeds, tasks, centre=cfg.centre),
         "per_seed": seeds, "paper_spearman_mean": -0.835,
         "seconds": round(time.perf_counter() - start, 1),
         "task_kinds": {t: TASKS[t][0].kind for t in tasks},
@@ -911,6 +946,11 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"{'other zoos':<12} {ref['spearman_mean']:>9.3f}   (reference: each zoo's affinity predicted "
                      "by the other zoos' mean affinity, a perfect task-level predictor; per seed "
                      + " ".join(f"{v:.3f}" for v in ref["spearman_per_seed"]) + ")")
+    kind_names = {"class": "classification", "dense": "dense"}
+    for kind, row in result.get("within_kind", {}).items():  # runs before round 10 have none
+        ref_text = f"; other zoos {row['other_zoos']:.3f}" if "other_zoos" in row else ""
+        lines.append(f"{'within ' + kind:<12}" + "".join(f" {row[k]:>9.3f}" for _, k in cols)
+                     + f"   (each target's {kind_names.get(kind, kind)} sources only{ref_text})")
     level = result.get("task_level")
     if level is not None:
         lines.append(f"{'task level':<12}" + "".join(f" {level['methods'][k]:>9.3f}" for _, k in cols)

@@ -42,6 +42,7 @@ from modelgif_core.relatedness import (
     task_level_spearman,
     train_encoder,
     transfer_losses,
+    within_kind_spearman,
     zoo_transfer_losses,
 )
 
@@ -132,6 +133,47 @@ def test_other_zoos_reference_is_perfect_for_repeated_zoos_and_absent_for_one():
 def _zoo(affinity: np.ndarray, distance: np.ndarray) -> dict:
     """One zoo's result as the bench keeps it: its affinity and every method's distance matrix."""
     return {"affinity": affinity.tolist(), **{key: distance.tolist() for key in METHODS.values()}}
+
+
+def test_per_task_spearman_over_some_sources_only():
+    dist = np.array([[0.0, 0.1, 0.2, 0.3],
+                     [0.1, 0.0, 0.4, 0.2],
+                     [0.2, 0.3, 0.0, 0.1],
+                     [0.3, 0.2, 0.1, 0.0]])
+    aff = 1.0 - dist
+    aff[3, 0] = 0.95  # for target a, source d now transfers best though it is the farthest
+    tasks = ["a", "b", "c", "d"]
+    assert per_task_spearman(dist, aff, tasks)["a"] == pytest.approx(0.5)  # ranks (1, 2, 3) against (2, 1, 3)
+    within = per_task_spearman(dist, aff, tasks, sources=["b", "c", "d"])
+    assert within["a"] == pytest.approx(0.5)  # a's 3 sources, all of them in the group
+    assert all(np.isnan(within[t]) for t in "bcd")  # each has only 2 sources in the group
+    # two sources would correlate at +-1 by construction: not scored
+    assert all(np.isnan(v) for v in per_task_spearman(dist, aff, tasks, sources=["b", "c"]).values())
+    assert per_task_spearman(dist, aff, tasks, sources=["b", "c", "d"])["a"] == per_task_spearman(dist, aff, tasks)["a"]
+
+
+def test_within_kind_scores_separate_the_split_between_kinds_from_the_order_within_them():
+    # 4 classification and 3 dense tasks: a source of the other kind transfers far worse
+    tasks = ["digit", "parity", "ge5", "mod3", "autoencode", "denoise", "inpaint"]
+    kind = np.array([TASKS[t][0].kind == "dense" for t in tasks])
+    other_kind = kind[:, None] != kind[None, :]
+    rng = np.random.default_rng(3)
+    small = rng.uniform(0.0, 0.1, size=(7, 7))
+    affinity = np.where(other_kind, -1.0, 0.5) + small
+    np.fill_diagonal(affinity, 1.0)
+    # a method that gets only the split right, and within a kind ranks the nearer source worse
+    backwards = _zoo(affinity, np.where(other_kind, 10.0, 0.0) + small)
+    scores = within_kind_spearman([backwards], tasks, centre=False)
+    assert set(scores) == {"class", "dense"}
+    assert scores["class"]["modelgif"] == pytest.approx(1.0) and scores["dense"]["modelgif"] == pytest.approx(1.0)
+    assert "other_zoos" not in scores["class"]  # one zoo: no other zoos
+    assert per_task_spearman(np.array(backwards["distance"]), affinity, tasks)["digit"] < 0  # overall it looks right
+    # distances that fall as affinity rises: -1 within each kind; two equal zoos predict each other at -1
+    right = _zoo(affinity, 1.0 - affinity)
+    scores = within_kind_spearman([right, right], tasks, centre=False)
+    assert all(scores[k][m] == pytest.approx(-1.0) for k in scores for m in (*METHODS, "other_zoos"))
+    # with one dense task no target has 3 dense sources: the kind is left out, not scored from 2 ranks
+    assert set(within_kind_spearman([_zoo(affinity[:5, :5], small[:5, :5])], tasks[:5])) == {"class"}
 
 
 def test_task_level_by_hand_halves_of_the_zoos_and_the_ground_truths_own_agreement():
@@ -421,6 +463,15 @@ def test_tiny_end_to_end_run_and_json_contract():
     assert "ModelGiF" in table and "lin. CKA" in table and "feat.reg." in table and "autoencode" in table
     assert "pooled" in table
     assert "other zoos" in table
+    # 3 classification tasks and 1 dense: only the dense target has 3 sources of one kind (classification)
+    assert set(result["within_kind"]) == {"class"}
+    within = result["within_kind"]["class"]
+    assert set(within) == {*METHODS, "other_zoos"}
+    assert within["modelgif"] == pytest.approx(np.mean([per_task_spearman(
+        hubness_centred(np.array(s["distance"])), np.array(s["affinity"]), list(cfg.tasks))[cfg.tasks[3]]
+        for s in result["per_seed"]]))
+    row = next(line for line in table.splitlines() if line.startswith("within class"))
+    assert f"{within['modelgif']:.3f}" in row.split() and f"other zoos {within['other_zoos']:.3f})" in row
     # two zoos cannot be split into averaged halves; four (the two, twice) can, and the table says so
     assert result["task_level"] is None and "task level" not in table
     level = task_level_spearman(result["per_seed"] * 2, list(cfg.tasks))
@@ -453,7 +504,9 @@ def test_tiny_end_to_end_run_and_json_contract():
     # Distances also lists each target task's score beside the baselines', as the bench prints them
     at.switch_page("app_pages/distances.py").run()
     scores = at.dataframe[0].value
-    assert list(scores.index) == [*cfg.tasks, "mean", "mean, AHP"]
+    assert list(scores.index) == [*cfg.tasks, "mean", "mean, AHP", "within class"]
+    assert scores.loc["within class", "feature regression"] == pytest.approx(
+        result["within_kind"]["class"]["feature_regression"], abs=5e-4 + 1e-9)
     assert scores.loc["mean, AHP", "ModelGiF"] == pytest.approx(result["ahp"]["modelgif"]["spearman_mean"],
                                                                 abs=5e-4 + 1e-9)
     assert list(scores.columns) == ["ModelGiF", "IG only", "linear CKA", "feature regression"]
@@ -462,23 +515,26 @@ def test_tiny_end_to_end_run_and_json_contract():
     captions = " ".join(c.value for c in at.caption)
     assert "other zoos' mean affinity" in captions and "share of the column encoder's channel fields" in captions
     assert "ranked as Taskonomy ranks them" in captions
+    assert f"The other zoos' mean affinity reads class {result['within_kind']['class']['other_zoos']:.3f}" in captions
     assert "Task level" not in captions
     # a run of 4 or more zoos adds the task level: a row of the scores and what the ground truth certifies
     _save_last({**result, "task_level": level})
     at.switch_page("app_pages/distances.py").run()
     assert not at.exception
     scores = at.dataframe[0].value
-    assert list(scores.index) == [*cfg.tasks, "mean", "mean, AHP", "task level"]
+    assert list(scores.index) == [*cfg.tasks, "mean", "mean, AHP", "within class", "task level"]
     assert scores.loc["task level", "feature regression"] == pytest.approx(
         level["methods"]["feature_regression"], abs=5e-4 + 1e-9)
     captions = " ".join(c.value for c in at.caption)
     assert f"half against half, {level['ground_truth']:.3f}" in captions
-    # a run stored before round 8 has no AHP scores: the page shows the rest, without the row or its caption
-    _save_last({k: v for k, v in result.items() if k != "ahp"})
+    # a run stored before round 8 has no AHP scores, nor (before round 10) within-kind ones: the page shows the
+    # rest, without their rows or captions
+    _save_last({k: v for k, v in result.items() if k not in ("ahp", "within_kind")})
     at.switch_page("app_pages/distances.py").run()
     assert not at.exception
     assert list(at.dataframe[0].value.index) == [*cfg.tasks, "mean"]
-    assert "ranked as Taskonomy" not in " ".join(c.value for c in at.caption)
+    captions = " ".join(c.value for c in at.caption)
+    assert "ranked as Taskonomy" not in captions and "within class / within dense" not in captions
 
 
 def test_unknown_tasks_and_anchors_off_the_digits_grid_are_refused_before_training():
