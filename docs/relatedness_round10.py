@@ -1,22 +1,27 @@
-"""Round 10 of the relatedness bench: fields from several path baselines at once (docs/BENCHMARKS.md, "Round 10").
+"""Round 10 of the relatedness bench: several path baselines, quadrant fields, kind-wise centring, and where G's
+score is lost (docs/BENCHMARKS.md, "Round 10").
 
-Expected Gradients (Erion et al. 2021) averages Integrated Gradients over many baselines. Here G (the bench's
-default: per-channel fields, B's regressed on A's, hubness-centred) takes round 9's four path baselines
-(black, gray, blur, noise) together:
+G is the bench's default: per-channel fields, B's regressed on A's, hubness-centred.
 
-  E4  the mean of the four baselines' G distance matrices;
-  S4  one regression over the four baselines' fields stacked as rows (one weight per pair of channels,
-      shared over every baseline, anchor, step and input dim).
+  baselines  Expected Gradients (Erion et al. 2021) averages Integrated Gradients over many baselines; G
+             takes round 9's four path baselines (black, gray, blur, noise) together:
+             E4, the mean of the four baselines' G distance matrices; S4, one regression over the four
+             baselines' fields stacked as rows (one weight per pair of channels, shared over every
+             baseline, anchor, step and input dim).
+  quadrants  the dense readouts read the whole 8x8 map: fields of each channel's max within each quadrant
+             of it (4C per encoder), for every target (Q) or for the dense targets only (Q-dense).
+  centring   G centred by each source's mean distance to the encoders of the target's kind (K).
+  groups     per target, Spearman over the sources of one kind only (the other classification encoders,
+             or the other dense ones), for G, F (feature regression, the readouts' own input) and the other
+             zoos' mean affinity (a perfect task-level predictor, leave-one-zoo-out); with --repeat, those
+             zoos' readouts repeated with two more readout seeds (round 8's), scored against each other the
+             same way: how reliable each zoo's own ranking is.
 
-It also asks where G's score is lost ("groups"): per target, Spearman over the sources of one group only
-(the five other classification encoders, or the other dense ones), for G, F (feature regression, the
-readouts' own input) and the other zoos' mean affinity (a perfect task-level predictor, leave-one-zoo-out).
-
-Usage: python docs/relatedness_round10.py {baselines,groups} [--zoos 0-5] [--cache DIR] [--repeat 1,2]
-(--repeat: with "groups", those zoos' readouts repeated with two more readout seeds, as round 8 did, and
-scored against each other the same way: how reliable each zoo's own ranking is.)
-The baselines' fields are round 9's (docs/relatedness_round9.py baselines), read from or written to the
-same cache; "groups" reads only the default fields and the zoos.
+Usage: python docs/relatedness_round10.py {baselines,quadrants,centring,groups} [--zoos 0-5] [--cache DIR]
+       [--repeat 1,2]
+The baselines' fields are round 9's (docs/relatedness_round9.py baselines), read from or written to the same
+cache; the quadrant fields are kept there too (about 280 s a zoo on one thread); "centring" and "groups" read
+only the default fields and the zoos.
 """
 
 from __future__ import annotations
@@ -161,9 +166,44 @@ def run_quadrants(zoos: list[int], cache: Path) -> None:
         print(f"{name:<{width}}  " + "  ".join(f"{v:+.3f}" for v in row))
 
 
+def kind_centred(dist: np.ndarray) -> np.ndarray:
+    """d(a, b) - o_a(kind of b) - o_b: o_a(k) is a's mean distance to the other encoders of kind k, o_b as in
+    the bench's hubness centring (a constant per target: it changes no target's ranking)."""
+    n = len(dist)
+    off_diag = ~np.eye(n, dtype=bool)
+    kinds = np.array([R.TASKS[t][0].kind for t in RC.TASKS])
+    o = (dist * off_diag).sum(1) / (n - 1)  # [n], as hubness_centred's
+    out = dist - o[None, :]
+    for kind in set(kinds):
+        cols = kinds == kind
+        o_kind = (dist[:, cols] * off_diag[:, cols]).sum(1) / off_diag[:, cols].sum(1)  # [n]
+        out[:, cols] -= o_kind[:, None]
+    return out
+
+
+def run_centring(zoos: list[int], cache: Path) -> None:
+    anchors = load_anchors(RC.CFG.anchors)
+    dists: dict[str, list[np.ndarray]] = {"G, the bench's default": [], "K, kind-wise centring": []}
+    affs = []
+    for zoo in zoos:
+        data = RC.train_zoo(zoo, cache)
+        d = RC.gradient_regression(RC.zoo_fields(zoo, cache, anchors, data))
+        dists["G, the bench's default"].append(R.hubness_centred(d))
+        dists["K, kind-wise centring"].append(kind_centred(d))
+        affs.append(mean_loss_affinity(data))
+        print(f"zoo {zoo} done", file=sys.stderr, flush=True)
+    print_scores(f"zoos {zoos}: G centred per kind of target", dists, affs)
+    print("\nthe same, over each target's sources within one group (all 9, classification, dense)")
+    width = max(map(len, dists))
+    for name, ds in dists.items():
+        row = [np.mean([group_spearman(d, a, g) for d, a in zip(ds, affs, strict=True)])
+               for g in (None, *GROUPS.values())]
+        print(f"{name:<{width}}  " + "  ".join(f"{v:+.3f}" for v in row))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("lever", choices=("baselines", "quadrants", "groups"))
+    ap.add_argument("lever", choices=("baselines", "quadrants", "centring", "groups"))
     ap.add_argument("--zoos", default="0-5", help="a range a-b, a comma list, or both (0-5,12-17)")
     ap.add_argument("--cache", default="/tmp/relatedness_channels")
     ap.add_argument("--repeat", default="", help="groups: zoos whose readouts are repeated with 2 more seeds")
@@ -174,6 +214,8 @@ def main() -> None:
         run_baselines(zoos, cache)
     elif args.lever == "quadrants":
         run_quadrants(zoos, cache)
+    elif args.lever == "centring":
+        run_centring(zoos, cache)
     else:
         run_groups(zoos, cache, parse_zoos(args.repeat) if args.repeat else [])
 
