@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -49,21 +50,44 @@ from modelgif_core.anchors import load_anchors  # noqa: E402
 BASELINES = ("black", "gray", "blur", "noise")
 
 
-def run_baselines(zoos: list[int], cache: Path) -> None:
-    anchors = load_anchors(RC.CFG.anchors)
-    dists: dict[str, list[np.ndarray]] = {"G, baseline black": [], "E4, mean of 4 baselines' G": [],
-                                          "S4, 4 baselines stacked": []}
+def run_distances(zoos: list[int], cache: Path, title: str,
+                  distances_of: Callable[[int, dict], dict[str, np.ndarray]]) -> None:
+    """Score each zoo's centred distance matrices as `distances_of(zoo, data)` gives them (row name -> matrix):
+    per zoo, pooled and at half against half (print_scores), then within each kind of source (print_groups)."""
+    dists: dict[str, list[np.ndarray]] = {}
     affs = []
     for zoo in zoos:
         data = RC.train_zoo(zoo, cache)
-        per_baseline = [RC.zoo_fields(zoo, cache, anchors, data, b) for b in BASELINES]  # each [C, N, K, 64] per task
-        raw = [RC.gradient_regression(J) for J in per_baseline]
-        stacked = [torch.cat(fs, 1) for fs in zip(*per_baseline, strict=True)]  # [C, 4N, K, 64] per task
-        for name, d in zip(dists, (raw[0], np.mean(raw, 0), RC.gradient_regression(stacked)), strict=True):
-            dists[name].append(R.hubness_centred(d))
+        for name, d in distances_of(zoo, data).items():
+            dists.setdefault(name, []).append(d)
         affs.append(mean_loss_affinity(data))
         print(f"zoo {zoo} done", file=sys.stderr, flush=True)
-    print_scores(f"zoos {zoos}: G from several path baselines", dists, affs)
+    print_scores(f"zoos {zoos}: {title}", dists, affs)
+    print("\nthe same, over each target's sources within one group (all 9, classification, dense)")
+    print_groups(dists, affs)
+
+
+def print_groups(dists: dict[str, list[np.ndarray]], affs: list[np.ndarray], width: int | None = None) -> None:
+    """One row per method: its mean Spearman per zoo over all sources, the classification ones, the dense ones."""
+    width = width or max(map(len, dists))
+    for name, ds in dists.items():
+        row = [np.mean([group_spearman(d, a, g) for d, a in zip(ds, affs, strict=True)])
+               for g in (None, *GROUPS.values())]
+        print(f"{name:<{width}}  " + "  ".join(f"{v:+.3f}" for v in row))
+
+
+def run_baselines(zoos: list[int], cache: Path) -> None:
+    anchors = load_anchors(RC.CFG.anchors)
+
+    def distances_of(zoo: int, data: dict) -> dict[str, np.ndarray]:
+        per_baseline = [RC.zoo_fields(zoo, cache, anchors, data, b) for b in BASELINES]  # [C, N, K, 64] per task
+        raw = [RC.gradient_regression(J) for J in per_baseline]
+        stacked = [torch.cat(fs, 1) for fs in zip(*per_baseline, strict=True)]  # [C, 4N, K, 64] per task
+        return {"G, baseline black": R.hubness_centred(raw[0]),
+                "E4, mean of 4 baselines' G": R.hubness_centred(np.mean(raw, 0)),
+                "S4, 4 baselines stacked": R.hubness_centred(RC.gradient_regression(stacked))}
+
+    run_distances(zoos, cache, "G from several path baselines", distances_of)
 
 
 class Quadrants(nn.Module):
@@ -128,10 +152,7 @@ def run_groups(zoos: list[int], cache: Path, repeat: list[int]) -> None:
           "encoders only, the other dense ones only\n")
     width = max(map(len, dists)) if not repeat else 42  # "zoo NN against itself, 3 readout seeds"
     print(f"{'':<{width}}  {'all':>6}  {'class':>6}  {'dense':>6}")
-    for name, ds in dists.items():
-        row = [np.mean([group_spearman(d, a, g) for d, a in zip(ds, affs, strict=True)])
-               for g in (None, *GROUPS.values())]
-        print(f"{name:<{width}}  " + "  ".join(f"{v:+.3f}" for v in row))
+    print_groups(dists, affs, width)
     for zoo in repeat:  # a zoo's own ranking's reliability: one readout's -affinity as the distance
         data = RC.train_zoo(zoo, cache)
         runs = [per_example_losses(zoo, data, cache, seed).mean(2) for seed in (None, 7001, 7002)]
@@ -144,26 +165,16 @@ def run_groups(zoos: list[int], cache: Path, repeat: list[int]) -> None:
 def run_quadrants(zoos: list[int], cache: Path) -> None:
     anchors = load_anchors(RC.CFG.anchors)
     dense = [b for b, t in enumerate(RC.TASKS) if t in GROUPS["dense"]]
-    dists: dict[str, list[np.ndarray]] = {"G, the bench's default": [], "Q, quadrant fields": [],
-                                          "Q-dense (G for classification targets)": []}
-    affs = []
-    for zoo in zoos:
-        data = RC.train_zoo(zoo, cache)
+
+    def distances_of(zoo: int, data: dict) -> dict[str, np.ndarray]:
         g = RC.gradient_regression(RC.zoo_fields(zoo, cache, anchors, data))
         q = RC.gradient_regression(quadrant_fields(zoo, data, anchors, cache))
         q_dense = g.copy()
         q_dense[:, dense] = q[:, dense]
-        for name, d in zip(dists, (g, q, q_dense), strict=True):
-            dists[name].append(R.hubness_centred(d))
-        affs.append(mean_loss_affinity(data))
-        print(f"zoo {zoo} done", file=sys.stderr, flush=True)
-    print_scores(f"zoos {zoos}: G on quadrant fields", dists, affs)
-    print("\nthe same, over each target's sources within one group (all 9, classification, dense)")
-    width = max(map(len, dists))
-    for name, ds in dists.items():
-        row = [np.mean([group_spearman(d, a, g) for d, a in zip(ds, affs, strict=True)])
-               for g in (None, *GROUPS.values())]
-        print(f"{name:<{width}}  " + "  ".join(f"{v:+.3f}" for v in row))
+        return {"G, the bench's default": R.hubness_centred(g), "Q, quadrant fields": R.hubness_centred(q),
+                "Q-dense (G for classification targets)": R.hubness_centred(q_dense)}
+
+    run_distances(zoos, cache, "G on quadrant fields", distances_of)
 
 
 def kind_centred(dist: np.ndarray) -> np.ndarray:
@@ -183,22 +194,12 @@ def kind_centred(dist: np.ndarray) -> np.ndarray:
 
 def run_centring(zoos: list[int], cache: Path) -> None:
     anchors = load_anchors(RC.CFG.anchors)
-    dists: dict[str, list[np.ndarray]] = {"G, the bench's default": [], "K, kind-wise centring": []}
-    affs = []
-    for zoo in zoos:
-        data = RC.train_zoo(zoo, cache)
+
+    def distances_of(zoo: int, data: dict) -> dict[str, np.ndarray]:
         d = RC.gradient_regression(RC.zoo_fields(zoo, cache, anchors, data))
-        dists["G, the bench's default"].append(R.hubness_centred(d))
-        dists["K, kind-wise centring"].append(kind_centred(d))
-        affs.append(mean_loss_affinity(data))
-        print(f"zoo {zoo} done", file=sys.stderr, flush=True)
-    print_scores(f"zoos {zoos}: G centred per kind of target", dists, affs)
-    print("\nthe same, over each target's sources within one group (all 9, classification, dense)")
-    width = max(map(len, dists))
-    for name, ds in dists.items():
-        row = [np.mean([group_spearman(d, a, g) for d, a in zip(ds, affs, strict=True)])
-               for g in (None, *GROUPS.values())]
-        print(f"{name:<{width}}  " + "  ".join(f"{v:+.3f}" for v in row))
+        return {"G, the bench's default": R.hubness_centred(d), "K, kind-wise centring": kind_centred(d)}
+
+    run_distances(zoos, cache, "G centred per kind of target", distances_of)
 
 
 def main() -> None:
