@@ -11,17 +11,20 @@ G is the bench's default: per-channel fields, B's regressed on A's, hubness-cent
   quadrants  the dense readouts read the whole 8x8 map: fields of each channel's max within each quadrant
              of it (4C per encoder), for every target (Q) or for the dense targets only (Q-dense).
   centring   G centred by each source's mean distance to the encoders of the target's kind (K).
+  sources    source quality: each source scored, for every target of a kind alike, by its mean distance (or,
+             for the ground truth's row, its transfer) to the other encoders of that kind; beside G and F,
+             centred and raw.
   groups     per target, Spearman over the sources of one kind only (the other classification encoders,
              or the other dense ones), for G, F (feature regression, the readouts' own input) and the other
              zoos' mean affinity (a perfect task-level predictor, leave-one-zoo-out); with --repeat, those
              zoos' readouts repeated with two more readout seeds (round 8's), scored against each other the
              same way: how reliable each zoo's own ranking is.
 
-Usage: python docs/relatedness_round10.py {baselines,quadrants,centring,groups} [--zoos 0-5] [--cache DIR]
+Usage: python docs/relatedness_round10.py {baselines,quadrants,centring,groups,sources} [--zoos 0-5] [--cache DIR]
        [--repeat 1,2]
 The baselines' fields are round 9's (docs/relatedness_round9.py baselines), read from or written to the same
-cache; the quadrant fields are kept there too (about 280 s a zoo on one thread); "centring" and "groups" read
-only the default fields and the zoos.
+cache; the quadrant fields are kept there too (about 280 s a zoo on one thread); "centring", "groups" and
+"sources" read only the default fields and the zoos.
 """
 
 from __future__ import annotations
@@ -202,9 +205,36 @@ def run_centring(zoos: list[int], cache: Path) -> None:
     run_distances(zoos, cache, "G centred per kind of target", distances_of)
 
 
+def kind_quality(dist: np.ndarray) -> np.ndarray:
+    """q[a, b]: a's mean of dist[a, c] over the other encoders c of b's kind (c not a, not b), the same for every
+    target of a kind: how a ranks as a source for that kind as a whole, whatever the target."""
+    kinds = [R.TASKS[t][0].kind for t in RC.TASKS]
+    n = len(dist)
+    return np.array([[np.mean([dist[a, c] for c in range(n) if c not in (a, b) and kinds[c] == kinds[b]])
+                      for b in range(n)] for a in range(n)])
+
+
+def run_sources(zoos: list[int], cache: Path) -> None:
+    anchors = load_anchors(RC.CFG.anchors)
+    _, _, held, _ = pool_and_held()
+
+    def distances_of(zoo: int, data: dict) -> dict[str, np.ndarray]:
+        g = RC.gradient_regression(RC.zoo_fields(zoo, cache, anchors, data))
+        f = RC.feature_regression([R._pooled(R._features(RC.encoder(data["enc"][t]), held)).double()
+                                   for t in RC.TASKS])
+        return {"G, the bench's default": R.hubness_centred(g), "G raw (not centred)": g,
+                "G's source quality": kind_quality(g),
+                "F, feature regression": R.hubness_centred(f), "F raw (not centred)": f,
+                "F's source quality": kind_quality(f),
+                # not a method: the zoo's own transfers to the other targets of the target's kind
+                "ground truth's source quality": kind_quality(-mean_loss_affinity(data))}
+
+    run_distances(zoos, cache, "how each source ranks for a kind as a whole (source quality)", distances_of)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("lever", choices=("baselines", "quadrants", "centring", "groups"))
+    ap.add_argument("lever", choices=("baselines", "quadrants", "centring", "groups", "sources"))
     ap.add_argument("--zoos", default="0-5", help="a range a-b, a comma list, or both (0-5,12-17)")
     ap.add_argument("--cache", default="/tmp/relatedness_channels")
     ap.add_argument("--repeat", default="", help="groups: zoos whose readouts are repeated with 2 more seeds")
@@ -217,6 +247,8 @@ def main() -> None:
         run_quadrants(zoos, cache)
     elif args.lever == "centring":
         run_centring(zoos, cache)
+    elif args.lever == "sources":
+        run_sources(zoos, cache)
     else:
         run_groups(zoos, cache, parse_zoos(args.repeat) if args.repeat else [])
 
