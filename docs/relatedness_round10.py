@@ -14,17 +14,19 @@ G is the bench's default: per-channel fields, B's regressed on A's, hubness-cent
   sources    source quality: each source scored, for every target of a kind alike, by its mean distance (or,
              for the ground truth's row, its transfer) to the other encoders of that kind; beside G and F,
              centred and raw.
+  uniqueness explored after "sources", with no bar: each source by how badly the other encoders of the
+             target's kind explain its fields (U, centred within each kind of source), added to G.
   groups     per target, Spearman over the sources of one kind only (the other classification encoders,
              or the other dense ones), for G, F (feature regression, the readouts' own input) and the other
              zoos' mean affinity (a perfect task-level predictor, leave-one-zoo-out); with --repeat, those
              zoos' readouts repeated with two more readout seeds (round 8's), scored against each other the
              same way: how reliable each zoo's own ranking is.
 
-Usage: python docs/relatedness_round10.py {baselines,quadrants,centring,groups,sources} [--zoos 0-5] [--cache DIR]
-       [--repeat 1,2]
+Usage: python docs/relatedness_round10.py {baselines,quadrants,centring,groups,sources,uniqueness} [--zoos 0-5]
+       [--cache DIR] [--repeat 1,2]
 The baselines' fields are round 9's (docs/relatedness_round9.py baselines), read from or written to the same
-cache; the quadrant fields are kept there too (about 280 s a zoo on one thread); "centring", "groups" and
-"sources" read only the default fields and the zoos.
+cache; the quadrant fields are kept there too (about 280 s a zoo on one thread); the other levers read only the
+default fields and the zoos.
 """
 
 from __future__ import annotations
@@ -214,6 +216,34 @@ def kind_quality(dist: np.ndarray) -> np.ndarray:
                       for b in range(n)] for a in range(n)])
 
 
+def uniqueness(dist: np.ndarray) -> np.ndarray:
+    """u[a, b]: minus the mean of dist[c, a] over the other encoders c of b's kind (c not a, not b), centred per
+    target over the sources of a's kind (so it only reorders sources within a kind): a source the others
+    explain badly ranks nearer."""
+    kinds = [R.TASKS[t][0].kind for t in RC.TASKS]
+    n = len(dist)
+    u = -np.array([[np.mean([dist[c, a] for c in range(n) if c not in (a, b) and kinds[c] == kinds[b]])
+                    for b in range(n)] for a in range(n)])
+    for b in range(n):
+        for kind in set(kinds):
+            same = [a for a in range(n) if a != b and kinds[a] == kind]
+            u[same, b] -= u[same, b].mean()
+    return u
+
+
+def run_uniqueness(zoos: list[int], cache: Path) -> None:
+    anchors = load_anchors(RC.CFG.anchors)
+
+    def distances_of(zoo: int, data: dict) -> dict[str, np.ndarray]:
+        g = RC.gradient_regression(RC.zoo_fields(zoo, cache, anchors, data))
+        u = uniqueness(g)
+        return {"G, the bench's default": R.hubness_centred(g), "U, uniqueness alone": u,
+                **{f"G + {w:g} U": R.hubness_centred(g) + w * u for w in (0.5, 1, 2, 4)}}
+
+    run_distances(zoos, cache, "G and its sources' uniqueness (explored after the sources table; no bar)",
+                  distances_of)
+
+
 def run_sources(zoos: list[int], cache: Path) -> None:
     anchors = load_anchors(RC.CFG.anchors)
     _, _, held, _ = pool_and_held()
@@ -234,7 +264,7 @@ def run_sources(zoos: list[int], cache: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("lever", choices=("baselines", "quadrants", "centring", "groups", "sources"))
+    ap.add_argument("lever", choices=("baselines", "quadrants", "centring", "groups", "sources", "uniqueness"))
     ap.add_argument("--zoos", default="0-5", help="a range a-b, a comma list, or both (0-5,12-17)")
     ap.add_argument("--cache", default="/tmp/relatedness_channels")
     ap.add_argument("--repeat", default="", help="groups: zoos whose readouts are repeated with 2 more seeds")
@@ -249,6 +279,8 @@ def main() -> None:
         run_centring(zoos, cache)
     elif args.lever == "sources":
         run_sources(zoos, cache)
+    elif args.lever == "uniqueness":
+        run_uniqueness(zoos, cache)
     else:
         run_groups(zoos, cache, parse_zoos(args.repeat) if args.repeat else [])
 
