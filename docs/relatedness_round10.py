@@ -41,6 +41,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from scipy.stats import rankdata  # noqa: E402
 from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -224,11 +225,34 @@ def uniqueness(dist: np.ndarray) -> np.ndarray:
     n = len(dist)
     u = -np.array([[np.mean([dist[c, a] for c in range(n) if c not in (a, b) and kinds[c] == kinds[b]])
                     for b in range(n)] for a in range(n)])
+    for b, same in _kind_blocks(n):
+        u[same, b] -= u[same, b].mean()
+    return u
+
+
+def _kind_blocks(n: int):
+    """(target b, the sources of one kind for b) for every target and kind."""
+    kinds = [R.TASKS[t][0].kind for t in RC.TASKS]
     for b in range(n):
         for kind in set(kinds):
-            same = [a for a in range(n) if a != b and kinds[a] == kind]
-            u[same, b] -= u[same, b].mean()
-    return u
+            yield b, [a for a in range(n) if a != b and kinds[a] == kind]
+
+
+def rank_within_kind(x: np.ndarray) -> np.ndarray:
+    """Per target, each source's rank among the sources of its kind, in (0, 1]."""
+    out = np.zeros_like(x)
+    for b, same in _kind_blocks(len(x)):
+        out[same, b] = rankdata(x[same, b]) / len(same)
+    return out
+
+
+def kind_first(h: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Per target, sources ordered by their kind's mean of h first (G's split between kinds, kept whole), then by
+    z within the kind."""
+    out, order = np.zeros_like(h), rank_within_kind(z)
+    for b, same in _kind_blocks(len(h)):
+        out[same, b] = 1e3 * h[same, b].mean() + order[same, b]  # ranks lie in (0, 1]: never cross kinds
+    return out
 
 
 def run_uniqueness(zoos: list[int], cache: Path) -> None:
@@ -236,9 +260,13 @@ def run_uniqueness(zoos: list[int], cache: Path) -> None:
 
     def distances_of(zoo: int, data: dict) -> dict[str, np.ndarray]:
         g = RC.gradient_regression(RC.zoo_fields(zoo, cache, anchors, data))
-        u = uniqueness(g)
-        return {"G, the bench's default": R.hubness_centred(g), "U, uniqueness alone": u,
-                **{f"G + {w:g} U": R.hubness_centred(g) + w * u for w in (0.5, 1, 2, 4)}}
+        h, u = R.hubness_centred(g), uniqueness(g)
+        return {"G, the bench's default": h, "U, uniqueness alone": u,
+                **{f"G + {w:g} U": h + w * u for w in (0.5, 1, 2, 4)},
+                # G's split between kinds kept whole, the order within a kind from G, U or both
+                "kinds by G, within by G": kind_first(h, h), "kinds by G, within by U": kind_first(h, u),
+                "kinds by G, within by G + U": kind_first(h, h + u),
+                "kinds by G, within by ranks of G and U": kind_first(h, rank_within_kind(h) + rank_within_kind(u))}
 
     run_distances(zoos, cache, "G and its sources' uniqueness (explored after the sources table; no bar)",
                   distances_of)
