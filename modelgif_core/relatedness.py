@@ -765,16 +765,15 @@ def within_kind_spearman(seeds: list[dict[str, Any]], tasks: list[str], centre: 
     (docs/BENCHMARKS.md, round 10: there the field distance is weak).
     """
     score = hubness_centred if centre else np.asarray
+    pairs = {m: [(score(np.asarray(s[key])), np.asarray(s["affinity"])) for s in seeds]  # centred once, every kind
+             for m, key in METHODS.items()}
+    if len(seeds) >= 2:
+        pairs["other_zoos"] = [(_other_zoos_distance(seeds, i), np.asarray(s["affinity"])) for i, s in enumerate(seeds)]
     out: dict[str, Any] = {}
     for kind in sorted({TASKS[t][0].kind for t in tasks}):
         sources = [t for t in tasks if TASKS[t][0].kind == kind]
         if len(sources) < 3:  # no target has 3 sources of this kind
             continue
-        pairs = {m: [(score(np.asarray(s[key])), np.asarray(s["affinity"])) for s in seeds]
-                 for m, key in METHODS.items()}
-        if len(seeds) >= 2:
-            pairs["other_zoos"] = [(_other_zoos_distance(seeds, i), np.asarray(s["affinity"]))
-                                   for i, s in enumerate(seeds)]
         out[kind] = {m: _nanmean(_nanmean(per_task_spearman(d, a, tasks, sources).values()) for d, a in zoos)
                      for m, zoos in pairs.items()}
     return out
