@@ -163,9 +163,10 @@ def _sidak(p: float, m: int) -> float:
     return 1.0 if p >= 1.0 else -math.expm1(m * math.log1p(-p))
 
 
-def _sidak_level(alpha: float, m: int) -> float:
-    """The per-component level whose Sidak combination over m components is alpha (inverse of _sidak)."""
-    return -math.expm1(math.log1p(-alpha) / m)
+def _per_component(rule: TriageRule, m: int) -> TriageRule:
+    """The rule each of m components is judged by: the level whose Sidak combination over m is rule.alpha
+    (the inverse of _sidak), so the family-wise level stays alpha."""
+    return dataclasses.replace(rule, alpha=-math.expm1(math.log1p(-rule.alpha) / m))
 
 
 def _phi_inv(p: float) -> float:
@@ -222,8 +223,7 @@ def judge_components(distances: dict[str, float | None], refs: dict[str, Sequenc
     if "modelgif" in distances and "modelgif" not in usable:
         raise UserError("The field distance could not be calibrated: too few usable references.")
     m = len(usable)
-    sub = TriageRule(alpha=_sidak_level(rule.alpha, m), z_independent=rule.z_independent,
-                     min_references=rule.min_references)
+    sub = _per_component(rule, m)
     ev = {c: judge(d, ref_ok[c], sub) for c, d in usable.items()}
     zmin = min(e["z"] for e in ev.values())
     pmin = min(e["p_value"] for e in ev.values())
@@ -528,8 +528,7 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
                         **judge_components({c: d_sus[c][i] for c in comp}, d_ref, rule))
                 for i, (s, h) in enumerate(zip(suspects, s_handles, strict=True))]
     ref_field = [float(d) for d in d_ref["modelgif"]]
-    sub = TriageRule(alpha=_sidak_level(rule.alpha, len(comp)),  # the same level judge_components uses
-                     z_independent=rule.z_independent, min_references=rule.min_references)
+    sub = _per_component(rule, len(comp))  # the rule judge_components judged each component by
     derived_below, independent_above = thresholds(ref_field, sub)
     return TriageReport(
         victim=_spec(victim), victim_name=v.name, suspects=verdicts,
