@@ -54,6 +54,9 @@ from modelgif_core import relatedness as R  # noqa: E402
 from modelgif_core.anchors import load_anchors  # noqa: E402
 
 BASELINES = ("black", "gray", "blur", "noise")
+KINDS = [R.TASKS[t][0].kind for t in RC.TASKS]  # "class" or "dense", per encoder in RC.TASKS order
+GROUPS = {"classification": [t for t, k in zip(RC.TASKS, KINDS, strict=True) if k == "class"],
+          "dense": [t for t, k in zip(RC.TASKS, KINDS, strict=True) if k == "dense"]}
 
 
 def run_distances(zoos: list[int], cache: Path, title: str,
@@ -129,10 +132,6 @@ def quadrant_fields(zoo: int, data: dict, anchors, cache: Path) -> list[torch.Te
     return [fields[t].double() for t in RC.TASKS]
 
 
-GROUPS = {"classification": [t for t in RC.TASKS if R.TASKS[t][0].kind == "class"],
-          "dense": [t for t in RC.TASKS if R.TASKS[t][0].kind == "dense"]}
-
-
 def group_spearman(dist: np.ndarray, affinity: np.ndarray, group: list[str] | None) -> float:
     """Mean over targets of Spearman over the sources in `group` (all when None; at least 3 sources), as the
     bench's `within_kind` scores are computed."""
@@ -188,7 +187,7 @@ def kind_centred(dist: np.ndarray) -> np.ndarray:
     the bench's hubness centring (a constant per target: it changes no target's ranking)."""
     n = len(dist)
     off_diag = ~np.eye(n, dtype=bool)
-    kinds = np.array([R.TASKS[t][0].kind for t in RC.TASKS])
+    kinds = np.array(KINDS)
     o = (dist * off_diag).sum(1) / (n - 1)  # [n], as hubness_centred's
     out = dist - o[None, :]
     for kind in set(kinds):
@@ -209,11 +208,10 @@ def run_centring(zoos: list[int], cache: Path) -> None:
 
 
 def kind_quality(dist: np.ndarray) -> np.ndarray:
-    """q[a, b]: a's mean of dist[a, c] over the other encoders c of b's kind (c not a, not b), the same for every
-    target of a kind: how a ranks as a source for that kind as a whole, whatever the target."""
-    kinds = [R.TASKS[t][0].kind for t in RC.TASKS]
+    """q[a, b]: a's mean of dist[a, c] over the other encoders c of b's kind (c not a, not b): how a ranks as a
+    source for b's kind as a whole, blind to which target of the kind b is (but for leaving it out)."""
     n = len(dist)
-    return np.array([[np.mean([dist[a, c] for c in range(n) if c not in (a, b) and kinds[c] == kinds[b]])
+    return np.array([[np.mean([dist[a, c] for c in range(n) if c not in (a, b) and KINDS[c] == KINDS[b]])
                       for b in range(n)] for a in range(n)])
 
 
@@ -221,21 +219,17 @@ def uniqueness(dist: np.ndarray) -> np.ndarray:
     """u[a, b]: minus the mean of dist[c, a] over the other encoders c of b's kind (c not a, not b), centred per
     target over the sources of a's kind (so it only reorders sources within a kind): a source the others
     explain badly ranks nearer."""
-    kinds = [R.TASKS[t][0].kind for t in RC.TASKS]
-    n = len(dist)
-    u = -np.array([[np.mean([dist[c, a] for c in range(n) if c not in (a, b) and kinds[c] == kinds[b]])
-                    for b in range(n)] for a in range(n)])
-    for b, same in _kind_blocks(n):
+    u = -kind_quality(dist.T)  # dist.T[a, c] = dist[c, a]: how c explains a
+    for b, same in _kind_blocks(len(u)):
         u[same, b] -= u[same, b].mean()
     return u
 
 
 def _kind_blocks(n: int):
     """(target b, the sources of one kind for b) for every target and kind."""
-    kinds = [R.TASKS[t][0].kind for t in RC.TASKS]
     for b in range(n):
-        for kind in set(kinds):
-            yield b, [a for a in range(n) if a != b and kinds[a] == kind]
+        for kind in sorted(set(KINDS)):
+            yield b, [a for a in range(n) if a != b and KINDS[a] == kind]
 
 
 def rank_within_kind(x: np.ndarray) -> np.ndarray:
@@ -290,28 +284,23 @@ def run_sources(zoos: list[int], cache: Path) -> None:
     run_distances(zoos, cache, "how each source ranks for a kind as a whole (source quality)", distances_of)
 
 
+LEVERS = {"baselines": run_baselines, "quadrants": run_quadrants, "centring": run_centring,
+          "sources": run_sources, "uniqueness": run_uniqueness}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("lever", choices=("baselines", "quadrants", "centring", "groups", "sources", "uniqueness"))
+    ap.add_argument("lever", choices=(*LEVERS, "groups"))
     ap.add_argument("--zoos", default="0-5", help="a range a-b, a comma list, or both (0-5,12-17)")
     ap.add_argument("--cache", default="/tmp/relatedness_channels")
     ap.add_argument("--repeat", default="", help="groups: zoos whose readouts are repeated with 2 more seeds")
     args = ap.parse_args()
     torch.set_num_threads(1)
     zoos, cache = parse_zoos(args.zoos), Path(args.cache)
-    if args.lever == "baselines":
-        run_baselines(zoos, cache)
-    elif args.lever == "quadrants":
-        run_quadrants(zoos, cache)
-    elif args.lever == "centring":
-        run_centring(zoos, cache)
-    elif args.lever == "sources":
-        run_sources(zoos, cache)
-    elif args.lever == "uniqueness":
-        run_uniqueness(zoos, cache)
-    else:
+    if args.lever == "groups":
         run_groups(zoos, cache, parse_zoos(args.repeat) if args.repeat else [])
-
+    else:
+        LEVERS[args.lever](zoos, cache)
 
 if __name__ == "__main__":
     main()
