@@ -513,7 +513,10 @@ def task_zoo_section(kind: str) -> None:
                            "mean of both directions.")
         centred = " (hubness-centred)" if result.get("centre") else ""
         reference = result.get("other_zoos_reference")
-        st.caption(f"Spearman between field distance{centred} and transfer affinity, mean "
+        ranked = result.get("dense_sources") == "field rank"  # since round 11
+        what = (f"ModelGiF's order of each target's sources (by field distance{centred}; the dense sources by "
+                "their field rank)" if ranked else f"field distance{centred}")
+        st.caption(f"Spearman between {what} and transfer affinity, mean "
                    f"over target tasks: {result['spearman_mean']:.3f} (the paper: -0.835 on Taskonomy). Closer "
                    "encoders should transfer better, so the expected sign is negative."
                    + (f" Reference: the other zoos' mean affinity predicts each zoo's at "
@@ -526,6 +529,11 @@ def task_zoo_section(kind: str) -> None:
                        f"{level['ground_truth']:.3f}: no score can be certified beyond it.")
         if kind == "heatmap":
             st.dataframe(_task_scores(result), key="task_scores", height="content")  # every row, the mean too
+            if ranked:
+                st.caption("Field rank: the effective number of independent channel fields of an encoder, a property "
+                           "of the source alone. Among dense encoders the richer source transfers better whatever the "
+                           "target, which the distance to each target misses (round 11 of the bench); ModelGiF "
+                           "distance only ranks every source by its distance, as the tree above does.")
             if "ahp" in result:
                 st.caption("mean, AHP: the same transfers ranked as Taskonomy ranks them, by the held-out examples "
                            "each source wins against each other (AHP), not by its mean loss; a second ground truth.")
@@ -544,9 +552,10 @@ def _task_scores(result: dict[str, Any]) -> Any:
     import pandas as pd
 
     scores = {"modelgif": result, **result["baselines"]}
-    # column -> method; feature regression since round 6 (earlier stored runs lack it)
-    columns = {name: key for name, key in (("ModelGiF", "modelgif"), ("IG only", "ig_attribution"),
-                                           ("linear CKA", "linear_cka"), ("feature regression", "feature_regression"))
+    # column -> method; feature regression since round 6, distance only since round 11 (earlier stored runs lack them)
+    columns = {name: key for name, key in (("ModelGiF", "modelgif"), ("ModelGiF distance only", "field_distance"),
+                                           ("IG only", "ig_attribution"), ("linear CKA", "linear_cka"),
+                                           ("feature regression", "feature_regression"))
                if key in scores}
     rows = {t: {name: scores[key]["spearman_per_task"][t] for name, key in columns.items()} for t in result["tasks"]}
     rows["mean"] = {name: scores[key]["spearman_mean"] for name, key in columns.items()}

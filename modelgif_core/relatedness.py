@@ -511,6 +511,21 @@ def feature_regression_distance_matrix(features: list[torch.Tensor], ridge: floa
     return _regression_distance_matrix([(f - f.mean(0)).T for f in features], ridge)
 
 
+def field_rank(fields: torch.Tensor) -> float:
+    """Per-channel fields [N, K, C, D] -> the effective number of independent channel fields: the participation
+    ratio (sum l)^2 / sum l^2 of the eigenvalues l of the C x C Gram matrix of the channels' fields, each
+    flattened over every (anchor, step, input dim) and scaled to unit norm (a dead channel adds nothing).
+
+    C for C orthogonal fields, 1 when every channel follows one field. A property of the source alone, blind
+    to the target: round 11 (docs/BENCHMARKS.md) found that it orders dense encoders by how well they serve
+    as sources for dense tasks, which the distance to each target does not.
+    """
+    x = fields.permute(2, 0, 1, 3).flatten(1).double()  # [C, N*K*D]
+    x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    ev = torch.linalg.eigvalsh(x @ x.T).clamp_min(0)
+    return float(ev.sum().square() / ev.square().sum()) if ev.sum() > 0 else 0.0
+
+
 # ----------------------------------------------------------------------------------- the bench
 
 # per-channel-regression: every channel's own field (channel-scaled), the target's regressed on the source's
@@ -589,9 +604,17 @@ QUICK = BenchConfig(seeds=1, epochs=5, anchors="cutmix:digits:500:64:0", steps=1
 # channel-scaled|early|pixels (round 2), feature-max|all|pixels (the first).
 VARIANTS = tuple(f"{t}|{c}|{s}" for t in FIELD_TARGETS for c in CURVES for s in SPACES
                  if t not in _PER_CHANNEL_COMPARE or s == "subspace")
-METHODS = {"modelgif": "distance", "ig_attribution": "distance_ig", "linear_cka": "distance_cka",
+METHODS = {"modelgif": "distance", "field_distance": "distance", "ig_attribution": "distance_ig",
+           "linear_cka": "distance_cka",
            "feature_regression": "distance_feature_regression",
            **{f"modelgif[{v}]": f"distance[{v}]" for v in VARIANTS}}
+
+
+# Methods whose ranking orders each target's dense sources by field rank (round 11: chosen on zoos 0-5 and the 22
+# cached zoos, checked on fresh zoos 60-67) -> the key of a zoo's field ranks for it; the IG attribution takes the
+# ranks of the curve's last point, so that it is compared as ModelGiF is. "field_distance" is ModelGiF's distance
+# alone, ranked as it was until round 10.
+FIELD_RANKED = {"modelgif": "field_rank", "ig_attribution": "field_rank_ig"}
 
 
 def hubness_centred(dist: np.ndarray) -> np.ndarray:
@@ -612,6 +635,56 @@ def hubness_centred(dist: np.ndarray) -> np.ndarray:
     out = dist - off[:, None] - off[None, :]
     np.fill_diagonal(out, 0.0)
     return out
+
+
+def dense_sources_by_field_rank(dist: np.ndarray, field_ranks: np.ndarray, kinds: list[str]) -> np.ndarray:
+    """ModelGiF's order of each target's sources since round 11 (docs/BENCHMARKS.md), ranked like a distance.
+
+    `dist` [source, target] (hubness-centred in the bench) decides, per target, which kind of source comes
+    first (the kind whose sources it places nearer on average: its split between kinds, kept whole) and the
+    order of the classification sources; the dense sources are ordered by `field_ranks`, highest first,
+    whatever the target. `kinds`: each encoder's task kind ("class" or "dense"). Not a distance: the value
+    only orders sources (block i of a target's kinds lies in (i, i + 1]); the diagonal is 0.
+    """
+    from scipy.stats import rankdata
+
+    dist, ranks = np.asarray(dist, dtype=float), np.asarray(field_ranks, dtype=float)
+    n = len(dist)
+    out = np.zeros((n, n))
+    for b in range(n):
+        blocks = [[a for a in range(n) if a != b and kinds[a] == kind] for kind in sorted(set(kinds))]
+        blocks = sorted((s for s in blocks if s), key=lambda same: dist[same, b].mean())
+        for i, same in enumerate(blocks):
+            within = -ranks[same] if kinds[same[0]] == "dense" else dist[same, b]
+            out[same, b] = i + rankdata(within) / len(same)
+    return out
+
+
+def _zoo_field_ranks(zoos: list[dict[str, Any]], method: str) -> np.ndarray | None:
+    """Each zoo's field ranks [Z, T] for a FIELD_RANKED method; None for another method, or for zoos stored
+    before round 11 (they have none: their distances are ranked as they were then)."""
+    key = FIELD_RANKED.get(method)
+    if key is None or not all(key in z for z in zoos):
+        return None
+    return np.array([z[key] for z in zoos], dtype=float)
+
+
+def _ranking(dist: np.ndarray, field_ranks: np.ndarray | None, tasks: list[str], centre: bool) -> np.ndarray:
+    """What a method's sources are ranked by, per target: its distances, hubness-centred when `centre`, and with
+    field ranks (FIELD_RANKED methods) the dense sources then ordered by them."""
+    dist = hubness_centred(dist) if centre else np.asarray(dist, dtype=float)
+    if field_ranks is None:
+        return dist
+    return dense_sources_by_field_rank(dist, field_ranks, [TASKS[t][0].kind for t in tasks])
+
+
+def method_ranking(zoos: list[dict[str, Any]], method: str, tasks: list[str], centre: bool = True,
+                   key: str | None = None) -> np.ndarray:
+    """The ranking `method` is scored by, from one zoo's result or several averaged (distances and field ranks
+    alike); `key`: the zoos' distance matrix to use (default: the method's in METHODS)."""
+    dist = np.mean([np.asarray(z[key or METHODS[method]], dtype=float) for z in zoos], axis=0)
+    ranks = _zoo_field_ranks(zoos, method)
+    return _ranking(dist, None if ranks is None else ranks.mean(0), tasks, centre)
 
 
 def _field_model(encoder: nn.Module, target: str, images: torch.Tensor) -> nn.Module:
@@ -696,6 +769,9 @@ def _run_seed(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor, x_t
             if target == cfg.field_target and space == cfg.space:
                 dists["distance_ig"] = compare([f[:, -1:] for f in seen])  # the IG attribution alone
     dists["distance"] = dists[f"distance[{cfg.variant}]"]
+    # the sources' own field ranks, by which ModelGiF orders each target's dense sources (round 11)
+    ranks = {"field_rank": [field_rank(f) for f in channel_fields],
+             "field_rank_ig": [field_rank(f[:, -1:]) for f in channel_fields]}  # the IG attribution's
     dists["distance_cka"] = cka_distance_matrix([_features(encoders[t], anchors.images) for t in tasks])
     # the readouts' own input, compared as the fields are: pooled features of the held-out digits the
     # transfer losses are measured on (no labels); a representation baseline that reads ModelGiF's bound
@@ -706,28 +782,28 @@ def _run_seed(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor, x_t
         "seed": seed, "loss": loss[:-1].tolist(), "random_loss": loss[-1].tolist(),
         "affinity": affinity.tolist(), "affinity_other_readout": affinity_other.tolist(),
         "affinity_ahp": affinity_ahp.tolist(),
-        **{k: v.tolist() for k, v in dists.items()},
+        **{k: v.tolist() for k, v in dists.items()}, **ranks,
         "seconds": {"train": round(t1 - t0, 1), "transfer": round(t2 - t1, 1),
                     "fields": round(t3 - t2, 1)},
     }
-    score = hubness_centred if cfg.centre else np.asarray
-    for method, key in METHODS.items():
-        out[f"spearman_{method}"] = per_task_spearman(score(dists[key]), affinity, tasks)
-        out[f"spearman_{method}_other_readout"] = per_task_spearman(score(dists[key]), affinity_other, tasks)
-        out[f"spearman_{method}_ahp"] = per_task_spearman(score(dists[key]), affinity_ahp, tasks)
-        out[f"spearman_{method}_uncentred"] = per_task_spearman(dists[key], affinity, tasks)
+    for method in METHODS:
+        ranking = method_ranking([out], method, tasks, cfg.centre)
+        out[f"spearman_{method}"] = per_task_spearman(ranking, affinity, tasks)
+        out[f"spearman_{method}_other_readout"] = per_task_spearman(ranking, affinity_other, tasks)
+        out[f"spearman_{method}_ahp"] = per_task_spearman(ranking, affinity_ahp, tasks)
+        out[f"spearman_{method}_uncentred"] = per_task_spearman(method_ranking([out], method, tasks, False),
+                                                                 affinity, tasks)
     out["spearman"] = out["spearman_modelgif"]
     return out
 
 
 def pooled_spearman(seeds: list[dict[str, Any]], tasks: list[str],
                     affinity_key: str = "affinity", centre: bool = True) -> dict[str, Any]:
-    """Scores on the seed-averaged affinity and distance matrices (less noise than one zoo)."""
+    """Scores on the seed-averaged affinity and distance matrices (and field ranks; less noise than one zoo)."""
     aff = np.nanmean([s[affinity_key] for s in seeds], axis=0)
-    score = hubness_centred if centre else np.asarray
     out = {}
-    for method, key in METHODS.items():
-        per_task = per_task_spearman(score(np.mean([s[key] for s in seeds], axis=0)), aff, tasks)
+    for method in METHODS:
+        per_task = per_task_spearman(method_ranking(seeds, method, tasks, centre), aff, tasks)
         out[method] = {"spearman_mean": float(np.nanmean(list(per_task.values()))),
                        "spearman_per_task": per_task}
     return out
@@ -764,9 +840,8 @@ def within_kind_spearman(seeds: list[dict[str, Any]], tasks: list[str], centre: 
     so part of every score is that split alone; within a kind it is how a method orders similar encoders
     (docs/BENCHMARKS.md, round 10: there the field distance is weak).
     """
-    score = hubness_centred if centre else np.asarray
-    pairs = {m: [(score(np.asarray(s[key])), np.asarray(s["affinity"])) for s in seeds]  # centred once, every kind
-             for m, key in METHODS.items()}
+    pairs = {m: [(method_ranking([s], m, tasks, centre), np.asarray(s["affinity"])) for s in seeds]  # once, every kind
+             for m in METHODS}
     if len(seeds) >= 2:
         pairs["other_zoos"] = [(_other_zoos_distance(seeds, i), np.asarray(s["affinity"])) for i, s in enumerate(seeds)]
     out: dict[str, Any] = {}
@@ -788,7 +863,8 @@ def task_level_spearman(seeds: list[dict[str, Any]], tasks: list[str], splits: i
     A zoo's encoders transfer idiosyncratically, so one zoo's affinities are partly about its encoders;
     averaged over zoos they are about the tasks, as Taskonomy's are. The ground truth's half-vs-half
     score says what that average can certify (docs/BENCHMARKS.md, round 7). `methods`: name -> key of a
-    zoo's distance matrix (default: the bench's METHODS). None with fewer than 4 zoos.
+    zoo's distance matrix (default: the bench's METHODS); a FIELD_RANKED method's field ranks are averaged over
+    the half as its distances are. None with fewer than 4 zoos.
     """
     n = len(seeds)
     if n < 4:
@@ -797,7 +873,6 @@ def task_level_spearman(seeds: list[dict[str, Any]], tasks: list[str], splits: i
     aff = np.array([s["affinity"] for s in seeds], dtype=float)  # [Z, T, T]
     rng = np.random.default_rng(0)
     orders = [rng.permutation(n) for _ in range(splits)]
-    score = hubness_centred if centre else np.asarray
 
     def mean_spearman(dist: np.ndarray, affinity: np.ndarray) -> float:
         return float(np.nanmean(list(per_task_spearman(dist, affinity, tasks).values())))
@@ -805,8 +880,10 @@ def task_level_spearman(seeds: list[dict[str, Any]], tasks: list[str], splits: i
     scores = {}
     for method, key in (methods or METHODS).items():
         dist = np.array([s[key] for s in seeds], dtype=float)
-        scores[method] = float(np.mean([mean_spearman(score(dist[o[:half]].mean(0)), np.nanmean(aff[o[half:]], 0))
-                                         for o in orders]))
+        ranks = _zoo_field_ranks(seeds, method)
+        scores[method] = float(np.mean([mean_spearman(
+            _ranking(dist[o[:half]].mean(0), None if ranks is None else ranks[o[:half]].mean(0), tasks, centre),
+            np.nanmean(aff[o[half:]], 0)) for o in orders]))
     truth = float(np.mean([mean_spearman(-np.nanmean(aff[o[:half]], 0), np.nanmean(aff[o[half:]], 0))
                            for o in orders]))  # high affinity = near
     return {"halves": [half, n - half], "splits": splits, "methods": scores, "ground_truth": truth}
@@ -864,6 +941,7 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None, seeds: int | 
         "other_zoos_reference": other_zoos_reference(seeds, tasks),
         "task_level": task_level_spearman(seeds, tasks, centre=cfg.centre),
         "within_kind": within_kind_spearman(seeds, tasks, centre=cfg.centre),
+        "dense_sources": "field rank",  # since round 11: ModelGiF orders each target's dense sources by field rank
         "per_seed": seeds, "paper_spearman_mean": -0.835,
         "seconds": round(time.perf_counter() - start, 1),
         "task_kinds": {t: TASKS[t][0].kind for t in tasks},
@@ -906,9 +984,9 @@ def last_relatedness_result(root: Any = None) -> dict[str, Any] | None:
 def format_table(result: dict[str, Any]) -> str:
     """Per-task Spearman of ModelGiF and the baselines, then the means (negative = as expected)."""
     scores = {"modelgif": result, **result["baselines"]}
-    columns = (("ModelGiF", "modelgif"), ("IG only", "ig_attribution"), ("lin. CKA", "linear_cka"),
-               ("feat.reg.", "feature_regression"))
-    cols = [(name, k) for name, k in columns if k in scores]  # runs before round 6 have no feat.reg.
+    columns = (("ModelGiF", "modelgif"), ("dist.only", "field_distance"), ("IG only", "ig_attribution"),
+               ("lin. CKA", "linear_cka"), ("feat.reg.", "feature_regression"))
+    cols = [(name, k) for name, k in columns if k in scores]  # runs before round 6 (11) have no feat.reg. (dist.only)
     centred = "hubness-centred" if result.get("centre", False) else "raw"
     lines = [f"Task relatedness (mini-Taskonomy on digits): {len(result['tasks'])} tasks, "
              f"{result['seeds']} seed(s), anchors {result['anchors']} ({result['n_anchors']}), "
@@ -916,7 +994,11 @@ def format_table(result: dict[str, Any]) -> str:
              f"ModelGiF: field target {result['field_target']}, curve {result['curve']}, compared on "
              f"{result.get('space', 'pixels')}; every method's distances {centred}; dense readout "
              f"{result['dense_readout']}",
-             "Spearman per target task between field distance and transfer affinity (paper: -0.835 mean)", "",
+             *(["ModelGiF ranks each target's dense sources by their field rank (the effective number of independent "
+                "channel fields), the rest by field distance; dist.only: by field distance alone; IG only: both on "
+                "the curve's last point"] if result.get("dense_sources") == "field rank" else []),
+             "Spearman per target task between each method's order of the sources and transfer affinity (paper: "
+             "-0.835 mean)", "",
              f"{'task':<12}" + "".join(f" {name:>9}" for name, _ in cols)]
     for t in result["tasks"]:
         lines.append(f"{t:<12}" + "".join(f" {scores[k]['spearman_per_task'][t]:>9.3f}" for _, k in cols))
@@ -957,7 +1039,8 @@ def format_table(result: dict[str, Any]) -> str:
                      f"averaged affinities, {level['splits']} random splits; the ground truth itself, half against "
                      f"half: {level['ground_truth']:.3f})")
     few = result["seeds"] <= 4  # more zoos' scores do not fit a row: the rows above list them
-    lines += ["", "field variants (target|curve|space); earlier defaults: per-channel|all|subspace (round 4), "
+    lines += ["", "field variants (target|curve|space), each ranked by its distance alone; earlier defaults: "
+              "per-channel|all|subspace (round 4), "
               "channel-scaled|all|subspace (round 3), channel-scaled|early|pixels (round 2), feature-max|all|pixels "
               "(first)",
               f"{'variant':<48} {'mean':>7} {'pooled':>7}" + (f" {'task lvl':>8}" if level else "")

@@ -28,10 +28,13 @@ from modelgif_core.relatedness import (
     channel_cka_distance_matrix,
     channel_regression_distance_matrix,
     conv_readout,
+    dense_sources_by_field_rank,
     feature_regression_distance_matrix,
+    field_rank,
     format_table,
     hubness_centred,
     linear_cka,
+    method_ranking,
     normalise_affinity,
     other_zoos_reference,
     per_task_spearman,
@@ -412,6 +415,80 @@ def test_hubness_centring_by_hand():
     assert per_task_spearman(c, aff, tasks)["b"] == pytest.approx(-1.0)
 
 
+def test_field_rank_counts_independent_channel_fields_whatever_their_scale():
+    rng = np.random.default_rng(0)
+    n, k, d = 3, 4, 16
+    basis = torch.from_numpy(np.linalg.qr(rng.normal(size=(n * k * d, 5)))[0].T)  # 5 orthonormal fields
+    orthogonal = basis.reshape(5, n, k, d).permute(1, 2, 0, 3)  # [N, K, C, D]
+    assert field_rank(orthogonal) == pytest.approx(5.0)
+    # each channel's scale and sign change nothing; a dead channel adds nothing
+    scaled = orthogonal * torch.tensor([3.0, -0.1, 1.0, 7.0, 0.5]).view(1, 1, 5, 1)
+    dead = torch.cat([orthogonal, torch.zeros(n, k, 1, d, dtype=orthogonal.dtype)], dim=2)
+    assert field_rank(scaled) == pytest.approx(5.0) and field_rank(dead) == pytest.approx(5.0)
+    # four channels that follow one field are one; two pairs, two
+    one = orthogonal[:, :, :1].repeat(1, 1, 4, 1) * torch.tensor([1.0, 2.0, -1.0, 5.0]).view(1, 1, 4, 1)
+    assert field_rank(one) == pytest.approx(1.0)
+    assert field_rank(torch.cat([one, orthogonal[:, :, 1:2].repeat(1, 1, 4, 1)], dim=2)) == pytest.approx(2.0)
+    # two unit fields at cosine c: Gram eigenvalues 1 +- c, so (2)^2 / ((1 + c)^2 + (1 - c)^2) = 2 / (1 + c^2)
+    c = 0.6
+    mixed = torch.stack([basis[0], c * basis[0] + (1 - c * c) ** 0.5 * basis[1]]).reshape(2, n, k, d)
+    assert field_rank(mixed.permute(1, 2, 0, 3)) == pytest.approx(2 / (1 + c * c))
+    assert field_rank(torch.zeros(n, k, 3, d)) == 0.0  # no field at all
+
+
+def test_dense_sources_are_ordered_by_field_rank_and_the_rest_by_distance_by_hand():
+    # 3 classification encoders (0-2) and 3 dense ones (3-5); distance [source, target]
+    kinds = ["class", "class", "class", "dense", "dense", "dense"]
+    dist = np.array([[0.0, 0.1, 0.3, 0.9, 0.8, 0.7],
+                     [0.2, 0.0, 0.1, 0.6, 0.9, 0.8],
+                     [0.1, 0.2, 0.0, 0.8, 0.7, 0.9],
+                     [0.7, 0.6, 0.9, 0.0, 0.1, 0.3],
+                     [0.8, 0.9, 0.5, 0.2, 0.0, 0.1],
+                     [0.9, 0.7, 0.8, 0.3, 0.2, 0.0]])
+    ranks = np.array([10.0, 12.0, 11.0, 4.0, 9.0, 6.0])  # of the dense sources, 4 is richest, then 5, then 3
+    order = dense_sources_by_field_rank(dist, ranks, kinds)
+    assert np.all(np.diag(order) == 0)
+    # target 0 (class): its class sources by distance (2 at 0.1, then 1 at 0.2), then the dense block by rank
+    assert list(np.argsort(order[:, 0])[1:]) == [2, 1, 4, 5, 3]
+    # target 3 (dense): the dense block first (nearer on average), 4 (rank 9) before 5 (rank 6); then the
+    # class sources by distance
+    assert list(np.argsort(order[:, 3])[1:]) == [4, 5, 1, 2, 0]
+    # target 4: the richer other dense source (5, rank 6) before 3 (rank 4), though 3 is nearer (0.1 against 0.2)
+    assert list(np.argsort(order[:, 4])[1:]) == [5, 3, 2, 0, 1]
+    # a target whose distances put the other kind nearer on average gets that block first
+    flipped = dist.copy()
+    flipped[3:, 0] = 0.05
+    assert list(np.argsort(dense_sources_by_field_rank(flipped, ranks, kinds)[:, 0])[1:]) == [4, 5, 3, 2, 1]
+    # the field ranks of classification sources change nothing
+    other = ranks.copy()
+    other[:3] = [1.0, 50.0, 3.0]
+    np.testing.assert_array_equal(dense_sources_by_field_rank(dist, other, kinds), order)
+
+
+def test_method_ranking_reorders_only_field_ranked_methods_of_zoos_that_have_ranks():
+    tasks = ["digit", "parity", "ge5", "autoencode", "denoise", "inpaint"]
+    rng = np.random.default_rng(5)
+    dist = rng.uniform(size=(6, 6))
+    np.fill_diagonal(dist, 0.0)
+    zoo = {key: dist.tolist() for key in METHODS.values()}
+    # a zoo stored before round 11 has no field ranks: every method is ranked by its centred distances
+    for method in METHODS:
+        np.testing.assert_array_equal(method_ranking([zoo], method, tasks), hubness_centred(dist))
+    ranks = [5.0, 6.0, 7.0, 3.0, 8.0, 2.0]
+    zoo |= {"field_rank": ranks, "field_rank_ig": ranks[::-1]}
+    kinds = [TASKS[t][0].kind for t in tasks]
+    np.testing.assert_array_equal(method_ranking([zoo], "modelgif", tasks),
+                                  dense_sources_by_field_rank(hubness_centred(dist), np.array(ranks), kinds))
+    np.testing.assert_array_equal(method_ranking([zoo], "ig_attribution", tasks, centre=False),
+                                  dense_sources_by_field_rank(dist, np.array(ranks[::-1]), kinds))
+    for method in ("field_distance", "linear_cka", "feature_regression"):
+        np.testing.assert_array_equal(method_ranking([zoo], method, tasks), hubness_centred(dist))
+    # several zoos: their distances and field ranks averaged
+    other = zoo | {"distance": (dist.T * 2).tolist(), "field_rank": [r + 1 for r in ranks[::-1]]}
+    np.testing.assert_allclose(method_ranking([zoo, other], "modelgif", tasks), dense_sources_by_field_rank(
+        hubness_centred((dist + 2 * dist.T) / 2), (np.array(ranks) + np.array(ranks[::-1]) + 1) / 2, kinds))
+
+
 def test_tiny_end_to_end_run_and_json_contract():
     cfg = BenchConfig(tasks=("digit", "parity", "rotation", "autoencode"), seeds=1, epochs=1,
                       width=8, transfer_train=200, readout_steps=30,
@@ -424,16 +501,18 @@ def test_tiny_end_to_end_run_and_json_contract():
     variants = [f"modelgif[{t}|{c}|{s}]" for t in ("channel-scaled", "feature-max") for c in ("early", "all")
                 for s in ("subspace", "pixels")] + [f"modelgif[{t}|{c}|subspace]" for t in ("per-channel",
                                                     "per-channel-regression") for c in ("early", "all")]
-    for name in ("ig_attribution", "linear_cka", "feature_regression", *variants):
+    for name in ("field_distance", "ig_attribution", "linear_cka", "feature_regression", *variants):
         assert -1.0 <= result["baselines"][name]["spearman_mean"] <= 1.0
         assert len(result["baselines"][name]["spearman_per_seed"]) == 2
-    # the default is one of the variants, scored identically
     assert result["field_target"] == "per-channel-regression" and result["curve"] == "all"
     assert result["space"] == "subspace" and result["centre"] is True
     default = "modelgif[per-channel-regression|all|subspace]"
-    assert result["spearman_per_task"] == result["baselines"][default]["spearman_per_task"]
+    # ModelGiF's distance alone is one of the variants, scored identically
+    distance_only = result["baselines"]["field_distance"]["spearman_per_task"]
+    assert distance_only == result["baselines"][default]["spearman_per_task"]
+    assert result["dense_sources"] == "field rank"
     assert set(result["other_readout"]) == set(result["uncentred"]) == set(result["ahp"]) == {
-        "modelgif", "ig_attribution", "linear_cka", "feature_regression", *variants}
+        "modelgif", "field_distance", "ig_attribution", "linear_cka", "feature_regression", *variants}
     assert len(result["per_seed"]) == 2
     assert len(result["other_zoos_reference"]["spearman_per_seed"]) == 2
     pooled = result["pooled_over_seeds"]["modelgif"]["spearman_per_task"]
@@ -445,9 +524,17 @@ def test_tiny_end_to_end_run_and_json_contract():
     assert np.all((dist >= 0) & (dist <= 1))
     cka = np.array(seed["distance[per-channel|all|subspace]"])  # round 4's comparison is symmetric
     assert np.allclose(cka, cka.T)
-    # the stored matrix is the raw distance; the score is on its centred form, the "raw" score on it as is
-    assert seed["spearman"] == per_task_spearman(hubness_centred(dist), np.array(seed["affinity"]), list(cfg.tasks))
-    assert seed["spearman_modelgif_uncentred"] == per_task_spearman(dist, np.array(seed["affinity"]), list(cfg.tasks))
+    # the stored matrix is the raw distance; the score is on its centred form, the "raw" score on it as is;
+    # ModelGiF then orders the dense sources by the field ranks the zoo keeps (the IG attribution, by its own)
+    kinds = [TASKS[t][0].kind for t in cfg.tasks]
+    assert len(seed["field_rank"]) == len(seed["field_rank_ig"]) == 4 and min(seed["field_rank"]) >= 1
+    assert seed["field_rank"] != seed["field_rank_ig"]
+    ranked = dense_sources_by_field_rank(hubness_centred(dist), np.array(seed["field_rank"]), kinds)
+    assert seed["spearman"] == per_task_spearman(ranked, np.array(seed["affinity"]), list(cfg.tasks))
+    assert seed["spearman_field_distance"] == per_task_spearman(hubness_centred(dist), np.array(seed["affinity"]),
+                                                                list(cfg.tasks))
+    assert seed["spearman_modelgif_uncentred"] == per_task_spearman(dense_sources_by_field_rank(
+        dist, np.array(seed["field_rank"]), kinds), np.array(seed["affinity"]), list(cfg.tasks))
     np.testing.assert_allclose(np.diag(np.array(seed["affinity"])), 1.0)
     # only the dense target's column depends on the dense readout
     aff, aff_ridge = np.array(seed["affinity"]), np.array(seed["affinity_other_readout"])
@@ -456,11 +543,12 @@ def test_tiny_end_to_end_run_and_json_contract():
     # Taskonomy's AHP ground truth: each target's sources' priorities sum to 1, and every method is scored on it
     ahp = np.array(seed["affinity_ahp"])
     np.testing.assert_allclose(ahp.sum(0), 2.0)  # per column: its sources' priorities (1) and the diagonal's 1
-    assert seed["spearman_modelgif_ahp"] == per_task_spearman(hubness_centred(dist), ahp, list(cfg.tasks))
+    assert seed["spearman_modelgif_ahp"] == per_task_spearman(ranked, ahp, list(cfg.tasks))
     table = format_table(result)
     row = next(line for line in table.splitlines() if line.startswith("mean, AHP"))
     assert f"{result['ahp']['modelgif']['spearman_mean']:.3f}" in row.split()
     assert "ModelGiF" in table and "lin. CKA" in table and "feat.reg." in table and "autoencode" in table
+    assert "dist.only" in table and "dense sources by their field rank" in table
     assert "pooled" in table
     assert "other zoos" in table
     # 3 classification tasks and 1 dense: only the dense target has 3 sources of one kind (classification)
@@ -509,12 +597,16 @@ def test_tiny_end_to_end_run_and_json_contract():
         result["within_kind"]["class"]["feature_regression"], abs=5e-4 + 1e-9)
     assert scores.loc["mean, AHP", "ModelGiF"] == pytest.approx(result["ahp"]["modelgif"]["spearman_mean"],
                                                                 abs=5e-4 + 1e-9)
-    assert list(scores.columns) == ["ModelGiF", "IG only", "linear CKA", "feature regression"]
+    assert list(scores.columns) == ["ModelGiF", "ModelGiF distance only", "IG only", "linear CKA",
+                                    "feature regression"]
+    assert scores.loc["mean", "ModelGiF distance only"] == pytest.approx(
+        result["baselines"]["field_distance"]["spearman_mean"], abs=5e-4 + 1e-9)
     # shown rounded to 3 decimals: off by at most half a unit in the last (0.3125 shows as 0.312)
     assert scores.loc["mean", "ModelGiF"] == pytest.approx(result["spearman_mean"], abs=5e-4 + 1e-9)
     captions = " ".join(c.value for c in at.caption)
     assert "other zoos' mean affinity" in captions and "share of the column encoder's channel fields" in captions
     assert "ranked as Taskonomy ranks them" in captions
+    assert "the dense sources by their field rank" in captions and "Field rank: the effective number" in captions
     assert f"The other zoos' mean affinity reads class {result['within_kind']['class']['other_zoos']:.3f}" in captions
     assert "Task level" not in captions
     # a run of 4 or more zoos adds the task level: a row of the scores and what the ground truth certifies
@@ -527,14 +619,17 @@ def test_tiny_end_to_end_run_and_json_contract():
         level["methods"]["feature_regression"], abs=5e-4 + 1e-9)
     captions = " ".join(c.value for c in at.caption)
     assert f"half against half, {level['ground_truth']:.3f}" in captions
-    # a run stored before round 8 has no AHP scores, nor (before round 10) within-kind ones: the page shows the
-    # rest, without their rows or captions
-    _save_last({k: v for k, v in result.items() if k not in ("ahp", "within_kind")})
+    # a run stored before round 8 has no AHP scores, nor (before round 10) within-kind ones, nor (before round 11)
+    # field ranks: the page shows the rest, without their rows, columns or captions
+    old = {k: v for k, v in result.items() if k not in ("ahp", "within_kind", "dense_sources")}
+    _save_last({**old, "baselines": {k: v for k, v in result["baselines"].items() if k != "field_distance"}})
     at.switch_page("app_pages/distances.py").run()
     assert not at.exception
     assert list(at.dataframe[0].value.index) == [*cfg.tasks, "mean"]
+    assert "ModelGiF distance only" not in at.dataframe[0].value.columns
     captions = " ".join(c.value for c in at.caption)
     assert "ranked as Taskonomy" not in captions and "within class / within dense" not in captions
+    assert "Field rank" not in captions and "Spearman between field distance (hubness-centred)" in captions
 
 
 def test_unknown_tasks_and_anchors_off_the_digits_grid_are_refused_before_training():
