@@ -1,0 +1,179 @@
+"""Round 11 of the relatedness bench: sources ordered within a kind by their field rank (docs/BENCHMARKS.md,
+"Round 11").
+
+Round 10 found that within a kind of task a zoo's ranking of sources is mostly source quality, and that G (the
+bench's default: per-channel fields, B's regressed on A's, hubness-centred) orders sources within a kind at
+about chance. This round asks whether a source's quality can be read from its own fields, blind to the target.
+
+  stats   explored on the selection zoos 0-5: per-source statistics of the fields and of the features, each
+          scored as a ranking of the sources (highest first) within each kind of source.
+  rank    the candidate R, chosen on zoos 0-5 and checked on fresh zoos (docs/PREREGISTRATION_ROUND11.md): per
+          target, the sources of each kind as one block, the blocks ordered by G's mean over them (G's split
+          between kinds, kept whole), and within a block the sources by field rank, highest first.
+          Beside it G, the forms tried on zoos 0-5, and within-kind scores.
+
+Field rank (the core's `relatedness.field_rank`): the
+participation ratio (sum l)^2 / sum l^2 of the eigenvalues l of the C x C Gram matrix of a source's channel fields
+(each channel's field over every anchor, step and subspace dim at unit norm): the effective number of independent
+channel fields. R2 (G with the dense sources ordered by field rank, chosen after R failed on the 22 cached zoos,
+checked on fresh zoos 60-67) passed and is the bench's ModelGiF order since; it is the core's
+`relatedness.dense_sources_by_field_rank`.
+
+Usage: python docs/relatedness_round11.py {stats,rank} [--zoos 0-5] [--cache DIR]
+The zoos and their default fields come from docs/relatedness_channels.py's cache (trained and extracted there
+when missing, about 4 minutes a zoo on one thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from scipy.cluster.hierarchy import fcluster, linkage  # noqa: E402
+from scipy.spatial.distance import squareform  # noqa: E402
+from scipy.stats import rankdata  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import relatedness_channels as RC  # noqa: E402
+import relatedness_round10 as R10  # noqa: E402
+from relatedness_round8 import mean_loss_affinity, pool_and_held  # noqa: E402
+from relatedness_task_level import parse_zoos  # noqa: E402
+
+from modelgif_core import relatedness as R  # noqa: E402
+from modelgif_core.anchors import load_anchors  # noqa: E402
+
+
+def participation_ratio(eigenvalues: torch.Tensor) -> float:
+    ev = eigenvalues.clamp_min(0)
+    return float(ev.sum().square() / ev.square().sum().clamp_min(1e-300))
+
+
+def field_rank(fields: torch.Tensor) -> float:
+    """[C, N, K, 64] (the cache's layout) -> the core's field rank."""
+    return R.field_rank(fields.permute(1, 2, 0, 3))
+
+
+def point_rank(fields: torch.Tensor) -> float:
+    """The mean over (anchor, step) points of the participation ratio of the C channel gradients' 64 x 64 Gram:
+    how many input directions the source's channels follow at a point."""
+    pts = R10.unit_channels(fields).permute(1, 2, 0, 3).flatten(0, 1)  # [P, C, 64]
+    ev = torch.linalg.eigvalsh(pts.transpose(1, 2) @ pts).clamp_min(0)  # [P, 64]
+    return float((ev.sum(1).square() / ev.square().sum(1).clamp_min(1e-300)).mean())
+
+
+def input_r2(features: torch.Tensor, inputs: torch.Tensor, ridge: float = 1e-2) -> float:
+    """The share of the (centred) input that a ridge map of the (centred) features explains."""
+    f, x = features - features.mean(0), inputs - inputs.mean(0)
+    gram = f.T @ f
+    gram += ridge * gram.trace() / len(gram) * torch.eye(len(gram), dtype=gram.dtype)
+    w = torch.linalg.solve(gram, f.T @ x)
+    return float(1 - (x - f @ w).square().sum() / x.square().sum())
+
+
+def per_source(values: list[float]) -> np.ndarray:
+    """A per-source statistic as a 'distance' [source, target]: the highest value nearest, for every target."""
+    v = -np.asarray(values, dtype=float)
+    return np.repeat(v[:, None], len(v), 1)
+
+
+def run_stats(zoos: list[int], cache: Path) -> None:
+    anchors = load_anchors(RC.CFG.anchors)
+    _, _, held, _ = pool_and_held()
+    inputs = held.flatten(1).double()
+
+    def distances_of(zoo: int, data: dict) -> dict[str, np.ndarray]:
+        fields = RC.zoo_fields(zoo, cache, anchors, data)
+        maps = [R._features(RC.encoder(data["enc"][t]), held).double() for t in RC.TASKS]  # [M, C, 8, 8]
+        pooled = [R._pooled(m) for m in maps]
+        cov = [participation_ratio(torch.linalg.eigvalsh(torch.cov(p.T))) for p in pooled]
+        return {"G, the bench's default": R.hubness_centred(RC.gradient_regression(fields)),
+                "field rank (channels)": per_source([field_rank(j) for j in fields]),
+                "point rank (input directions)": per_source([point_rank(j) for j in fields]),
+                "feature rank (pooled features)": per_source(cov),
+                "input R2 from pooled features": per_source([input_r2(p, inputs) for p in pooled]),
+                "input R2 from the 8x8 maps": per_source([input_r2(m.flatten(1), inputs) for m in maps]),
+                # not a method: the zoo's own transfers to the other targets of the target's kind
+                "ground truth's source quality": R10.kind_quality(-mean_loss_affinity(data))}
+
+    R10.run_distances(zoos, cache, "per-source statistics (highest first, the same for every target)",
+                      distances_of)
+
+
+def tree_groups(dist: np.ndarray, groups: int) -> np.ndarray:
+    """The top `groups` clusters of the similarity tree (average linkage of the symmetrised distances)."""
+    sym = 0.5 * (dist + dist.T)
+    np.fill_diagonal(sym, 0)
+    return fcluster(linkage(squareform(sym, checks=False), "average"), groups, "maxclust")
+
+
+def blocks_first(h: np.ndarray, z: np.ndarray, labels) -> np.ndarray:
+    """Per target, the sources' groups (`labels`, one per encoder) ordered by their mean of h, and within a group
+    the sources by z (R10.kind_first for any grouping; block i lies in (i, i + 1], as in the core's
+    `dense_sources_by_field_rank`, which is this with the kinds, z = h for the classification sources and minus
+    the field rank for the dense ones)."""
+    n = len(h)
+    out = np.zeros_like(h)
+    for b in range(n):
+        blocks = [[a for a in range(n) if a != b and labels[a] == label] for label in sorted(set(labels))]
+        for i, same in enumerate(sorted((s for s in blocks if s), key=lambda same: h[same, b].mean())):
+            out[same, b] = i + rankdata(z[same, b]) / len(same)
+    return out
+
+
+def run_rank(zoos: list[int], cache: Path) -> None:
+    anchors = load_anchors(RC.CFG.anchors)
+    kept = []  # each zoo as the bench keeps it, for the core's own pooled and task-level scores
+
+    def distances_of(zoo: int, data: dict) -> dict[str, np.ndarray]:
+        fields = RC.zoo_fields(zoo, cache, anchors, data)
+        g = RC.gradient_regression(fields)
+        h = R.hubness_centred(g)
+        ranks = [field_rank(j) for j in fields]
+        kept.append({"distance": g, "field_rank": ranks, "affinity": mean_loss_affinity(data)})
+        rank, point = per_source(ranks), per_source([point_rank(j) for j in fields])
+        return {"G, the bench's default": h,
+                "R, kinds by G, within by field rank": blocks_first(h, rank, R10.KINDS),
+                # chosen after R failed to replicate on the 22 cached zoos; checked on fresh zoos 60-67 only
+                "R2, G with the dense sources by field rank": R.dense_sources_by_field_rank(h, ranks, R10.KINDS),
+                # the other forms tried on zoos 0-5 before R was chosen
+                "kinds by G, within by point rank": R10.kind_first(h, point),
+                "kinds by G, within by ranks of G and field rank":
+                    R10.kind_first(h, R10.rank_within_kind(h) + R10.rank_within_kind(rank)),
+                "groups of G's tree (2), within by field rank": blocks_first(h, rank, tree_groups(g, 2)),
+                "groups of G's tree (3), within by field rank": blocks_first(h, rank, tree_groups(g, 3))}
+
+    R10.run_distances(zoos, cache, "sources ordered within a kind by their field rank", distances_of)
+    # The rows above pool and halve by averaging each zoo's matrix; for an order of blocks that averages ranks. The
+    # bench averages the distances and the field ranks over the zoos, then orders: as here, by the core.
+    methods = {"G, the bench's default until round 10": "field_distance", "R2, the bench's order since": "modelgif"}
+    affinity = np.nanmean([z["affinity"] for z in kept], 0)
+    level = R.task_level_spearman(kept, RC.TASKS, methods={m: "distance" for m in methods.values()})
+    print("\npooled and task level as the bench computes them (distances and field ranks averaged over the zoos, "
+          "then ordered)")
+    for name, method in methods.items():
+        pooled = np.nanmean(list(R.per_task_spearman(R.method_ranking(kept, method, RC.TASKS, key="distance"),
+                                                     affinity, RC.TASKS).values()))
+        print(f"{name:<40}  pooled {pooled:+.3f}  halves "
+              + (f"{level['methods'][method]:+.3f}" if level else "nan"))
+    if level:
+        print(f"{'the ground truth, half against half':<40}  {'':>13}  halves {level['ground_truth']:+.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("lever", choices=("stats", "rank"))
+    ap.add_argument("--zoos", default="0-5", help="a range a-b, a comma list, or both (0-5,12-17)")
+    ap.add_argument("--cache", default="/tmp/relatedness_channels")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    {"stats": run_stats, "rank": run_rank}[args.lever](parse_zoos(args.zoos), Path(args.cache))
+
+
+if __name__ == "__main__":
+    main()
