@@ -514,8 +514,8 @@ def task_zoo_section(kind: str) -> None:
         centred = " (hubness-centred)" if result.get("centre") else ""
         reference = result.get("other_zoos_reference")
         ranked = result.get("dense_sources") == "field rank"  # since round 11
-        what = (f"ModelGiF's order of each target's sources (by field distance{centred}; the dense sources by "
-                "their field rank)" if ranked else f"field distance{centred}")
+        what = ("ModelGiF's order of each target's sources (the dense ones by their field rank, the others by "
+                f"field distance{', hubness-centred' if centred else ''})" if ranked else f"field distance{centred}")
         st.caption(f"Spearman between {what} and transfer affinity, mean "
                    f"over target tasks: {result['spearman_mean']:.3f} (the paper: -0.835 on Taskonomy). Closer "
                    "encoders should transfer better, so the expected sign is negative."

@@ -606,7 +606,8 @@ def test_tiny_end_to_end_run_and_json_contract():
     captions = " ".join(c.value for c in at.caption)
     assert "other zoos' mean affinity" in captions and "share of the column encoder's channel fields" in captions
     assert "ranked as Taskonomy ranks them" in captions
-    assert "the dense sources by their field rank" in captions and "Field rank: the effective number" in captions
+    assert "the dense ones by their field rank, the others by field distance, hubness-centred" in captions
+    assert "Field rank: the effective number" in captions
     assert f"The other zoos' mean affinity reads class {result['within_kind']['class']['other_zoos']:.3f}" in captions
     assert "Task level" not in captions
     # a run of 4 or more zoos adds the task level: a row of the scores and what the ground truth certifies
