@@ -23,10 +23,14 @@ readout would: B's channel fields regressed on A's with weights shared over ever
 d(A -> B) = 1 - the share explained (`channel_regression_distance_matrix`; asymmetric, as transfer
 is, and whatever order, sign or scale each encoder gives its channels). Score per target task B:
 Spearman over the other tasks A of (d'(A, B), affinity[A, B]) with d' the hubness-centred distance
-(`hubness_centred`), averaged over tasks (the paper, on Taskonomy's 17 tasks: -0.835). Each choice
-passed a check written down before fresh zoos were scored (docs/BENCHMARKS.md): the subspace and the
-centring (zoos 6-11), per-channel fields compared by CKA per point (zoos 12-17), the regression
-(zoos 40-47). Baselines, scored the same way: linear CKA of the encoders' features on the anchors
+(`hubness_centred`), averaged over tasks (the paper, on Taskonomy's 17 tasks: -0.835), except that
+the dense sources are ordered by their field rank, highest first, whatever the target (`field_rank`, the
+effective number of independent channel fields; `dense_sources_by_field_rank`): among dense encoders the
+one that keeps more of its input transfers better to every dense task, which no distance to the target
+shows. Each choice passed a check written down before fresh zoos were scored (docs/BENCHMARKS.md): the
+subspace and the centring (zoos 6-11), per-channel fields compared by CKA per point (zoos 12-17), the
+regression (zoos 40-47), the dense sources by field rank (zoos 60-67). The distance alone is scored as
+`field_distance`. Baselines, scored the same way: linear CKA of the encoders' features on the anchors
 (distance 1 - CKA), the Integrated Gradients attribution alone (the fields' last point, compared the
 same way), the same regression on the encoders' pooled features of the held-out digits
 (`feature_regression_distance_matrix`: what the readouts see, no fields; it reads higher); and
