@@ -7,6 +7,10 @@ about chance. This round asks whether a source's quality can be read from its ow
 
   stats   explored on the selection zoos 0-5: per-source statistics of the fields and of the features, each
           scored as a ranking of the sources (highest first) within each kind of source.
+  levels  after the task level on fresh zoos 70-89 (a diagnostic, no bar): G's and R2's task level as the
+          bench computes it, without the zoos given by --drop, and with each zoo's affinities replaced by their
+          ranks per target (a zoo whose own encoder barely beats the random one has normalised affinities in
+          the hundreds, and dominates any average of affinities over zoos).
   rank    the candidate R, chosen on zoos 0-5 and checked on fresh zoos (docs/PREREGISTRATION_ROUND11.md): per
           target, the sources of each kind as one block, the blocks ordered by G's mean over them (G's split
           between kinds, kept whole), and within a block the sources by field rank, highest first.
@@ -19,7 +23,7 @@ channel fields. R2 (G with the dense sources ordered by field rank, chosen after
 checked on fresh zoos 60-67) passed and is the bench's ModelGiF order since; it is the core's
 `relatedness.dense_sources_by_field_rank`.
 
-Usage: python docs/relatedness_round11.py {stats,rank} [--zoos 0-5] [--cache DIR]
+Usage: python docs/relatedness_round11.py {stats,rank,levels} [--zoos 0-5] [--cache DIR] [--drop 86]
 The zoos and their default fields come from docs/relatedness_channels.py's cache (trained and extracted there
 when missing, about 4 minutes a zoo on one thread).
 """
@@ -165,14 +169,45 @@ def run_rank(zoos: list[int], cache: Path) -> None:
         print(f"{'the ground truth, half against half':<40}  {'':>13}  halves {level['ground_truth']:+.3f}")
 
 
+def run_levels(zoos: list[int], cache: Path, drop: list[int]) -> None:
+    anchors = load_anchors(RC.CFG.anchors)
+    kept = {}
+    for zoo in zoos:
+        data = RC.train_zoo(zoo, cache)
+        fields = RC.zoo_fields(zoo, cache, anchors, data)
+        kept[zoo] = {"distance": RC.gradient_regression(fields), "field_rank": [field_rank(j) for j in fields],
+                     "affinity": mean_loss_affinity(data)}
+        print(f"zoo {zoo} done", file=sys.stderr, flush=True)
+    largest = {z: float(np.nanmax(np.abs(k["affinity"]))) for z, k in kept.items()}
+    print(f"zoos {zoos}: task level (half the zoos' averaged distances and field ranks against the other half's "
+          "averaged affinities, 200 splits)\nlargest |affinity| per zoo: "
+          + " ".join(f"{z}:{v:.1f}" for z, v in largest.items()) + "\n")
+
+    def ranked(affinity: np.ndarray) -> np.ndarray:  # per target, the sources' ranks (the diagonal is never scored)
+        return np.apply_along_axis(rankdata, 0, np.nan_to_num(affinity, nan=-np.inf))
+
+    rows = {"all": list(kept.values()),
+            f"without zoo(s) {','.join(map(str, drop))}": [k for z, k in kept.items() if z not in drop],
+            "all, affinities as ranks per target": [k | {"affinity": ranked(k["affinity"])} for k in kept.values()]}
+    for name, zs in rows.items():
+        level = R.task_level_spearman(zs, RC.TASKS, methods={"field_distance": "distance", "modelgif": "distance"})
+        print(f"{name:<40}  G {level['methods']['field_distance']:+.3f}  R2 {level['methods']['modelgif']:+.3f}  "
+              f"the ground truth, half against half {level['ground_truth']:+.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("lever", choices=("stats", "rank"))
+    ap.add_argument("lever", choices=("stats", "rank", "levels"))
     ap.add_argument("--zoos", default="0-5", help="a range a-b, a comma list, or both (0-5,12-17)")
     ap.add_argument("--cache", default="/tmp/relatedness_channels")
+    ap.add_argument("--drop", default="", help="levels: zoos left out of its second row")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    {"stats": run_stats, "rank": run_rank}[args.lever](parse_zoos(args.zoos), Path(args.cache))
+    zoos, cache = parse_zoos(args.zoos), Path(args.cache)
+    if args.lever == "levels":
+        run_levels(zoos, cache, parse_zoos(args.drop) if args.drop else [])
+    else:
+        {"stats": run_stats, "rank": run_rank}[args.lever](zoos, cache)
 
 
 if __name__ == "__main__":
