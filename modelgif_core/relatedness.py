@@ -641,27 +641,35 @@ def hubness_centred(dist: np.ndarray) -> np.ndarray:
     return out
 
 
+def grouped_order(dist: np.ndarray, within: np.ndarray, groups: list[str]) -> np.ndarray:
+    """Per target b: the other encoders' groups (`groups`, one label per encoder) ordered by their mean of
+    dist[., b], nearest first, and within a group the encoders by within[., b], lowest first. Ranked like a
+    distance, but not one: block i of a target's groups lies in (i, i + 1]; the diagonal is 0."""
+    from scipy.stats import rankdata
+
+    dist, within = np.asarray(dist, dtype=float), np.asarray(within, dtype=float)
+    n = len(dist)
+    out = np.zeros((n, n))
+    for b in range(n):
+        blocks = [[a for a in range(n) if a != b and groups[a] == g] for g in sorted(set(groups))]
+        blocks = sorted((s for s in blocks if s), key=lambda same: dist[same, b].mean())
+        for i, same in enumerate(blocks):
+            out[same, b] = i + rankdata(within[same, b]) / len(same)
+    return out
+
+
 def dense_sources_by_field_rank(dist: np.ndarray, field_ranks: np.ndarray, kinds: list[str]) -> np.ndarray:
     """ModelGiF's order of each target's sources since round 11 (docs/BENCHMARKS.md), ranked like a distance.
 
     `dist` [source, target] (hubness-centred in the bench) decides, per target, which kind of source comes
     first (the kind whose sources it places nearer on average: its split between kinds, kept whole) and the
     order of the classification sources; the dense sources are ordered by `field_ranks`, highest first,
-    whatever the target. `kinds`: each encoder's task kind ("class" or "dense"). Not a distance: the value
-    only orders sources (block i of a target's kinds lies in (i, i + 1]); the diagonal is 0.
+    whatever the target. `kinds`: each encoder's task kind ("class" or "dense"). See `grouped_order`.
     """
-    from scipy.stats import rankdata
-
-    dist, ranks = np.asarray(dist, dtype=float), np.asarray(field_ranks, dtype=float)
-    n = len(dist)
-    out = np.zeros((n, n))
-    for b in range(n):
-        blocks = [[a for a in range(n) if a != b and kinds[a] == kind] for kind in sorted(set(kinds))]
-        blocks = sorted((s for s in blocks if s), key=lambda same: dist[same, b].mean())
-        for i, same in enumerate(blocks):
-            within = -ranks[same] if kinds[same[0]] == "dense" else dist[same, b]
-            out[same, b] = i + rankdata(within) / len(same)
-    return out
+    dist = np.asarray(dist, dtype=float)
+    dense = np.array(kinds) == "dense"
+    minus_rank = -np.asarray(field_ranks, dtype=float)[:, None]  # the same for every target
+    return grouped_order(dist, np.where(dense[:, None], minus_rank, dist), kinds)
 
 
 def _zoo_field_ranks(zoos: list[dict[str, Any]], method: str) -> np.ndarray | None:
