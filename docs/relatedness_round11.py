@@ -116,18 +116,15 @@ def tree_groups(dist: np.ndarray, groups: int) -> np.ndarray:
     return fcluster(linkage(squareform(sym, checks=False), "average"), groups, "maxclust")
 
 
-def blocks_first(h: np.ndarray, z: np.ndarray, labels) -> np.ndarray:
-    """Per target, the sources' groups (`labels`, one per encoder) ordered by their mean of h, and within a group
-    the sources by z (R10.kind_first for any grouping; block i lies in (i, i + 1], as in the core's
-    `dense_sources_by_field_rank`, which is this with the kinds, z = h for the classification sources and minus
-    the field rank for the dense ones)."""
-    n = len(h)
-    out = np.zeros_like(h)
-    for b in range(n):
-        blocks = [[a for a in range(n) if a != b and labels[a] == label] for label in sorted(set(labels))]
-        for i, same in enumerate(sorted((s for s in blocks if s), key=lambda same: h[same, b].mean())):
-            out[same, b] = i + rankdata(z[same, b]) / len(same)
-    return out
+# G and R2 as the core scores them from a zoo that `bench_zoo` keeps: method -> the key of its distances
+G_AND_R2 = {"field_distance": "distance", "modelgif": "distance"}
+
+
+def bench_zoo(fields: list[torch.Tensor], data: dict) -> dict:
+    """A zoo as the bench keeps it (G's distances, the field ranks, the affinity), for the core's own pooled and
+    task-level scores."""
+    return {"distance": RC.gradient_regression(fields), "field_rank": [field_rank(j) for j in fields],
+            "affinity": mean_loss_affinity(data)}
 
 
 def run_rank(zoos: list[int], cache: Path) -> None:
@@ -136,28 +133,27 @@ def run_rank(zoos: list[int], cache: Path) -> None:
 
     def distances_of(zoo: int, data: dict) -> dict[str, np.ndarray]:
         fields = RC.zoo_fields(zoo, cache, anchors, data)
-        g = RC.gradient_regression(fields)
+        kept.append(bench_zoo(fields, data))
+        g, ranks = kept[-1]["distance"], kept[-1]["field_rank"]
         h = R.hubness_centred(g)
-        ranks = [field_rank(j) for j in fields]
-        kept.append({"distance": g, "field_rank": ranks, "affinity": mean_loss_affinity(data)})
         rank, point = per_source(ranks), per_source([point_rank(j) for j in fields])
         return {"G, the bench's default": h,
-                "R, kinds by G, within by field rank": blocks_first(h, rank, R10.KINDS),
+                "R, kinds by G, within by field rank": R.grouped_order(h, rank, R10.KINDS),
                 # chosen after R failed to replicate on the 22 cached zoos; checked on fresh zoos 60-67 only
                 "R2, G with the dense sources by field rank": R.dense_sources_by_field_rank(h, ranks, R10.KINDS),
                 # the other forms tried on zoos 0-5 before R was chosen
                 "kinds by G, within by point rank": R10.kind_first(h, point),
                 "kinds by G, within by ranks of G and field rank":
                     R10.kind_first(h, R10.rank_within_kind(h) + R10.rank_within_kind(rank)),
-                "groups of G's tree (2), within by field rank": blocks_first(h, rank, tree_groups(g, 2)),
-                "groups of G's tree (3), within by field rank": blocks_first(h, rank, tree_groups(g, 3))}
+                "groups of G's tree (2), within by field rank": R.grouped_order(h, rank, tree_groups(g, 2)),
+                "groups of G's tree (3), within by field rank": R.grouped_order(h, rank, tree_groups(g, 3))}
 
     R10.run_distances(zoos, cache, "sources ordered within a kind by their field rank", distances_of)
     # The rows above pool and halve by averaging each zoo's matrix; for an order of blocks that averages ranks. The
     # bench averages the distances and the field ranks over the zoos, then orders: as here, by the core.
     methods = {"G, the bench's default until round 10": "field_distance", "R2, the bench's order since": "modelgif"}
     affinity = np.nanmean([z["affinity"] for z in kept], 0)
-    level = R.task_level_spearman(kept, RC.TASKS, methods={m: "distance" for m in methods.values()})
+    level = R.task_level_spearman(kept, RC.TASKS, methods=G_AND_R2)
     print("\npooled and task level as the bench computes them (distances and field ranks averaged over the zoos, "
           "then ordered)")
     for name, method in methods.items():
@@ -174,9 +170,7 @@ def run_levels(zoos: list[int], cache: Path, drop: list[int]) -> None:
     kept = {}
     for zoo in zoos:
         data = RC.train_zoo(zoo, cache)
-        fields = RC.zoo_fields(zoo, cache, anchors, data)
-        kept[zoo] = {"distance": RC.gradient_regression(fields), "field_rank": [field_rank(j) for j in fields],
-                     "affinity": mean_loss_affinity(data)}
+        kept[zoo] = bench_zoo(RC.zoo_fields(zoo, cache, anchors, data), data)
         print(f"zoo {zoo} done", file=sys.stderr, flush=True)
     largest = {z: float(np.nanmax(np.abs(k["affinity"]))) for z, k in kept.items()}
     print(f"zoos {zoos}: task level (half the zoos' averaged distances and field ranks against the other half's "
@@ -190,7 +184,7 @@ def run_levels(zoos: list[int], cache: Path, drop: list[int]) -> None:
             f"without zoo(s) {','.join(map(str, drop))}": [k for z, k in kept.items() if z not in drop],
             "all, affinities as ranks per target": [k | {"affinity": ranked(k["affinity"])} for k in kept.values()]}
     for name, zs in rows.items():
-        level = R.task_level_spearman(zs, RC.TASKS, methods={"field_distance": "distance", "modelgif": "distance"})
+        level = R.task_level_spearman(zs, RC.TASKS, methods=G_AND_R2)
         print(f"{name:<40}  G {level['methods']['field_distance']:+.3f}  R2 {level['methods']['modelgif']:+.3f}  "
               f"the ground truth, half against half {level['ground_truth']:+.3f}")
 
