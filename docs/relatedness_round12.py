@@ -1,0 +1,200 @@
+"""Round 12 of the relatedness bench: the ground truth over several zoos, and the order of the classification
+sources (docs/BENCHMARKS.md, "Round 12").
+
+  truth    part A (docs/PREREGISTRATION_ROUND12.md): how well half the zoos' ground truth predicts the other
+           half's (10 against 10, 200 splits, as the task level), for each way of averaging the zoos' ground
+           truths: the mean of the normalised affinities (the bench since round 7), the mean of each zoo's
+           per-target ranks of its sources, their median, the mean of Taskonomy's AHP affinities. No method.
+  level    the task level of G and R2 (the bench's ModelGiF order since round 11) against the ground truth
+           averaged as --truth says, and their per-zoo scores.
+  classes  part B, explored on the selection zoos 0-5: orders of the classification sources (within their
+           block; the dense ones by field rank, as R2) from the fields, blind to the target or not.
+  check    part B's check on fresh zoos: R3 (R2 with the classification sources ordered by the centred
+           reversed regression distance, chosen on zoos 0-5) against R2, per zoo and within each kind.
+
+Usage: python docs/relatedness_round12.py {truth,level,classes,check} [--zoos 0-5] [--cache DIR] [--truth ranks]
+The zoos, their default fields and per-example readout losses come from docs/relatedness_channels.py's and
+docs/relatedness_round8.py's caches (computed there when missing, about 4 minutes a zoo on one thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+warnings.filterwarnings("ignore", "Mean of empty slice")  # every zoo's diagonal is NaN: never scored
+warnings.filterwarnings("ignore", "All-NaN slice")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import relatedness_channels as RC  # noqa: E402
+import relatedness_round10 as R10  # noqa: E402
+from relatedness_round8 import mean_loss_affinity, per_example_losses  # noqa: E402
+from relatedness_round11 import G_AND_R2, bench_zoo, field_rank, participation_ratio, per_source  # noqa: E402
+from relatedness_task_level import parse_zoos  # noqa: E402
+
+from modelgif_core import relatedness as R  # noqa: E402
+from modelgif_core.anchors import load_anchors  # noqa: E402
+
+
+def target_ranks(affinity: np.ndarray) -> np.ndarray:
+    """Per target (column), its sources' ranks by affinity, 1 = the worst; the diagonal stays NaN."""
+    from scipy.stats import rankdata
+
+    out = np.full(affinity.shape, np.nan)
+    for b in range(affinity.shape[1]):
+        src = [a for a in range(affinity.shape[0]) if a != b]
+        out[src, b] = rankdata(affinity[src, b])
+    return out
+
+
+# how the zoos' ground truths [Z, T, T] are averaged into one, and which per-zoo truth each one averages
+AVERAGES: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
+    "mean": ("normalised", lambda a: np.nanmean(a, 0)),
+    "ranks": ("ranks", lambda a: np.nanmean(a, 0)),
+    "median": ("normalised", lambda a: np.nanmedian(a, 0)),
+    "ahp": ("ahp", lambda a: np.nanmean(a, 0))}
+
+
+def zoo_truths(zoo: int, cache: Path) -> dict[str, np.ndarray]:
+    data = RC.train_zoo(zoo, cache)
+    normalised = mean_loss_affinity(data)
+    ahp = R.ahp_affinity(per_example_losses(zoo, data, cache)[:-1])
+    np.fill_diagonal(ahp, np.nan)  # a target's own encoder is never scored
+    return {"normalised": normalised, "ranks": target_ranks(normalised), "ahp": ahp}
+
+
+def halves(dists: np.ndarray | None, truths: np.ndarray, average: Callable[[np.ndarray], np.ndarray],
+           splits: int = 200) -> float:
+    """As R.task_level_spearman (the same splits): one half's averaged distances (None: the negated averaged ground
+    truth of that half) against the other half's averaged ground truth."""
+    n = len(truths)
+    half, rng = n // 2, np.random.default_rng(0)
+    scores = []
+    for _ in range(splits):
+        o = rng.permutation(n)
+        first = -average(truths[o[:half]]) if dists is None else dists[o[:half]].mean(0)
+        scores.append(np.nanmean(list(R.per_task_spearman(first, average(truths[o[half:]]), RC.TASKS).values())))
+    return float(np.mean(scores))
+
+
+def run_truth(zoos: list[int], cache: Path, _: str) -> None:
+    truths = {z: zoo_truths(z, cache) for z in zoos}
+    largest = " ".join(f"{z}:{np.nanmax(np.abs(t['normalised'])):.1f}" for z, t in truths.items())
+    print(f"zoos {zoos}: the ground truth, half against half ({len(zoos) // 2} zoos against the rest, 200 splits)\n"
+          f"largest |normalised affinity| per zoo: {largest}\n")
+    for name, (key, average) in AVERAGES.items():
+        print(f"{name:<7} {halves(None, np.array([truths[z][key] for z in zoos]), average):+.3f}")
+
+
+def run_level(zoos: list[int], cache: Path, truth: str) -> None:
+    """G's and R2's task level as the bench computes it (distances and field ranks averaged over a half, then
+    ordered), against the other half's ground truth averaged as `truth`; and their per-zoo means."""
+    key, average = AVERAGES[truth]
+    anchors = load_anchors(RC.CFG.anchors)
+    kept = []
+    for zoo in zoos:
+        data = RC.train_zoo(zoo, cache)
+        kept.append(bench_zoo(RC.zoo_fields(zoo, cache, anchors, data), data) | {"truth": zoo_truths(zoo, cache)[key]})
+        print(f"zoo {zoo} done", file=sys.stderr, flush=True)
+    truths = np.array([k["truth"] for k in kept])
+    n, half, rng = len(kept), len(kept) // 2, np.random.default_rng(0)
+    orders = [rng.permutation(n) for _ in range(200)]
+    print(f"zoos {zoos}: task level against the ground truth averaged as '{truth}' (200 splits), and per zoo\n")
+    for name, method in {"G, the distance alone": "field_distance", "R2, the bench's order": "modelgif"}.items():
+        per_zoo = [np.nanmean(list(R.per_task_spearman(R.method_ranking([k], method, RC.TASKS, key="distance"),
+                                                       k["affinity"], RC.TASKS).values())) for k in kept]
+        level = np.mean([np.nanmean(list(R.per_task_spearman(
+            R.method_ranking([kept[i] for i in o[:half]], method, RC.TASKS, key="distance"),
+            average(truths[o[half:]]), RC.TASKS).values())) for o in orders])
+        print(f"{name:<24} task level {level:+.3f}   per zoo {np.mean(per_zoo):+.3f} "
+              f"({' '.join(f'{v:+.2f}' for v in per_zoo)})")
+    # R3 (part B), as the bench would average it: G's distances and the field ranks over the half, then ordered
+    per_zoo = [np.nanmean(list(R.per_task_spearman(r3(k["distance"], k["field_rank"]), k["affinity"],
+                                                   RC.TASKS).values())) for k in kept]
+    level = np.mean([np.nanmean(list(R.per_task_spearman(
+        r3(np.mean([kept[i]["distance"] for i in o[:half]], 0), np.mean([kept[i]["field_rank"] for i in o[:half]], 0)),
+        average(truths[o[half:]]), RC.TASKS).values())) for o in orders])
+    print(f"{'R3, part B':<24} task level {level:+.3f}   per zoo {np.mean(per_zoo):+.3f} "
+          f"({' '.join(f'{v:+.2f}' for v in per_zoo)})")
+    print(f"{'the ground truth':<24} task level {halves(None, truths, average):+.3f}")
+    assert set(G_AND_R2) == {"field_distance", "modelgif"}  # the two methods bench_zoo keeps
+
+
+def anchor_rank(fields: torch.Tensor) -> float:
+    """The participation ratio of the N x N Gram of the anchors' fields (each channel at unit norm, each anchor's
+    field over every channel, step and subspace dim): how many independent field patterns the anchors show."""
+    x = R10.unit_channels(fields).permute(1, 0, 2, 3).flatten(1)  # [N, C*K*64]
+    return participation_ratio(torch.linalg.eigvalsh(x @ x.T))
+
+
+def within_classes(h: np.ndarray, ranks: list[float], class_order: np.ndarray) -> np.ndarray:
+    """R2's blocks and dense order, with the classification sources ordered by `class_order` [source, target]."""
+    dense = np.array(R10.KINDS) == "dense"
+    return R.grouped_order(h, np.where(dense[:, None], per_source(ranks), class_order), R10.KINDS)
+
+
+def r3(g: np.ndarray, ranks: list[float]) -> np.ndarray:
+    """Part B's candidate: R2 with the classification sources ordered by the centred reversed regression distance
+    (g[B, A]: how badly target B's channel fields explain source A's), from G's raw distances g."""
+    return within_classes(R.hubness_centred(g), ranks, R.hubness_centred(g.T))
+
+
+def run_check(zoos: list[int], cache: Path, _: str) -> None:
+    """Part B's check (docs/PREREGISTRATION_ROUND12.md): R3 against R2 per zoo, and within each kind."""
+    anchors = load_anchors(RC.CFG.anchors)
+
+    def distances_of(zoo: int, data: dict) -> dict[str, np.ndarray]:
+        fields = RC.zoo_fields(zoo, cache, anchors, data)
+        g, ranks = RC.gradient_regression(fields), [field_rank(j) for j in fields]
+        return {"R2, the bench's order": R.dense_sources_by_field_rank(R.hubness_centred(g), ranks, R10.KINDS),
+                "R3, classification sources by G reversed": r3(g, ranks),
+                "G, the distance alone": R.hubness_centred(g)}
+
+    R10.run_distances(zoos, cache, "part B's check", distances_of)
+
+
+def run_classes(zoos: list[int], cache: Path, _: str) -> None:
+    anchors = load_anchors(RC.CFG.anchors)
+
+    def distances_of(zoo: int, data: dict) -> dict[str, np.ndarray]:
+        fields = RC.zoo_fields(zoo, cache, anchors, data)
+        g = RC.gradient_regression(fields)
+        h, ranks = R.hubness_centred(g), [field_rank(j) for j in fields]
+        sym = 0.5 * (g + g.T)
+        return {"R2, the bench's order": R.dense_sources_by_field_rank(h, ranks, R10.KINDS),
+                "classes by G raw (not centred)": within_classes(h, ranks, g),
+                "classes by G reversed (A's fields on B's)": r3(g, ranks),
+                "classes by G symmetrised": within_classes(h, ranks, R.hubness_centred(sym)),
+                "classes by G's source quality": within_classes(h, ranks, R10.kind_quality(g)),
+                "classes by uniqueness": within_classes(h, ranks, -R10.kind_quality(g.T)),
+                "classes by anchor rank": within_classes(h, ranks, per_source([anchor_rank(j) for j in fields])),
+                "classes by field rank (R)": within_classes(h, ranks, per_source(ranks)),
+                # not a method: the zoo's own transfers to the other targets of the target's kind
+                "classes by the ground truth's source quality":
+                    within_classes(h, ranks, R10.kind_quality(-mean_loss_affinity(data)))}
+
+    R10.run_distances(zoos, cache, "R2 with the classification sources ordered otherwise", distances_of)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("lever", choices=("truth", "level", "classes", "check"))
+    ap.add_argument("--zoos", default="0-5", help="a range a-b, a comma list, or both (0-5,90-109)")
+    ap.add_argument("--cache", default="/tmp/relatedness_channels")
+    ap.add_argument("--truth", default="ranks", choices=sorted(AVERAGES), help="level: how the zoos are averaged")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    lever = {"truth": run_truth, "level": run_level, "classes": run_classes, "check": run_check}[args.lever]
+    lever(parse_zoos(args.zoos), Path(args.cache), args.truth)
+
+
+if __name__ == "__main__":
+    main()
