@@ -513,18 +513,21 @@ def task_zoo_section(kind: str) -> None:
                            "mean of both directions.")
         centred = " (hubness-centred)" if result.get("centre") else ""
         reference = result.get("other_zoos_reference")
+        # pooled zoos are scored against their mean AHP affinities since round 12 (stored runs before: the mean
+        # normalised affinities)
+        zoos_truth = "AHP affinity" if result.get("zoos_truth") == "affinity_ahp" else "affinity"
         ranked = result.get("dense_sources") == "field rank"  # since round 11
         what = ("ModelGiF's order of each target's sources (the dense ones by their field rank, the others by "
                 f"field distance{', hubness-centred' if centred else ''})" if ranked else f"field distance{centred}")
         st.caption(f"Spearman between {what} and transfer affinity, mean "
                    f"over target tasks: {result['spearman_mean']:.3f} (the paper: -0.835 on Taskonomy). Closer "
                    "encoders should transfer better, so the expected sign is negative."
-                   + (f" Reference: the other zoos' mean affinity predicts each zoo's at "
+                   + (f" Reference: the other zoos' mean {zoos_truth} predicts each zoo's at "
                       f"{reference['spearman_mean']:.3f}." if reference else ""))
         level = result.get("task_level")
         if level:
             st.caption(f"Task level ({result['seeds']} zoos): {level['halves'][0]} zoos' averaged distances against "
-                       f"the other {level['halves'][1]}'s averaged affinities read {level['methods']['modelgif']:.3f} "
+                       f"the other {level['halves'][1]}'s mean {zoos_truth} read {level['methods']['modelgif']:.3f} "
                        f"(mean over {level['splits']} random splits); the ground truth itself, half against half, "
                        f"{level['ground_truth']:.3f}: no score can be certified beyond it.")
         if kind == "heatmap":
@@ -544,7 +547,7 @@ def task_zoo_section(kind: str) -> None:
                 st.caption("within class / within dense: each target ranks only its sources of one kind. "
                            "Classification encoders read out dense targets poorly and the reverse, so part of the "
                            "mean is that split alone; within a kind is how well a method orders similar encoders."
-                           + (f" The other zoos' mean affinity reads {reference} there." if reference else ""))
+                           + (f" The other zoos' mean {zoos_truth} reads {reference} there." if reference else ""))
 
 
 def _task_scores(result: dict[str, Any]) -> Any:

@@ -212,7 +212,7 @@ def main() -> None:
               + " ".join(f"{v:+.2f}" for v in scores[name])
               + f"  pooled {pooled:+.3f}  wins {wins}/{len(zoos)}, over M2 {wins_m2}")
     if len(zoos) > 1:
-        ref = R.other_zoos_reference([{"affinity": a} for a in affinities], TASKS)
+        ref = R.other_zoos_reference([{"affinity": a} for a in affinities], TASKS, truth="affinity")
         print(f"\nreference, each zoo's affinity predicted by the other zoos' mean affinity: "
               f"{ref['spearman_mean']:+.3f} (" + " ".join(f"{v:+.2f}" for v in ref["spearman_per_seed"]) + ")")
 

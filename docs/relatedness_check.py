@@ -112,7 +112,7 @@ def main() -> None:
         print(f"{name:<48} {means[0]:+.3f} ({means[1]:+.3f} / {means[2]:+.3f})  "
               + " ".join(f"{s[0]:+.2f}" for s in scores) + f"  pooled {pooled:+.3f}  wins {wins}/{len(zoos)}")
     if len(zoos) > 1:
-        ref = R.other_zoos_reference([{"affinity": affinity[z]} for z in zoos], tasks)
+        ref = R.other_zoos_reference([{"affinity": affinity[z]} for z in zoos], tasks, truth="affinity")
         print(f"\nreference, each zoo's affinity predicted by the other zoos' mean affinity: "
               f"{ref['spearman_mean']:+.3f} (" + " ".join(f"{v:+.2f}" for v in ref["spearman_per_seed"]) + ")")
 

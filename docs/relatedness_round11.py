@@ -153,7 +153,8 @@ def run_rank(zoos: list[int], cache: Path) -> None:
     # bench averages the distances and the field ranks over the zoos, then orders: as here, by the core.
     methods = {"G, the bench's default until round 10": "field_distance", "R2, the bench's order since": "modelgif"}
     affinity = np.nanmean([z["affinity"] for z in kept], 0)
-    level = R.task_level_spearman(kept, RC.TASKS, methods=G_AND_R2)
+    # the bench averaged the normalised affinities over zoos until round 12 (its AHP affinities since)
+    level = R.task_level_spearman(kept, RC.TASKS, methods=G_AND_R2, truth="affinity")
     print("\npooled and task level as the bench computes them (distances and field ranks averaged over the zoos, "
           "then ordered)")
     for name, method in methods.items():
@@ -184,7 +185,7 @@ def run_levels(zoos: list[int], cache: Path, drop: list[int]) -> None:
             f"without zoo(s) {','.join(map(str, drop))}": [k for z, k in kept.items() if z not in drop],
             "all, affinities as ranks per target": [k | {"affinity": ranked(k["affinity"])} for k in kept.values()]}
     for name, zs in rows.items():
-        level = R.task_level_spearman(zs, RC.TASKS, methods=G_AND_R2)
+        level = R.task_level_spearman(zs, RC.TASKS, methods=G_AND_R2, truth="affinity")
         print(f"{name:<40}  G {level['methods']['field_distance']:+.3f}  R2 {level['methods']['modelgif']:+.3f}  "
               f"the ground truth, half against half {level['ground_truth']:+.3f}")
 

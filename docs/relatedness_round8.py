@@ -63,7 +63,7 @@ def task_level(dists: list[np.ndarray], affs: list[np.ndarray]) -> tuple[float, 
     """The core's task level (10 zoos' averaged distances against the other 10's averaged affinities, 200
     splits) on distances centred already, and the ground truth's own half-against-half agreement."""
     level = R.task_level_spearman([{"affinity": a, "d": d} for d, a in zip(dists, affs, strict=True)], TASKS,
-                                  centre=False, methods={"d": "d"})
+                                  centre=False, methods={"d": "d"}, truth="affinity")
     return (level["methods"]["d"], level["ground_truth"]) if level else (float("nan"), float("nan"))  # < 4 zoos
 
 

@@ -89,7 +89,7 @@ def main() -> None:
     aff = np.array(affinity)  # [Z, T, T]
     # the bench's own task level (every method's distances hubness-centred, as the bench scores them)
     level = R.task_level_spearman([{"affinity": a, **{k: v[i] for k, v in dist.items()}} for i, a in enumerate(aff)],
-                                  RC.TASKS, splits=args.splits, methods={k: k for k in dist})
+                                  RC.TASKS, splits=args.splits, methods={k: k for k in dist}, truth="affinity")
     centred = {k: np.array([R.hubness_centred(d) for d in v]) for k, v in dist.items()}
     n = len(zoos)
     half, rest = level["halves"]

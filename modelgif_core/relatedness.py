@@ -38,7 +38,8 @@ every field target x curve part x space, raw and centred (the earlier defaults a
 `per-channel`, compared by channel CKA; `channel-scaled`, the channels' summed field compared by
 cosine per point). With 4 or more zoos, the task level too (`task_level_spearman`): half the zoos'
 averaged distances against the other half's averaged affinities, beside the ground truth's own
-half-against-half agreement.
+half-against-half agreement. Wherever zoos are pooled, their ground truth is averaged as Taskonomy's AHP
+affinities (`zoos_affinity`, round 12); each zoo's own score stays against its normalised affinities.
 """
 
 from __future__ import annotations
@@ -809,10 +810,29 @@ def _run_seed(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor, x_t
     return out
 
 
-def pooled_spearman(seeds: list[dict[str, Any]], tasks: list[str],
-                    affinity_key: str = "affinity", centre: bool = True) -> dict[str, Any]:
-    """Scores on the seed-averaged affinity and distance matrices (and field ranks; less noise than one zoo)."""
-    aff = np.nanmean([s[affinity_key] for s in seeds], axis=0)
+# which of each zoo's ground truths is averaged where scores pool zoos (round 12): Taskonomy's AHP affinities
+ZOOS_TRUTH = "affinity_ahp"
+
+
+def zoos_affinity(zoos: list[dict[str, Any]], truth: str = ZOOS_TRUTH) -> np.ndarray:
+    """Several zoos' transfer affinities as one ground truth, for the scores that pool zoos (pooled, the task level,
+    the other zoos' reference): the mean over the zoos of each zoo's `truth` matrix, Taskonomy's AHP affinities.
+
+    AHP's priorities sum to 1 per target, whatever the scale of the losses. The normalised affinities divide by the
+    gap between the target's own encoder and the untrained one; where that gap is small they reach the hundreds,
+    and one zoo then decided the mean (round 11: zoo 86, up to 339; the ground truth's halves agreed at -0.736).
+    Chosen on the ground truth's own half-against-half agreement on fresh zoos 90-109, before any method was scored
+    there: the mean of AHP -0.860, of the normalised affinities -0.838, of their per-target ranks -0.825, their
+    median -0.816 (docs/BENCHMARKS.md, round 12). A zoo's own scores stay against its normalised affinities.
+    """
+    return np.nanmean([np.asarray(z[truth], dtype=float) for z in zoos], axis=0)
+
+
+def pooled_spearman(seeds: list[dict[str, Any]], tasks: list[str], centre: bool = True,
+                    truth: str = ZOOS_TRUTH) -> dict[str, Any]:
+    """Scores on the seed-averaged distance matrices (and field ranks; less noise than one zoo) against the
+    zoos' averaged ground truth (`zoos_affinity`)."""
+    aff = zoos_affinity(seeds, truth)
     out = {}
     for method in METHODS:
         per_task = per_task_spearman(method_ranking(seeds, method, tasks, centre), aff, tasks)
@@ -821,8 +841,10 @@ def pooled_spearman(seeds: list[dict[str, Any]], tasks: list[str],
     return out
 
 
-def other_zoos_reference(seeds: list[dict[str, Any]], tasks: list[str]) -> dict[str, Any] | None:
-    """How well the other zoos' mean affinity predicts each zoo's own (None with one zoo).
+def other_zoos_reference(seeds: list[dict[str, Any]], tasks: list[str],
+                         truth: str = ZOOS_TRUTH) -> dict[str, Any] | None:
+    """How well the other zoos' averaged ground truth (`zoos_affinity`) predicts each zoo's own affinity (None
+    with one zoo).
 
     The encoders of one zoo transfer idiosyncratically (measured: a second zoo's affinities predict
     a zoo's at about -0.62, repeated readouts of the same encoders at about -0.90), so this is the
@@ -830,13 +852,13 @@ def other_zoos_reference(seeds: list[dict[str, Any]], tasks: list[str]) -> dict[
     """
     if len(seeds) < 2:
         return None
-    return _summary([per_task_spearman(_other_zoos_distance(seeds, i), np.asarray(s["affinity"]), tasks)
+    return _summary([per_task_spearman(_other_zoos_distance(seeds, i, truth), np.asarray(s["affinity"]), tasks)
                      for i, s in enumerate(seeds)])
 
 
-def _other_zoos_distance(seeds: list[dict[str, Any]], i: int) -> np.ndarray:
-    """Zoo i's reference "distance": minus the other zoos' mean affinity (high affinity = near)."""
-    return -np.nanmean([o["affinity"] for j, o in enumerate(seeds) if j != i], axis=0)
+def _other_zoos_distance(seeds: list[dict[str, Any]], i: int, truth: str) -> np.ndarray:
+    """Zoo i's reference "distance": minus the other zoos' averaged ground truth (high affinity = near)."""
+    return -zoos_affinity([o for j, o in enumerate(seeds) if j != i], truth)
 
 
 def _nanmean(values: Any) -> float:
@@ -844,7 +866,8 @@ def _nanmean(values: Any) -> float:
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
-def within_kind_spearman(seeds: list[dict[str, Any]], tasks: list[str], centre: bool = True) -> dict[str, Any]:
+def within_kind_spearman(seeds: list[dict[str, Any]], tasks: list[str], centre: bool = True,
+                         truth: str = ZOOS_TRUTH) -> dict[str, Any]:
     """Per kind of task ("class", "dense"): each method's score when every target ranks only its sources of
     that kind, the mean over targets and zoos; with 2 or more zoos also the other zoos' reference.
 
@@ -855,7 +878,8 @@ def within_kind_spearman(seeds: list[dict[str, Any]], tasks: list[str], centre: 
     pairs = {m: [(method_ranking([s], m, tasks, centre), np.asarray(s["affinity"])) for s in seeds]  # once, every kind
              for m in METHODS}
     if len(seeds) >= 2:
-        pairs["other_zoos"] = [(_other_zoos_distance(seeds, i), np.asarray(s["affinity"])) for i, s in enumerate(seeds)]
+        pairs["other_zoos"] = [(_other_zoos_distance(seeds, i, truth), np.asarray(s["affinity"]))
+                               for i, s in enumerate(seeds)]
     out: dict[str, Any] = {}
     for kind in sorted({TASKS[t][0].kind for t in tasks}):
         sources = [t for t in tasks if TASKS[t][0].kind == kind]
@@ -866,11 +890,11 @@ def within_kind_spearman(seeds: list[dict[str, Any]], tasks: list[str], centre: 
     return out
 
 
-def task_level_spearman(seeds: list[dict[str, Any]], tasks: list[str], splits: int = 200,
-                        centre: bool = True, methods: dict[str, str] | None = None) -> dict[str, Any] | None:
+def task_level_spearman(seeds: list[dict[str, Any]], tasks: list[str], splits: int = 200, centre: bool = True,
+                        methods: dict[str, str] | None = None, truth: str = ZOOS_TRUTH) -> dict[str, Any] | None:
     """The task level: the zoos split at random into two halves, one half's averaged distances scored
-    against the other half's averaged affinities (no zoo on both sides), the mean over `splits` splits;
-    beside it the ground truth's own agreement, one half's averaged affinities against the other's.
+    against the other half's averaged ground truth (`zoos_affinity`; no zoo on both sides), the mean over
+    `splits` splits; beside it the ground truth's own agreement, one half's average against the other's.
 
     A zoo's encoders transfer idiosyncratically, so one zoo's affinities are partly about its encoders;
     averaged over zoos they are about the tasks, as Taskonomy's are. The ground truth's half-vs-half
@@ -882,12 +906,14 @@ def task_level_spearman(seeds: list[dict[str, Any]], tasks: list[str], splits: i
     if n < 4:
         return None
     half = n // 2
-    aff = np.array([s["affinity"] for s in seeds], dtype=float)  # [Z, T, T]
     rng = np.random.default_rng(0)
     orders = [rng.permutation(n) for _ in range(splits)]
 
     def mean_spearman(dist: np.ndarray, affinity: np.ndarray) -> float:
         return float(np.nanmean(list(per_task_spearman(dist, affinity, tasks).values())))
+
+    def half_truth(zoos: np.ndarray) -> np.ndarray:
+        return zoos_affinity([seeds[i] for i in zoos], truth)
 
     scores = {}
     for method, key in (methods or METHODS).items():
@@ -895,10 +921,10 @@ def task_level_spearman(seeds: list[dict[str, Any]], tasks: list[str], splits: i
         ranks = _zoo_field_ranks(seeds, method)
         scores[method] = float(np.mean([mean_spearman(
             _ranking(dist[o[:half]].mean(0), None if ranks is None else ranks[o[:half]].mean(0), tasks, centre),
-            np.nanmean(aff[o[half:]], 0)) for o in orders]))
-    truth = float(np.mean([mean_spearman(-np.nanmean(aff[o[:half]], 0), np.nanmean(aff[o[half:]], 0))
-                           for o in orders]))  # high affinity = near
-    return {"halves": [half, n - half], "splits": splits, "methods": scores, "ground_truth": truth}
+            half_truth(o[half:])) for o in orders]))
+    agreement = float(np.mean([mean_spearman(-half_truth(o[:half]), half_truth(o[half:]))
+                               for o in orders]))  # high affinity = near
+    return {"halves": [half, n - half], "splits": splits, "methods": scores, "ground_truth": agreement}
 
 
 def _mean_dict(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -954,6 +980,7 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None, seeds: int | 
         "task_level": task_level_spearman(seeds, tasks, centre=cfg.centre),
         "within_kind": within_kind_spearman(seeds, tasks, centre=cfg.centre),
         "dense_sources": "field rank",  # since round 11: ModelGiF orders each target's dense sources by field rank
+        "zoos_truth": ZOOS_TRUTH,  # since round 12: pooled zoos are scored against their averaged AHP affinities
         "per_seed": seeds, "paper_spearman_mean": -0.835,
         "seconds": round(time.perf_counter() - start, 1),
         "task_kinds": {t: TASKS[t][0].kind for t in tasks},
@@ -1016,9 +1043,13 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"{t:<12}" + "".join(f" {scores[k]['spearman_per_task'][t]:>9.3f}" for _, k in cols))
     lines.append(f"{'mean':<12}" + "".join(f" {scores[k]['spearman_mean']:>9.3f}" for _, k in cols))
     pooled = result["pooled_over_seeds"]
+    # what pooled zoos are scored against: their mean AHP affinities since round 12 (stored runs before, the mean
+    # normalised affinities)
+    zoos_truth = "AHP affinity" if result.get("zoos_truth") == "affinity_ahp" else "affinity"
     if result["seeds"] > 1:
         lines.append(f"{'pooled':<12}" + "".join(f" {pooled[k]['spearman_mean']:>9.3f}" for _, k in cols)
-                     + "   (on the seed-averaged matrices)")
+                     + ("   (seed-averaged distances against the seeds' mean AHP affinity)"
+                        if zoos_truth != "affinity" else "   (on the seed-averaged matrices)"))
         for i in range(result["seeds"]):
             lines.append(f"{'seed ' + str(i):<12}"
                          + "".join(f" {scores[k]['spearman_per_seed'][i]:>9.3f}" for _, k in cols))
@@ -1037,7 +1068,7 @@ def format_table(result: dict[str, Any]) -> str:
     ref = result.get("other_zoos_reference")
     if ref is not None:
         lines.append(f"{'other zoos':<12} {ref['spearman_mean']:>9.3f}   (reference: each zoo's affinity predicted "
-                     "by the other zoos' mean affinity, a perfect task-level predictor; per seed "
+                     f"by the other zoos' mean {zoos_truth}, a perfect task-level predictor; per seed "
                      + " ".join(f"{v:.3f}" for v in ref["spearman_per_seed"]) + ")")
     kind_names = {"class": "classification", "dense": "dense"}
     for kind, row in result.get("within_kind", {}).items():  # runs before round 10 have none
@@ -1048,7 +1079,7 @@ def format_table(result: dict[str, Any]) -> str:
     if level is not None:
         lines.append(f"{'task level':<12}" + "".join(f" {level['methods'][k]:>9.3f}" for _, k in cols)
                      + f"   ({level['halves'][0]} zoos' averaged distances against the other {level['halves'][1]}'s "
-                     f"averaged affinities, {level['splits']} random splits; the ground truth itself, half against "
+                     f"mean {zoos_truth}, {level['splits']} random splits; the ground truth itself, half against "
                      f"half: {level['ground_truth']:.3f})")
     few = result["seeds"] <= 4  # more zoos' scores do not fit a row: the rows above list them
     lines += ["", "field variants (target|curve|space), each ranked by its distance alone; earlier defaults: "

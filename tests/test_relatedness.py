@@ -38,6 +38,7 @@ from modelgif_core.relatedness import (
     normalise_affinity,
     other_zoos_reference,
     per_task_spearman,
+    pooled_spearman,
     random_encoder,
     run_bench,
     spearman,
@@ -47,6 +48,7 @@ from modelgif_core.relatedness import (
     transfer_losses,
     within_kind_spearman,
     zoo_transfer_losses,
+    zoos_affinity,
 )
 
 
@@ -124,18 +126,46 @@ def test_other_zoos_reference_is_perfect_for_repeated_zoos_and_absent_for_one():
     rng = np.random.default_rng(0)
     aff = rng.normal(size=(4, 4))
     np.fill_diagonal(aff, 1.0)
-    same = [{"affinity": aff.tolist()}, {"affinity": aff.tolist()}]
+    same = [{"affinity": aff.tolist(), "affinity_ahp": aff.tolist()}] * 2
     ref = other_zoos_reference(same, tasks)
     assert ref["spearman_mean"] == pytest.approx(-1.0) and ref["spearman_per_seed"] == pytest.approx([-1.0, -1.0])
     # a zoo whose affinities rank the sources in reverse is predicted at +1 (wrong way round)
-    flipped = [{"affinity": aff.tolist()}, {"affinity": (-aff).tolist()}]
+    flipped = [same[0], {"affinity": (-aff).tolist(), "affinity_ahp": (-aff).tolist()}]
     assert other_zoos_reference(flipped, tasks)["spearman_mean"] == pytest.approx(1.0)
     assert other_zoos_reference(same[:1], tasks) is None
 
 
-def _zoo(affinity: np.ndarray, distance: np.ndarray) -> dict:
-    """One zoo's result as the bench keeps it: its affinity and every method's distance matrix."""
-    return {"affinity": affinity.tolist(), **{key: distance.tolist() for key in METHODS.values()}}
+def _zoo(affinity: np.ndarray, distance: np.ndarray, ahp: np.ndarray | None = None) -> dict:
+    """One zoo's result as the bench keeps it: its affinity (AHP's too, the same unless given) and every method's
+    distance matrix."""
+    return {"affinity": affinity.tolist(), "affinity_ahp": (affinity if ahp is None else ahp).tolist(),
+            **{key: distance.tolist() for key in METHODS.values()}}
+
+
+def test_zoos_are_pooled_on_their_ahp_affinities_and_one_exploding_zoo_decides_nothing():
+    """Round 11's zoo 86: a target whose own encoder barely beats the untrained one has normalised affinities in
+    the hundreds, and a mean of them was that one zoo. Pooled scores, the task level and the other zoos'
+    reference average the zoos' AHP affinities instead (each target's priorities sum to 1)."""
+    tasks = ["a", "b", "c", "d", "e"]
+    rng = np.random.default_rng(3)
+    aff = rng.uniform(size=(5, 5))
+    np.fill_diagonal(aff, 1.0)
+    ahp = aff / (aff.sum(0) - 1.0)  # the same order per target, priorities summing to 1 (the diagonal aside)
+    np.fill_diagonal(ahp, 1.0)
+    exploding = aff.copy()
+    exploding[1:, 0] = -1000.0 * aff[1:, 0]  # target a: the sources in reverse, a thousand times the scale
+    zoos = [_zoo(aff, 1.0 - aff, ahp) for _ in range(5)] + [_zoo(exploding, 1.0 - aff, ahp)]
+    np.testing.assert_allclose(zoos_affinity(zoos), ahp)
+    np.testing.assert_allclose(zoos_affinity(zoos[:2], truth="affinity"), aff)
+    assert other_zoos_reference(zoos, tasks)["spearman_per_seed"][0] == pytest.approx(-1.0)
+    level = task_level_spearman(zoos, tasks, splits=20, centre=False)
+    assert level["ground_truth"] == pytest.approx(-1.0) and level["methods"]["modelgif"] == pytest.approx(-1.0)
+    assert pooled_spearman(zoos, tasks, centre=False)["modelgif"]["spearman_per_task"]["a"] == pytest.approx(-1.0)
+    # averaged as normalised affinities (the bench until round 12), the one zoo turns target a round
+    assert pooled_spearman(zoos, tasks, centre=False, truth="affinity")["modelgif"]["spearman_per_task"]["a"] == \
+        pytest.approx(1.0)
+    # and the other zoos' reference for target a, in every zoo (the five others' mean is the exploding one's reverse)
+    assert other_zoos_reference(zoos, tasks, truth="affinity")["spearman_per_task"]["a"] == pytest.approx(1.0)
 
 
 def test_per_task_spearman_over_some_sources_only():
@@ -517,6 +547,14 @@ def test_tiny_end_to_end_run_and_json_contract():
     assert len(result["other_zoos_reference"]["spearman_per_seed"]) == 2
     pooled = result["pooled_over_seeds"]["modelgif"]["spearman_per_task"]
     assert set(pooled) == set(cfg.tasks)
+    # pooled zoos are scored against their averaged AHP affinities (round 12), each zoo against its own affinities
+    assert result["zoos_truth"] == "affinity_ahp"
+    ahp_mean = np.mean([s["affinity_ahp"] for s in result["per_seed"]], 0)
+    assert pooled == per_task_spearman(method_ranking(result["per_seed"], "modelgif", list(cfg.tasks)), ahp_mean,
+                                       list(cfg.tasks))
+    other = result["per_seed"][1]
+    assert result["other_zoos_reference"]["spearman_per_seed"][0] == pytest.approx(np.mean(list(per_task_spearman(
+        -np.array(other["affinity_ahp"]), np.array(result["per_seed"][0]["affinity"]), list(cfg.tasks)).values())))
     seed = result["per_seed"][0]
     dist = np.array(seed["distance"])
     # the regression is asymmetric (source row, target column), and every encoder is at 0 from itself
@@ -549,8 +587,8 @@ def test_tiny_end_to_end_run_and_json_contract():
     assert f"{result['ahp']['modelgif']['spearman_mean']:.3f}" in row.split()
     assert "ModelGiF" in table and "lin. CKA" in table and "feat.reg." in table and "autoencode" in table
     assert "dist.only" in table and "dense sources by their field rank" in table
-    assert "pooled" in table
-    assert "other zoos" in table
+    assert "pooled" in table and "against the seeds' mean AHP affinity" in table
+    assert "other zoos" in table and "by the other zoos' mean AHP affinity" in table
     # 3 classification tasks and 1 dense: only the dense target has 3 sources of one kind (classification)
     assert set(result["within_kind"]) == {"class"}
     within = result["within_kind"]["class"]
@@ -604,11 +642,12 @@ def test_tiny_end_to_end_run_and_json_contract():
     # shown rounded to 3 decimals: off by at most half a unit in the last (0.3125 shows as 0.312)
     assert scores.loc["mean", "ModelGiF"] == pytest.approx(result["spearman_mean"], abs=5e-4 + 1e-9)
     captions = " ".join(c.value for c in at.caption)
-    assert "other zoos' mean affinity" in captions and "share of the column encoder's channel fields" in captions
+    assert "other zoos' mean AHP affinity" in captions and "share of the column encoder's channel fields" in captions
     assert "ranked as Taskonomy ranks them" in captions
     assert "the dense ones by their field rank, the others by field distance, hubness-centred" in captions
     assert "Field rank: the effective number" in captions
-    assert f"The other zoos' mean affinity reads class {result['within_kind']['class']['other_zoos']:.3f}" in captions
+    assert f"The other zoos' mean AHP affinity reads class {result['within_kind']['class']['other_zoos']:.3f}" \
+        in captions
     assert "Task level" not in captions
     # a run of 4 or more zoos adds the task level: a row of the scores and what the ground truth certifies
     _save_last({**result, "task_level": level})
@@ -619,10 +658,11 @@ def test_tiny_end_to_end_run_and_json_contract():
     assert scores.loc["task level", "feature regression"] == pytest.approx(
         level["methods"]["feature_regression"], abs=5e-4 + 1e-9)
     captions = " ".join(c.value for c in at.caption)
-    assert f"half against half, {level['ground_truth']:.3f}" in captions
+    assert f"half against half, {level['ground_truth']:.3f}" in captions and "other 2's mean AHP affinity" in captions
     # a run stored before round 8 has no AHP scores, nor (before round 10) within-kind ones, nor (before round 11)
     # field ranks: the page shows the rest, without their rows, columns or captions
-    old = {k: v for k, v in result.items() if k not in ("ahp", "within_kind", "dense_sources")}
+    # nor (before round 12) zoos pooled on their AHP affinities: its captions say the mean affinity
+    old = {k: v for k, v in result.items() if k not in ("ahp", "within_kind", "dense_sources", "zoos_truth")}
     _save_last({**old, "baselines": {k: v for k, v in result["baselines"].items() if k != "field_distance"}})
     at.switch_page("app_pages/distances.py").run()
     assert not at.exception
@@ -631,6 +671,7 @@ def test_tiny_end_to_end_run_and_json_contract():
     captions = " ".join(c.value for c in at.caption)
     assert "ranked as Taskonomy" not in captions and "within class / within dense" not in captions
     assert "Field rank" not in captions and "Spearman between field distance (hubness-centred)" in captions
+    assert "other zoos' mean affinity predicts" in captions and "AHP" not in captions
 
 
 def test_unknown_tasks_and_anchors_off_the_digits_grid_are_refused_before_training():
