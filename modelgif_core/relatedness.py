@@ -1082,15 +1082,18 @@ def format_table(result: dict[str, Any]) -> str:
                      f"mean {zoos_truth}, {level['splits']} random splits; the ground truth itself, half against "
                      f"half: {level['ground_truth']:.3f})")
     few = result["seeds"] <= 4  # more zoos' scores do not fit a row: the rows above list them
+    several = result["seeds"] > 1  # one zoo pools nothing (its pooled score is its AHP one), as the rows above
     lines += ["", "field variants (target|curve|space), each ranked by its distance alone; earlier defaults: "
               "per-channel|all|subspace (round 4), "
               "channel-scaled|all|subspace (round 3), channel-scaled|early|pixels (round 2), feature-max|all|pixels "
               "(first)",
-              f"{'variant':<48} {'mean':>7} {'pooled':>7}" + (f" {'task lvl':>8}" if level else "")
+              f"{'variant':<48} {'mean':>7}" + (f" {'pooled':>7}" if several else "")
+              + (f" {'task lvl':>8}" if level else "")
               + (f" {'per seed':>24}" if few else "") + f" {'raw':>7} {other:>7}"]
     for k in (m for m in scores if m.startswith("modelgif[")):
         raw_mean = raw[k]["spearman_mean"] if raw is not None else float("nan")
-        lines.append(f"{k:<48} {scores[k]['spearman_mean']:>7.3f} {pooled[k]['spearman_mean']:>7.3f}"
+        lines.append(f"{k:<48} {scores[k]['spearman_mean']:>7.3f}"
+                     + (f" {pooled[k]['spearman_mean']:>7.3f}" if several else "")
                      + (f" {level['methods'][k]:>8.3f}" if level else "")
                      + (f" {' '.join(f'{v:.3f}' for v in scores[k]['spearman_per_seed']):>24}" if few else "")
                      + f" {raw_mean:>7.3f} {o[k]['spearman_mean']:>7.3f}")

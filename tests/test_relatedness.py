@@ -588,6 +588,10 @@ def test_tiny_end_to_end_run_and_json_contract():
     assert "ModelGiF" in table and "lin. CKA" in table and "feat.reg." in table and "autoencode" in table
     assert "dist.only" in table and "dense sources by their field rank" in table
     assert "pooled" in table and "against the seeds' mean AHP affinity" in table
+    header = next(line for line in table.splitlines() if line.startswith("variant"))
+    assert header.split()[:3] == ["variant", "mean", "pooled"]
+    # one zoo pools nothing: neither the pooled row nor the variants' pooled column (it would be its AHP score)
+    assert "pooled" not in format_table({**result, "seeds": 1})
     assert "other zoos" in table and "by the other zoos' mean AHP affinity" in table
     # 3 classification tasks and 1 dense: only the dense target has 3 sources of one kind (classification)
     assert set(result["within_kind"]) == {"class"}
