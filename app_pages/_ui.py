@@ -481,6 +481,7 @@ def task_zoo_section(kind: str) -> None:
     """The mini-Taskonomy's task encoders from the last `modelgif bench relatedness`, if it ran:
     their field distances as a similarity tree (kind="heatmap") or a map (kind="map")."""
     from modelgif_core import figures, last_relatedness_result
+    from modelgif_core.relatedness import zoos_truth_name
 
     result = last_relatedness_result(store_root())
     if not result:
@@ -513,9 +514,7 @@ def task_zoo_section(kind: str) -> None:
                            "mean of both directions.")
         centred = " (hubness-centred)" if result.get("centre") else ""
         reference = result.get("other_zoos_reference")
-        # pooled zoos are scored against their mean AHP affinities since round 12 (stored runs before: the mean
-        # normalised affinities)
-        zoos_truth = "AHP affinity" if result.get("zoos_truth") == "affinity_ahp" else "affinity"
+        zoos_truth = zoos_truth_name(result)  # what pooled zoos are scored against (AHP since round 12)
         ranked = result.get("dense_sources") == "field rank"  # since round 11
         what = ("ModelGiF's order of each target's sources (the dense ones by their field rank, the others by "
                 f"field distance{', hubness-centred' if centred else ''})" if ranked else f"field distance{centred}")

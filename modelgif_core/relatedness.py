@@ -828,6 +828,12 @@ def zoos_affinity(zoos: list[dict[str, Any]], truth: str = ZOOS_TRUTH) -> np.nda
     return np.nanmean([np.asarray(z[truth], dtype=float) for z in zoos], axis=0)
 
 
+def zoos_truth_name(result: dict[str, Any]) -> str:
+    """What a stored run's pooled scores read against, in words: the zoos' mean AHP affinity since round 12, their
+    mean (normalised) affinity before."""
+    return "AHP affinity" if result.get("zoos_truth") == "affinity_ahp" else "affinity"
+
+
 def pooled_spearman(seeds: list[dict[str, Any]], tasks: list[str], centre: bool = True,
                     truth: str = ZOOS_TRUTH) -> dict[str, Any]:
     """Scores on the seed-averaged distance matrices (and field ranks; less noise than one zoo) against the
@@ -1043,9 +1049,7 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"{t:<12}" + "".join(f" {scores[k]['spearman_per_task'][t]:>9.3f}" for _, k in cols))
     lines.append(f"{'mean':<12}" + "".join(f" {scores[k]['spearman_mean']:>9.3f}" for _, k in cols))
     pooled = result["pooled_over_seeds"]
-    # what pooled zoos are scored against: their mean AHP affinities since round 12 (stored runs before, the mean
-    # normalised affinities)
-    zoos_truth = "AHP affinity" if result.get("zoos_truth") == "affinity_ahp" else "affinity"
+    zoos_truth = zoos_truth_name(result)
     if result["seeds"] > 1:
         lines.append(f"{'pooled':<12}" + "".join(f" {pooled[k]['spearman_mean']:>9.3f}" for _, k in cols)
                      + ("   (seed-averaged distances against the seeds' mean AHP affinity)"
