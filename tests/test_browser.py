@@ -194,3 +194,42 @@ def test_a_page_url_is_the_first_request_of_a_fresh_server(tmp_path, browser, pa
         _no_exception(page)
         assert page.locator('[data-testid="stSidebarNav"] a', has_text="Home").count() == 1
         page.close()
+
+
+def test_the_task_zoo_and_its_scores_in_a_real_browser(_isolated_home, browser):
+    """Issue 5's views, after a (tiny) `modelgif bench relatedness` of 4 zoos: Distances shows the task zoo's
+    similarity tree and its scores, the task level against the zoos' mean AHP affinity among them; Zoo map
+    places the tasks, each point named."""
+    from modelgif_core.relatedness import BenchConfig, run_bench
+
+    cfg = BenchConfig(tasks=("digit", "parity", "rotation", "autoencode"), seeds=1, epochs=1, width=8,
+                      transfer_train=200, readout_steps=30, anchors="cutmix:digits:500:8:0", steps=3)
+    result = run_bench(cfg=cfg, seeds=4)  # kept in the store, as the CLI keeps it
+    level = result["task_level"]
+    with _streamlit(_isolated_home) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/distances")
+        page.get_by_text("Task zoo: 4 digit tasks").click()  # the expander
+        page.wait_for_function(f"() => {PLOTS}.some(g => g.data.some(t => t.type === 'heatmap' && "
+                               "t.y && t.y.length === 4))", timeout=60_000)
+        heat = _eval(page, "plots.find(g => g.data.some(t => t.type === 'heatmap'))._fullData"
+                           ".find(t => t.type === 'heatmap')")
+        assert sorted(heat["y"]) == sorted(cfg.tasks)
+        text = page.locator('[data-testid="stExpander"]').first.inner_text()
+        assert f"the other 2's mean AHP affinity read {level['methods']['modelgif']:.3f}" in text
+        assert f"half against half, {level['ground_truth']:.3f}" in text
+        assert f"mean over target tasks: {result['spearman_mean']:.3f}" in text
+        assert page.locator('[data-testid="stExpander"] [data-testid="stDataFrame"]').count() == 1
+        _no_exception(page)
+        _shot(page, "6-task-zoo-tree")
+
+        page.goto(f"{url}/zoo_map")
+        page.get_by_text("Task zoo: 4 digit tasks").click()
+        page.wait_for_function(f"() => {PLOTS}.some(g => g.data.some(t => t.mode === 'markers+text'))",
+                               timeout=60_000)
+        names = _eval(page, "plots.find(g => g.data.some(t => t.mode === 'markers+text'))"
+                            ".data.flatMap(t => t.text)")
+        assert sorted(names) == sorted(cfg.tasks)
+        _no_exception(page)
+        _shot(page, "7-task-zoo-map")
+        page.close()
