@@ -11,8 +11,13 @@ sources (docs/BENCHMARKS.md, "Round 12").
            block; the dense ones by field rank, as R2) from the fields, blind to the target or not.
   check    part B's check on fresh zoos: R3 (R2 with the classification sources ordered by the centred
            reversed regression distance, chosen on zoos 0-5) against R2, per zoo and within each kind.
+  rsa      explored on zoos 0-5 after the check, with no bar: the classification sources ordered by field RSA
+           (do two encoders' fields group the anchors alike?).
+  sources  a diagnostic, no bar: each classification source's mean rank per classification target, by the
+           ground truth and by G.
 
-Usage: python docs/relatedness_round12.py {truth,level,classes,check} [--zoos 0-5] [--cache DIR] [--truth ranks]
+Usage: python docs/relatedness_round12.py {truth,level,classes,check,rsa,sources} [--zoos 0-5] [--cache DIR]
+       [--truth ranks]
 The zoos, their default fields and per-example readout losses come from docs/relatedness_channels.py's and
 docs/relatedness_round8.py's caches (computed there when missing, about 4 minutes a zoo on one thread).
 """
@@ -161,6 +166,64 @@ def run_check(zoos: list[int], cache: Path, _: str) -> None:
     R10.run_distances(zoos, cache, "part B's check", distances_of)
 
 
+def field_rsa_distance(fields: list[torch.Tensor]) -> np.ndarray:
+    """1 - the correlation between two encoders' anchor-by-anchor similarity of fields (each anchor's field over
+    every channel at unit norm, step and subspace dim; cosine between anchors): do they group the anchors alike?"""
+    n = fields[0].shape[1]
+    upper = np.triu_indices(n, 1)
+    z = []
+    for f in fields:
+        x = R10.unit_channels(f).permute(1, 0, 2, 3).flatten(1)
+        x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-30)
+        v = (x @ x.T).numpy()[upper]
+        z.append((v - v.mean()) / v.std())
+    d = 1 - np.array([[np.mean(a * b) for b in z] for a in z])
+    np.fill_diagonal(d, 0)
+    return d
+
+
+def run_rsa(zoos: list[int], cache: Path, _: str) -> None:
+    """Explored on zoos 0-5 after part B's check, with no bar: the classification sources by field RSA."""
+    anchors = load_anchors(RC.CFG.anchors)
+
+    def distances_of(zoo: int, data: dict) -> dict[str, np.ndarray]:
+        fields = RC.zoo_fields(zoo, cache, anchors, data)
+        g, ranks, rsa = RC.gradient_regression(fields), [field_rank(j) for j in fields], field_rsa_distance(fields)
+        h = R.hubness_centred(g)
+        return {"R2, the bench's order": R.dense_sources_by_field_rank(h, ranks, R10.KINDS),
+                "classes by field RSA (centred)": within_classes(h, ranks, R.hubness_centred(rsa)),
+                "classes by field RSA (raw)": within_classes(h, ranks, rsa),
+                "field RSA alone (centred)": R.hubness_centred(rsa)}
+
+    R10.run_distances(zoos, cache, "the classification sources by field RSA", distances_of)
+
+
+def run_sources(zoos: list[int], cache: Path, _: str) -> None:
+    """Where G's order of the classification sources goes wrong (a diagnostic, no bar): per classification target,
+    each classification source's mean rank over the zoos (1 = nearest), by the ground truth and by G."""
+    from scipy.stats import rankdata
+
+    anchors = load_anchors(RC.CFG.anchors)
+    cls = [i for i, k in enumerate(R10.KINDS) if k == "class"]
+    truth, by_g = [], []
+    for zoo in zoos:
+        data = RC.train_zoo(zoo, cache)
+        aff, h = mean_loss_affinity(data), R.hubness_centred(RC.gradient_regression(RC.zoo_fields(zoo, cache, anchors,
+                                                                                                    data)))
+        t, g = np.full(aff.shape, np.nan), np.full(aff.shape, np.nan)
+        for b in cls:
+            src = [a for a in cls if a != b]
+            t[src, b], g[src, b] = rankdata(-aff[src, b]), rankdata(h[src, b])
+        truth.append(t)
+        by_g.append(g)
+    print(f"zoos {zoos}: each classification source's mean rank for each classification target (1 = nearest)")
+    for name, ranks in (("the ground truth (transfer)", truth), ("G, the field distance", by_g)):
+        mean = np.nanmean(ranks, 0)
+        print(f"\n{name:<28}" + "".join(f"{RC.TASKS[b]:>9}" for b in cls))
+        for a in cls:
+            print(f"{RC.TASKS[a]:<28}" + "".join(f"{mean[a, b]:>9.1f}" if a != b else f"{'':>9}" for b in cls))
+
+
 def run_classes(zoos: list[int], cache: Path, _: str) -> None:
     anchors = load_anchors(RC.CFG.anchors)
 
@@ -186,13 +249,14 @@ def run_classes(zoos: list[int], cache: Path, _: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("lever", choices=("truth", "level", "classes", "check"))
+    ap.add_argument("lever", choices=("truth", "level", "classes", "check", "rsa", "sources"))
     ap.add_argument("--zoos", default="0-5", help="a range a-b, a comma list, or both (0-5,90-109)")
     ap.add_argument("--cache", default="/tmp/relatedness_channels")
     ap.add_argument("--truth", default="ranks", choices=sorted(AVERAGES), help="level: how the zoos are averaged")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    lever = {"truth": run_truth, "level": run_level, "classes": run_classes, "check": run_check}[args.lever]
+    lever = {"truth": run_truth, "level": run_level, "classes": run_classes, "check": run_check,
+             "rsa": run_rsa, "sources": run_sources}[args.lever]
     lever(parse_zoos(args.zoos), Path(args.cache), args.truth)
 
 
