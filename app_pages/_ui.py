@@ -480,8 +480,7 @@ def upload_dir() -> str:
 def task_zoo_section(kind: str) -> None:
     """The mini-Taskonomy's task encoders from the last `modelgif bench relatedness`, if it ran:
     their field distances as a similarity tree (kind="heatmap") or a map (kind="map")."""
-    from modelgif_core import figures, last_relatedness_result
-    from modelgif_core.relatedness import zoos_truth_name
+    from modelgif_core import figures, last_relatedness_result, zoos_truth_name
 
     result = last_relatedness_result(store_root())
     if not result:

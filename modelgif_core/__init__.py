@@ -52,7 +52,7 @@ def __getattr__(name: str):
         "build_zoo": "zoo", "ensure_zoo": "zoo", "list_zoo": "zoo", "zoo_root": "zoo",
         "get_worker": "worker", "Worker": "worker",
         "verify_unlearning": "unlearning",
-        "last_relatedness_result": "relatedness",
+        "last_relatedness_result": "relatedness", "zoos_truth_name": "relatedness",
     }
     if name in lazy:
         import importlib
