@@ -101,7 +101,8 @@ def run_truth(zoos: list[int], cache: Path, _: str) -> None:
 
 def run_level(zoos: list[int], cache: Path, truth: str) -> None:
     """G's and R2's task level as the bench computes it (distances and field ranks averaged over a half, then
-    ordered), against the other half's ground truth averaged as `truth`; and their per-zoo means."""
+    ordered), against the other half's ground truth averaged as `truth`; their per-zoo means; and pooled, every
+    zoo on both sides."""
     key, average = AVERAGES[truth]
     anchors = load_anchors(RC.CFG.anchors)
     kept = []
@@ -130,6 +131,11 @@ def run_level(zoos: list[int], cache: Path, truth: str) -> None:
     print(f"{'R3, part B':<24} task level {level:+.3f}   per zoo {np.mean(per_zoo):+.3f} "
           f"({' '.join(f'{v:+.2f}' for v in per_zoo)})")
     print(f"{'the ground truth':<24} task level {halves(None, truths, average):+.3f}")
+    # added after the checks: pooled as the bench's `pooled` row is, every zoo on both sides (not split)
+    for name, method in {"G": "field_distance", "R2": "modelgif"}.items():
+        pooled = np.nanmean(list(R.per_task_spearman(R.method_ranking(kept, method, RC.TASKS, key="distance"),
+                                                     average(truths), RC.TASKS).values()))
+        print(f"{name} pooled (all {n} zoos' averaged distances against their own averaged ground truth) {pooled:+.3f}")
     assert set(G_AND_R2) == {"field_distance", "modelgif"}  # the two methods bench_zoo keeps
 
 
