@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import relatedness_channels as RC  # noqa: E402
 import relatedness_round10 as R10  # noqa: E402
 from relatedness_round8 import mean_loss_affinity, per_example_losses  # noqa: E402
-from relatedness_round11 import G_AND_R2, bench_zoo, field_rank, participation_ratio, per_source  # noqa: E402
+from relatedness_round11 import bench_zoo, field_rank, participation_ratio, per_source  # noqa: E402
 from relatedness_task_level import parse_zoos  # noqa: E402
 
 from modelgif_core import relatedness as R  # noqa: E402
@@ -68,35 +68,39 @@ AVERAGES: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
     "ahp": ("ahp", lambda a: np.nanmean(a, 0))}
 
 
-def zoo_truths(zoo: int, cache: Path) -> dict[str, np.ndarray]:
-    data = RC.train_zoo(zoo, cache)
+def zoo_truths(zoo: int, cache: Path, data: dict) -> dict[str, np.ndarray]:
+    """Zoo `zoo`'s ground truths (its `train_zoo` data): normalised affinities, their per-target ranks, AHP's."""
     normalised = mean_loss_affinity(data)
     ahp = R.ahp_affinity(per_example_losses(zoo, data, cache)[:-1])
     np.fill_diagonal(ahp, np.nan)  # a target's own encoder is never scored
     return {"normalised": normalised, "ranks": target_ranks(normalised), "ahp": ahp}
 
 
-def halves(dists: np.ndarray | None, truths: np.ndarray, average: Callable[[np.ndarray], np.ndarray],
-           splits: int = 200) -> float:
-    """As R.task_level_spearman (the same splits): one half's averaged distances (None: the negated averaged ground
-    truth of that half) against the other half's averaged ground truth."""
-    n = len(truths)
-    half, rng = n // 2, np.random.default_rng(0)
-    scores = []
-    for _ in range(splits):
-        o = rng.permutation(n)
-        first = -average(truths[o[:half]]) if dists is None else dists[o[:half]].mean(0)
-        scores.append(np.nanmean(list(R.per_task_spearman(first, average(truths[o[half:]]), RC.TASKS).values())))
-    return float(np.mean(scores))
+def mean_spearman(ranking: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.nanmean(list(R.per_task_spearman(ranking, truth, RC.TASKS).values())))
+
+
+def split_orders(n: int, splits: int = 200) -> list[np.ndarray]:
+    """R.task_level_spearman's random splits of n zoos: the first n // 2 of each order are one half."""
+    rng = np.random.default_rng(0)
+    return [rng.permutation(n) for _ in range(splits)]
+
+
+def halves(truths: np.ndarray, average: Callable[[np.ndarray], np.ndarray]) -> float:
+    """The ground truth half against half, as R.task_level_spearman (the same splits): one half's averaged ground
+    truth (negated: high affinity = near) against the other half's."""
+    half = len(truths) // 2
+    return float(np.mean([mean_spearman(-average(truths[o[:half]]), average(truths[o[half:]]))
+                          for o in split_orders(len(truths))]))
 
 
 def run_truth(zoos: list[int], cache: Path, _: str) -> None:
-    truths = {z: zoo_truths(z, cache) for z in zoos}
+    truths = {z: zoo_truths(z, cache, RC.train_zoo(z, cache)) for z in zoos}
     largest = " ".join(f"{z}:{np.nanmax(np.abs(t['normalised'])):.1f}" for z, t in truths.items())
     print(f"zoos {zoos}: the ground truth, half against half ({len(zoos) // 2} zoos against the rest, 200 splits)\n"
           f"largest |normalised affinity| per zoo: {largest}\n")
     for name, (key, average) in AVERAGES.items():
-        print(f"{name:<7} {halves(None, np.array([truths[z][key] for z in zoos]), average):+.3f}")
+        print(f"{name:<7} {halves(np.array([truths[z][key] for z in zoos]), average):+.3f}")
 
 
 def run_level(zoos: list[int], cache: Path, truth: str) -> None:
@@ -108,35 +112,31 @@ def run_level(zoos: list[int], cache: Path, truth: str) -> None:
     kept = []
     for zoo in zoos:
         data = RC.train_zoo(zoo, cache)
-        kept.append(bench_zoo(RC.zoo_fields(zoo, cache, anchors, data), data) | {"truth": zoo_truths(zoo, cache)[key]})
+        kept.append(bench_zoo(RC.zoo_fields(zoo, cache, anchors, data), data)
+                    | {"truth": zoo_truths(zoo, cache, data)[key]})
         print(f"zoo {zoo} done", file=sys.stderr, flush=True)
     truths = np.array([k["truth"] for k in kept])
-    n, half, rng = len(kept), len(kept) // 2, np.random.default_rng(0)
-    orders = [rng.permutation(n) for _ in range(200)]
+    n, half = len(kept), len(kept) // 2
+
+    def r3_of(zs: list[dict]) -> np.ndarray:  # as the bench would average it: distances and field ranks, then ordered
+        return r3(np.mean([z["distance"] for z in zs], 0), np.mean([z["field_rank"] for z in zs], 0))
+
+    rankings = {"G, the distance alone": lambda zs: R.method_ranking(zs, "field_distance", RC.TASKS, key="distance"),
+                "R2, the bench's order": lambda zs: R.method_ranking(zs, "modelgif", RC.TASKS, key="distance"),
+                "R3, part B": r3_of}
     print(f"zoos {zoos}: task level against the ground truth averaged as '{truth}' (200 splits), and per zoo\n")
-    for name, method in {"G, the distance alone": "field_distance", "R2, the bench's order": "modelgif"}.items():
-        per_zoo = [np.nanmean(list(R.per_task_spearman(R.method_ranking([k], method, RC.TASKS, key="distance"),
-                                                       k["affinity"], RC.TASKS).values())) for k in kept]
-        level = np.mean([np.nanmean(list(R.per_task_spearman(
-            R.method_ranking([kept[i] for i in o[:half]], method, RC.TASKS, key="distance"),
-            average(truths[o[half:]]), RC.TASKS).values())) for o in orders])
+    for name, ranking_of in rankings.items():
+        per_zoo = [mean_spearman(ranking_of([k]), k["affinity"]) for k in kept]
+        level = np.mean([mean_spearman(ranking_of([kept[i] for i in o[:half]]), average(truths[o[half:]]))
+                         for o in split_orders(n)])
         print(f"{name:<24} task level {level:+.3f}   per zoo {np.mean(per_zoo):+.3f} "
               f"({' '.join(f'{v:+.2f}' for v in per_zoo)})")
-    # R3 (part B), as the bench would average it: G's distances and the field ranks over the half, then ordered
-    per_zoo = [np.nanmean(list(R.per_task_spearman(r3(k["distance"], k["field_rank"]), k["affinity"],
-                                                   RC.TASKS).values())) for k in kept]
-    level = np.mean([np.nanmean(list(R.per_task_spearman(
-        r3(np.mean([kept[i]["distance"] for i in o[:half]], 0), np.mean([kept[i]["field_rank"] for i in o[:half]], 0)),
-        average(truths[o[half:]]), RC.TASKS).values())) for o in orders])
-    print(f"{'R3, part B':<24} task level {level:+.3f}   per zoo {np.mean(per_zoo):+.3f} "
-          f"({' '.join(f'{v:+.2f}' for v in per_zoo)})")
-    print(f"{'the ground truth':<24} task level {halves(None, truths, average):+.3f}")
+    print(f"{'the ground truth':<24} task level {halves(truths, average):+.3f}")
     # added after the checks: pooled as the bench's `pooled` row is, every zoo on both sides (not split)
-    for name, method in {"G": "field_distance", "R2": "modelgif"}.items():
-        pooled = np.nanmean(list(R.per_task_spearman(R.method_ranking(kept, method, RC.TASKS, key="distance"),
-                                                     average(truths), RC.TASKS).values()))
-        print(f"{name} pooled (all {n} zoos' averaged distances against their own averaged ground truth) {pooled:+.3f}")
-    assert set(G_AND_R2) == {"field_distance", "modelgif"}  # the two methods bench_zoo keeps
+    for name in ("G, the distance alone", "R2, the bench's order"):
+        pooled = mean_spearman(rankings[name](kept), average(truths))
+        print(f"{name.split(',')[0]} pooled (all {n} zoos' averaged distances against their own averaged ground "
+              f"truth) {pooled:+.3f}")
 
 
 def anchor_rank(fields: torch.Tensor) -> float:
