@@ -1050,9 +1050,10 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append(f"{'mean':<12}" + "".join(f" {scores[k]['spearman_mean']:>9.3f}" for _, k in cols))
     pooled = result["pooled_over_seeds"]
     zoos_truth = zoos_truth_name(result)
-    if result["seeds"] > 1:
+    several = result["seeds"] > 1  # one zoo pools nothing (its pooled score would be its AHP one)
+    if several:
         lines.append(f"{'pooled':<12}" + "".join(f" {pooled[k]['spearman_mean']:>9.3f}" for _, k in cols)
-                     + ("   (seed-averaged distances against the seeds' mean AHP affinity)"
+                     + (f"   (seed-averaged distances against the seeds' mean {zoos_truth})"
                         if zoos_truth != "affinity" else "   (on the seed-averaged matrices)"))
         for i in range(result["seeds"]):
             lines.append(f"{'seed ' + str(i):<12}"
@@ -1086,7 +1087,6 @@ def format_table(result: dict[str, Any]) -> str:
                      f"mean {zoos_truth}, {level['splits']} random splits; the ground truth itself, half against "
                      f"half: {level['ground_truth']:.3f})")
     few = result["seeds"] <= 4  # more zoos' scores do not fit a row: the rows above list them
-    several = result["seeds"] > 1  # one zoo pools nothing (its pooled score is its AHP one), as the rows above
     lines += ["", "field variants (target|curve|space), each ranked by its distance alone; earlier defaults: "
               "per-channel|all|subspace (round 4), "
               "channel-scaled|all|subspace (round 3), channel-scaled|early|pixels (round 2), feature-max|all|pixels "
