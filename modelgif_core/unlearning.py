@@ -363,14 +363,12 @@ def _train_variants(cfg: BenchConfig, seed: int, data: Any) -> dict[str, torch.n
     exact = _create_model(cfg)
     _fit(exact, x[retain], y[retain], epochs=cfg.epochs, lr=3e-3, seed=200 + seed, transform=aug)
     # Approximate 1: fine-tune on all the data with every class-k label replaced by another class.
-    g = torch.Generator().manual_seed(300 + seed)
-    relabelled = y.clone()
-    other = torch.randint(0, 9, (int((~retain).sum()),), generator=g)
-    relabelled[~retain] = other + (other >= k).long()  # uniform over the 9 other classes
+    relabelled = relabel_class(y, k, torch.Generator().manual_seed(300 + seed))
     relabel = copy.deepcopy(original).requires_grad_(True)
     _fit(relabel, x, relabelled, epochs=cfg.relabel_epochs, lr=1e-3, seed=300 + seed, transform=aug)
     # Approximate 2: gradient ascent on class k's training images until class k is not predicted.
-    ascent = _gradient_ascent(copy.deepcopy(original), x[~retain], k, cfg, seed)
+    ascent = gradient_ascent(copy.deepcopy(original), x[~retain], k, lr=cfg.ascent_lr,
+                             max_steps=cfg.ascent_max_steps, seed=400 + seed)
     return {"original": original, "exact": exact, "approx_relabel": relabel, "approx_ascent": ascent}
 
 
@@ -379,13 +377,25 @@ def _train_data(cfg: BenchConfig, data: Any) -> tuple[torch.Tensor, torch.Tensor
     return data.x[idx], data.y[idx]
 
 
-def _gradient_ascent(net: torch.nn.Module, x_forget: torch.Tensor, k: int, cfg: BenchConfig,
-                     seed: int) -> torch.nn.Module:
+def relabel_class(y: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
+    """Labels [M] with every class-k label replaced by one of the other classes, uniformly at random
+    (digits: 10 classes)."""
+    out = y.clone()
+    forget = y == k
+    other = torch.randint(0, 9, (int(forget.sum()),), generator=g)
+    out[forget] = other + (other >= k).long()  # uniform over the 9 other classes
+    return out
+
+
+def gradient_ascent(net: torch.nn.Module, x_forget: torch.Tensor, k: int, *, lr: float, max_steps: int,
+                    seed: int) -> torch.nn.Module:
+    """Approximate unlearning by gradient ascent on class k's images [M, ...], in batches of 64 drawn
+    with `seed`, until fewer than 10% of them are still predicted k (or after max_steps)."""
     net.requires_grad_(True)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.ascent_lr)
-    g = torch.Generator().manual_seed(400 + seed)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
     target = torch.full((len(x_forget),), k, dtype=torch.long)
-    for _ in range(cfg.ascent_max_steps):
+    for _ in range(max_steps):
         net.eval()  # BN statistics stay the original's: only the weights move
         with torch.no_grad():
             if (net(x_forget).argmax(1) == k).float().mean() < 0.1:
