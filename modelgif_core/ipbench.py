@@ -128,14 +128,20 @@ def _cache_dir() -> Path:
     return Path(default_store_root()) / "ipbench"
 
 
+def _is_partner(row: dict, victim: str) -> bool:
+    """Whether the bench compares this zoo model with `victim`: its derivatives and surrogates, and
+    every independent model (not the owner's unlearners, which are neither attacks nor independent)."""
+    return (row["family"] == victim and row["role"] in ("derived", "surrogate")) or \
+        row["role"].startswith("independent")
+
+
 def collect_pairs(rows: list[dict], probes: Sequence[str], progress: Progress | None) -> dict:
     """cos[probe][variant][(victim, model)] = [N, K] and outputs[set][model] = [N, C]."""
     from .models import load_model
 
     handles = {r["name"]: load_model(r["spec"]) for r in rows}
     victims = [r["name"] for r in rows if r["role"] == "victim"]
-    partners = {v: [r["name"] for r in rows if r["name"] != v and (
-        r["family"] == v or r["role"].startswith("independent"))] for v in victims}
+    partners = {v: [r["name"] for r in rows if _is_partner(r, v)] for v in victims}
     out_sets = {"digits": f"digits:{N_MAX}:0", "cutmix": f"cutmix:digits:500:{N_MAX}:0",
                 "mixup": f"mixup:{N_MAX}:0"}
     data: dict[str, Any] = {"cos": {}, "outputs": {}}
@@ -397,8 +403,7 @@ def _n_max(data: dict, method: str) -> int:
 def _method_scores(method: str, scorer: _Scorer, by_name: dict, victims: list[str],
                    tests: list[str], cals: list[str], idx: np.ndarray) -> dict[tuple[str, str], float]:
     """Scores (lower = derived) for every (victim, partner) pair on anchors `idx`."""
-    pairs = [(v, m) for v in victims for m in by_name
-             if m != v and (by_name[m]["family"] == v or by_name[m]["role"].startswith("independent"))]
+    pairs = [(v, m) for v in victims for m in by_name if _is_partner(by_name[m], v)]
     if method.startswith("mined:"):
         # mined:<probe>:<variant>:<base method>: anchors chosen per victim on the owner's side only
         _, probe, variant, base = method.split(":", 3)

@@ -9,7 +9,9 @@ IP benchmark measures on); and, in the full zoo, the owner's own surrogate stude
 
 Data (never the 500 held-out digits that anchors and test accuracy use): the 1297-image pool of
 `anchors.digits_split()` is split once into the owner's half (victims, owner surrogates) and the
-attacker's half (every attack's own data). Each model records its recipe in config.json's
+attacker's half (every attack's own data). Each victim also has the owner's unlearners of class 9
+(exact: retrained without it; relabel and ascent: approximate), the Unlearning page's examples (the
+small zoo has the first victim's). Each model records its recipe in config.json's
 "modelgif" dict: role, family, attack, parent, seed, data, test accuracy, the recipe and its key.
 """
 
@@ -38,7 +40,12 @@ from .models import InputConfig, load_model, preprocess, save_model_dir
 Progress = Callable[[int, int, str], None]
 
 SIZES = ("small", "full")
-ROLES = ("victim", "derived", "surrogate", "independent-calibration", "independent-test")
+ROLES = ("victim", "derived", "surrogate", "independent-calibration", "independent-test", "unlearned")
+# The Unlearning page's examples: the owner's unlearners of a victim, forgetting the last class as
+# the paper (and `modelgif bench unlearning`) do. Not IP-bench models: they are neither attacks nor
+# independent.
+FORGET_CLASS = 9
+UNLEARNING = ("exact", "relabel", "ascent")
 # Bumped when a recipe's meaning changes, so old folders are rebuilt instead of silently reused.
 RECIPE_VERSION = 1
 _SPLIT_SEED = 7  # owner/attacker split of the training pool
@@ -82,7 +89,7 @@ class Recipe:
     method: str  # a key of _METHODS
     family: str  # lineage: the victim's name for it and its derivatives, else "independent"
     attack: str | None = None  # one of ATTACK_KINDS for derived models
-    variant: str = ""  # e.g. "xarch", "noise", "parity"
+    variant: str = ""  # e.g. "xarch", "noise", "parity"; an unlearner's way (UNLEARNING)
     parent: str | None = None
     data: str = "owner"  # owner | attacker | pool | half-<seed>
     seed: int = 0
@@ -160,6 +167,19 @@ def _victim_recipes(v: str, full: bool) -> list[Recipe]:
     return out
 
 
+def _unlearning_recipes(v: str) -> list[Recipe]:
+    """The owner's unlearners of victim `v`, as `modelgif bench unlearning` trains them: exact
+    (retrained from scratch without the class), relabel (fine-tuned with the class's labels replaced
+    at random) and ascent (gradient ascent on the class until it is no longer predicted)."""
+    how = {"exact": {"epochs": 15, "lr": 3e-3}, "relabel": {"epochs": 3, "lr": 1e-3},
+           "ascent": {"epochs": 0, "lr": 2e-4, "params": {"max_steps": 60}}}
+    vic = f"{v}-victim"
+    return [Recipe(name=f"{v}-unlearned-{u}-{FORGET_CLASS}", role="unlearned", arch=v, method="unlearn",
+                   family=vic, variant=u, parent=vic, data="owner",
+                   seed=95_000 + 10 * i + VICTIMS.index(v), **copy.deepcopy(how[u]))
+            for i, u in enumerate(UNLEARNING)]
+
+
 # (arch, data) of independent models; calibration and test sets alternate through the list so both
 # see every architecture and data source. The small zoo keeps the first 12 (6 calibration references:
 # with 4, a strong label-extraction student fell inside the references' range and was called independent).
@@ -197,6 +217,7 @@ def recipes(size: str = "small") -> list[Recipe]:
         raise UserError(f"Unknown zoo size {size!r}; choose one of {', '.join(SIZES)}.")
     full = size == "full"
     out = [r for v in VICTIMS for r in _victim_recipes(v, full)] + _independent_recipes(full)
+    out += [r for v in (VICTIMS if full else VICTIMS[:1]) for r in _unlearning_recipes(v)]
     names = [r.name for r in out]
     assert len(names) == len(set(names)), "zoo recipe names must be unique"
     return out
@@ -453,6 +474,26 @@ def _train_adv_extract(r: Recipe, parent: _Net, data: _Data) -> tuple[_Net, str]
     return net, "digit"
 
 
+def _train_unlearn(r: Recipe, parent: _Net, data: _Data) -> tuple[_Net, str]:
+    """Class FORGET_CLASS unlearned from the parent, the way `r.variant` says (see UNLEARNING)."""
+    from .unlearning import gradient_ascent, relabel_class
+
+    idx = data.indices(r.data)
+    x, y = data.x[idx], data.y[idx]
+    forget = y == FORGET_CLASS
+    if r.variant == "exact":  # the parent's recipe on its data without the class, its own initialisation
+        net = _create(r.arch)
+        _fit(net, x[~forget], y[~forget], epochs=r.epochs, lr=r.lr, seed=r.seed)
+    elif r.variant == "relabel":
+        net = copy.deepcopy(parent).requires_grad_(True)
+        labels = relabel_class(y, FORGET_CLASS, torch.Generator().manual_seed(r.seed))
+        _fit(net, x, labels, epochs=r.epochs, lr=r.lr, seed=r.seed)
+    else:
+        net = gradient_ascent(copy.deepcopy(parent), x[forget], FORGET_CLASS, lr=r.lr,
+                              max_steps=int(r.params["max_steps"]), seed=r.seed)
+    return net, "digit"
+
+
 _METHODS: dict[str, Callable[[Recipe, Any, _Data], tuple[_Net, str]]] = {
     "scratch": _train_scratch,
     "finetune": _train_finetune,
@@ -462,6 +503,7 @@ _METHODS: dict[str, Callable[[Recipe, Any, _Data], tuple[_Net, str]]] = {
     "transfer": _train_transfer,
     "extract": _train_extract,
     "adv-extract": _train_adv_extract,
+    "unlearn": _train_unlearn,
 }
 
 
@@ -756,7 +798,8 @@ def _write_index(root: Path, size: str) -> None:
 
 
 def list_zoo(size: str = "small", root: str | Path | None = None) -> list[dict[str, Any]]:
-    """One row per built model, in recipe order: name, spec, role, family, arch, attack, parent, ..."""
+    """One row per built model, in recipe order: name, spec, role, family, arch, attack, parent, ...,
+    and for the owner's unlearners the class they forgot."""
     root = Path(root) if root is not None else zoo_root(size)
     rows = []
     for r in recipes(size):
@@ -772,6 +815,7 @@ def list_zoo(size: str = "small", root: str | Path | None = None) -> list[dict[s
             "parent": meta.get("parent"), "data": meta.get("data"), "seed": meta.get("seed"),
             "num_classes": cfg.get("num_classes"), "labels": meta.get("labels"),
             "test_accuracy": meta.get("test_accuracy"),
+            "forgotten_class": FORGET_CLASS if r.role == "unlearned" else None,
         })
     return rows
 

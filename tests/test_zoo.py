@@ -56,10 +56,15 @@ def _keys(size: str) -> dict[str, str]:
 def test_recipe_keys_of_every_cnn_model_are_pinned():
     # Built zoos (and the IP bench's cached fields) are reused by recipe key: a change here rebuilds
     # 83 models. Only the ViT recipes changed when the ViT was fixed; update the digest on purpose only.
-    arch = {r.name: r.arch for r in zoo.recipes("full")}
-    rows = sorted((name, key) for name, key in _keys("full").items() if arch[name] != "vit")
+    full = {r.name: r for r in zoo.recipes("full")}
+    rows = sorted((name, key) for name, key in _keys("full").items()
+                  if full[name].arch != "vit" and full[name].role != "unlearned")
     assert len(rows) == 83
     assert hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16] == "0c6922233b00236a"
+    # The unlearners came later; pinned on their own, so adding them rebuilt none of the 83.
+    unlearners = sorted((name, key) for name, key in _keys("full").items() if full[name].role == "unlearned")
+    assert len(unlearners) == 6
+    assert hashlib.sha256(json.dumps(unlearners).encode()).hexdigest()[:16] == "6ee81bb1c7ee8925"
     assert _keys("small") == {name: key for name, key in _keys("full").items() if name in _keys("small")}
 
 
@@ -75,8 +80,16 @@ def test_small_zoo_has_six_calibration_and_six_test_independents():
     small = zoo.recipes("small")
     roles = [r.role for r in small]
     assert roles.count("independent-calibration") == 6 and roles.count("independent-test") == 6
-    assert len(small) == 28
+    assert len(small) == 31
     assert {r.arch for r in small if r.role.startswith("independent")} == set(zoo.ARCHS)
+
+
+def test_each_victim_has_the_owners_three_unlearners_of_class_9_the_small_zoo_the_first_ones():
+    for size, victims in (("small", zoo.VICTIMS[:1]), ("full", zoo.VICTIMS)):
+        rows = [r for r in zoo.recipes(size) if r.role == "unlearned"]
+        assert {(r.parent, r.variant) for r in rows} == {(f"{v}-victim", u) for v in victims for u in zoo.UNLEARNING}
+        assert all(r.family == r.parent and r.data == "owner" and r.attack is None for r in rows)
+        assert all(r.name.endswith(f"-{zoo.FORGET_CLASS}") for r in rows)
 
 
 def test_training_data_never_touches_the_held_out_digits():
