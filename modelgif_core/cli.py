@@ -198,6 +198,30 @@ def cmd_triage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_unlearning(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .unlearning import DEFAULT_FIELD, verify_unlearning
+
+    bar = _Progress("unlearning", enabled=not args.quiet)
+    try:
+        result = verify_unlearning(args.original, args.claimed, args.forgotten_class,
+                                   anchors=args.anchors, references=args.reference or None,
+                                   cfg=replace(DEFAULT_FIELD, steps=args.steps, device=args.device),
+                                   store=_store(args), progress=bar)
+    finally:
+        bar.close()
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"original: {result['original']}\nclaimed:  {result['claimed']}\n"
+          f"verdict:  {result['verdict']} (distance {result['distance']:.4f}, threshold "
+          f"{result['threshold']:.4f}, retained {result['retained']:.2f})")
+    print(_emit(result["references"], "table", ["model", "distance"]))
+    print(result["explanation"])
+    return 0
+
+
 def cmd_zoo(args: argparse.Namespace) -> int:
     from . import zoo
 
@@ -353,6 +377,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the field options given here (--steps, --target, ...) instead of triage's defaults")
     _add_common(p, formats=("table", "json"))
     p.set_defaults(func=cmd_triage)
+
+    p = sub.add_parser("unlearning", help="has a claimed-unlearned model forgotten a class of the original?")
+    p.add_argument("--original", required=True)
+    p.add_argument("--claimed", required=True, help="the model that should have forgotten the class")
+    p.add_argument("--class", dest="forgotten_class", required=True, type=int, help="the forgotten class")
+    p.add_argument("--reference", nargs="*", default=[],
+                   help="models trained independently of the original, on data with the class "
+                   "(default for a digits original: the built-in zoo's calibration models)")
+    p.add_argument("--anchors", default=None, help="anchor spec; its images of the class are used "
+                   "(default digits:500, every held-out digit)")
+    p.add_argument("--steps", type=_positive_int, default=25, help="quadrature points K (default 25)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1, mps")
+    _add_common(p, formats=("table", "json"))
+    p.set_defaults(func=cmd_unlearning)
 
     p = sub.add_parser("zoo", help="the built-in model zoo")
     zsub = p.add_subparsers(dest="zoo_command", required=True, parser_class=_Parser)

@@ -9,8 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 
-from modelgif_core import FieldConfig, UserError, extract_field, load_anchors, save_model_dir
+from modelgif_core import (
+    FieldConfig,
+    UserError,
+    build_zoo,
+    extract_field,
+    list_zoo,
+    load_anchors,
+    load_model,
+    save_model_dir,
+)
 from modelgif_core.anchors import digits_basis, digits_dataset
 from modelgif_core.unlearning import (
     CANDIDATE,
@@ -26,7 +36,7 @@ from modelgif_core.unlearning import (
     run_bench,
     verify_unlearning,
 )
-from modelgif_core.zoo import ARCHS, _create, _fit, _load_data, one_torch_thread
+from modelgif_core.zoo import ARCHS, UNLEARNING, _create, _fit, _load_data, one_torch_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 REFS = [0.95, 1.0, 1.05]
@@ -165,6 +175,86 @@ def test_verify_unlearning_rejects_the_original_itself_and_a_bad_class(tiny_mode
         verify_unlearning(tiny_models["original"], tiny_models["original"], 9, references=refs)
     with pytest.raises(UserError, match="0..9"):
         verify_unlearning(tiny_models["original"], tiny_models["claimed"], 10, references=refs)
+
+
+# ----------------------------------------------------------------------------------- the zoo's unlearners
+
+ZOO_UNLEARNERS = [f"resnet-unlearned-{u}-9" for u in UNLEARNING]
+
+
+@pytest.fixture(scope="module")
+def zoo_unlearners(tmp_path_factory) -> Path:
+    """A store whose small zoo holds resnet-victim and its three unlearners, really trained at a fifth
+    of their epochs (the other zoo models are not needed)."""
+    home = tmp_path_factory.mktemp("unlearners_home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MODELGIF_HOME", str(home))
+    try:
+        build_zoo("small", only=ZOO_UNLEARNERS, epochs_scale=0.2, workers=1)
+    finally:
+        mp.undo()
+    return home
+
+
+def _class_accuracy(spec: str, idx: torch.Tensor) -> float:
+    data = _load_data()
+    with torch.no_grad():
+        return float((load_model(spec)(data.x[idx]).argmax(1) == 9).float().mean())
+
+
+def _relative_change(spec: str, parent: str) -> float:
+    a, b = load_model(spec).module.state_dict(), load_model(parent).module.state_dict()
+    num = sum(float((a[k].float() - b[k].float()).square().sum()) for k in b if b[k].is_floating_point())
+    return (num / sum(float(b[k].float().square().sum()) for k in b if b[k].is_floating_point())) ** 0.5
+
+
+def test_the_zoo_unlearners_are_made_as_their_names_say(zoo_unlearners, monkeypatch):
+    monkeypatch.setenv("MODELGIF_HOME", str(zoo_unlearners))
+    rows = {r["name"]: r for r in list_zoo("small")}
+    assert all(rows[n]["role"] == "unlearned" and rows[n]["forgotten_class"] == 9 for n in ZOO_UNLEARNERS)
+    assert rows["resnet-victim"]["forgotten_class"] is None
+    data = _load_data()
+    held = data.heldout[data.y[data.heldout] == 9]
+    own = data.owner[data.y[data.owner] == 9]
+    victim = "zoo:resnet-victim"
+    assert _class_accuracy(victim, held) > 0.3  # the original knows the class
+    # exact: its own initialisation, never shown a 9
+    assert _class_accuracy("zoo:resnet-unlearned-exact-9", held) == 0.0
+    assert _relative_change("zoo:resnet-unlearned-exact-9", victim) > 0.5
+    # approximate: the original's weights, moved a little, failing the class
+    assert _relative_change("zoo:resnet-unlearned-relabel-9", victim) < 0.2
+    assert _class_accuracy("zoo:resnet-unlearned-relabel-9", held) < _class_accuracy(victim, held)
+    assert _relative_change("zoo:resnet-unlearned-ascent-9", victim) < 0.2
+    assert _class_accuracy("zoo:resnet-unlearned-ascent-9", own) < 0.1  # where the ascent stops
+
+
+def test_the_cli_tells_the_zoo_approximate_unlearners_from_the_exact_one(zoo_unlearners, tiny_models):
+    refs = [tiny_models[k] for k in ("ref-a", "ref-b", "ref-c")]
+    env = {"MODELGIF_HOME": str(zoo_unlearners)}
+    verdicts = {}
+    for how in UNLEARNING:
+        out = run_cli("unlearning", "--original", "zoo:resnet-victim", "--claimed", f"zoo:resnet-unlearned-{how}-9",
+                      "--class", 9, "--reference", *refs, "--anchors", "digits:200", "--steps", 8,
+                      "--format", "json", env=env)
+        assert out.returncode == 0, out.stderr
+        result = json.loads(out.stdout)
+        assert result["claimed"] == f"zoo:resnet-unlearned-{how}-9" and len(result["references"]) == 3
+        verdicts[how] = result["verdict"]
+    assert verdicts == {"exact": "forgotten", "relabel": "not forgotten", "ascent": "not forgotten"}
+    table = run_cli("unlearning", "--original", "zoo:resnet-victim", "--claimed", "zoo:resnet-unlearned-exact-9",
+                    "--class", 9, "--reference", *refs, "--anchors", "digits:200", "--steps", 8, "-q", env=env)
+    assert table.returncode == 0, table.stderr
+    assert "verdict:  forgotten" in table.stdout and refs[0] in table.stdout
+
+
+def test_the_cli_says_in_one_sentence_what_is_wrong_with_the_class(zoo_unlearners):
+    out = run_cli("unlearning", "--original", "zoo:resnet-victim", "--claimed", "zoo:resnet-unlearned-exact-9",
+                  "--class", 10, env={"MODELGIF_HOME": str(zoo_unlearners)})
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "0..9" in out.stderr, out.stderr
+    out = run_cli("unlearning", "--original", "zoo:resnet-victim", "--claimed", "zoo:resnet-unlearned-exact-9",
+                  "--class", "nine", env={"MODELGIF_HOME": str(zoo_unlearners)})
+    assert out.returncode == 2 and "nine" in out.stderr and "Traceback" not in out.stderr
 
 
 # ----------------------------------------------------------------------------------- the bench
@@ -353,3 +443,4 @@ def test_unlearning_page_without_references_or_zoo_says_what_to_do(tiny_models):
     assert not at.exception
     assert not [b for b in at.button if b.label == "Verify"]
     assert any("three reference models" in i.value for i in at.info)
+
