@@ -12,13 +12,24 @@ from modelgif_core import FieldConfig, UserError, figures, list_zoo, verify_unle
 
 VERDICT_BADGE = {"forgotten": "green", "not forgotten": "red"}
 STEP_CHOICES = (8, 16, 25, 32, 50)
+EXAMPLE_LABELS = {"relabel": "fine-tuned with the class relabelled", "ascent": "gradient ascent on the class",
+                  "exact": "retrained without the class"}
+
+
+def _zoo_rows() -> list[dict[str, Any]]:
+    try:
+        return list_zoo("small")
+    except (UserError, OSError, ValueError):
+        return []
 
 
 def _zoo_specs() -> list[str]:
-    try:
-        return [f"zoo:{r['name']}" for r in list_zoo("small") if r.get("num_classes") == 10]
-    except (UserError, OSError, ValueError):
-        return []
+    return [f"zoo:{r['name']}" for r in _zoo_rows() if r.get("num_classes") == 10]
+
+
+def _use_example(row: dict[str, Any]) -> None:
+    st.session_state.update(unl_original=f"zoo:{row['parent']}", unl_claimed=f"zoo:{row['name']}",
+                            unl_class=row["forgotten_class"])
 
 
 def _candidates() -> list[str]:
@@ -49,6 +60,15 @@ st.markdown(
     "**independently** of it. A model fine-tuned or pushed by gradient ascent until it fails the "
     "class usually keeps the original's field (*not forgotten*); a model retrained without the "
     "class lies as far away as an independent one (*forgotten*).")
+
+examples = sorted((r for r in _zoo_rows() if r.get("forgotten_class") is not None),
+                  key=lambda r: list(EXAMPLE_LABELS).index(r["variant"]))
+if examples:
+    st.caption(f"Examples from the built-in zoo: its owner's unlearners of {examples[0]['parent']}, "
+               f"class {examples[0]['forgotten_class']} (pick one, then Verify).")
+    for col, row in zip(st.columns(len(examples)), examples, strict=True):
+        col.button(EXAMPLE_LABELS.get(row["variant"], row["name"]), key=f"unl_example_{row['name']}",
+                   on_click=_use_example, args=(row,), width="stretch")
 
 candidates = _candidates()
 original = st.selectbox("Original model", candidates, index=None, accept_new_options=True,

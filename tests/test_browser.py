@@ -178,6 +178,19 @@ def test_demo_in_a_real_browser(server, browser):
         page.wait_for_timeout(1500)  # let the page finish its run before looking for errors
         _no_exception(page)
         _shot(page, f"5-{title.lower()}")
+
+    # Unlearning: one of the zoo's own unlearners, filled in by its example button, then verified.
+    page.locator('[data-testid="stSidebarNav"] a', has_text="Unlearning").first.click()
+    page.get_by_role("heading", name="Unlearning").first.wait_for(timeout=60_000)
+    page.get_by_role("button", name="gradient ascent on the class").click()
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stSelectbox\"] input')]"
+                           ".some(i => i.value === 'resnet-unlearned-ascent-9')", timeout=30_000)  # claimed, filled in
+    page.get_by_role("button", name="Verify").click()
+    page.get_by_role("heading", name="Verdict").wait_for(timeout=300_000)
+    page.wait_for_function(f"() => {PLOTS}.some(g => g.data.some(t => (t.name || '')"
+                           ".startsWith('resnet-unlearned-ascent-9 (')))", timeout=60_000)  # the claimed model's mark
+    _no_exception(page)
+    _shot(page, "8-unlearning")
     page.close()
 
 

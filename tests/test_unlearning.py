@@ -444,3 +444,28 @@ def test_unlearning_page_without_references_or_zoo_says_what_to_do(tiny_models):
     assert not [b for b in at.button if b.label == "Verify"]
     assert any("three reference models" in i.value for i in at.info)
 
+
+def test_unlearning_page_offers_the_zoo_unlearners_as_examples(tmp_path_factory, monkeypatch):
+    from _app_fixtures import quick_zoo_home
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("MODELGIF_HOME", str(quick_zoo_home(tmp_path_factory.mktemp("quick_zoo"))))
+    at = AppTest.from_file(str(ROOT / "app_pages" / "unlearning.py"), default_timeout=120)
+    at.run()
+    assert not at.exception
+    assert any("unlearners of resnet-victim, class 9" in c.value for c in at.caption)
+    examples = [b for b in at.button if b.key and b.key.startswith("unl_example_")]
+    assert [b.label for b in examples] == ["fine-tuned with the class relabelled", "gradient ascent on the class",
+                                           "retrained without the class"]
+    at.number_input(key="unl_class").set_value(3).run()
+    next(b for b in examples if b.label == "retrained without the class").click().run()
+    assert at.selectbox(key="unl_original").value == "zoo:resnet-victim"
+    assert at.selectbox(key="unl_claimed").value == "zoo:resnet-unlearned-exact-9"
+    assert at.number_input(key="unl_class").value == 9
+    at.text_input(key="unl_anchors").set_value("digits:200").run()
+    at.select_slider(key="unl_steps").set_value(8).run()
+    next(b for b in at.button if b.label == "Verify").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.session_state["unl_claimed"] == "zoo:resnet-unlearned-exact-9"
+    assert any("forgotten" in m.value and "badge" in m.value for m in at.markdown)  # a verdict, whichever
+
