@@ -92,7 +92,8 @@ refs_text = st.text_area(
 references = [line.strip() for line in refs_text.splitlines() if line.strip()]
 
 if not original or not claimed:
-    st.info("Pick the original model and the claimed-unlearned one (zoo models appear once the "
+    st.info("Pick the original model and the claimed-unlearned one, or an example above." if examples else
+            "Pick the original model and the claimed-unlearned one (zoo models appear once the "
             "zoo is built: run the demo on Home, or type a spec such as local-dir:PATH).")
     st.stop()
 

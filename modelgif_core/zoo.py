@@ -168,9 +168,10 @@ def _victim_recipes(v: str, full: bool) -> list[Recipe]:
 
 
 def _unlearning_recipes(v: str) -> list[Recipe]:
-    """The owner's unlearners of victim `v`, as `modelgif bench unlearning` trains them: exact
-    (retrained from scratch without the class), relabel (fine-tuned with the class's labels replaced
-    at random) and ascent (gradient ascent on the class until it is no longer predicted)."""
+    """The owner's unlearners of victim `v`, the three ways `modelgif bench unlearning` unlearns (on the
+    zoo's recipe: the owner's half, no input noise): exact (retrained from scratch without the class),
+    relabel (fine-tuned with the class's labels replaced at random) and ascent (gradient ascent on the
+    class until it is no longer predicted)."""
     how = {"exact": {"epochs": 15, "lr": 3e-3}, "relabel": {"epochs": 3, "lr": 1e-3},
            "ascent": {"epochs": 0, "lr": 2e-4, "params": {"max_steps": 60}}}
     vic = f"{v}-victim"

@@ -454,6 +454,7 @@ def test_unlearning_page_offers_the_zoo_unlearners_as_examples(tmp_path_factory,
     at.run()
     assert not at.exception
     assert any("unlearners of resnet-victim, class 9" in c.value for c in at.caption)
+    assert any("or an example above" in i.value for i in at.info)
     examples = [b for b in at.button if b.key and b.key.startswith("unl_example_")]
     assert [b.label for b in examples] == ["fine-tuned with the class relabelled", "gradient ascent on the class",
                                            "retrained without the class"]
