@@ -191,7 +191,8 @@ def verify_unlearning(original: str | ModelHandle, claimed: str | ModelHandle, f
     images = anchor_set.images
     result.update({
         "original": _spec(original), "claimed": _spec(claimed), "forgotten_class": k,
-        "anchors": anchor_set.spec, "n_anchors": len(anchor_set), "config": cfg.to_dict() | {
+        "anchors": anchor_set.spec, "n_anchors": len(anchor_set),
+        "anchors_labelled": anchor_set.labels is not None, "config": cfg.to_dict() | {
             "labels": None}, "reference_source": source,
         "references": [{"model": s, "name": h.name, "distance": float(d)}
                        for s, h, d in zip(ref_specs, ref_handles, dist[1:], strict=True)],
@@ -213,7 +214,9 @@ def _explain(r: dict[str, Any]) -> str:
     else:
         where = "at least as far from the original as an independently trained model"
     acc = r["accuracy_on_class"]
-    return (f"On {r['n_anchors']} anchors of class {r['forgotten_class']} the claimed model lies at "
+    which = (f"anchors of class {r['forgotten_class']}" if r["anchors_labelled"] else
+             f"anchors (an unlabelled set, every image taken as class {r['forgotten_class']})")
+    return (f"On {r['n_anchors']} {which} the claimed model lies at "
             f"field distance {r['distance']:.4f} from the original; {s['n']} independent references "
             f"lie at {s['min']:.4f}..{s['max']:.4f} (mean {s['mean']:.4f}). The claimed model is "
             f"{where}, so the verdict is '{r['verdict']}'. Accuracy on these anchors: original "

@@ -165,8 +165,18 @@ def test_verify_unlearning_tells_a_finetuned_copy_from_a_retrained_model(tiny_mo
     assert approx["distance"] < exact["distance"]
     assert len(approx["references"]) == 3 and approx["reference_source"] == "given"
     assert approx["n_anchors"] == int((load_anchors("digits:200").labels == 9).sum())
+    assert approx["anchors_labelled"]
+    assert approx["explanation"].startswith(f"On {approx['n_anchors']} anchors of class 9 ")
     assert 0.0 <= approx["accuracy_on_class"]["claimed"] <= 1.0
     json.dumps(approx)  # the report is JSON-able as returned
+
+
+def test_an_unlabelled_anchor_set_is_used_whole_and_the_explanation_says_so(tiny_models):
+    refs = [tiny_models[k] for k in ("ref-a", "ref-b", "ref-c")]
+    r = verify_unlearning(tiny_models["original"], tiny_models["claimed"], 9, references=refs,
+                          anchors="noise:6", cfg=FieldConfig(steps=4, target="label"))
+    assert r["n_anchors"] == 6 and r["anchors_labelled"] is False
+    assert r["explanation"].startswith("On 6 anchors (an unlabelled set, every image taken as class 9)")
 
 
 def test_verify_unlearning_rejects_the_original_itself_and_a_bad_class(tiny_models):
