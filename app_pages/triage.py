@@ -45,10 +45,19 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _candidates() -> list[str]:
+def _candidates(zoo_rows: list[dict[str, Any]]) -> list[str]:
     specs = list(_ui.workspace())
-    specs += [f"zoo:{r['name']}" for r in list_zoo("small")]
+    specs += [f"zoo:{r['name']}" for r in zoo_rows]
     return list(dict.fromkeys(specs))
+
+
+def _zoo_suspects(victim: str, zoo_rows: list[dict[str, Any]]) -> tuple[list[str], int]:
+    """For a zoo victim, the IP bench's suspects: its derivatives, then the independent test models;
+    and how many of them are derived."""
+    derived = [f"zoo:{r['name']}" for r in zoo_rows if r["role"] == "derived" and f"zoo:{r['parent']}" == victim]
+    if not derived:
+        return [], 0
+    return derived + [f"zoo:{r['name']}" for r in zoo_rows if r["role"] == "independent-test"], len(derived)
 
 
 def _label(spec: str) -> str:
@@ -65,13 +74,19 @@ st.markdown("Is a suspect model a copy of yours, fine-tuned, pruned, distilled o
             "Triage measures the field distance from your model (the victim) to each suspect and "
             "compares it with the distances from the victim to **independently trained** reference "
             "models: a suspect far closer than every reference is *derived*.")
-candidates = _candidates()
+zoo_rows = list_zoo("small")
+candidates = _candidates(zoo_rows)
 if len(candidates) < 2:
     st.info("Triage needs at least two models: add them on the Models page, or run the demo on Home "
             "to build the zoo.")
     st.stop()
 victim = st.selectbox("Victim (your model)", candidates, format_func=_label, key="tri_victim")
 others = [c for c in candidates if c != victim]
+example, n_derived = _zoo_suspects(victim, zoo_rows)
+if example:
+    st.button(f"Example: {_label(victim)}'s {n_derived} derivatives in the zoo and its "
+              f"{len(example) - n_derived} independent test models as suspects", key="tri_example",
+              on_click=lambda: st.session_state.update(tri_suspects=example))
 suspects = st.multiselect("Suspects", others, format_func=_label, key="tri_suspects")
 references = st.multiselect(
     "Independent reference models (optional)", [c for c in others if c not in suspects],

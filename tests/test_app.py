@@ -16,7 +16,7 @@ from _app_fixtures import quick_zoo_home, write_tiny_model
 from streamlit.testing.v1 import AppTest
 
 from modelgif_core.worker import get_worker
-from modelgif_core.zoo import recipes
+from modelgif_core.zoo import list_zoo, recipes
 
 ROOT = Path(__file__).resolve().parents[1]
 N_ZOO = len(recipes("small"))
@@ -285,6 +285,26 @@ def test_triage_page_gives_verdicts_and_reports(home):
     assert [d.label for d in at.download_button] == ["Report (JSON)", "Report (Markdown)"]
     p_texts = [c.value.split(" · ")[1] for c in at.caption if c.value.startswith("score ")]
     assert len(p_texts) == 2 and "p = 0" not in p_texts  # an underflowed tail reads "p < 1e-300"
+
+
+def test_triage_example_fills_in_the_zoo_victims_derivatives_and_the_test_independents(home):
+    at = _app()
+    at.switch_page("app_pages/triage.py").run()
+    at.selectbox(key="tri_victim").set_value("zoo:effnet-victim").run()
+    _ok(at)
+    button = next(b for b in at.button if b.key == "tri_example")
+    assert button.label == ("Example: effnet-victim's 7 derivatives in the zoo and its 6 independent test models "
+                            "as suspects")
+    button.click().run()
+    _ok(at)
+    rows = list_zoo("small")
+    expected = [f"zoo:{r['name']}" for r in rows if r["role"] == "derived" and r["parent"] == "effnet-victim"]
+    expected += [f"zoo:{r['name']}" for r in rows if r["role"] == "independent-test"]
+    assert at.multiselect(key="tri_suspects").value == expected
+    assert "zoo:effnet-unlearned-exact-9" not in expected and len(expected) == 13
+    assert any(b.label == "Run triage" for b in at.button)
+    at.selectbox(key="tri_victim").set_value("zoo:indep-test-05-convnext").run()  # not a victim: no example
+    assert not [b for b in at.button if b.key == "tri_example"]
 
 
 def test_pages_do_not_import_torch_math():
