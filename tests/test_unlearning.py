@@ -68,7 +68,8 @@ def test_closer_than_every_reference_but_retaining_little_is_still_forgotten():
 def test_the_explanation_says_why_a_model_closer_than_every_reference_is_still_forgotten():
     from modelgif_core.unlearning import _explain
 
-    extra = {"n_anchors": 56, "forgotten_class": 9, "accuracy_on_class": {"original": 0.96, "claimed": 0.0}}
+    extra = {"n_anchors": 56, "anchors_labelled": True, "forgotten_class": 9,
+             "accuracy_on_class": {"original": 0.96, "claimed": 0.0}}
     little = _explain({**judge_unlearning(0.92, REFS), **extra})
     assert "closer to the original than every reference, but it keeps only 8% of the original's class-9 field, " \
            "under the 10% the rule needs, so the verdict is 'forgotten'" in little
