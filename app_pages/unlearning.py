@@ -23,8 +23,8 @@ def _zoo_rows() -> list[dict[str, Any]]:
         return []
 
 
-def _zoo_specs() -> list[str]:
-    return [f"zoo:{r['name']}" for r in _zoo_rows() if r.get("num_classes") == 10]
+def _zoo_specs(zoo_rows: list[dict[str, Any]]) -> list[str]:
+    return [f"zoo:{r['name']}" for r in zoo_rows if r.get("num_classes") == 10]
 
 
 def _use_example(row: dict[str, Any]) -> None:
@@ -32,8 +32,8 @@ def _use_example(row: dict[str, Any]) -> None:
                             unl_class=row["forgotten_class"])
 
 
-def _candidates() -> list[str]:
-    specs = [str(s) for s in st.session_state.get("workspace", [])] + _zoo_specs()
+def _candidates(zoo_specs: list[str]) -> list[str]:
+    specs = [str(s) for s in st.session_state.get("workspace", [])] + zoo_specs
     return list(dict.fromkeys(specs))
 
 
@@ -61,7 +61,9 @@ st.markdown(
     "class usually keeps the original's field (*not forgotten*); a model retrained without the "
     "class lies as far away as an independent one (*forgotten*).")
 
-examples = sorted((r for r in _zoo_rows() if r.get("forgotten_class") is not None),
+zoo_rows = _zoo_rows()
+zoo_specs = _zoo_specs(zoo_rows)
+examples = sorted((r for r in zoo_rows if r.get("forgotten_class") is not None),
                   key=lambda r: list(EXAMPLE_LABELS).index(r["variant"]))
 if examples:
     st.caption(f"Examples from the built-in zoo: its owner's unlearners of {examples[0]['parent']}, "
@@ -70,7 +72,7 @@ if examples:
         col.button(EXAMPLE_LABELS.get(row["variant"], row["name"]), key=f"unl_example_{row['name']}",
                    on_click=_use_example, args=(row,), width="stretch")
 
-candidates = _candidates()
+candidates = _candidates(zoo_specs)
 original = st.selectbox("Original model", candidates, index=None, accept_new_options=True,
                         format_func=_label, key="unl_original",
                         placeholder="a zoo model, a workspace model, or type local-dir:PATH")
@@ -97,7 +99,7 @@ if not original or not claimed:
             "zoo is built: run the demo on Home, or type a spec such as local-dir:PATH).")
     st.stop()
 
-if not references and not _zoo_specs():
+if not references and not zoo_specs:
     st.info("Give at least three reference models trained independently of the original, one "
             "per line, or build the zoo (the demo on Home) to use its independent models.")
     st.stop()
