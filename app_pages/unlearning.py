@@ -69,7 +69,7 @@ if examples:
     st.caption(f"Examples from the built-in zoo: its owner's unlearners of {examples[0]['parent']}, "
                f"class {examples[0]['forgotten_class']} (pick one, then Verify).")
     for col, row in zip(st.columns(len(examples)), examples, strict=True):
-        col.button(EXAMPLE_LABELS.get(row["variant"], row["name"]), key=f"unl_example_{row['name']}",
+        col.button(EXAMPLE_LABELS[row["variant"]], key=f"unl_example_{row['name']}",
                    on_click=_use_example, args=(row,), width="stretch")
 
 candidates = _candidates(zoo_specs)
