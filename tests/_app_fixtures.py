@@ -8,6 +8,7 @@ their own seed. ensure_zoo, list_zoo, load_model("zoo:...") and extraction all r
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -18,15 +19,19 @@ from modelgif_core import InputConfig, save_model_dir
 from modelgif_core.zoo import ARCHS, recipes, zoo_root
 
 
+@contextlib.contextmanager
+def store_at(home: Path):
+    """MODELGIF_HOME set to `home` for one block: module-scoped fixtures cannot use conftest's
+    per-test MODELGIF_HOME, so they set it only while they write their store."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MODELGIF_HOME", str(home))
+        yield home
+
+
 def quick_zoo_home(home: Path) -> Path:
-    """A store directory holding the quick zoo: for module-scoped fixtures, which cannot use the
-    per-test MODELGIF_HOME of conftest, so it is set only while the zoo is written."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MODELGIF_HOME", str(home))
-    try:
+    """A store directory holding the quick zoo, for module-scoped fixtures."""
+    with store_at(home):
         write_quick_zoo()
-    finally:
-        mp.undo()
     return home
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _app_fixtures import store_at
 from conftest import run_cli
 
 from modelgif_core import (
@@ -197,13 +198,8 @@ ZOO_UNLEARNERS = [f"resnet-unlearned-{u}-9" for u in UNLEARNING]
 def zoo_unlearners(tmp_path_factory) -> Path:
     """A store whose small zoo holds resnet-victim and its three unlearners, really trained at a fifth
     of their epochs (the other zoo models are not needed)."""
-    home = tmp_path_factory.mktemp("unlearners_home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MODELGIF_HOME", str(home))
-    try:
+    with store_at(tmp_path_factory.mktemp("unlearners_home")) as home:
         build_zoo("small", only=ZOO_UNLEARNERS, epochs_scale=0.2, workers=1)
-    finally:
-        mp.undo()
     return home
 
 
