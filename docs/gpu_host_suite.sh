@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite on a CUDA host whose image already has torch, timm and the scientific stack
-# (the lent H200's, docs/PERFORMANCE.md): the packages it lacks travel as wheels in .whl/, fetched here
-# with `pip download --no-deps --only-binary=:all: --python-version 3.12 ... -d .whl` at the pins of
-# requirements*.txt (streamlit and its server deps, umap-learn, pynndescent, plotly, captum).
+# (the lent H200's, docs/PERFORMANCE.md): the packages it lacks travel as wheels in .whl/ (34 MB), fetched
+# here at the pins of requirements*.txt and of this venv (2026-11-27):
+#   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux1_x86_64 -d .whl \
+#     streamlit==1.67.0 umap-learn==0.5.12 pynndescent==0.7.0 plotly==7.1.0 captum==0.9.0 altair==6.3.0 \
+#     itsdangerous==2.2.0 pydeck==0.9.3 python-multipart==0.0.34 starlette==1.10.0 uvicorn==0.54.0 \
+#     watchdog==7.1.0 websockets==17.4 jsonschema==4.26.0 jsonschema-specifications==2025.9.1 \
+#     referencing==0.37.0 rpds-py==2026.9.1
 # Run from the repository root; results land in $OUT (default ./gpu-suite-out). PYTEST_ARGS picks tests.
 OUT=${OUT:-gpu-suite-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
