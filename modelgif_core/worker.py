@@ -307,6 +307,23 @@ def demo_task(anchors_spec: str, cfg: Any, size: str = "small") -> TaskFn:
     return run
 
 
+# The app's one task zoo job: shared by every session, like a field
+TASK_ZOO_KEY = "relatedness:quick"
+
+
+def relatedness_task(cfg: Any = None) -> TaskFn:
+    """A task that runs `modelgif bench relatedness` (the quick run unless `cfg` says otherwise) and keeps its
+    result in the worker's store, where the app's task zoo views read it; returns the headline score."""
+
+    def run(progress: Progress, worker: Worker) -> dict[str, Any]:
+        from .relatedness import run_bench
+
+        result = run_bench(quick=cfg is None, cfg=cfg, progress=progress, root=worker.store.root)
+        return {"spearman_mean": result["spearman_mean"], "tasks": result["tasks"], "seconds": result["seconds"]}
+
+    return run
+
+
 def _warm_umap(progress: Progress, worker: Worker) -> None:
     import numpy as np
 

@@ -4,6 +4,7 @@ readouts, linear CKA, and a tiny end-to-end run with its JSON contract."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -523,7 +524,9 @@ def test_tiny_end_to_end_run_and_json_contract():
     cfg = BenchConfig(tasks=("digit", "parity", "rotation", "autoencode"), seeds=1, epochs=1,
                       width=8, transfer_train=200, readout_steps=30,
                       anchors="cutmix:digits:500:8:0", steps=3)
-    result = run_bench(cfg=cfg, seeds=2)  # as the CLI's --seeds 2
+    calls = []
+    result = run_bench(cfg=cfg, seeds=2, progress=lambda done, total: calls.append((done, total)))  # as --seeds 2
+    assert calls == [(i, 6) for i in range(1, 7)]  # each zoo's three stages, in order
     json.dumps(result)
     assert result["seeds"] == 2 == len(result["spearman_per_seed"])
     assert set(result["spearman_per_task"]) == set(cfg.tasks)
@@ -683,3 +686,30 @@ def test_unknown_tasks_and_anchors_off_the_digits_grid_are_refused_before_traini
         run_bench(cfg=BenchConfig(tasks=("digit", "colour", "parity")))
     with pytest.raises(UserError, match="3x32x32"):
         run_bench(cfg=BenchConfig(anchors="natural:2"))  # 224x224 photos: refused at once
+
+
+def test_the_app_worker_trains_the_task_zoo_into_its_own_store(tmp_path):
+    """The app's "Train the quick task zoo": a real background worker runs the bench with progress and keeps the
+    result in the worker's store, not $MODELGIF_HOME's, where the task zoo views read it; a second click is the
+    same job, not a second run."""
+    from modelgif_core import FieldStore, Worker, last_relatedness_result
+    from modelgif_core.worker import DONE, TASK_ZOO_KEY, relatedness_task
+
+    cfg = BenchConfig(tasks=("digit", "parity", "autoencode"), seeds=1, epochs=1, width=8, transfer_train=200,
+                      readout_steps=30, anchors="cutmix:digits:500:8:0", steps=3)
+    worker = Worker(FieldStore(tmp_path / "store"))
+    try:
+        worker.submit_task(TASK_ZOO_KEY, "task zoo", relatedness_task(cfg))
+        seen = set()
+        while (job := worker.job(TASK_ZOO_KEY)).active:
+            seen.add((job.done, job.total))
+            time.sleep(0.02)
+        again = worker.submit_task(TASK_ZOO_KEY, "task zoo", relatedness_task(cfg))
+    finally:
+        worker.stop()
+    assert job.state == DONE, job.error
+    assert job.total == 3 and seen <= {(0, 0), (1, 3), (2, 3), (3, 3)} and (1, 3) in seen
+    stored = last_relatedness_result(tmp_path / "store")
+    assert stored["tasks"] == list(cfg.tasks) and stored["spearman_mean"] == job.result["spearman_mean"]
+    assert last_relatedness_result() is None
+    assert again.state == DONE and again.finished == job.finished
