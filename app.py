@@ -46,7 +46,8 @@ def home() -> None:
         st.markdown(
             "The demo builds a small zoo of digit classifiers (victims, their fine-tuned, pruned and "
             "distilled copies, and independent models) if it is not there yet, extracts their "
-            "fields with the sidebar's settings in the background, and fills the workspace."
+            "fields with the sidebar's settings in the background, and fills the workspace. Distances and "
+            "Zoo map also train, on a click, the paper's task relatedness testbed: a zoo of ten digit tasks."
         )
         if st.button("Run the demo", type="primary", icon=":material/play_arrow:"):
             _ui.start_demo()

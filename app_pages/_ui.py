@@ -477,6 +477,29 @@ def upload_dir() -> str:
     return path
 
 
+def _offer_task_zoo(kind: str) -> None:
+    """No relatedness bench has run on this store: say what the task zoo is and train the quick one on a click."""
+    job = worker().job(core_worker.TASK_ZOO_KEY)
+    with st.expander("Task zoo (mini-Taskonomy): not trained yet", expanded=job is not None):
+        st.markdown(
+            "Ten tasks on the same digits, from 10-way classification and parity to rotation prediction, "
+            "denoising and inpainting, with one encoder each. How well each encoder's frozen features serve every "
+            "other task (transfer) is the ground truth that ModelGiF's field distances should predict: closer "
+            "fields, better transfer (the paper's Taskonomy testbed). The quick zoo (one zoo, 5 epochs, K = 10) "
+            "trains in the background in about 1½ minutes on one CPU core; fields asked for meanwhile wait behind "
+            "it. The full run, three zoos: `modelgif bench relatedness`.")
+        if job is None or job.state == core_worker.FAILED:
+            if st.button("Train the quick task zoo", icon=":material/play_arrow:", key=f"task_zoo_train_{kind}"):
+                worker().submit_task(core_worker.TASK_ZOO_KEY, "task zoo: the quick relatedness bench",
+                                     core_worker.relatedness_task())
+                st.rerun()
+        elif job.state == core_worker.DONE:  # finished, but its result is no longer in the store
+            st.warning("The task zoo trained by this server is gone from the store; run "
+                       "`modelgif bench relatedness --quick` to train it again.")
+        if job is not None:
+            task_panel(core_worker.TASK_ZOO_KEY)
+
+
 def task_zoo_section(kind: str) -> None:
     """The mini-Taskonomy's task encoders from the last `modelgif bench relatedness`, if it ran:
     their field distances as a similarity tree (kind="heatmap") or a map (kind="map")."""
@@ -484,12 +507,14 @@ def task_zoo_section(kind: str) -> None:
 
     result = last_relatedness_result(store_root())
     if not result:
+        _offer_task_zoo(kind)
         return
     tasks = list(result["tasks"])
     dist = np.asarray(result["distance_mean"], dtype=float)  # [T, T], mean over seeds
     title = (f"Task zoo: {len(tasks)} digit tasks, one encoder each "
              f"(mini-Taskonomy, `modelgif bench relatedness`, {result['seeds']} seed(s))")
-    with st.expander(title):
+    # opened when this server has just trained it, so the click that started it leads straight to the result
+    with st.expander(title, expanded=worker().job(core_worker.TASK_ZOO_KEY) is not None):
         if kind == "heatmap":
             # the bench's per-channel defaults are not the page's cosine; the regression is asymmetric
             how = {"per-channel": " (1 − CKA of their channels' fields)",

@@ -307,6 +307,38 @@ def test_triage_example_fills_in_the_zoo_victims_derivatives_and_the_test_indepe
     assert not [b for b in at.button if b.key == "tri_example"]
 
 
+def test_the_task_zoo_is_trained_on_a_click_and_then_shown(tmp_path, monkeypatch):
+    """Issue 5's views for a user who never ran the CLI bench: Distances offers the task zoo, a click trains it in
+    the background worker (the quick run's config set to the bench tests' tiny size), and then Distances shows
+    its tree and Zoo map its map, from the one stored run."""
+    from modelgif_core import relatedness
+    from modelgif_core.worker import TASK_ZOO_KEY
+
+    monkeypatch.setenv("MODELGIF_HOME", str(tmp_path))
+    tasks = ("digit", "parity", "rotation", "autoencode")
+    monkeypatch.setattr(relatedness, "QUICK", relatedness.BenchConfig(
+        tasks=tasks, seeds=1, epochs=1, width=8, transfer_train=200, readout_steps=30,
+        anchors="cutmix:digits:500:8:0", steps=3))
+    at = _app().switch_page("app_pages/distances.py").run()
+    _ok(at)
+    assert [e.label for e in at.expander] == ["Task zoo (mini-Taskonomy): not trained yet"]
+    at.button(key="task_zoo_train_heatmap").click().run()
+    _ok(at)
+    assert get_worker(tmp_path).job(TASK_ZOO_KEY).label == "task zoo: the quick relatedness bench"
+    assert get_worker(tmp_path).wait([TASK_ZOO_KEY], timeout=300)
+    at.run()
+    _ok(at)
+    assert at.expander[0].label.startswith("Task zoo: 4 digit tasks")
+    heat = next(t for c in _charts(at) for t in c["data"] if t["type"] == "heatmap")
+    assert sorted(heat["y"]) == sorted(tasks)
+    assert not [b for b in at.button if b.key == "task_zoo_train_heatmap"]
+
+    at.switch_page("app_pages/zoo_map.py").run()
+    _ok(at)
+    names = [n for c in _charts(at) for t in c["data"] if t.get("mode") == "markers+text" for n in t["text"]]
+    assert sorted(names) == sorted(tasks)
+
+
 def test_pages_do_not_import_torch_math():
     """Pages stay thin: no torch calls in the UI layer (DESIGN §2)."""
     for path in [ROOT / "app.py", *sorted((ROOT / "app_pages").glob("*.py"))]:
