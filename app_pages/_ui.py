@@ -492,6 +492,7 @@ def _offer_task_zoo(kind: str) -> None:
             if st.button("Train the quick task zoo", icon=":material/play_arrow:", key=f"task_zoo_train_{kind}"):
                 worker().submit_task(core_worker.TASK_ZOO_KEY, "task zoo: the quick relatedness bench",
                                      core_worker.relatedness_task())
+                st.session_state["task_zoo_clicked"] = True
                 st.rerun()
         elif job.state == core_worker.DONE:  # finished, but its result is no longer in the store
             st.warning("The task zoo trained by this server is gone from the store; run "
@@ -513,8 +514,8 @@ def task_zoo_section(kind: str) -> None:
     dist = np.asarray(result["distance_mean"], dtype=float)  # [T, T], mean over seeds
     title = (f"Task zoo: {len(tasks)} digit tasks, one encoder each "
              f"(mini-Taskonomy, `modelgif bench relatedness`, {result['seeds']} seed(s))")
-    # opened when this server has just trained it, so the click that started it leads straight to the result
-    with st.expander(title, expanded=worker().job(core_worker.TASK_ZOO_KEY) is not None):
+    # opened for the session whose click trained it, so that click leads straight to the result
+    with st.expander(title, expanded=st.session_state.get("task_zoo_clicked", False)):
         if kind == "heatmap":
             # the bench's per-channel defaults are not the page's cosine; the regression is asymmetric
             how = {"per-channel": " (1 − CKA of their channels' fields)",

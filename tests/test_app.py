@@ -329,6 +329,7 @@ def test_the_task_zoo_is_trained_on_a_click_and_then_shown(tmp_path, monkeypatch
     at.run()
     _ok(at)
     assert at.expander[0].label.startswith("Task zoo: 4 digit tasks")
+    assert at.expander[0].proto.expanded  # the click leads straight to the result
     heat = next(t for c in _charts(at) for t in c["data"] if t["type"] == "heatmap")
     assert sorted(heat["y"]) == sorted(tasks)
     assert not [b for b in at.button if b.key == "task_zoo_train_heatmap"]
