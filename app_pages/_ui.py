@@ -486,7 +486,7 @@ def _offer_task_zoo(kind: str) -> None:
             "denoising and inpainting, with one encoder each. How well each encoder's frozen features serve every "
             "other task (transfer) is the ground truth that ModelGiF's field distances should predict: closer "
             "fields, better transfer (the paper's Taskonomy testbed). The quick zoo (one zoo, 5 epochs, K = 10) "
-            "trains in the background in about 1½ minutes on one CPU core; fields asked for meanwhile wait behind "
+            "trains in the background in about 2 minutes (one CPU core); fields asked for meanwhile wait behind "
             "it. The full run, three zoos: `modelgif bench relatedness`.")
         if job is None or job.state == core_worker.FAILED:
             if st.button("Train the quick task zoo", icon=":material/play_arrow:", key=f"task_zoo_train_{kind}"):
