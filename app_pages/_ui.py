@@ -572,6 +572,9 @@ def task_zoo_section(kind: str) -> None:
                            "Classification encoders read out dense targets poorly and the reverse, so part of the "
                            "mean is that split alone; within a kind is how well a method orders similar encoders."
                            + (f" The other zoos' mean {zoos_truth} reads {reference} there." if reference else ""))
+            st.download_button("Task zoo result (JSON)", json_bytes(result), "relatedness.json", "application/json",
+                               key="task_zoo_json", help="The whole bench result: every zoo's losses, affinities, "
+                               "distances and scores, as `modelgif bench relatedness --format json` prints it.")
 
 
 def _task_scores(result: dict[str, Any]) -> Any:

@@ -333,6 +333,7 @@ def test_the_task_zoo_is_trained_on_a_click_and_then_shown(tmp_path, monkeypatch
     heat = next(t for c in _charts(at) for t in c["data"] if t["type"] == "heatmap")
     assert sorted(heat["y"]) == sorted(tasks)
     assert not [b for b in at.button if b.key == "task_zoo_train_heatmap"]
+    assert [d.label for d in at.download_button] == ["Task zoo result (JSON)"]
 
     at.switch_page("app_pages/zoo_map.py").run()
     _ok(at)
