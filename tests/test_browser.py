@@ -246,3 +246,29 @@ def test_the_task_zoo_and_its_scores_in_a_real_browser(_isolated_home, browser):
         _no_exception(page)
         _shot(page, "7-task-zoo-map")
         page.close()
+
+
+def test_the_quick_task_zoo_trains_from_a_click_in_a_real_browser(_isolated_home, browser):
+    """Distances on a store with no relatedness run: the panel's button trains the real quick task zoo in the
+    server's background worker (about 2 minutes), the page polls its progress, and the panel then opens by
+    itself on the tree of the 10 tasks, with the score the run stored."""
+    from modelgif_core import last_relatedness_result
+
+    with _streamlit(_isolated_home) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/distances")
+        page.get_by_text("Task zoo (mini-Taskonomy): not trained yet").click()
+        page.get_by_role("button", name="Train the quick task zoo").click()
+        page.get_by_text("task zoo: the quick relatedness bench: running").first.wait_for(timeout=60_000)
+        _shot(page, "8-task-zoo-training")
+        page.get_by_text("Task zoo: 10 digit tasks").wait_for(timeout=600_000)
+        page.wait_for_function(f"() => {PLOTS}.some(g => g.data.some(t => t.type === 'heatmap' && "
+                               "t.y && t.y.length === 10))", timeout=60_000)
+        assert page.locator('[data-testid="stExpander"] details[open]').count() == 1  # opened by itself
+        stored = last_relatedness_result(_isolated_home)
+        assert stored["quick"] and len(stored["tasks"]) == 10
+        text = page.locator('[data-testid="stExpander"]').first.inner_text()
+        assert f"mean over target tasks: {stored['spearman_mean']:.3f}" in text
+        _no_exception(page)
+        _shot(page, "9-task-zoo-trained")
+        page.close()
