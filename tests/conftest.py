@@ -21,6 +21,15 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     yield home
 
 
+def tiny_bench_config(**changes):
+    """The relatedness bench at the size its tests run it: 4 tasks, one zoo, seconds instead of minutes."""
+    from modelgif_core.relatedness import BenchConfig
+
+    return BenchConfig(**{"tasks": ("digit", "parity", "rotation", "autoencode"), "seeds": 1, "epochs": 1, "width": 8,
+                          "transfer_train": 200, "readout_steps": 30, "anchors": "cutmix:digits:500:8:0", "steps": 3,
+                          **changes})
+
+
 def run_cli(*args, env=None, timeout=300):
     """Run the real `python -m modelgif_core` in a subprocess; returns CompletedProcess."""
     import subprocess

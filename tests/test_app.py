@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from _app_fixtures import quick_zoo_home, write_tiny_model
+from conftest import tiny_bench_config
 from streamlit.testing.v1 import AppTest
 
 from modelgif_core.worker import get_worker
@@ -315,10 +316,8 @@ def test_the_task_zoo_is_trained_on_a_click_and_then_shown(tmp_path, monkeypatch
     from modelgif_core.worker import TASK_ZOO_KEY
 
     monkeypatch.setenv("MODELGIF_HOME", str(tmp_path))
-    tasks = ("digit", "parity", "rotation", "autoencode")
-    monkeypatch.setattr(relatedness, "QUICK", relatedness.BenchConfig(
-        tasks=tasks, seeds=1, epochs=1, width=8, transfer_train=200, readout_steps=30,
-        anchors="cutmix:digits:500:8:0", steps=3))
+    tasks = tiny_bench_config().tasks
+    monkeypatch.setattr(relatedness, "QUICK", tiny_bench_config())
     at = _app().switch_page("app_pages/distances.py").run()
     _ok(at)
     assert [e.label for e in at.expander] == ["Task zoo (mini-Taskonomy): not trained yet"]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from _app_fixtures import quick_zoo_home
+from conftest import tiny_bench_config
 
 from modelgif_core.zoo import recipes
 
@@ -213,10 +214,9 @@ def test_the_task_zoo_and_its_scores_in_a_real_browser(_isolated_home, browser):
     """Issue 5's views, after a (tiny) `modelgif bench relatedness` of 4 zoos: Distances shows the task zoo's
     similarity tree and its scores, the task level against the zoos' mean AHP affinity among them; Zoo map
     places the tasks, each point named."""
-    from modelgif_core.relatedness import BenchConfig, run_bench
+    from modelgif_core.relatedness import run_bench
 
-    cfg = BenchConfig(tasks=("digit", "parity", "rotation", "autoencode"), seeds=1, epochs=1, width=8,
-                      transfer_train=200, readout_steps=30, anchors="cutmix:digits:500:8:0", steps=3)
+    cfg = tiny_bench_config()
     result = run_bench(cfg=cfg, seeds=4)  # kept in the store, as the CLI keeps it
     level = result["task_level"]
     with _streamlit(_isolated_home) as url:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_bench_config
 from scipy.stats import spearmanr
 
 from modelgif_core import UserError
@@ -521,9 +522,7 @@ def test_method_ranking_reorders_only_field_ranked_methods_of_zoos_that_have_ran
 
 
 def test_tiny_end_to_end_run_and_json_contract():
-    cfg = BenchConfig(tasks=("digit", "parity", "rotation", "autoencode"), seeds=1, epochs=1,
-                      width=8, transfer_train=200, readout_steps=30,
-                      anchors="cutmix:digits:500:8:0", steps=3)
+    cfg = tiny_bench_config()
     calls = []
     result = run_bench(cfg=cfg, seeds=2, progress=lambda done, total: calls.append((done, total)))  # as --seeds 2
     assert calls == [(i, 6) for i in range(1, 7)]  # each zoo's three stages, in order
@@ -695,8 +694,7 @@ def test_the_app_worker_trains_the_task_zoo_into_its_own_store(tmp_path):
     from modelgif_core import FieldStore, Worker, last_relatedness_result
     from modelgif_core.worker import DONE, TASK_ZOO_KEY, relatedness_task
 
-    cfg = BenchConfig(tasks=("digit", "parity", "autoencode"), seeds=1, epochs=1, width=8, transfer_train=200,
-                      readout_steps=30, anchors="cutmix:digits:500:8:0", steps=3)
+    cfg = tiny_bench_config(tasks=("digit", "parity", "autoencode"))
     worker = Worker(FieldStore(tmp_path / "store"))
     try:
         worker.submit_task(TASK_ZOO_KEY, "task zoo", relatedness_task(cfg))
