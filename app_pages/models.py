@@ -58,7 +58,7 @@ def _numbers(text: str, what: str, cast: type = float) -> tuple:
 
 def _workspace_section() -> None:
     specs = _ui.workspace()
-    st.subheader(f"Workspace ({len(specs)} models)")
+    st.subheader(f"Workspace ({len(specs)} model{'' if len(specs) == 1 else 's'})")
     if not specs:
         st.info("The workspace is empty. Add models below, or run the demo on Home.")
         return
@@ -193,7 +193,9 @@ def _save_upload(filename: str, data: bytes, arch: str, num_classes: int, size: 
 
 
 st.title("Models")
-_workspace_section()
+# The workspace is drawn last, into a box kept above the tabs: a model added in a tab shows in its
+# table in the same run, and the tabs keep their place (and the selected tab) whatever the table holds.
+workspace_box = st.container()
 st.divider()
 zoo, hub, upload = st.tabs(["Built-in zoo", "timm Hub", "Upload a checkpoint"])
 with zoo:
@@ -202,3 +204,5 @@ with hub:
     _hub_tab()
 with upload:
     _upload_tab()
+with workspace_box:
+    _workspace_section()

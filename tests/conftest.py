@@ -37,3 +37,21 @@ def run_cli(*args, env=None, timeout=300):
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "modelgif_core", *map(str, args)], capture_output=True,
                           text=True, env=full_env, cwd=ROOT, timeout=timeout)
+
+
+def write_hostile(folder):
+    """A `torch.save`d checkpoint whose unpickling would run `touch PWNED`: (its path, the marker)."""
+    import subprocess
+    import textwrap
+
+    code = textwrap.dedent("""
+        import os, pickle, sys, torch
+        class Boom:
+            def __reduce__(self):
+                return (os.system, ("touch " + sys.argv[2],))
+        torch.save({"fc.weight": torch.zeros(2, 2), "payload": Boom()}, sys.argv[1])
+    """)
+    path, marker = Path(folder) / "hostile.pth", Path(folder) / "PWNED"
+    subprocess.run([sys.executable, "-c", code, str(path), str(marker)], check=True)
+    assert path.is_file() and not marker.exists()
+    return path, marker

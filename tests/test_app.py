@@ -172,7 +172,8 @@ def test_checkpoint_upload_adds_a_model_to_the_workspace(tmp_path, monkeypatch):
     assert at.success[0].value == "Added my-net.safetensors (test_resnet)."
     (spec,) = at.session_state["workspace"]
     assert spec.startswith("local-dir:") and "uploads" in spec
-    at.run()
+    # The workspace table above the tabs shows the new model in the run of the click itself.
+    assert at.subheader[0].value == "Workspace (1 model)"
     table = at.dataframe[0].value
     assert list(table["classes"]) == [7] and list(table["input"]) == ["3×32×32"]
 

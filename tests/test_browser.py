@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from _app_fixtures import quick_zoo_home
-from conftest import tiny_bench_config
+from conftest import tiny_bench_config, write_hostile
 
 from modelgif_core.zoo import recipes
 
@@ -125,6 +125,12 @@ def _goto(page, title: str) -> float:
     page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
     page.wait_for_function(f"() => {DRAWN[title]}", timeout=120_000)
     return time.perf_counter() - start
+
+
+def _settle(page) -> None:
+    """Wait until the rerun a widget change has just asked for is over (as Streamlit's own e2e tests do)."""
+    page.wait_for_timeout(500)
+    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=60_000)
 
 
 def _eval(page, body: str):
@@ -272,3 +278,57 @@ def test_the_quick_task_zoo_trains_from_a_click_in_a_real_browser(_isolated_home
         _no_exception(page)
         _shot(page, "9-task-zoo-trained")
         page.close()
+
+
+def test_checkpoint_uploads_through_the_real_upload_path(tmp_path, browser):
+    """Models, Upload a checkpoint, as a user does it: files go through Streamlit's real HTTP upload. A
+    hostile pickle is refused and never run; two good checkpoints in a row are each added and listed in the
+    workspace table at once, and the page stays on the upload tab between them (it used to jump back to
+    the first tab as soon as the workspace table appeared above the tabs)."""
+    import timm
+    from safetensors.torch import save_file
+
+    hostile, marker = write_hostile(tmp_path)
+    good = []
+    for classes in (10, 7):
+        module = timm.create_model("test_resnet", num_classes=classes)
+        good.append(tmp_path / f"net{classes}.safetensors")
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, good[-1])
+    home = tmp_path / "home"
+    home.mkdir()
+    with _streamlit(home) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/models")
+        page.get_by_role("tab", name="Upload a checkpoint").click()
+        _settle(page)  # every step waits for the rerun it causes: a file given mid-rerun can be dropped
+        page.locator('[data-testid="stSelectbox"]').filter(has_text="timm architecture").click()
+        page.keyboard.type("test_resnet")
+        page.get_by_role("option", name="test_resnet", exact=True).click()
+        _settle(page)
+        size = page.get_by_label("Input size C,H,W")  # keyed by the architecture: one box once rerun
+        size.fill("3,32,32")
+        size.press("Enter")
+        _settle(page)
+        alerts = page.locator('[data-testid="stMain"] [data-testid="stAlert"]')
+
+        def load(path, expect: str) -> None:
+            page.locator('input[type="file"]').set_input_files(str(path))
+            page.get_by_test_id("stFileChipName").filter(has_text=path.name).wait_for(timeout=30_000)
+            _settle(page)
+            assert page.locator('[role="tab"][aria-selected="true"]').inner_text() == "Upload a checkpoint"
+            page.get_by_role("button", name="Load checkpoint").click()
+            _settle(page)
+            assert alerts.filter(has_text=expect).count() == 1, alerts.all_inner_texts()
+
+        load(hostile, "Refused hostile.pth")
+        assert not marker.exists()
+        load(good[0], "Added net10.safetensors (test_resnet).")
+        page.get_by_role("heading", name="Workspace (1 model)").wait_for(timeout=10_000)
+        load(good[1], "Added net7.safetensors (test_resnet).")
+        page.get_by_role("heading", name="Workspace (2 models)").wait_for(timeout=10_000)
+        assert page.locator('[data-testid="stDataFrame"]').count() == 1  # the workspace's table
+        assert len(list((home / "uploads").glob("*/model.safetensors"))) == 2
+        _no_exception(page)
+        _shot(page, "10-uploads")
+        page.close()
+

@@ -4,13 +4,12 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import timm
 import torch
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, write_hostile
 from safetensors.torch import save_file
 
 from modelgif_core import InputConfig, UserError, load_model, save_model_dir
@@ -113,22 +112,6 @@ def test_wrong_architecture_and_unknown_names_are_one_sentence(tmp_path):
         load_model("resnet18.not_a_tag")  # timm's RuntimeError becomes one sentence with valid tags
     with pytest.raises(UserError, match="No such folder"):
         load_model(f"local-dir:{tmp_path / 'missing'}")
-
-
-HOSTILE = textwrap.dedent("""
-    import os, pickle, sys, torch
-    class Boom:
-        def __reduce__(self):
-            return (os.system, ("touch " + sys.argv[2],))
-    torch.save({"fc.weight": torch.zeros(2, 2), "payload": Boom()}, sys.argv[1])
-""")
-
-
-def write_hostile(tmp_path):
-    path, marker = tmp_path / "hostile.pth", tmp_path / "PWNED"
-    subprocess.run([sys.executable, "-c", HOSTILE, str(path), str(marker)], check=True)
-    assert path.is_file() and not marker.exists()
-    return path, marker
 
 
 def test_hostile_pickle_is_refused_and_never_executed(tmp_path):
