@@ -546,11 +546,18 @@ def _jsonable(value: Any) -> bool:
 
 
 def list_hub_models(pattern: str = "") -> list[str]:
-    """timm's pretrained model names matching a substring or a glob (`*vit*`)."""
+    """timm's pretrained model names matching a substring or a glob (`*vit*`).
+
+    A substring's matches come as a user searching for it expects: the architecture of that name
+    first, then the names that start with it, then the rest (`resnet18` before `legacy_seresnet18`)."""
     import timm
 
-    glob = pattern if any(c in pattern for c in "*?[") else (f"*{pattern}*" if pattern else "")
-    return timm.list_models(glob, pretrained=True) if glob else timm.list_models(pretrained=True)
+    if any(c in pattern for c in "*?["):
+        return timm.list_models(pattern, pretrained=True)
+    names = timm.list_models(f"*{pattern}*" if pattern else "", pretrained=True)
+    if not pattern:
+        return names
+    return sorted(names, key=lambda n: (n.split(".")[0] != pattern, not n.startswith(pattern)))
 
 
 def hub_pretrained_cfg(name: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import torch
 from conftest import ROOT, run_cli, write_hostile
 from safetensors.torch import save_file
 
-from modelgif_core import InputConfig, UserError, load_model, save_model_dir
+from modelgif_core import InputConfig, UserError, list_hub_models, load_model, save_model_dir
 
 CFG32 = InputConfig(input_size=(3, 32, 32), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
@@ -200,3 +200,15 @@ def load_model_from_module(module, pretrained):
     from modelgif_core.models import fingerprint
 
     return fingerprint(module, "test_resnet", InputConfig.from_pretrained_cfg(pretrained))
+
+
+def test_hub_search_lists_the_architecture_named_first():
+    """Searching the Hub for `resnet18` offers resnet18's own weights first, then resnet18d's, then names
+    that merely contain it (`legacy_seresnet18`), each group in timm's order; a glob is timm's own list."""
+    names = list_hub_models("resnet18")
+    assert set(names) == set(timm.list_models("*resnet18*", pretrained=True))
+    groups = [0 if n.split(".")[0] == "resnet18" else 1 if n.startswith("resnet18") else 2 for n in names]
+    assert groups == sorted(groups) and groups[0] == 0 and {1, 2} <= set(groups)
+    assert [n for n in names if n.startswith("resnet18")] == sorted(n for n in names if n.startswith("resnet18"))
+    assert list_hub_models("*seresnet18*") == timm.list_models("*seresnet18*", pretrained=True)
+    assert len(list_hub_models("")) == len(timm.list_models(pretrained=True))
