@@ -35,8 +35,9 @@ class _Progress:
 
             self.bar = tqdm(total=total, desc=self.label, unit="pt", file=sys.stderr, leave=False,
                             dynamic_ncols=True, mininterval=0.5)
-        self.bar.n = done
-        self.bar.refresh()
+        # update(), not refresh(): redraw at most every mininterval, so a log file or a pipe gets a few
+        # lines a second instead of one per chunk of points.
+        self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -102,3 +102,18 @@ def test_core_never_imports_streamlit():
                 names = [node.module]
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "streamlit"]
     assert offenders == []
+
+
+def test_progress_to_a_pipe_is_a_few_lines_not_one_per_chunk(capsys):
+    """Extraction reports progress after every chunk of points; written to a log file or a pipe, the bar
+    must redraw at most every half second, not once per call (it printed every one of them before)."""
+    from modelgif_core.cli import _Progress
+
+    progress = _Progress("field")
+    capsys.readouterr()
+    for done in range(0, 100_001, 100):  # 1001 calls in well under a second
+        progress(done, 100_000)
+    progress.close()
+    err = capsys.readouterr().err
+    assert "field" in err
+    assert 1 <= err.count("\r") <= 10, err.count("\r")
