@@ -102,6 +102,7 @@ class Worker:
         self._fns: dict[str, Callable[[Progress], Any]] = {}
         # passes per second measured on finished extractions, by (arch, input size, device)
         self._speed: dict[tuple[str, str, str], float] = {}
+        self._stored_rates: dict[tuple[str, str], list[float]] | None = None  # by (fingerprint, device)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="modelgif-worker", daemon=True)
         self._thread.start()
@@ -225,7 +226,23 @@ class Worker:
         if model is not None and _speed_key(model, device) in speeds:
             return speeds[_speed_key(model, device)]
         same = sorted(v for (_, _, dev), v in speeds.items() if dev == device)
-        return same[len(same) // 2] if same else None
+        if same:
+            return same[len(same) // 2]
+        return self._stored_speed(model, device)
+
+    def _stored_speed(self, model: Any, device: str) -> float | None:
+        """Passes per second from the store's record of earlier extractions (another process, or this
+        server before a restart): this model's own, else the median on the device; None if none."""
+        if self._stored_rates is None:  # read once: what runs here from now on is measured above
+            rates: dict[tuple[str, str], list[float]] = {}
+            for row in self.store.list():
+                shape, seconds = row.get("shape") or (), row.get("seconds")
+                if len(shape) == 3 and seconds and seconds > 0:
+                    rates.setdefault((row["fingerprint"], row["device"]), []).append(shape[0] * shape[1] / seconds)
+            self._stored_rates = rates
+        own = self._stored_rates.get((getattr(model, "fingerprint", None), device))
+        pool = own or [r for (_, dev), rs in self._stored_rates.items() if dev == device for r in rs]
+        return sorted(pool)[len(pool) // 2] if pool else None
 
     def record_speed(self, model: Any, device: str, passes_per_second: float) -> None:
         """Record a throughput measured elsewhere (a probe task) for the cost estimate."""

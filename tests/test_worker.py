@@ -50,11 +50,17 @@ def test_field_lands_in_the_store_and_resubmission_shares_the_job(worker, tiny_m
     assert tuple(stored.unit.shape) == (3, 4, 3 * 32 * 32)
     assert worker.speed(tiny_models[0]) > 0
 
-    # A fresh worker on the same store (another server process) finds it done without computing.
+    # A fresh worker on the same store (another server process) finds it done without computing, and its
+    # cost estimate starts from the store's record of that extraction instead of "not measured yet".
     other = Worker(worker.store)
     try:
         found = other.submit_field(tiny_models[0], anchors, CFG)
         assert found.state == DONE and found.key == first.key
+        (row,) = worker.store.list()
+        recorded = 3 * 4 / row["seconds"]
+        assert other.speed(tiny_models[0], row["device"]) == pytest.approx(recorded)
+        assert other.speed(tiny_models[1], row["device"]) == pytest.approx(recorded)  # the device's median
+        assert other.speed(tiny_models[0], "no-such-device") is None
     finally:
         other.stop()
 
