@@ -547,7 +547,11 @@ def task_zoo_section(kind: str) -> None:
                    f"over target tasks: {result['spearman_mean']:.3f} (the paper: -0.835 on Taskonomy). Closer "
                    "encoders should transfer better, so the expected sign is negative."
                    + (f" Reference: the other zoos' mean {zoos_truth} predicts each zoo's at "
-                      f"{reference['spearman_mean']:.3f}." if reference else ""))
+                      f"{reference['spearman_mean']:.3f}." if reference else
+                      " One zoo: its score moves with its encoders' training seeds, and on a single zoo even a "
+                      "perfect task-level predictor stays well short of the paper. `modelgif bench relatedness` "
+                      "runs 3 zoos and adds that reference; docs/BENCHMARKS.md has the results and where the "
+                      "method falls short."))
         level = result.get("task_level")
         if level:
             st.caption(f"Task level ({result['seeds']} zoos): {level['halves'][0]} zoos' averaged distances against "

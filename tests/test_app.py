@@ -334,6 +334,8 @@ def test_the_task_zoo_is_trained_on_a_click_and_then_shown(tmp_path, monkeypatch
     assert sorted(heat["y"]) == sorted(tasks)
     assert not [b for b in at.button if b.key == "task_zoo_train_heatmap"]
     assert [d.label for d in at.download_button] == ["Task zoo result (JSON)"]
+    # One zoo has no other zoos' reference: the caption says why its score is not the paper's to compare with.
+    assert any("One zoo: its score moves with its encoders' training seeds" in c.value for c in at.caption)
 
     at.switch_page("app_pages/zoo_map.py").run()
     _ok(at)
