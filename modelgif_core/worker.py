@@ -102,7 +102,7 @@ class Worker:
         self._fns: dict[str, Callable[[Progress], Any]] = {}
         # passes per second measured on finished extractions, by (arch, input size, device)
         self._speed: dict[tuple[str, str, str], float] = {}
-        self._stored_rates: dict[tuple[str, str], list[float]] | None = None  # by (fingerprint, device)
+        self._stored: dict[tuple[str, str], list[float]] | None = None  # the store's, by (device, fingerprint)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="modelgif-worker", daemon=True)
         self._thread.start()
@@ -212,10 +212,12 @@ class Worker:
         return True
 
     def speed(self, model: Any = None, device: str | None = None) -> float | None:
-        """Measured passes per second for this model's architecture and input size on `device`.
+        """Passes per second on `device`, the best-matched measurement first.
 
-        Without a model (or with none measured for it), the median over everything measured on
-        the device; None when nothing has run yet.
+        This model's architecture and input size as measured here; else this model's earlier
+        extractions as the store records them (another process, or this server before a restart);
+        else the median over everything measured here on the device, then over the store's record.
+        None when nothing has run yet.
         """
         with self._lock:
             speeds = dict(self._speed)
@@ -225,24 +227,25 @@ class Worker:
             device = str(resolve_device("auto"))
         if model is not None and _speed_key(model, device) in speeds:
             return speeds[_speed_key(model, device)]
-        same = sorted(v for (_, _, dev), v in speeds.items() if dev == device)
-        if same:
-            return same[len(same) // 2]
-        return self._stored_speed(model, device)
+        stored = self._stored_rates(device)
+        for pool in (stored.get(getattr(model, "fingerprint", None)),
+                     [v for (_, _, dev), v in speeds.items() if dev == device],
+                     [r for rates in stored.values() for r in rates]):
+            if pool:
+                return sorted(pool)[len(pool) // 2]
+        return None
 
-    def _stored_speed(self, model: Any, device: str) -> float | None:
-        """Passes per second from the store's record of earlier extractions (another process, or this
-        server before a restart): this model's own, else the median on the device; None if none."""
-        if self._stored_rates is None:  # read once: what runs here from now on is measured above
+    def _stored_rates(self, device: str) -> dict[str, list[float]]:
+        """Passes per second of every field the store records as extracted on `device`, by fingerprint.
+        Read once per worker: what runs here afterwards is measured directly."""
+        if self._stored is None:
             rates: dict[tuple[str, str], list[float]] = {}
             for row in self.store.list():
                 shape, seconds = row.get("shape") or (), row.get("seconds")
                 if len(shape) == 3 and seconds and seconds > 0:
-                    rates.setdefault((row["fingerprint"], row["device"]), []).append(shape[0] * shape[1] / seconds)
-            self._stored_rates = rates
-        own = self._stored_rates.get((getattr(model, "fingerprint", None), device))
-        pool = own or [r for (_, dev), rs in self._stored_rates.items() if dev == device for r in rs]
-        return sorted(pool)[len(pool) // 2] if pool else None
+                    rates.setdefault((row["device"], row["fingerprint"]), []).append(shape[0] * shape[1] / seconds)
+            self._stored = rates
+        return {fp: rates for (dev, fp), rates in self._stored.items() if dev == device}
 
     def record_speed(self, model: Any, device: str, passes_per_second: float) -> None:
         """Record a throughput measured elsewhere (a probe task) for the cost estimate."""
