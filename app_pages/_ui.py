@@ -549,7 +549,7 @@ def task_zoo_section(kind: str) -> None:
                    + (f" Reference: the other zoos' mean {zoos_truth} predicts each zoo's at "
                       f"{reference['spearman_mean']:.3f}." if reference else
                       " One zoo: its score moves with its encoders' training seeds, and on a single zoo even a "
-                      "perfect task-level predictor stays well short of the paper. `modelgif bench relatedness` "
+                      "perfect task-level predictor stays short of the paper's score. `modelgif bench relatedness` "
                       "runs 3 zoos and adds that reference; docs/BENCHMARKS.md has the results and where the "
                       "method falls short."))
         level = result.get("task_level")
