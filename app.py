@@ -96,12 +96,12 @@ def _demo_status() -> None:
             _ui.set_workspace([s for s in _ui.workspace() if s not in bad])
         st.caption("Models whose field failed are left out of the workspace.")
     st.success(f"Demo ready: {len(ready)} zoo models with their fields. Explore the results:")
-    c1, c2, c3, c4, c5 = st.columns(5)
-    c1.page_link("app_pages/distances.py", label="Distances", icon=":material/grid_on:")
-    c2.page_link("app_pages/zoo_map.py", label="Zoo map", icon=":material/scatter_plot:")
-    c3.page_link("app_pages/fields.py", label="Fields", icon=":material/gradient:")
-    c4.page_link("app_pages/triage.py", label="Triage", icon=":material/policy:")
-    c5.page_link("app_pages/unlearning.py", label="Unlearning", icon=":material/delete_sweep:")
+    links = st.container(horizontal=True)  # each link as wide as its label; they wrap on a narrow screen
+    links.page_link("app_pages/distances.py", label="Distances", icon=":material/grid_on:")
+    links.page_link("app_pages/zoo_map.py", label="Zoo map", icon=":material/scatter_plot:")
+    links.page_link("app_pages/fields.py", label="Fields", icon=":material/gradient:")
+    links.page_link("app_pages/triage.py", label="Triage", icon=":material/policy:")
+    links.page_link("app_pages/unlearning.py", label="Unlearning", icon=":material/delete_sweep:")
 
 
 home_page = st.Page(home, title="Home", icon=":material/home:", default=True)
