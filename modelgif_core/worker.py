@@ -102,7 +102,7 @@ class Worker:
         self._fns: dict[str, Callable[[Progress], Any]] = {}
         # passes per second measured on finished extractions, by (arch, input size, device)
         self._speed: dict[tuple[str, str, str], float] = {}
-        self._stored: dict[tuple[str, str], list[float]] | None = None  # the store's, by (device, fingerprint)
+        self._stored: dict[str, dict[str, list[float]]] | None = None  # the store's, by device, then fingerprint
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="modelgif-worker", daemon=True)
         self._thread.start()
@@ -239,13 +239,14 @@ class Worker:
         """Passes per second of every field the store records as extracted on `device`, by fingerprint.
         Read once per worker: what runs here afterwards is measured directly."""
         if self._stored is None:
-            rates: dict[tuple[str, str], list[float]] = {}
+            rates: dict[str, dict[str, list[float]]] = {}
             for row in self.store.list():
                 shape, seconds = row.get("shape") or (), row.get("seconds")
                 if len(shape) == 3 and seconds and seconds > 0:
-                    rates.setdefault((row["device"], row["fingerprint"]), []).append(shape[0] * shape[1] / seconds)
+                    by_model = rates.setdefault(row["device"], {})
+                    by_model.setdefault(row["fingerprint"], []).append(shape[0] * shape[1] / seconds)
             self._stored = rates
-        return {fp: rates for (dev, fp), rates in self._stored.items() if dev == device}
+        return self._stored.get(device, {})
 
     def record_speed(self, model: Any, device: str, passes_per_second: float) -> None:
         """Record a throughput measured elsewhere (a probe task) for the cost estimate."""
