@@ -7,8 +7,8 @@ the hard attack kinds, seeds + 7777 and + 8888) from the full zoo's existing vic
 zoo's calibration references and reports AUC per attack kind (fresh derived of that kind vs the fresh
 independents, pooled over both victims; score = the min z, lower = more derived; ties count 1/2).
 
-Usage: python docs/confirm_triage.py [--zoo DIR] [--home DIR] [--per-kind N] [--independents N]
-                                     [--seed-shifts 7777 8888] [--original]
+Usage: python research/02_confirm_triage.py [--zoo DIR] [--home DIR] [--per-kind N] [--independents N]
+                                            [--seed-shifts 7777 8888] [--original]
 Needs the built full zoo (`modelgif zoo build --size full`; --zoo, default: the full zoo under
 $MODELGIF_HOME). Trains 28 small models per seed shift (about 4 minutes on 2 cores) into --home
 (default: a `confirm` folder beside the zoo), which also holds the field store; re-runs reuse both.
@@ -65,8 +65,7 @@ def main() -> None:
     os.environ["MODELGIF_HOME"] = str(home)  # the zoo's worker processes inherit it
     import torch
 
-    from modelgif_core.store import FieldStore
-    from modelgif_core.triage import triage
+    from modelgif_core import FieldStore, triage
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()

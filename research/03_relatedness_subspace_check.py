@@ -7,9 +7,9 @@ by >= 0.03 in mean Spearman per zoo and on >= 4 of the 6 zoos. This script train
 bench's recipe (`relatedness.train_zoo`, seeds 1000 * zoo + task index, one torch thread), reads
 out the transfer losses, extracts the fields, and prints per zoo and pooled: the previous default,
 the candidate, other views, the baselines (raw and centred) and the other zoos' mean affinity as a
-reference. docs/BENCHMARKS.md ("Round 3") quotes its output for zoos 6-11.
+reference. research/03_log_relatedness_ground_truth.md quotes its output for zoos 6-11.
 
-Usage: python docs/relatedness_check.py [--zoos 6-11] [--cache DIR]
+Usage: python research/03_relatedness_subspace_check.py [--zoos 6-11] [--cache DIR]
 About 2 minutes per zoo on one core; zoos are cached in --cache (default /tmp/relatedness_check),
 so a second run only scores. Zoos 0-2 are the full bench's own zoos (same models, one thread).
 """
@@ -26,10 +26,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from modelgif_core import relatedness as R  # noqa: E402
-from modelgif_core.anchors import digits_basis, digits_dataset, digits_split, load_anchors  # noqa: E402
-from modelgif_core.distance import distance_matrix, unit_field  # noqa: E402
-from modelgif_core.fields import FieldConfig, extract_field, quadrature  # noqa: E402
+from modelgif_core.bench import relatedness as R  # noqa: E402
+from modelgif_core.engine.anchors import digits_basis, digits_dataset, digits_split, load_anchors  # noqa: E402
+from modelgif_core.engine.distance import distance_matrix, unit_field  # noqa: E402
+from modelgif_core.engine.fields import FieldConfig, extract_field, quadrature  # noqa: E402
 
 
 def train_zoo(zoo: int, cache: Path) -> dict:

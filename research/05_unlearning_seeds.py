@@ -1,7 +1,7 @@
 """The unlearning bench over many fresh seed groups at once: one process per (group, recipe), each on
 one torch thread, so a many-core host measures how often the paper's order holds.
 
-    python docs/unlearning_seeds.py --first 40 --groups 8 --augment noise none --workers 16 --out DIR
+    python research/05_unlearning_seeds.py --first 40 --groups 8 --augment noise none --workers 16 --out DIR
 
 Group g trains seeds first + 5g .. first + 5g + 4 (unrelated: the other 4 originals of the group and
 the bench's 3 extra models), exactly `modelgif bench unlearning` with `BenchConfig(first_seed=...,
@@ -22,7 +22,7 @@ COUNTS = ("approx_below_unrelated", "exact_beyond_mean", "order_holds", "verdict
 
 
 def run_group(job: tuple[int, str, bool]) -> dict:
-    from modelgif_core.unlearning import QUICK, BenchConfig, run_bench
+    from modelgif_core.bench.unlearning import QUICK, BenchConfig, run_bench
 
     first, augment, quick = job
     cfg = replace(QUICK if quick else BenchConfig(), augment=augment, first_seed=first)

@@ -1,7 +1,8 @@
-"""Round 6's selection on zoos 0-5: six forms of the per-channel field regression (docs/BENCHMARKS.md).
+"""Round 6's selection on zoos 0-5: six forms of the per-channel field regression
+(research/06_log_relatedness_regression.md).
 
-Usage: python docs/relatedness_regression_forms.py [--zoos 0-5] [--cache DIR]
-Reads the zoos and per-channel fields that `docs/relatedness_channels.py --zoos 0-5 --cache DIR`
+Usage: python research/06_relatedness_regression_forms.py [--zoos 0-5] [--cache DIR]
+Reads the zoos and per-channel fields that `research/04_relatedness_channel_measures.py --zoos 0-5 --cache DIR`
 trained and cached (DIR defaults to that script's). Each form: d(A -> B) = 1 - the share of B's
 per-channel fields that a ridge regression on A's explains (ridge lam x A's mean channel energy).
 The form picked, "unit channels, ridge 0.1", is the bench's `channel_regression_distance_matrix`;
@@ -11,16 +12,13 @@ the others were looked at only here, on the selection zoos.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import TASKS, cka_per_point, mean_spearman
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import relatedness_channels as RC  # noqa: E402
-
-from modelgif_core import relatedness as R  # noqa: E402
+from modelgif_core.bench import relatedness as R
 
 
 def regress(rows: torch.Tensor, unit: bool, lam: float) -> np.ndarray:
@@ -45,7 +43,7 @@ def forms(J: list[torch.Tensor]) -> dict[str, np.ndarray]:
     last = torch.stack([j[:, :, -1].flatten(1) for j in J])[:, None]
     per_anchor = torch.stack([j.permute(1, 0, 2, 3).flatten(2) for j in J])  # [T, N, C, K*64]
     return {
-        "M2 (round 4's default)": RC.cka_per_point(J),
+        "M2 (round 4's default)": cka_per_point(J),
         "unit channels, ridge 0.1 (picked)": regress(shared, True, 0.1),
         "unit channels, ridge 0.001": regress(shared, True, 1e-3),
         "unit channels, last point only": regress(last, True, 1e-3),
@@ -69,14 +67,14 @@ def main() -> None:
         loss = data["loss"].numpy()
         affinity = R.normalise_affinity(loss[:-1], loss[-1])
         affinities.append(affinity)
-        for name, dist in forms([fields[t].double() for t in RC.TASKS]).items():
+        for name, dist in forms([fields[t].double() for t in TASKS]).items():
             matrices.setdefault(name, []).append(R.hubness_centred(dist))
-            centred.setdefault(name, []).append(RC.mean_spearman(matrices[name][-1], affinity))
-            raw.setdefault(name, []).append(RC.mean_spearman(dist, affinity))
+            centred.setdefault(name, []).append(mean_spearman(matrices[name][-1], affinity))
+            raw.setdefault(name, []).append(mean_spearman(dist, affinity))
     pooled_affinity = np.nanmean(affinities, axis=0)
     print(f"zoos {zoos}: mean Spearman per zoo, hubness-centred (raw); per zoo; pooled\n")
     for name in centred:
-        pooled = RC.mean_spearman(np.mean(matrices[name], axis=0), pooled_affinity)
+        pooled = mean_spearman(np.mean(matrices[name], axis=0), pooled_affinity)
         print(f"{name:<36} {np.mean(centred[name]):+.3f} ({np.mean(raw[name]):+.3f})  "
               + " ".join(f"{v:+.2f}" for v in centred[name]) + f"  pooled {pooled:+.3f}")
 

@@ -1,12 +1,12 @@
 """Round 6's check of the unlearning verdict rule: verdicts at two thresholds, from stored distances.
 
-    python docs/unlearning_seeds.py --first 70 --groups 4 --augment noise none --out DIR
-    python docs/unlearning_verdicts.py DIR [--thresholds 0.25 0.10]
+    python research/05_unlearning_seeds.py --first 70 --groups 4 --augment noise none --out DIR
+    python research/06_unlearning_verdicts.py DIR [--thresholds 0.25 0.10]
 
-Reads the per-group JSONs `docs/unlearning_seeds.py` wrote to DIR and judges every seed's exact,
+Reads the per-group JSONs `research/05_unlearning_seeds.py` wrote to DIR and judges every seed's exact,
 relabel and ascent unlearner against its unrelated models with `judge_unlearning` at each
 `retained_min`; prints, per training recipe, the verdicts right and the retained shares that decide
-them (docs/BENCHMARKS.md, unlearning round 6).
+them (research/06_log_unlearning_threshold.md).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelgif_core.unlearning import judge_unlearning
+from modelgif_core.analysis.unlearning import judge_unlearning
 
 EXPECT = {"exact": "forgotten", "approx_relabel": "not forgotten", "approx_ascent": "not forgotten"}
 

@@ -1,4 +1,4 @@
-"""Round 8 of the relatedness bench: three levers on the cached zoos (docs/BENCHMARKS.md, "Round 8").
+"""Round 8 of the relatedness bench: three levers on the cached zoos (research/08_log_relatedness_heads_ahp_epochs.md).
 
   heads    read each classification target B as its own task model does: B's class-centred logits
            (their fields, GL; their values on the held-out digits, FL) regressed on source A's channel
@@ -9,8 +9,8 @@
   anchors  compare A and B on B's own inputs: for the three targets whose inputs are transformed
            (rotation, denoise, inpaint), column B's fields on the anchors passed through B's transform.
 
-Usage: python docs/relatedness_round8.py {heads,ahp,anchors} [--zoos 0-5] [--cache DIR] [--repeat 1,2]
-Zoos come from docs/relatedness_channels.py's cache (trained there if missing, about 4 minutes a zoo on
+Usage: python research/08_relatedness_heads_ahp_anchors.py {heads,ahp,anchors} [--zoos 0-5] [--cache DIR] [--repeat 1,2]
+Zoos come from research/common.py's cache (trained there if missing, about 4 minutes a zoo on
 one thread); this script keeps what it adds (heads, per-example losses, fields on transformed anchors) in
 the same cache. Retraining a zoo with its heads must give back the cached encoders byte for byte.
 """
@@ -18,58 +18,41 @@ the same cache. Retraining a zoo with its heads must give back the cached encode
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import numpy as np
+import torch
+from common import (
+    CFG,
+    TASKS,
+    channel_fields,
+    encoder,
+    feature_regression,
+    gradient_regression,
+    mean_loss_affinity,
+    mean_spearman,
+    parse_zoos,
+    per_example_losses,
+    pool_and_held,
+    scores,
+    task_level,
+    train_zoo,
+    zoo_fields,
+)
+from torch import nn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+from modelgif_core.bench import relatedness as R
+from modelgif_core.engine.anchors import digits_basis, load_anchors
+from modelgif_core.engine.fields import FieldConfig, extract_field
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import relatedness_channels as RC  # noqa: E402
-from relatedness_task_level import parse_zoos  # noqa: E402
-
-from modelgif_core import relatedness as R  # noqa: E402
-from modelgif_core.anchors import digits_basis, digits_dataset, digits_split, load_anchors  # noqa: E402
-from modelgif_core.fields import FieldConfig, extract_field  # noqa: E402
-
-CFG = R.BenchConfig()
-TASKS = list(CFG.tasks)
 CLASSES = [t for t in TASKS if R.TASKS[t][0].kind == "class"]
 TRANSFORMED = ("rotation", "denoise", "inpaint")  # tasks whose readouts read transformed inputs
-
-
-def pool_and_held() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    xs, ys = digits_dataset()
-    pool, held = digits_split()
-    return xs[pool], ys[pool], xs[held], ys[held]
 
 
 def regression(sources: list[torch.Tensor], targets: list[torch.Tensor], ridge: float) -> np.ndarray:
     """d[a, b] = 1 - the share of targets[b]'s rows a ridge regression on sources[a]'s rows explains."""
     return R._regression_distance_matrix(sources, ridge, targets=targets)
-
-
-def scores(dists: list[np.ndarray], affs: list[np.ndarray]) -> tuple[float, list[float], float]:
-    """Per zoo, then pooled over zoos (centred distances averaged, affinities averaged)."""
-    per = [RC.mean_spearman(d, a) for d, a in zip(dists, affs, strict=True)]
-    return float(np.mean(per)), per, RC.mean_spearman(np.mean(dists, 0), np.nanmean(affs, 0))
-
-
-def task_level(dists: list[np.ndarray], affs: list[np.ndarray]) -> tuple[float, float]:
-    """The core's task level (10 zoos' averaged distances against the other 10's averaged affinities, 200
-    splits) on distances centred already, and the ground truth's own half-against-half agreement."""
-    level = R.task_level_spearman([{"affinity": a, "d": d} for d, a in zip(dists, affs, strict=True)], TASKS,
-                                  centre=False, methods={"d": "d"}, truth="affinity")
-    return (level["methods"]["d"], level["ground_truth"]) if level else (float("nan"), float("nan"))  # < 4 zoos
-
-
-def mean_loss_affinity(data: dict) -> np.ndarray:
-    loss = data["loss"].numpy()
-    return R.normalise_affinity(loss[:-1], loss[-1])
 
 
 # ----------------------------------------------------------------------------------- heads
@@ -104,7 +87,7 @@ def task_models(zoo: int, data: dict, cache: Path) -> dict[str, nn.Module]:
     for t, state in torch.load(path, weights_only=True).items():
         head = R._task_head(R.TASKS[t][0], CFG.width)
         head.load_state_dict(state)
-        models[t] = CentredLogits(RC.encoder(data["enc"][t]), head.eval().requires_grad_(False))
+        models[t] = CentredLogits(encoder(data["enc"][t]), head.eval().requires_grad_(False))
     return models
 
 
@@ -124,12 +107,12 @@ def run_heads(zoos: list[int], cache: Path) -> None:
     dists: dict[str, list[np.ndarray]] = {"G": [], "GL": [], "F": [], "FL": []}
     affs = []
     for zoo in zoos:
-        data = RC.train_zoo(zoo, cache)
-        J = RC.zoo_fields(zoo, cache, anchors, data)  # [C, N, K, 64] per task
+        data = train_zoo(zoo, cache)
+        J = zoo_fields(zoo, cache, anchors, data)  # [C, N, K, 64] per task
         models = task_models(zoo, data, cache)
         fields = logit_fields(zoo, models, anchors, cache)
         channels = [j.flatten(1) for j in J]
-        features = [R._pooled(R._features(RC.encoder(data["enc"][t]), held)).double() for t in TASKS]
+        features = [R._pooled(R._features(encoder(data["enc"][t]), held)).double() for t in TASKS]
         features = [(f - f.mean(0)).T for f in features]
         with torch.no_grad():
             logits = {t: m(held).double() for t, m in models.items()}
@@ -139,7 +122,7 @@ def run_heads(zoos: list[int], cache: Path) -> None:
                         ("F", regression(features, features, 0.01)), ("FL", regression(features, targets_f, 0.01))):
             dists[name].append(R.hubness_centred(d))
         affs.append(mean_loss_affinity(data))
-        print(f"zoo {zoo}: " + "  ".join(f"{k} {RC.mean_spearman(v[-1], affs[-1]):+.3f}" for k, v in dists.items()),
+        print(f"zoo {zoo}: " + "  ".join(f"{k} {mean_spearman(v[-1], affs[-1]):+.3f}" for k, v in dists.items()),
               file=sys.stderr, flush=True)
     print(f"zoos {zoos}: mean Spearman per zoo (each zoo), pooled over zoos\n")
     labels = {"G": "G, the bench's default (B's channel fields)", "GL": "GL, B's logit fields (class targets)",
@@ -152,24 +135,9 @@ def run_heads(zoos: list[int], cache: Path) -> None:
 # ----------------------------------------------------------------------------------- AHP
 
 
-def per_example_losses(zoo: int, data: dict, cache: Path, readout_seed: int | None = None) -> np.ndarray:
-    """[11, 10, 500]: the zoo's readouts (its encoders, then the random one) per held-out example; with
-    readout_seed, the same encoders read out again with that seed (as round 3 measured repeats)."""
-    path = cache / (f"examples{zoo}.npy" if readout_seed is None else f"examples{zoo}_r{readout_seed}.npy")
-    if not path.is_file():
-        zoo_models = {**{t: RC.encoder(data["enc"][t]) for t in TASKS}, "_random": R.random_encoder(CFG, zoo)}
-        x, y, xt, yt = pool_and_held()
-        losses = R.zoo_transfer_losses(CFG, zoo, zoo_models, x, y, xt, yt, reduction="none", readout_seed=readout_seed)
-        gap = np.abs(losses.mean(2) - data["loss"].numpy()).max()
-        if readout_seed is None and gap > 1e-5:
-            raise SystemExit(f"zoo {zoo}: the per-example losses do not average to the cached ones ({gap:.1e})")
-        np.save(path, losses)
-    return np.load(path)
-
-
 def agreement(affs: list[np.ndarray]) -> tuple[float, float]:
     """The ground truth against itself: every ordered pair of zoos, and half the zoos against the other half."""
-    pairs = [RC.mean_spearman(-affs[a], affs[b]) for a in range(len(affs)) for b in range(len(affs)) if a != b]
+    pairs = [mean_spearman(-affs[a], affs[b]) for a in range(len(affs)) for b in range(len(affs)) if a != b]
     return -float(np.mean(pairs)), -task_level(affs, affs)[1]
 
 
@@ -179,29 +147,29 @@ def run_ahp(zoos: list[int], cache: Path, repeat: list[int]) -> None:
     truths: dict[str, list[np.ndarray]] = {"mean loss": [], "AHP": []}
     dists: dict[str, list[np.ndarray]] = {"G": [], "IG": [], "F": [], "CKA": []}
     for zoo in zoos:
-        data = RC.train_zoo(zoo, cache)
+        data = train_zoo(zoo, cache)
         truths["mean loss"].append(mean_loss_affinity(data))
         truths["AHP"].append(R.ahp_affinity(per_example_losses(zoo, data, cache)[:-1]))
-        J = RC.zoo_fields(zoo, cache, anchors, data)
-        features = [R._pooled(R._features(RC.encoder(data["enc"][t]), held)).double() for t in TASKS]
-        dists["G"].append(R.hubness_centred(RC.gradient_regression(J)))
-        dists["IG"].append(R.hubness_centred(RC.gradient_regression([j[:, :, -1:] for j in J])))
-        dists["F"].append(R.hubness_centred(RC.feature_regression(features)))
+        J = zoo_fields(zoo, cache, anchors, data)
+        features = [R._pooled(R._features(encoder(data["enc"][t]), held)).double() for t in TASKS]
+        dists["G"].append(R.hubness_centred(gradient_regression(J)))
+        dists["IG"].append(R.hubness_centred(gradient_regression([j[:, :, -1:] for j in J])))
+        dists["F"].append(R.hubness_centred(feature_regression(features)))
         dists["CKA"].append(R.hubness_centred(R.cka_distance_matrix(features)))
         print(f"zoo {zoo} done", file=sys.stderr, flush=True)
     print(f"zoos {zoos}: the ground truth's agreement with itself (mean Spearman over the 10 targets)\n")
     for name, affs in truths.items():
         zoo_vs_zoo, half_vs_half = agreement(affs)
         print(f"{name:<10} zoo vs zoo {zoo_vs_zoo:.3f}   half vs half {half_vs_half:.3f}")
-    same = np.mean([RC.mean_spearman(-a, b) for a, b in zip(truths["mean loss"], truths["AHP"], strict=True)])
+    same = np.mean([mean_spearman(-a, b) for a, b in zip(truths["mean loss"], truths["AHP"], strict=True)])
     print(f"AHP against the mean loss, same zoo: {-same:.3f}")
     for zoo in repeat:
-        data = RC.train_zoo(zoo, cache)
+        data = train_zoo(zoo, cache)
         runs = [per_example_losses(zoo, data, cache, rs) for rs in (None, 7001, 7002)]
         for name, fn in (("mean loss", lambda e: R.normalise_affinity(e.mean(2)[:-1], e.mean(2)[-1])),
                          ("AHP", lambda e: R.ahp_affinity(e[:-1]))):
             affs = [fn(e) for e in runs]
-            rep = np.mean([RC.mean_spearman(-affs[a], affs[b]) for a in range(3) for b in range(3) if a != b])
+            rep = np.mean([mean_spearman(-affs[a], affs[b]) for a in range(3) for b in range(3) if a != b])
             print(f"{name:<10} zoo {zoo}, read out with 3 readout seeds, every ordered pair: {-rep:.3f}")
     print("\nmethods against each ground truth: per zoo, pooled over zoos, halves (10 zoos' distances against "
           "the other 10's affinities, 200 splits)\n")
@@ -222,7 +190,7 @@ def transformed_fields(zoo: int, data: dict, anchors, task: str, cache: Path) ->
     path = cache / f"channels{zoo}_{task}_inputs.pt"
     if not path.is_file():
         images = R.task_data(task, anchors.images, torch.zeros(len(anchors), dtype=torch.long), 777)[0]
-        torch.save({t: RC.channel_fields(R.ChannelScaled(RC.encoder(s), images), images).half()
+        torch.save({t: channel_fields(R.ChannelScaled(encoder(s), images), images).half()
                     for t, s in data["enc"].items()}, path)
     fields = torch.load(path, weights_only=True)
     return [fields[t].double() for t in TASKS]
@@ -233,20 +201,20 @@ def run_anchors(zoos: list[int], cache: Path) -> None:
     dists: dict[str, list[np.ndarray]] = {"G": [], "own inputs": []}
     affs = []
     for zoo in zoos:
-        data = RC.train_zoo(zoo, cache)
-        J = RC.zoo_fields(zoo, cache, anchors, data)
-        d = RC.gradient_regression(J)
+        data = train_zoo(zoo, cache)
+        J = zoo_fields(zoo, cache, anchors, data)
+        d = gradient_regression(J)
         dists["G"].append(R.hubness_centred(d))
         d = d.copy()
         for task in TRANSFORMED:
             b = TASKS.index(task)
-            d[:, b] = RC.gradient_regression(transformed_fields(zoo, data, anchors, task, cache))[:, b]
+            d[:, b] = gradient_regression(transformed_fields(zoo, data, anchors, task, cache))[:, b]
         dists["own inputs"].append(R.hubness_centred(d))
         affs.append(mean_loss_affinity(data))
         print(f"zoo {zoo} done", file=sys.stderr, flush=True)
     print(f"zoos {zoos}: mean Spearman per zoo (each zoo), pooled over zoos; the three transformed targets' "
           "per-zoo means\n")
-    base = [RC.mean_spearman(d, a) for d, a in zip(dists["G"], affs, strict=True)]
+    base = [mean_spearman(d, a) for d, a in zip(dists["G"], affs, strict=True)]
     for name, ds in dists.items():
         mean, per, pooled = scores(ds, affs)
         targets = {t: np.mean([R.per_task_spearman(d, a, TASKS)[t] for d, a in zip(ds, affs, strict=True)])

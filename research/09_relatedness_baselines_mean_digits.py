@@ -1,4 +1,4 @@
-"""Round 9 of the relatedness bench: three levers on the bench's default G (docs/BENCHMARKS.md, "Round 9").
+"""Round 9 of the relatedness bench: three levers on the bench's default G (research/09_log_relatedness_baselines.md).
 
 G: per-channel fields (channel-scaled, feature-max, 64-dim subspace, whole curve), B's channel fields
 regressed on A's, hubness-centred; scored against the mean-loss ground truth.
@@ -12,47 +12,38 @@ regressed on A's, hubness-centred; scored against the mean-loss ground truth.
   digits     G's fields on plain held-out digits (digits:128:0, inputs the readouts are scored on and F
              reads) instead of CutMix mixtures of them (the bench's cutmix:digits:500:128:0).
 
-Usage: python docs/relatedness_round9.py {baselines,mean,digits} [--zoos 0-5] [--cache DIR]
+Usage: python research/09_relatedness_baselines_mean_digits.py {baselines,mean,digits} [--zoos 0-5] [--cache DIR]
        [--baselines gray,blur,noise]
-Zoos come from docs/relatedness_channels.py's cache (trained there if missing, about 4 minutes a zoo on
+Zoos come from research/common.py's cache (trained there if missing, about 4 minutes a zoo on
 one thread); the new fields are kept in the same cache (about 100 s a zoo and baseline or target).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import numpy as np
+import torch
+from common import (
+    CFG,
+    TASKS,
+    channel_fields,
+    encoder,
+    gradient_regression,
+    mean_loss_affinity,
+    parse_zoos,
+    print_scores,
+    train_zoo,
+    zoo_fields,
+)
+from torch import nn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import relatedness_channels as RC  # noqa: E402
-from relatedness_round8 import mean_loss_affinity, scores, task_level  # noqa: E402
-from relatedness_task_level import parse_zoos  # noqa: E402
-
-from modelgif_core import relatedness as R  # noqa: E402
-from modelgif_core.anchors import load_anchors  # noqa: E402
-from modelgif_core.fields import BASELINES  # noqa: E402
-
-
-def print_scores(title: str, dists: dict[str, list[np.ndarray]], affs: list[np.ndarray]) -> None:
-    """Per zoo (each zoo), pooled, wins over the first entry (more negative), halves (nan under 4 zoos)."""
-    print(title + ": mean Spearman per zoo (each zoo), pooled over zoos, wins over the first row (more "
-          "negative), halves (task level; nan under 4 zoos)\n")
-    base = scores(next(iter(dists.values())), affs)[1]
-    width = max(map(len, dists))
-    for name, ds in dists.items():
-        mean, per, pooled = scores(ds, affs)
-        wins = sum(p < q for p, q in zip(per, base, strict=True))
-        print(f"{name:<{width}}  {mean:+.3f}  ({' '.join(f'{v:+.2f}' for v in per)})  pooled {pooled:+.3f}  "
-              f"wins {wins}/{len(per)}  halves {task_level(ds, affs)[0]:+.3f}")
+from modelgif_core.bench import relatedness as R
+from modelgif_core.engine.anchors import load_anchors
+from modelgif_core.engine.fields import BASELINES
 
 
 def run_lever(zoos: list[int], cache: Path, title: str,
@@ -61,9 +52,9 @@ def run_lever(zoos: list[int], cache: Path, title: str,
     dists: dict[str, list[np.ndarray]] = {}
     affs = []
     for zoo in zoos:
-        data = RC.train_zoo(zoo, cache)
+        data = train_zoo(zoo, cache)
         for name, fields in fields_of(zoo, data).items():
-            dists.setdefault(name, []).append(R.hubness_centred(RC.gradient_regression(fields)))
+            dists.setdefault(name, []).append(R.hubness_centred(gradient_regression(fields)))
         affs.append(mean_loss_affinity(data))
         print(f"zoo {zoo} done", file=sys.stderr, flush=True)
     print_scores(f"zoos {zoos}: {title}", dists, affs)
@@ -74,9 +65,9 @@ def run_baselines(zoos: list[int], cache: Path, names: str) -> None:
     unknown = sorted(set(baselines) - set(BASELINES))
     if unknown:
         raise SystemExit(f"Unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}.")
-    anchors = load_anchors(RC.CFG.anchors)
+    anchors = load_anchors(CFG.anchors)
     run_lever(zoos, cache, "G with each path baseline", lambda zoo, data: {
-        f"G, baseline {b}": RC.zoo_fields(zoo, cache, anchors, data, b) for b in baselines})
+        f"G, baseline {b}": zoo_fields(zoo, cache, anchors, data, b) for b in baselines})
 
 
 class ChannelMean(nn.Module):
@@ -98,17 +89,17 @@ def mean_fields(zoo: int, data: dict, anchors, cache: Path) -> list[torch.Tensor
     """Every encoder's per-channel spatial-mean fields, projected on the digits' subspace: [C, N, K, 64]."""
     path = cache / f"channels{zoo}_mean.pt"
     if not path.is_file():
-        torch.save({t: RC.channel_fields(ChannelMean(RC.encoder(s), anchors.images), anchors).half()
+        torch.save({t: channel_fields(ChannelMean(encoder(s), anchors.images), anchors).half()
                     for t, s in data["enc"].items()}, path)
     fields = torch.load(path, weights_only=True)
-    return [fields[t].double() for t in RC.TASKS]
+    return [fields[t].double() for t in TASKS]
 
 
 def run_mean(zoos: list[int], cache: Path) -> None:
-    anchors = load_anchors(RC.CFG.anchors)
+    anchors = load_anchors(CFG.anchors)
 
     def fields_of(zoo: int, data: dict) -> dict[str, list[torch.Tensor]]:
-        J, M = RC.zoo_fields(zoo, cache, anchors, data), mean_fields(zoo, data, anchors, cache)
+        J, M = zoo_fields(zoo, cache, anchors, data), mean_fields(zoo, data, anchors, cache)
         return {"G, the default": J, "G+mean (2C fields)": [torch.cat(jm) for jm in zip(J, M, strict=True)],
                 "mean alone": M}
 
@@ -119,9 +110,9 @@ PLAIN_DIGITS = "digits:128:0"
 
 
 def run_digits(zoos: list[int], cache: Path) -> None:
-    runs = {f"G on {spec}": load_anchors(spec) for spec in (RC.CFG.anchors, PLAIN_DIGITS)}
+    runs = {f"G on {spec}": load_anchors(spec) for spec in (CFG.anchors, PLAIN_DIGITS)}
     run_lever(zoos, cache, "G on CutMix and on plain held-out digits", lambda zoo, data: {
-        name: RC.zoo_fields(zoo, cache, anchors, data) for name, anchors in runs.items()})
+        name: zoo_fields(zoo, cache, anchors, data) for name, anchors in runs.items()})
 
 
 def main() -> None:

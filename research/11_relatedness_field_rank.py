@@ -1,5 +1,5 @@
-"""Round 11 of the relatedness bench: sources ordered within a kind by their field rank (docs/BENCHMARKS.md,
-"Round 11").
+"""Round 11 of the relatedness bench: sources ordered within a kind by their field rank
+(research/11_log_relatedness_field_rank.md).
 
 Round 10 found that within a kind of task a zoo's ranking of sources is mostly source quality, and that G (the
 bench's default: per-channel fields, B's regressed on A's, hubness-centred) orders sources within a kind at
@@ -11,9 +11,10 @@ about chance. This round asks whether a source's quality can be read from its ow
           bench computes it, without the zoos given by --drop, and with each zoo's affinities replaced by their
           ranks per target (a zoo whose own encoder barely beats the random one has normalised affinities in
           the hundreds, and dominates any average of affinities over zoos).
-  rank    the candidate R, chosen on zoos 0-5 and checked on fresh zoos (docs/PREREGISTRATION_ROUND11.md): per
-          target, the sources of each kind as one block, the blocks ordered by G's mean over them (G's split
-          between kinds, kept whole), and within a block the sources by field rank, highest first.
+  rank    the candidate R, chosen on zoos 0-5 and checked on fresh zoos
+          (research/11_prereg_relatedness_field_rank.md): per target, the sources of each kind as one block,
+          the blocks ordered by G's mean over them (G's split between kinds, kept whole), and within a block
+          the sources by field rank, highest first.
           Beside it G, the forms tried on zoos 0-5, and within-kind scores.
 
 Field rank (the core's `relatedness.field_rank`): the
@@ -23,50 +24,52 @@ channel fields. R2 (G with the dense sources ordered by field rank, chosen after
 checked on fresh zoos 60-67) passed and is the bench's ModelGiF order since; it is the core's
 `relatedness.dense_sources_by_field_rank`.
 
-Usage: python docs/relatedness_round11.py {stats,rank,levels} [--zoos 0-5] [--cache DIR] [--drop 86]
-The zoos and their default fields come from docs/relatedness_channels.py's cache (trained and extracted there
+Usage: python research/11_relatedness_field_rank.py {stats,rank,levels} [--zoos 0-5] [--cache DIR] [--drop 86]
+The zoos and their default fields come from research/common.py's cache (trained and extracted there
 when missing, about 4 minutes a zoo on one thread).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import numpy as np
+import torch
+from common import (
+    CFG,
+    KINDS,
+    TASKS,
+    bench_zoo,
+    encoder,
+    field_rank,
+    gradient_regression,
+    kind_first,
+    kind_quality,
+    mean_loss_affinity,
+    parse_zoos,
+    participation_ratio,
+    per_source,
+    pool_and_held,
+    rank_within_kind,
+    run_distances,
+    train_zoo,
+    unit_channels,
+    zoo_fields,
+)
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import squareform
+from scipy.stats import rankdata
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from scipy.cluster.hierarchy import fcluster, linkage  # noqa: E402
-from scipy.spatial.distance import squareform  # noqa: E402
-from scipy.stats import rankdata  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import relatedness_channels as RC  # noqa: E402
-import relatedness_round10 as R10  # noqa: E402
-from relatedness_round8 import mean_loss_affinity, pool_and_held  # noqa: E402
-from relatedness_task_level import parse_zoos  # noqa: E402
-
-from modelgif_core import relatedness as R  # noqa: E402
-from modelgif_core.anchors import load_anchors  # noqa: E402
-
-
-def participation_ratio(eigenvalues: torch.Tensor) -> float:
-    ev = eigenvalues.clamp_min(0)
-    return float(ev.sum().square() / ev.square().sum().clamp_min(1e-300))
-
-
-def field_rank(fields: torch.Tensor) -> float:
-    """[C, N, K, 64] (the cache's layout) -> the core's field rank."""
-    return R.field_rank(fields.permute(1, 2, 0, 3))
+from modelgif_core.bench import relatedness as R
+from modelgif_core.engine.anchors import load_anchors
 
 
 def point_rank(fields: torch.Tensor) -> float:
     """The mean over (anchor, step) points of the participation ratio of the C channel gradients' 64 x 64 Gram:
     how many input directions the source's channels follow at a point."""
-    pts = R10.unit_channels(fields).permute(1, 2, 0, 3).flatten(0, 1)  # [P, C, 64]
+    pts = unit_channels(fields).permute(1, 2, 0, 3).flatten(0, 1)  # [P, C, 64]
     ev = torch.linalg.eigvalsh(pts.transpose(1, 2) @ pts).clamp_min(0)  # [P, 64]
     return float((ev.sum(1).square() / ev.square().sum(1).clamp_min(1e-300)).mean())
 
@@ -80,32 +83,26 @@ def input_r2(features: torch.Tensor, inputs: torch.Tensor, ridge: float = 1e-2) 
     return float(1 - (x - f @ w).square().sum() / x.square().sum())
 
 
-def per_source(values: list[float]) -> np.ndarray:
-    """A per-source statistic as a 'distance' [source, target]: the highest value nearest, for every target."""
-    v = -np.asarray(values, dtype=float)
-    return np.repeat(v[:, None], len(v), 1)
-
-
 def run_stats(zoos: list[int], cache: Path) -> None:
-    anchors = load_anchors(RC.CFG.anchors)
+    anchors = load_anchors(CFG.anchors)
     _, _, held, _ = pool_and_held()
     inputs = held.flatten(1).double()
 
     def distances_of(zoo: int, data: dict) -> dict[str, np.ndarray]:
-        fields = RC.zoo_fields(zoo, cache, anchors, data)
-        maps = [R._features(RC.encoder(data["enc"][t]), held).double() for t in RC.TASKS]  # [M, C, 8, 8]
+        fields = zoo_fields(zoo, cache, anchors, data)
+        maps = [R._features(encoder(data["enc"][t]), held).double() for t in TASKS]  # [M, C, 8, 8]
         pooled = [R._pooled(m) for m in maps]
         cov = [participation_ratio(torch.linalg.eigvalsh(torch.cov(p.T))) for p in pooled]
-        return {"G, the bench's default": R.hubness_centred(RC.gradient_regression(fields)),
+        return {"G, the bench's default": R.hubness_centred(gradient_regression(fields)),
                 "field rank (channels)": per_source([field_rank(j) for j in fields]),
                 "point rank (input directions)": per_source([point_rank(j) for j in fields]),
                 "feature rank (pooled features)": per_source(cov),
                 "input R2 from pooled features": per_source([input_r2(p, inputs) for p in pooled]),
                 "input R2 from the 8x8 maps": per_source([input_r2(m.flatten(1), inputs) for m in maps]),
                 # not a method: the zoo's own transfers to the other targets of the target's kind
-                "ground truth's source quality": R10.kind_quality(-mean_loss_affinity(data))}
+                "ground truth's source quality": kind_quality(-mean_loss_affinity(data))}
 
-    R10.run_distances(zoos, cache, "per-source statistics (highest first, the same for every target)",
+    run_distances(zoos, cache, "per-source statistics (highest first, the same for every target)",
                       distances_of)
 
 
@@ -120,46 +117,39 @@ def tree_groups(dist: np.ndarray, groups: int) -> np.ndarray:
 G_AND_R2 = {"field_distance": "distance", "modelgif": "distance"}
 
 
-def bench_zoo(fields: list[torch.Tensor], data: dict) -> dict:
-    """A zoo as the bench keeps it (G's distances, the field ranks, the affinity), for the core's own pooled and
-    task-level scores."""
-    return {"distance": RC.gradient_regression(fields), "field_rank": [field_rank(j) for j in fields],
-            "affinity": mean_loss_affinity(data)}
-
-
 def run_rank(zoos: list[int], cache: Path) -> None:
-    anchors = load_anchors(RC.CFG.anchors)
+    anchors = load_anchors(CFG.anchors)
     kept = []  # each zoo as the bench keeps it, for the core's own pooled and task-level scores
 
     def distances_of(zoo: int, data: dict) -> dict[str, np.ndarray]:
-        fields = RC.zoo_fields(zoo, cache, anchors, data)
+        fields = zoo_fields(zoo, cache, anchors, data)
         kept.append(bench_zoo(fields, data))
         g, ranks = kept[-1]["distance"], kept[-1]["field_rank"]
         h = R.hubness_centred(g)
         rank, point = per_source(ranks), per_source([point_rank(j) for j in fields])
         return {"G, the bench's default": h,
-                "R, kinds by G, within by field rank": R.grouped_order(h, rank, R10.KINDS),
+                "R, kinds by G, within by field rank": R.grouped_order(h, rank, KINDS),
                 # chosen after R failed to replicate on the 22 cached zoos; checked on fresh zoos 60-67 only
-                "R2, G with the dense sources by field rank": R.dense_sources_by_field_rank(h, ranks, R10.KINDS),
+                "R2, G with the dense sources by field rank": R.dense_sources_by_field_rank(h, ranks, KINDS),
                 # the other forms tried on zoos 0-5 before R was chosen
-                "kinds by G, within by point rank": R10.kind_first(h, point),
+                "kinds by G, within by point rank": kind_first(h, point),
                 "kinds by G, within by ranks of G and field rank":
-                    R10.kind_first(h, R10.rank_within_kind(h) + R10.rank_within_kind(rank)),
+                    kind_first(h, rank_within_kind(h) + rank_within_kind(rank)),
                 "groups of G's tree (2), within by field rank": R.grouped_order(h, rank, tree_groups(g, 2)),
                 "groups of G's tree (3), within by field rank": R.grouped_order(h, rank, tree_groups(g, 3))}
 
-    R10.run_distances(zoos, cache, "sources ordered within a kind by their field rank", distances_of)
+    run_distances(zoos, cache, "sources ordered within a kind by their field rank", distances_of)
     # The rows above pool and halve by averaging each zoo's matrix; for an order of blocks that averages ranks. The
     # bench averages the distances and the field ranks over the zoos, then orders: as here, by the core.
     methods = {"G, the bench's default until round 10": "field_distance", "R2, the bench's order since": "modelgif"}
     affinity = np.nanmean([z["affinity"] for z in kept], 0)
     # the bench averaged the normalised affinities over zoos until round 12 (its AHP affinities since)
-    level = R.task_level_spearman(kept, RC.TASKS, methods=G_AND_R2, truth="affinity")
+    level = R.task_level_spearman(kept, TASKS, methods=G_AND_R2, truth="affinity")
     print("\npooled and task level as the bench computes them (distances and field ranks averaged over the zoos, "
           "then ordered)")
     for name, method in methods.items():
-        pooled = np.nanmean(list(R.per_task_spearman(R.method_ranking(kept, method, RC.TASKS, key="distance"),
-                                                     affinity, RC.TASKS).values()))
+        pooled = np.nanmean(list(R.per_task_spearman(R.method_ranking(kept, method, TASKS, key="distance"),
+                                                     affinity, TASKS).values()))
         print(f"{name:<40}  pooled {pooled:+.3f}  halves "
               + (f"{level['methods'][method]:+.3f}" if level else "nan"))
     if level:
@@ -167,11 +157,11 @@ def run_rank(zoos: list[int], cache: Path) -> None:
 
 
 def run_levels(zoos: list[int], cache: Path, drop: list[int]) -> None:
-    anchors = load_anchors(RC.CFG.anchors)
+    anchors = load_anchors(CFG.anchors)
     kept = {}
     for zoo in zoos:
-        data = RC.train_zoo(zoo, cache)
-        kept[zoo] = bench_zoo(RC.zoo_fields(zoo, cache, anchors, data), data)
+        data = train_zoo(zoo, cache)
+        kept[zoo] = bench_zoo(zoo_fields(zoo, cache, anchors, data), data)
         print(f"zoo {zoo} done", file=sys.stderr, flush=True)
     largest = {z: float(np.nanmax(np.abs(k["affinity"]))) for z, k in kept.items()}
     print(f"zoos {zoos}: task level (half the zoos' averaged distances and field ranks against the other half's "
@@ -185,7 +175,7 @@ def run_levels(zoos: list[int], cache: Path, drop: list[int]) -> None:
             f"without zoo(s) {','.join(map(str, drop))}": [k for z, k in kept.items() if z not in drop],
             "all, affinities as ranks per target": [k | {"affinity": ranked(k["affinity"])} for k in kept.values()]}
     for name, zs in rows.items():
-        level = R.task_level_spearman(zs, RC.TASKS, methods=G_AND_R2, truth="affinity")
+        level = R.task_level_spearman(zs, TASKS, methods=G_AND_R2, truth="affinity")
         print(f"{name:<40}  G {level['methods']['field_distance']:+.3f}  R2 {level['methods']['modelgif']:+.3f}  "
               f"the ground truth, half against half {level['ground_truth']:+.3f}")
 

@@ -1,8 +1,8 @@
 """Round 12 of the relatedness bench: the ground truth over several zoos, and the order of the classification
-sources (docs/BENCHMARKS.md, "Round 12").
+sources (research/12_log_relatedness_ahp_truth.md).
 
-  truth    part A (docs/PREREGISTRATION_ROUND12.md): how well half the zoos' ground truth predicts the other
-           half's (10 against 10, 200 splits, as the task level), for each way of averaging the zoos' ground
+  truth    part A (research/12_prereg_relatedness_ahp_truth.md): how well half the zoos' ground truth predicts
+           the other half's (10 against 10, 200 splits, as the task level), for each way of averaging the zoos' ground
            truths: the mean of the normalised affinities (the bench since round 7), the mean of each zoo's
            per-target ranks of its sources, their median, the mean of Taskonomy's AHP affinities. No method.
   level    the task level of G and R2 (the bench's ModelGiF order since round 11) against the ground truth
@@ -16,43 +16,52 @@ sources (docs/BENCHMARKS.md, "Round 12").
   sources  a diagnostic, no bar: each classification source's mean rank per classification target, by the
            ground truth and by G.
 
-Usage: python docs/relatedness_round12.py {truth,level,classes,check,rsa,sources} [--zoos 0-5] [--cache DIR]
+Usage: python research/12_relatedness_ahp_truth.py {truth,level,classes,check,rsa,sources} [--zoos 0-5] [--cache DIR]
        [--truth ranks]
-The zoos, their default fields and per-example readout losses come from docs/relatedness_channels.py's and
-docs/relatedness_round8.py's caches (computed there when missing, about 4 minutes a zoo on one thread).
+The zoos, their default fields and per-example readout losses come from research/common.py's cache (computed
+there when missing, about 4 minutes a zoo on one thread).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import numpy as np
+import torch
+from common import (
+    CFG,
+    KINDS,
+    TASKS,
+    bench_zoo,
+    field_rank,
+    gradient_regression,
+    kind_quality,
+    mean_loss_affinity,
+    mean_spearman,
+    parse_zoos,
+    participation_ratio,
+    per_example_losses,
+    per_source,
+    run_distances,
+    train_zoo,
+    unit_channels,
+    zoo_fields,
+)
+from scipy.stats import rankdata
+
+from modelgif_core.bench import relatedness as R
+from modelgif_core.engine.anchors import load_anchors
+
 warnings.filterwarnings("ignore", "Mean of empty slice")  # every zoo's diagonal is NaN: never scored
 warnings.filterwarnings("ignore", "All-NaN slice")
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import relatedness_channels as RC  # noqa: E402
-import relatedness_round10 as R10  # noqa: E402
-from relatedness_round8 import mean_loss_affinity, per_example_losses  # noqa: E402
-from relatedness_round11 import bench_zoo, field_rank, participation_ratio, per_source  # noqa: E402
-from relatedness_task_level import parse_zoos  # noqa: E402
-
-from modelgif_core import relatedness as R  # noqa: E402
-from modelgif_core.anchors import load_anchors  # noqa: E402
 
 
 def target_ranks(affinity: np.ndarray) -> np.ndarray:
     """Per target (column), its sources' ranks by affinity, 1 = the worst; the diagonal stays NaN."""
-    from scipy.stats import rankdata
-
     out = np.full(affinity.shape, np.nan)
     for b in range(affinity.shape[1]):
         src = [a for a in range(affinity.shape[0]) if a != b]
@@ -76,10 +85,6 @@ def zoo_truths(zoo: int, cache: Path, data: dict) -> dict[str, np.ndarray]:
     return {"normalised": normalised, "ranks": target_ranks(normalised), "ahp": ahp}
 
 
-def mean_spearman(ranking: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.nanmean(list(R.per_task_spearman(ranking, truth, RC.TASKS).values())))
-
-
 def split_orders(n: int, splits: int = 200) -> list[np.ndarray]:
     """R.task_level_spearman's random splits of n zoos: the first n // 2 of each order are one half."""
     rng = np.random.default_rng(0)
@@ -95,7 +100,7 @@ def halves(truths: np.ndarray, average: Callable[[np.ndarray], np.ndarray]) -> f
 
 
 def run_truth(zoos: list[int], cache: Path, _: str) -> None:
-    truths = {z: zoo_truths(z, cache, RC.train_zoo(z, cache)) for z in zoos}
+    truths = {z: zoo_truths(z, cache, train_zoo(z, cache)) for z in zoos}
     largest = " ".join(f"{z}:{np.nanmax(np.abs(t['normalised'])):.1f}" for z, t in truths.items())
     print(f"zoos {zoos}: the ground truth, half against half ({len(zoos) // 2} zoos against the rest, 200 splits)\n"
           f"largest |normalised affinity| per zoo: {largest}\n")
@@ -108,11 +113,11 @@ def run_level(zoos: list[int], cache: Path, truth: str) -> None:
     ordered), against the other half's ground truth averaged as `truth`; their per-zoo means; and pooled, every
     zoo on both sides."""
     key, average = AVERAGES[truth]
-    anchors = load_anchors(RC.CFG.anchors)
+    anchors = load_anchors(CFG.anchors)
     kept = []
     for zoo in zoos:
-        data = RC.train_zoo(zoo, cache)
-        kept.append(bench_zoo(RC.zoo_fields(zoo, cache, anchors, data), data)
+        data = train_zoo(zoo, cache)
+        kept.append(bench_zoo(zoo_fields(zoo, cache, anchors, data), data)
                     | {"truth": zoo_truths(zoo, cache, data)[key]})
         print(f"zoo {zoo} done", file=sys.stderr, flush=True)
     truths = np.array([k["truth"] for k in kept])
@@ -121,8 +126,8 @@ def run_level(zoos: list[int], cache: Path, truth: str) -> None:
     def r3_of(zs: list[dict]) -> np.ndarray:  # as the bench would average it: distances and field ranks, then ordered
         return r3(np.mean([z["distance"] for z in zs], 0), np.mean([z["field_rank"] for z in zs], 0))
 
-    rankings = {"G, the distance alone": lambda zs: R.method_ranking(zs, "field_distance", RC.TASKS, key="distance"),
-                "R2, the bench's order": lambda zs: R.method_ranking(zs, "modelgif", RC.TASKS, key="distance"),
+    rankings = {"G, the distance alone": lambda zs: R.method_ranking(zs, "field_distance", TASKS, key="distance"),
+                "R2, the bench's order": lambda zs: R.method_ranking(zs, "modelgif", TASKS, key="distance"),
                 "R3, part B": r3_of}
     print(f"zoos {zoos}: task level against the ground truth averaged as '{truth}' (200 splits), and per zoo\n")
     for name, ranking_of in rankings.items():
@@ -142,14 +147,14 @@ def run_level(zoos: list[int], cache: Path, truth: str) -> None:
 def anchor_rank(fields: torch.Tensor) -> float:
     """The participation ratio of the N x N Gram of the anchors' fields (each channel at unit norm, each anchor's
     field over every channel, step and subspace dim): how many independent field patterns the anchors show."""
-    x = R10.unit_channels(fields).permute(1, 0, 2, 3).flatten(1)  # [N, C*K*64]
+    x = unit_channels(fields).permute(1, 0, 2, 3).flatten(1)  # [N, C*K*64]
     return participation_ratio(torch.linalg.eigvalsh(x @ x.T))
 
 
 def within_classes(h: np.ndarray, ranks: list[float], class_order: np.ndarray) -> np.ndarray:
     """R2's blocks and dense order, with the classification sources ordered by `class_order` [source, target]."""
-    dense = np.array(R10.KINDS) == "dense"
-    return R.grouped_order(h, np.where(dense[:, None], per_source(ranks), class_order), R10.KINDS)
+    dense = np.array(KINDS) == "dense"
+    return R.grouped_order(h, np.where(dense[:, None], per_source(ranks), class_order), KINDS)
 
 
 def r3(g: np.ndarray, ranks: list[float]) -> np.ndarray:
@@ -159,17 +164,17 @@ def r3(g: np.ndarray, ranks: list[float]) -> np.ndarray:
 
 
 def run_check(zoos: list[int], cache: Path, _: str) -> None:
-    """Part B's check (docs/PREREGISTRATION_ROUND12.md): R3 against R2 per zoo, and within each kind."""
-    anchors = load_anchors(RC.CFG.anchors)
+    """Part B's check (research/12_prereg_relatedness_ahp_truth.md): R3 against R2 per zoo, and within each kind."""
+    anchors = load_anchors(CFG.anchors)
 
     def distances_of(zoo: int, data: dict) -> dict[str, np.ndarray]:
-        fields = RC.zoo_fields(zoo, cache, anchors, data)
-        g, ranks = RC.gradient_regression(fields), [field_rank(j) for j in fields]
-        return {"R2, the bench's order": R.dense_sources_by_field_rank(R.hubness_centred(g), ranks, R10.KINDS),
+        fields = zoo_fields(zoo, cache, anchors, data)
+        g, ranks = gradient_regression(fields), [field_rank(j) for j in fields]
+        return {"R2, the bench's order": R.dense_sources_by_field_rank(R.hubness_centred(g), ranks, KINDS),
                 "R3, classification sources by G reversed": r3(g, ranks),
                 "G, the distance alone": R.hubness_centred(g)}
 
-    R10.run_distances(zoos, cache, "part B's check", distances_of)
+    run_distances(zoos, cache, "part B's check", distances_of)
 
 
 def field_rsa_distance(fields: list[torch.Tensor]) -> np.ndarray:
@@ -179,7 +184,7 @@ def field_rsa_distance(fields: list[torch.Tensor]) -> np.ndarray:
     upper = np.triu_indices(n, 1)
     z = []
     for f in fields:
-        x = R10.unit_channels(f).permute(1, 0, 2, 3).flatten(1)
+        x = unit_channels(f).permute(1, 0, 2, 3).flatten(1)
         x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-30)
         v = (x @ x.T).numpy()[upper]
         z.append((v - v.mean()) / v.std())
@@ -190,32 +195,29 @@ def field_rsa_distance(fields: list[torch.Tensor]) -> np.ndarray:
 
 def run_rsa(zoos: list[int], cache: Path, _: str) -> None:
     """Explored on zoos 0-5 after part B's check, with no bar: the classification sources by field RSA."""
-    anchors = load_anchors(RC.CFG.anchors)
+    anchors = load_anchors(CFG.anchors)
 
     def distances_of(zoo: int, data: dict) -> dict[str, np.ndarray]:
-        fields = RC.zoo_fields(zoo, cache, anchors, data)
-        g, ranks, rsa = RC.gradient_regression(fields), [field_rank(j) for j in fields], field_rsa_distance(fields)
+        fields = zoo_fields(zoo, cache, anchors, data)
+        g, ranks, rsa = gradient_regression(fields), [field_rank(j) for j in fields], field_rsa_distance(fields)
         h = R.hubness_centred(g)
-        return {"R2, the bench's order": R.dense_sources_by_field_rank(h, ranks, R10.KINDS),
+        return {"R2, the bench's order": R.dense_sources_by_field_rank(h, ranks, KINDS),
                 "classes by field RSA (centred)": within_classes(h, ranks, R.hubness_centred(rsa)),
                 "classes by field RSA (raw)": within_classes(h, ranks, rsa),
                 "field RSA alone (centred)": R.hubness_centred(rsa)}
 
-    R10.run_distances(zoos, cache, "the classification sources by field RSA", distances_of)
+    run_distances(zoos, cache, "the classification sources by field RSA", distances_of)
 
 
 def run_sources(zoos: list[int], cache: Path, _: str) -> None:
     """Where G's order of the classification sources goes wrong (a diagnostic, no bar): per classification target,
     each classification source's mean rank over the zoos (1 = nearest), by the ground truth and by G."""
-    from scipy.stats import rankdata
-
-    anchors = load_anchors(RC.CFG.anchors)
-    cls = [i for i, k in enumerate(R10.KINDS) if k == "class"]
+    anchors = load_anchors(CFG.anchors)
+    cls = [i for i, k in enumerate(KINDS) if k == "class"]
     truth, by_g = [], []
     for zoo in zoos:
-        data = RC.train_zoo(zoo, cache)
-        aff, h = mean_loss_affinity(data), R.hubness_centred(RC.gradient_regression(RC.zoo_fields(zoo, cache, anchors,
-                                                                                                    data)))
+        data = train_zoo(zoo, cache)
+        aff, h = mean_loss_affinity(data), R.hubness_centred(gradient_regression(zoo_fields(zoo, cache, anchors, data)))
         t, g = np.full(aff.shape, np.nan), np.full(aff.shape, np.nan)
         for b in cls:
             src = [a for a in cls if a != b]
@@ -225,32 +227,32 @@ def run_sources(zoos: list[int], cache: Path, _: str) -> None:
     print(f"zoos {zoos}: each classification source's mean rank for each classification target (1 = nearest)")
     for name, ranks in (("the ground truth (transfer)", truth), ("G, the field distance", by_g)):
         mean = np.nanmean(ranks, 0)
-        print(f"\n{name:<28}" + "".join(f"{RC.TASKS[b]:>9}" for b in cls))
+        print(f"\n{name:<28}" + "".join(f"{TASKS[b]:>9}" for b in cls))
         for a in cls:
-            print(f"{RC.TASKS[a]:<28}" + "".join(f"{mean[a, b]:>9.1f}" if a != b else f"{'':>9}" for b in cls))
+            print(f"{TASKS[a]:<28}" + "".join(f"{mean[a, b]:>9.1f}" if a != b else f"{'':>9}" for b in cls))
 
 
 def run_classes(zoos: list[int], cache: Path, _: str) -> None:
-    anchors = load_anchors(RC.CFG.anchors)
+    anchors = load_anchors(CFG.anchors)
 
     def distances_of(zoo: int, data: dict) -> dict[str, np.ndarray]:
-        fields = RC.zoo_fields(zoo, cache, anchors, data)
-        g = RC.gradient_regression(fields)
+        fields = zoo_fields(zoo, cache, anchors, data)
+        g = gradient_regression(fields)
         h, ranks = R.hubness_centred(g), [field_rank(j) for j in fields]
         sym = 0.5 * (g + g.T)
-        return {"R2, the bench's order": R.dense_sources_by_field_rank(h, ranks, R10.KINDS),
+        return {"R2, the bench's order": R.dense_sources_by_field_rank(h, ranks, KINDS),
                 "classes by G raw (not centred)": within_classes(h, ranks, g),
                 "classes by G reversed (A's fields on B's)": r3(g, ranks),
                 "classes by G symmetrised": within_classes(h, ranks, R.hubness_centred(sym)),
-                "classes by G's source quality": within_classes(h, ranks, R10.kind_quality(g)),
-                "classes by uniqueness": within_classes(h, ranks, -R10.kind_quality(g.T)),
+                "classes by G's source quality": within_classes(h, ranks, kind_quality(g)),
+                "classes by uniqueness": within_classes(h, ranks, -kind_quality(g.T)),
                 "classes by anchor rank": within_classes(h, ranks, per_source([anchor_rank(j) for j in fields])),
                 "classes by field rank (R)": within_classes(h, ranks, per_source(ranks)),
                 # not a method: the zoo's own transfers to the other targets of the target's kind
                 "classes by the ground truth's source quality":
-                    within_classes(h, ranks, R10.kind_quality(-mean_loss_affinity(data)))}
+                    within_classes(h, ranks, kind_quality(-mean_loss_affinity(data)))}
 
-    R10.run_distances(zoos, cache, "R2 with the classification sources ordered otherwise", distances_of)
+    run_distances(zoos, cache, "R2 with the classification sources ordered otherwise", distances_of)
 
 
 def main() -> None:
