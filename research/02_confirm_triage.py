@@ -26,6 +26,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
+from modelgif_core import FieldStore, triage, zoo
+from modelgif_core.zoo.build import _run_tasks, _Task  # private: no public call trains recipes the zoo does not list
+from modelgif_core.zoo.paths import read_meta
+
 # Added to each recipe's seed; none gives a seed the zoo uses (derived 1000..11021, independent 500..523,
 # victims 0..1, surrogates 90000+). The first shift's models are named <name>-confirm, later ones
 # <name>-confirm-<shift>.
@@ -45,8 +51,6 @@ def fresh_name(name: str, shift: int, shifts: list[int]) -> str:
 
 
 def main() -> None:
-    from modelgif_core import zoo  # before MODELGIF_HOME changes: the default --zoo is the user's
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--zoo", default=None, help="the built full zoo (victims, references)")
     ap.add_argument("--home", default=None, help="MODELGIF_HOME for fresh models and fields")
@@ -60,13 +64,9 @@ def main() -> None:
                          "for a side-by-side table")
     ap.add_argument("--out", default=None, help="JSON results (default: <home>/confirm.json)")
     args = ap.parse_args()
-    zoo_dir = Path(args.zoo) if args.zoo else zoo.zoo_root("full")
+    zoo_dir = Path(args.zoo) if args.zoo else zoo.zoo_root("full")  # before MODELGIF_HOME changes: the user's
     home = Path(args.home) if args.home else zoo_dir.parent / "confirm"
     os.environ["MODELGIF_HOME"] = str(home)  # the zoo's worker processes inherit it
-    import torch
-
-    from modelgif_core import FieldStore, triage
-
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     fresh_root = home / "fresh"
@@ -84,18 +84,18 @@ def main() -> None:
             for r in picks[: args.per_kind]:
                 for shift in args.seed_shifts:
                     r2 = replace(r, name=fresh_name(r.name, shift, args.seed_shifts), seed=r.seed + shift)
-                    tasks.append(zoo._Task(r2, r2.key(parent_key), str(fresh_root / r2.name), str(zoo_dir / vic)))
+                    tasks.append(_Task(r2, r2.key(parent_key), str(fresh_root / r2.name), str(zoo_dir / vic)))
                     derived[v].append((kind, r2.name))
     tests_all = [r for r in full if r.role == "independent-test"]
     tests = tests_all[: args.independents]
     for r in tests:
         for shift in args.seed_shifts:
             r2 = replace(r, name=fresh_name(r.name, shift, args.seed_shifts), seed=r.seed + shift)
-            tasks.append(zoo._Task(r2, r2.key(""), str(fresh_root / r2.name), None))
+            tasks.append(_Task(r2, r2.key(""), str(fresh_root / r2.name), None))
             indep.append(r2.name)
-    todo = [t for t in tasks if (zoo._read_meta(Path(t.folder)) or {}).get("recipe_key") != t.key]
+    todo = [t for t in tasks if (read_meta(Path(t.folder)) or {}).get("recipe_key") != t.key]
     print(f"{len(tasks)} fresh models, {len(todo)} to train", flush=True)
-    zoo._run_tasks(todo, max(1, min(args.workers, len(todo))), lambda d, n: print(f"  [{d}] {n}", flush=True))
+    _run_tasks(todo, max(1, min(args.workers, len(todo))), lambda d, n: print(f"  [{d}] {n}", flush=True))
     t_train = time.perf_counter() - t0
     print(f"trained in {t_train:.0f} s", flush=True)
 

@@ -18,12 +18,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from modelgif_core.bench.unlearning import QUICK, BenchConfig, run_bench
+
 COUNTS = ("approx_below_unrelated", "exact_beyond_mean", "order_holds", "verdicts_correct")
 
 
 def run_group(job: tuple[int, str, bool]) -> dict:
-    from modelgif_core.bench.unlearning import QUICK, BenchConfig, run_bench
-
     first, augment, quick = job
     cfg = replace(QUICK if quick else BenchConfig(), augment=augment, first_seed=first)
     r = run_bench(cfg=cfg)
