@@ -442,6 +442,17 @@ def progress_panel(keys: list[str], rerun_when_done: bool = True) -> None:
     _panel()
 
 
+def task_result(key: str, asked: str) -> Any:
+    """The result of the task `key` once this session has asked for it (session key `asked` holds the key it
+    asked for) and it has finished; until then its progress, and the page stops here."""
+    if st.session_state.get(asked) != key:
+        st.stop()
+    job = task_panel(key)
+    if job is None or job.state != DONE:
+        st.stop()
+    return job.result
+
+
 def task_panel(key: str) -> Any:
     """Progress of a task (demo, triage); returns the finished job, or None while it runs."""
     job = worker().job(key)

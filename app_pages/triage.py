@@ -80,12 +80,7 @@ if st.button("Run triage", type="primary"):
     _ui.worker().submit_task(key, f"triage of {len(suspects)} suspect(s)", run)
     st.session_state["tri_key"] = key
 
-if st.session_state.get("tri_key") != key:
-    st.stop()
-job = _ui.task_panel(key)
-if job is None or job.state != "done":
-    st.stop()
-report = TriageReport.from_dict(job.result)
+report = TriageReport.from_dict(_ui.task_result(key, asked="tri_key"))
 
 st.subheader("Verdicts")
 cols = st.columns(min(4, len(report.suspects)))

@@ -104,12 +104,7 @@ if st.button("Verify", type="primary"):
     _ui.worker().submit_task(key, f"unlearning check of {_label(claimed)}", run)
     st.session_state["unl_key"] = key
 
-if st.session_state.get("unl_key") != key:
-    st.stop()
-job = _ui.task_panel(key)
-if job is None or job.state != "done":
-    st.stop()
-report = UnlearningReport.from_dict(job.result)
+report = UnlearningReport.from_dict(_ui.task_result(key, asked="unl_key"))
 
 st.subheader("Verdict")
 left, mid, right = st.columns(3)
