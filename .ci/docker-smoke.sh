@@ -50,7 +50,9 @@ if ! docker info >/dev/null 2>&1; then
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || die "dockerd did not start; see /var/log/dockerd.log"
 fi
-.ci/docker-base.sh || die "no python:3.11-slim-bookworm base image"
+start=$(date +%s)
+base=$(.ci/docker-base.sh | tee /dev/stderr | tail -1) || die "no python:3.11-slim-bookworm base image"
+base_line="base: ${base#docker-base: }, $(($(date +%s) - start)) s"
 
 remove_containers() {
   docker rm -f "$prefix-bind" "$prefix-volume" "$prefix-root" >/dev/null 2>&1
@@ -61,6 +63,7 @@ rm -rf "${TMPDIR:-/var/tmp}/$prefix".*
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/$prefix.XXXXXX")
 chmod 755 "$work"  # the played host user reaches its home inside
 trap 'rc=$?; remove_containers; rm -rf "$work"; report; exit $rc' EXIT
+ok "$base_line"
 
 # ---------------------------------------------------------------- build
 start=$(date +%s)
@@ -172,8 +175,8 @@ code=$(docker inspect -f '{{.State.ExitCode}}' "$prefix-root")
 owner=$(stat -c %u "$missing" 2>/dev/null)
 if [ "$owner" = 0 ] && [ "$code" = 2 ] && grep -q "cannot write to its field store /data (Permission denied)" "$work/root.log" \
     && grep -q -- '--user "$(id -u):$(id -g)"' "$work/root.log" && grep -q -- '-v modelgif-data:/data' "$work/root.log"; then
-  ok "root: a root-owned /data stops the container (exit 2) with what to do:"
   sed 's/^/        | /' "$work/root.log"
+  ok "root: a root-owned /data stops the container (exit 2) with the message above, which says what to do"
 else
   cat "$work/root.log" >&2
   fail "root: folder owner uid '$owner', exit code '$code', message above (want 0, 2, what to do)"
