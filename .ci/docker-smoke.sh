@@ -15,7 +15,7 @@
 #   health  the bind container's store made read-only for it while it runs: the health check turns unhealthy
 # Prints a summary; exits non-zero on any failure. Rerunnable: removes what it made (not the image).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 image=${SMOKE_IMAGE:-modelgif:smoke}
 uid=${SMOKE_UID:-4321}
@@ -41,8 +41,9 @@ command -v dockerd >/dev/null && command -v docker >/dev/null || need+=(docker.i
 command -v debootstrap >/dev/null || need+=(debootstrap)
 if [ ${#need[@]} -gt 0 ]; then
   echo "docker-smoke: installing ${need[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null \
-    || die "apt-get install ${need[*]} failed"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; }; then
+    die "apt-get install ${need[*]} failed"
+  fi
 fi
 if ! docker info >/dev/null 2>&1; then
   echo "docker-smoke: starting dockerd (log: /var/log/dockerd.log)"
@@ -62,6 +63,7 @@ remove_containers  # and the folders, of an earlier run that was killed
 rm -rf "${TMPDIR:-/var/tmp}/$prefix".*
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/$prefix.XXXXXX")
 chmod 755 "$work"  # the played host user reaches its home inside
+# shellcheck disable=SC2154  # rc is set inside the trap
 trap 'rc=$?; remove_containers; rm -rf "$work"; report; exit $rc' EXIT
 ok "$base_line"
 
@@ -173,6 +175,7 @@ missing="$work/missing/modelgif-data"
 docker run --name "$prefix-root" -v "$missing:/data" "$image" >"$work/root.log" 2>&1
 code=$(docker inspect -f '{{.State.ExitCode}}' "$prefix-root")
 owner=$(stat -c %u "$missing" 2>/dev/null)
+# shellcheck disable=SC2016  # the message's literal command
 if [ "$owner" = 0 ] && [ "$code" = 2 ] && grep -q "cannot write to its field store /data (Permission denied)" "$work/root.log" \
     && grep -q -- '--user "$(id -u):$(id -g)"' "$work/root.log" && grep -q -- '-v modelgif-data:/data' "$work/root.log"; then
   sed 's/^/        | /' "$work/root.log"
