@@ -1,8 +1,13 @@
 # ModelGiF Explorer on a GPU host:
 #   docker build -t modelgif .
-#   docker run --gpus all -p 8501:8501 -v "$HOME/modelgif-data:/data" modelgif
-# then open http://localhost:8501. Fields, the built-in zoo, uploads and the Hugging Face cache
-# live on the /data volume, so they survive the container. Without --gpus the app runs on the CPU.
+#   mkdir -p "$HOME/modelgif-data"
+#   docker run --gpus all -p 8501:8501 --user "$(id -u):$(id -g)" -v "$HOME/modelgif-data:/data" modelgif
+# then open http://localhost:8501. Fields, the built-in zoo, uploads and the Hugging Face cache live on
+# /data, so they survive the container. Create the host folder first and run as yourself: Docker would
+# create a missing one owned by root, which the app (uid 1000 by default) cannot write to; the container
+# then stops at once and says so. Or keep the data in a named volume, which needs neither:
+#   docker run --gpus all -p 8501:8501 -v modelgif-data:/data modelgif
+# Without --gpus the app runs on the CPU. .ci/docker-smoke.sh builds and checks all of this.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -30,7 +35,10 @@ USER modelgif
 VOLUME ["/data"]
 EXPOSE 8501
 
+# Healthy when the app answers and its store is writable. The entrypoint stops, saying what to do, when
+# the store is not writable at start (docker/entrypoint.sh).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD python -c "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4).read().strip() != b'ok')"
+    CMD ["/bin/sh", "/app/docker/entrypoint.sh", "--health"]
 
+ENTRYPOINT ["/bin/sh", "/app/docker/entrypoint.sh"]
 CMD ["streamlit", "run", "app.py", "--server.address=0.0.0.0", "--server.port=8501", "--server.headless=true"]

@@ -18,17 +18,26 @@ import streamlit as st
 
 from modelgif_core import (
     BASELINES,
+    DONE,
+    FAILED,
     METHODS,
+    RUNNING,
     TARGETS,
+    TASK_ZOO_KEY,
     FieldConfig,
     UserError,
+    Worker,
+    demo_task,
     distance_matrix,
     embed_distances,
+    field_store_key,
+    get_worker,
     load_anchors,
     load_model,
+    probe_task,
+    relatedness_task,
     resolve_device,
 )
-from modelgif_core import worker as core_worker
 
 ANCHOR_PRESETS = ("digits:64", "digits:32", "digits:16", "natural:16", "noise:16:0",
                   "cutmix:digits:500:64:0")
@@ -50,11 +59,11 @@ def store_root() -> str:
 
 
 @st.cache_resource(show_spinner=False)
-def _worker_for(root: str) -> core_worker.Worker:
-    return core_worker.get_worker(root)
+def _worker_for(root: str) -> Worker:
+    return get_worker(root)
 
 
-def worker() -> core_worker.Worker:
+def worker() -> Worker:
     """The process's one background worker for this store (it owns the device)."""
     return _worker_for(store_root())
 
@@ -234,7 +243,7 @@ def _cost_estimate() -> None:
     st.caption("  \n".join(lines))
     if missing and not speed and st.button("Measure throughput", key="_probe"):
         worker().submit_task(f"probe:{missing[0].fingerprint}:{device}", f"probe {missing[0].name}",
-                             core_worker.probe_task(missing[0], anchors, cfg))
+                             probe_task(missing[0], anchors, cfg))
         st.rerun()
 
 
@@ -251,7 +260,7 @@ def worker_activity() -> str | None:
     active = [j for j in worker().jobs() if j.active]
     if not active:
         return None
-    running = [j for j in active if j.state == core_worker.RUNNING]
+    running = [j for j in active if j.state == RUNNING]
     now = ", ".join(f"{j.label}'s field" if j.kind == "field" else j.label for j in running) or "starting"
     queued = len(active) - len(running)
     return now + (f"; {queued} more queued." if queued else ".")
@@ -316,7 +325,7 @@ def model_details(m: Any) -> dict[str, Any]:
 
 
 def field_key(m: Any, anchors: Any, cfg: FieldConfig) -> str:
-    return core_worker.field_job_key(m, anchors, cfg)
+    return field_store_key(m, anchors, cfg)
 
 
 def field_ready(key: str) -> bool:
@@ -326,15 +335,22 @@ def field_ready(key: str) -> bool:
 # ------------------------------------------------------------------------------ demo
 
 
+def request_key(kind: str, **parts: Any) -> str:
+    """The key of a request (a job or a download): `kind:` and a hash of everything that changes its result,
+    so two sessions asking the same thing share one job."""
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return f"{kind}:" + hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def demo_key(cfg: FieldConfig, anchors: str) -> str:
-    return "demo:" + hashlib.sha256(f"{anchors}|{cfg.key()}".encode()).hexdigest()[:16]
+    return request_key("demo", anchors=anchors, config=cfg.key())
 
 
 def start_demo() -> str:
     cfg, spec = field_config(), anchors_spec()
     key = demo_key(cfg, spec)
     worker().submit_task(key, "demo: build the small zoo and queue its fields",
-                         core_worker.demo_task(spec, cfg))
+                         demo_task(spec, cfg))
     st.session_state["demo"] = key
     st.session_state.pop("_demo_adopted", None)
     return key
@@ -346,7 +362,7 @@ def _adopt_demo_workspace() -> None:
     if not key or st.session_state.get("_demo_adopted") == key:
         return
     job = worker().job(key)
-    if job is not None and job.state == core_worker.DONE and job.result:
+    if job is not None and job.state == DONE and job.result:
         st.session_state["_demo_adopted"] = key
         st.session_state["workspace"] = list(dict.fromkeys(job.result))
 
@@ -386,7 +402,7 @@ def require_fields(min_models: int = 1, what: str = "this page") -> Ready:
         return Ready(models, keys, anchors, cfg)
     jobs = {j.key: j for j in worker().jobs(k for _, k in missing)}
     unqueued = [(m, k) for m, k in missing if k not in jobs or not jobs[k].active]
-    failed = [jobs[k] for _, k in missing if k in jobs and jobs[k].state == core_worker.FAILED]
+    failed = [jobs[k] for _, k in missing if k in jobs and jobs[k].state == FAILED]
     for job in failed:
         st.error(f"{job.label}: {job.error}")
     if unqueued:
@@ -410,15 +426,15 @@ def progress_panel(keys: list[str], rerun_when_done: bool = True) -> None:
     def _panel() -> None:
         jobs = worker().jobs(keys)
         active = [j for j in jobs if j.active]
-        done = sum(j.state == core_worker.DONE for j in jobs)
+        done = sum(j.state == DONE for j in jobs)
         st.progress(done / max(1, len(jobs)), text=f"{done} of {len(jobs)} fields ready")
         for job in active[:6]:
-            state = "running" if job.state == core_worker.RUNNING else "queued"
+            state = "running" if job.state == RUNNING else "queued"
             st.progress(job.fraction, text=f"{job.label}: {state} ({job.done:,}/{job.total:,})")
         if len(active) > 6:
             st.caption(f"…and {len(active) - 6} more queued.")
         for job in jobs:
-            if job.state == core_worker.FAILED:
+            if job.state == FAILED:
                 st.error(f"{job.label}: {job.error}")
         if not active and rerun_when_done:
             st.rerun(scope="app")
@@ -426,15 +442,26 @@ def progress_panel(keys: list[str], rerun_when_done: bool = True) -> None:
     _panel()
 
 
+def task_result(key: str, asked: str) -> Any:
+    """The result of the task `key` once this session has asked for it (session key `asked` holds the key it
+    asked for) and it has finished; until then its progress, and the page stops here."""
+    if st.session_state.get(asked) != key:
+        st.stop()
+    job = task_panel(key)
+    if job is None or job.state != DONE:
+        st.stop()
+    return job.result
+
+
 def task_panel(key: str) -> Any:
     """Progress of a task (demo, triage); returns the finished job, or None while it runs."""
     job = worker().job(key)
     if job is None:
         return None
-    if job.state == core_worker.FAILED:
+    if job.state == FAILED:
         st.error(job.error)
         return job
-    if job.state == core_worker.DONE:
+    if job.state == DONE:
         return job
 
     @st.fragment(run_every=POLL_SECONDS)
@@ -443,7 +470,7 @@ def task_panel(key: str) -> Any:
         if now is None or not now.active:
             st.rerun(scope="app")
         frac = now.fraction
-        text = f"{now.label}: {'running' if now.state == core_worker.RUNNING else 'queued'}"
+        text = f"{now.label}: {'running' if now.state == RUNNING else 'queued'}"
         if now.total:
             text += f" ({now.done}/{now.total})"
         st.progress(frac, text=text)
@@ -463,8 +490,8 @@ def home_page() -> Any:
 
 
 def download_name(stem: str, keys: list[str] | tuple[str, ...]) -> str:
-    digest = hashlib.sha256("|".join(keys).encode()).hexdigest()[:8]
-    return f"{stem}-{digest}"
+    """A file name for a download of what `keys` hold: `stem-<8 hex>`."""
+    return request_key(stem, keys=list(keys))[: len(stem) + 9].replace(":", "-")
 
 
 def json_bytes(obj: Any) -> bytes:
@@ -479,7 +506,7 @@ def upload_dir() -> str:
 
 def _offer_task_zoo(kind: str) -> None:
     """No relatedness bench has run on this store: say what the task zoo is and train the quick one on a click."""
-    job = worker().job(core_worker.TASK_ZOO_KEY)
+    job = worker().job(TASK_ZOO_KEY)
     with st.expander("Task zoo (mini-Taskonomy): not trained yet", expanded=job is not None):
         st.markdown(
             "Ten tasks on the same digits, from 10-way classification and parity to rotation prediction, "
@@ -488,17 +515,17 @@ def _offer_task_zoo(kind: str) -> None:
             "fields, better transfer (the paper's Taskonomy testbed). The quick zoo (one zoo, 5 epochs, K = 10) "
             "trains in the background in about 2 minutes (one CPU core); fields asked for meanwhile wait behind "
             "it. The full run, three zoos: `modelgif bench relatedness`.")
-        if job is None or job.state == core_worker.FAILED:
+        if job is None or job.state == FAILED:
             if st.button("Train the quick task zoo", icon=":material/play_arrow:", key=f"task_zoo_train_{kind}"):
-                worker().submit_task(core_worker.TASK_ZOO_KEY, "task zoo: the quick relatedness bench",
-                                     core_worker.relatedness_task())
+                worker().submit_task(TASK_ZOO_KEY, "task zoo: the quick relatedness bench",
+                                     relatedness_task())
                 st.session_state["task_zoo_clicked"] = True
                 st.rerun()
-        elif job.state == core_worker.DONE:  # finished, but its result is no longer in the store
+        elif job.state == DONE:  # finished, but its result is no longer in the store
             st.warning("The task zoo trained by this server is gone from the store; run "
                        "`modelgif bench relatedness --quick` to train it again.")
         if job is not None:
-            task_panel(core_worker.TASK_ZOO_KEY)
+            task_panel(TASK_ZOO_KEY)
 
 
 def task_zoo_section(kind: str) -> None:
@@ -519,10 +546,10 @@ def task_zoo_section(kind: str) -> None:
         if kind == "heatmap":
             # the bench's per-channel defaults are not the page's cosine; the regression is asymmetric
             how = {"per-channel": " (1 − CKA of their channels' fields)",
-                   "per-channel-regression": ", row → column (1 − share explained)"}.get(result.get("field_target"), "")
+                   "per-channel-regression": ", row → column (1 − share explained)"}.get(result["field_target"], "")
             st.plotly_chart(figures.distance_heatmap(dist, tasks, title=f"Field distances between task encoders{how}"),
                             key="task_heatmap")
-            if result.get("field_target") == "per-channel-regression":
+            if result["field_target"] == "per-channel-regression":
                 st.caption("Row → column: 1 − the share of the column encoder's channel fields that one linear map of "
                            "the row encoder's explains at every anchor and step, as a transfer readout maps the row's "
                            "features to the column's task. Asymmetric, as transfer is; the tree uses both "
@@ -530,19 +557,17 @@ def task_zoo_section(kind: str) -> None:
         else:
             # a map needs one distance per pair: the mean of both directions of an asymmetric one
             emb = embed_distances(0.5 * (dist + dist.T), method="mds" if len(tasks) < 12 else "auto")
-            kinds = [str(result.get("task_kinds", {}).get(t, "task")) for t in tasks]
+            kinds = [result["task_kinds"][t] for t in tasks]
             st.plotly_chart(figures.embedding_scatter(emb.coords, tasks, kinds, color_label="kind", labels=True,
                                                       title=f"{len(tasks)} task encoders · {emb.method}"),
                             key="task_map")
             if not np.allclose(dist, dist.T):
                 st.caption("The bench's distance is asymmetric (source → target); the map places each pair by the "
                            "mean of both directions.")
-        centred = " (hubness-centred)" if result.get("centre") else ""
-        reference = result.get("other_zoos_reference")
-        zoos_truth = zoos_truth_name(result)  # what pooled zoos are scored against (AHP since round 12)
-        ranked = result.get("dense_sources") == "field rank"  # since round 11
+        reference = result["other_zoos_reference"]
+        zoos_truth = zoos_truth_name(result)  # what pooled zoos are scored against
         what = ("ModelGiF's order of each target's sources (the dense ones by their field rank, the others by "
-                f"field distance{', hubness-centred' if centred else ''})" if ranked else f"field distance{centred}")
+                f"field distance{', hubness-centred' if result['centre'] else ''})")
         st.caption(f"Spearman between {what} and transfer affinity, mean "
                    f"over target tasks: {result['spearman_mean']:.3f} (the paper: -0.835 on Taskonomy). Closer "
                    "encoders should transfer better, so the expected sign is negative."
@@ -552,7 +577,7 @@ def task_zoo_section(kind: str) -> None:
                       "perfect task-level predictor stays short of the paper's score. `modelgif bench relatedness` "
                       "runs 3 zoos and adds that reference; docs/BENCHMARKS.md has the results and where the "
                       "method falls short."))
-        level = result.get("task_level")
+        level = result["task_level"]  # with 4 or more zoos
         if level:
             st.caption(f"Task level ({result['seeds']} zoos): {level['halves'][0]} zoos' averaged distances against "
                        f"the other {level['halves'][1]}'s mean {zoos_truth} read {level['methods']['modelgif']:.3f} "
@@ -560,15 +585,13 @@ def task_zoo_section(kind: str) -> None:
                        f"{level['ground_truth']:.3f}: no score can be certified beyond it.")
         if kind == "heatmap":
             st.dataframe(_task_scores(result), key="task_scores", height="content")  # every row, the mean too
-            if ranked:
-                st.caption("Field rank: the effective number of independent channel fields of an encoder, a property "
-                           "of the source alone. Among dense encoders the richer source transfers better whatever the "
-                           "target, which the distance to each target misses (round 11 of the bench); ModelGiF "
-                           "distance only ranks every source by its distance, as the tree above does.")
-            if "ahp" in result:
-                st.caption("mean, AHP: the same transfers ranked as Taskonomy ranks them, by the held-out examples "
-                           "each source wins against each other (AHP), not by its mean loss; a second ground truth.")
-            within = result.get("within_kind", {})
+            st.caption("Field rank: the effective number of independent channel fields of an encoder, a property "
+                       "of the source alone. Among dense encoders the richer source transfers better whatever the "
+                       "target, which the distance to each target misses (docs/BENCHMARKS.md); ModelGiF "
+                       "distance only ranks every source by its distance, as the tree above does.")
+            st.caption("mean, AHP: the same transfers ranked as Taskonomy ranks them, by the held-out examples "
+                       "each source wins against each other (AHP), not by its mean loss; a second ground truth.")
+            within = result["within_kind"]
             if within:
                 reference = "; ".join(f"{kind} {row['other_zoos']:.3f}" for kind, row in within.items()
                                       if "other_zoos" in row)
@@ -586,18 +609,14 @@ def _task_scores(result: dict[str, Any]) -> Any:
     import pandas as pd
 
     scores = {"modelgif": result, **result["baselines"]}
-    # column -> method; feature regression since round 6, distance only since round 11 (earlier stored runs lack them)
-    columns = {name: key for name, key in (("ModelGiF", "modelgif"), ("ModelGiF distance only", "field_distance"),
-                                           ("IG only", "ig_attribution"), ("linear CKA", "linear_cka"),
-                                           ("feature regression", "feature_regression"))
-               if key in scores}
+    columns = {"ModelGiF": "modelgif", "ModelGiF distance only": "field_distance", "IG only": "ig_attribution",
+               "linear CKA": "linear_cka", "feature regression": "feature_regression"}  # column -> method
     rows = {t: {name: scores[key]["spearman_per_task"][t] for name, key in columns.items()} for t in result["tasks"]}
     rows["mean"] = {name: scores[key]["spearman_mean"] for name, key in columns.items()}
-    if "ahp" in result:  # since round 8: the same transfers normalised as Taskonomy does
-        rows["mean, AHP"] = {name: result["ahp"][key]["spearman_mean"] for name, key in columns.items()}
-    for kind, within in result.get("within_kind", {}).items():  # since round 10: each kind's sources alone
+    rows["mean, AHP"] = {name: result["ahp"][key]["spearman_mean"] for name, key in columns.items()}  # as Taskonomy
+    for kind, within in result["within_kind"].items():  # each kind's sources alone
         rows[f"within {kind}"] = {name: within[key] for name, key in columns.items()}
-    level = result.get("task_level")  # with 4 or more zoos: halves of them, averaged
+    level = result["task_level"]  # with 4 or more zoos: halves of them, averaged
     if level:
         rows["task level"] = {name: level["methods"][key] for name, key in columns.items()}
     return pd.DataFrame.from_dict(rows, orient="index").round(3)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import streamlit as st
 
 from app_pages import _ui
-from modelgif_core import figures
+from modelgif_core import DistanceTable, figures
 
 st.title("Distances")
 st.caption("Mean of 1 − cosine between the models' fields over all anchors and steps: 0 for the same "
@@ -35,16 +33,10 @@ with left:
     )
 with right:
     st.subheader("Download")
-    buf = io.StringIO()
-    buf.write("," + ",".join(names) + "\n")
-    for name, row in zip(names, dist, strict=True):
-        buf.write(name + "," + ",".join(f"{v:.8f}" for v in row) + "\n")
+    table = DistanceTable([m.spec for m in ready.models], dist, "cosine", ready.anchors.spec, ready.anchors.sha256,
+                          ready.cfg.to_dict())
     stem = _ui.download_name("distances", ready.keys)
-    st.download_button("Distances (CSV)", buf.getvalue(), f"{stem}.csv", "text/csv")
-    payload = {"models": [m.spec for m in ready.models], "names": names,
-               "matrix": dist.round(8).tolist(), "anchors": ready.anchors.spec,
-               "anchors_sha256": ready.anchors.sha256, "config": ready.cfg.to_dict()}
-    st.download_button("Distances (JSON)", _ui.json_bytes(payload), f"{stem}.json",
-                       "application/json")
-    st.caption("The JSON has the same shape as `modelgif distance --format json`. The heatmap's "
-               "camera icon saves it as PNG.")
+    st.download_button("Distances (CSV)", table.to_csv(), f"{stem}.csv", "text/csv")
+    st.download_button("Distances (JSON)", table.to_json(), f"{stem}.json", "application/json")
+    st.caption("Both files are what `modelgif distance MODEL... --format csv|json` prints for these models and "
+               "settings, byte for byte. The heatmap's camera icon saves it as PNG.")

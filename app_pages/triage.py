@@ -2,47 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 import streamlit as st
 
 from app_pages import _ui
-from modelgif_core import figures, list_zoo, triage
+from modelgif_core import TriageReport, figures, list_zoo, triage
 
 BADGE = {"derived": "red", "independent": "green", "inconclusive": "orange"}
-
-
-def _references(report: dict[str, Any]) -> tuple[list[float], list[str]]:
-    """The victim-to-reference distances and names, whichever shape the report gives them in."""
-    refs = report.get("references")
-    if isinstance(refs, list) and refs and isinstance(refs[0], dict):
-        return [float(r["distance"]) for r in refs], [str(r.get("model", "")) for r in refs]
-    dists = report.get("reference_distances") or []
-    names = report.get("reference_models") or (refs if isinstance(refs, list) else [])
-    names = [str(n) for n in names] if len(names) == len(dists) else None
-    return [float(d) for d in dists], names
-
-
-def _markdown(report: dict[str, Any]) -> str:
-    lines = [f"# ModelGiF triage: {report.get('victim')}", ""]
-    for key in ("anchors", "n_anchors", "method", "threshold"):
-        if report.get(key) is not None:
-            lines.append(f"- {key}: {report[key]}")
-    if report.get("explanation"):
-        lines += ["", str(report["explanation"])]
-    lines += ["", "| suspect | distance | score | verdict |", "|---|---|---|---|"]
-    for s in report.get("suspects", []):
-        score = s.get("score")
-        score = f"{score:.4g}" if isinstance(score, int | float) else score
-        lines.append(f"| {s.get('model')} | {s.get('distance', float('nan')):.5f} | {score} | "
-                     f"{s.get('verdict')} |")
-    dists, names = _references(report)
-    if dists:
-        lines += ["", f"Reference distances ({len(dists)} independent models): "
-                  + ", ".join(f"{d:.4f}" for d in sorted(dists))]
-    return "\n".join(lines) + "\n"
 
 
 def _candidates(zoo_rows: list[dict[str, Any]]) -> list[str]:
@@ -101,9 +68,8 @@ if not suspects:
 kwargs: dict[str, Any] = {}
 if use_sidebar:
     kwargs = {"anchors": _ui.anchors_spec(), "cfg": _ui.field_config()}
-request = json.dumps({"v": victim, "s": suspects, "r": references,
-                      "a": kwargs.get("anchors"), "c": kwargs["cfg"].key() if kwargs else None})
-key = "triage:" + hashlib.sha256(request.encode()).hexdigest()[:16]
+key = _ui.request_key("triage", victim=victim, suspects=suspects, references=references,
+                      anchors=kwargs.get("anchors"), config=kwargs["cfg"].key() if kwargs else None)
 if st.button("Run triage", type="primary"):
     refs = references or None
 
@@ -114,36 +80,25 @@ if st.button("Run triage", type="primary"):
     _ui.worker().submit_task(key, f"triage of {len(suspects)} suspect(s)", run)
     st.session_state["tri_key"] = key
 
-if st.session_state.get("tri_key") != key:
-    st.stop()
-job = _ui.task_panel(key)
-if job is None or job.state != "done":
-    st.stop()
-report = job.result
+report = TriageReport.from_dict(_ui.task_result(key, asked="tri_key"))
 
 st.subheader("Verdicts")
-cols = st.columns(min(4, len(report["suspects"])))
-for i, s in enumerate(report["suspects"]):
+cols = st.columns(min(4, len(report.suspects)))
+for i, s in enumerate(report.suspects):
     with cols[i % len(cols)].container(border=True):
-        verdict = str(s.get("verdict"))
-        st.markdown(f"**{_label(str(s.get('model')))}**  \n:{BADGE.get(verdict, 'gray')}-badge"
-                    f"[{verdict}]")
-        st.metric("distance to the victim", f"{float(s['distance']):.4f}")
-        if s.get("score") is not None:
-            st.caption(f"score {float(s['score']):.3g}"
-                       + (f" · {_p_text(float(s['p_value']))}" if s.get("p_value") is not None else ""))
+        st.markdown(f"**{_label(s.model)}**  \n:{BADGE.get(s.verdict, 'gray')}-badge[{s.verdict}]")
+        st.metric("distance to the victim", f"{s.distance:.4f}")
+        st.caption(f"score {s.score:.3g} · {_p_text(s.p_value)}")
 
-dists, names = _references(report)
 st.plotly_chart(
     figures.reference_distribution(
-        dists, [(_label(str(s["model"])), float(s["distance"]), str(s["verdict"]))
-                for s in report["suspects"]],
-        reference_names=names, threshold=report.get("threshold"),
+        [float(r["distance"]) for r in report.references],
+        [(_label(s.model), s.distance, s.verdict) for s in report.suspects],
+        reference_names=[str(r["model"]) for r in report.references], threshold=report.threshold,
         title="Where each suspect falls among the independent references"),
     key="triage_plot",
 )
-st.caption(report.get("explanation") or "A suspect left of every reference is closer to the victim "
-           "than any model trained independently.")
+st.caption(report.explanation())
 c1, c2 = st.columns(2)
-c1.download_button("Report (JSON)", _ui.json_bytes(report), "triage.json", "application/json")
-c2.download_button("Report (Markdown)", _markdown(report), "triage.md", "text/markdown")
+c1.download_button("Report (JSON)", _ui.json_bytes(report.to_dict()), "triage.json", "application/json")
+c2.download_button("Report (Markdown)", report.to_markdown(), "triage.md", "text/markdown")

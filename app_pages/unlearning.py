@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 import streamlit as st
 
-from modelgif_core import FieldConfig, UserError, figures, list_zoo, verify_unlearning
+from app_pages import _ui
+from modelgif_core import FieldConfig, UnlearningReport, UserError, figures, list_zoo, verify_unlearning
 
 VERDICT_BADGE = {"forgotten": "green", "not forgotten": "red"}
 STEP_CHOICES = (8, 16, 25, 32, 50)
@@ -39,17 +38,6 @@ def _candidates(zoo_specs: list[str]) -> list[str]:
 
 def _label(spec: str) -> str:
     return spec.removeprefix("zoo:")
-
-
-def _markdown(r: dict[str, Any]) -> str:
-    lines = [f"# Unlearning verification: class {r['forgotten_class']}", "",
-             f"- original: {r['original']}", f"- claimed: {r['claimed']}",
-             f"- verdict: **{r['verdict']}**", f"- distance: {r['distance']:.5f} "
-             f"(threshold {r['threshold']:.5f}, retained {r['retained']:.3f})",
-             f"- anchors: {r['anchors']} ({r['n_anchors']})", "", r["explanation"], "",
-             "| reference | distance to the original |", "|---|---|"]
-    lines += [f"| {ref['model']} | {ref['distance']:.5f} |" for ref in r["references"]]
-    return "\n".join(lines) + "\n"
 
 
 st.title("Unlearning")
@@ -104,53 +92,40 @@ if not references and not zoo_specs:
             "per line, or build the zoo (the demo on Home) to use its independent models.")
     st.stop()
 
-request = json.dumps({"o": original, "c": claimed, "k": forgotten, "a": anchors, "s": steps,
-                      "r": references})
-key = "unl:" + hashlib.sha256(request.encode()).hexdigest()[:16]
+key = _ui.request_key("unlearning", original=original, claimed=claimed, forgotten_class=forgotten, anchors=anchors,
+                      steps=steps, references=references)
 if st.button("Verify", type="primary"):
-    bar = st.progress(0.0, text="Computing fields…")
 
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / max(1, total), text=f"Fields: {done} of {total} models")
-
-    try:
+    def run(progress, worker):
         cfg = FieldConfig(steps=int(steps), target="label")
-        st.session_state[key] = verify_unlearning(original, claimed, forgotten, anchors=anchors,
-                                                  references=references or None, cfg=cfg,
-                                                  progress=progress)
-    except (UserError, ValueError, OSError) as err:
-        bar.empty()
-        st.error(str(err))
-        st.stop()
-    bar.empty()
+        return verify_unlearning(original, claimed, forgotten, anchors=anchors, references=references or None,
+                                 cfg=cfg, store=worker.store, progress=progress).to_dict()
 
-result = st.session_state.get(key)
-if result is None:
-    st.stop()
+    _ui.worker().submit_task(key, f"unlearning check of {_label(claimed)}", run)
+    st.session_state["unl_key"] = key
 
-verdict = result["verdict"]
+report = UnlearningReport.from_dict(_ui.task_result(key, asked="unl_key"))
+
 st.subheader("Verdict")
 left, mid, right = st.columns(3)
-left.markdown(f"### :{VERDICT_BADGE.get(verdict, 'gray')}-badge[{verdict}]")
-mid.metric("distance to the original", f"{result['distance']:.4f}",
-           help=f"threshold {result['threshold']:.4f}: closer than this is not forgotten")
-right.metric("share of the original's field retained", f"{result['retained']:.2f}",
+left.markdown(f"### :{VERDICT_BADGE.get(report.verdict, 'gray')}-badge[{report.verdict}]")
+mid.metric("distance to the original", f"{report.distance:.4f}",
+           help=f"threshold {report.threshold:.4f}: closer than this is not forgotten")
+right.metric("share of the original's field retained", f"{report.retained:.2f}",
              help="1 - distance / mean reference distance: 1 for the original, 0 for an "
                   "independent model")
-acc = result["accuracy_on_class"]
-st.caption(f"Accuracy on the {result['n_anchors']} anchors of class {result['forgotten_class']}: "
+acc = report.accuracy_on_class
+st.caption(f"Accuracy on the {report.n_anchors} anchors of class {report.forgotten_class}: "
            f"original {acc['original']:.0%}, claimed {acc['claimed']:.0%}.")
-ref_d = [r["distance"] for r in result["references"]]
-ref_names = [_label(r["model"]) for r in result["references"]]
 st.plotly_chart(
     figures.reference_distribution(
-        ref_d, [(_label(result["claimed"]), result["distance"], verdict)],
-        reference_names=ref_names, threshold=result["threshold"], measured_from="the original",
-        title=f"Distance from the original on class {result['forgotten_class']}: the claimed model "
+        [r["distance"] for r in report.references], [(_label(report.claimed), report.distance, report.verdict)],
+        reference_names=[_label(r["model"]) for r in report.references], threshold=report.threshold,
+        measured_from="the original",
+        title=f"Distance from the original on class {report.forgotten_class}: the claimed model "
               "among independently trained ones"),
     key="unlearning_plot")
-st.markdown(result["explanation"])
+st.markdown(report.explanation())
 d1, d2 = st.columns(2)
-d1.download_button("Report (JSON)", json.dumps(result, indent=2), "unlearning.json",
-                   "application/json")
-d2.download_button("Report (Markdown)", _markdown(result), "unlearning.md", "text/markdown")
+d1.download_button("Report (JSON)", _ui.json_bytes(report.to_dict()), "unlearning.json", "application/json")
+d2.download_button("Report (Markdown)", report.to_markdown(), "unlearning.md", "text/markdown")

@@ -3,25 +3,41 @@
 The public API; the app, the CLI and the tests import from here only.
 
     from modelgif_core import load_model, load_anchors, FieldConfig, extract_field, field_distance
-    m = load_model("zoo:victim-resnet")          # or a timm name, local-dir:PATH, a checkpoint file
+    m = load_model("zoo:resnet-victim")          # or a timm name, local-dir:PATH, a checkpoint file
     x = load_anchors("digits:64")
     phi = extract_field(m, x, FieldConfig(steps=50))   # [N, K, 3*H*W]
+
+Where things live (each layer imports only itself and the layers below it; DESIGN §2):
+
+    engine/     the method: models, anchors, fields, distance, the store, embeddings
+    zoo/        the built-in zoo of digit classifiers: recipes, training, build, paths
+    analysis/   questions answered with fields: IP triage (calibration, output probes), unlearning
+    bench/      measurements (speed, ip, relatedness, unlearning), never used by the app's answers
+    service/    the background worker that owns the device, and its tasks
+    viz/        plotly figures, pure functions of numpy arrays
+    cli.py      the `modelgif` command
+
+Names from viz, bench and service load on first use (they import plotly and the benches).
 """
 
-from ._errors import UserError
-from .distance import cluster_order, distance_matrix, field_distance, unit_field
-from .fields import (
-    BASELINES,
-    METHODS,
-    TARGETS,
-    FieldConfig,
-    cached_field,
-    extract_field,
-    make_baseline,
-    quadrature,
-    resolve_device,
-)
-from .models import (
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
+
+from . import zoo  # registers the zoo: spec scheme with the engine
+from .analysis.calibration import TriageRule
+from .analysis.triage import TriageReport, Verdict, triage
+from .analysis.unlearning import UnlearningReport, verify_unlearning
+from .engine.anchors import AnchorSet, load_anchors
+from .engine.cache import cached_field, field_store_key
+from .engine.device import resolve_device
+from .engine.distance import DistanceTable, distance_matrix, distances_to, field_distance, unit_field
+from .engine.embedding import Embedding, embed_distances
+from .engine.errors import UserError
+from .engine.fields import BASELINES, METHODS, TARGETS, FieldConfig, extract_field, make_baseline, quadrature
+from .engine.models import (
     InputConfig,
     ModelHandle,
     hub_pretrained_cfg,
@@ -30,32 +46,54 @@ from .models import (
     preprocess,
     save_model_dir,
 )
-from .triage import TriageReport, triage  # eager: binds the function over the submodule's name
+from .engine.progress import Progress
+from .engine.store import FieldStore, StoredField, default_store_root, field_key
+from .zoo import build_zoo, ensure_zoo, list_zoo, zoo_root
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("modelgif-explorer")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
+
+# name -> module (relative to this package) for the names loaded on first use
+_LAZY = {
+    "figures": "viz.figures", "cluster_order": "viz.figures",
+    "last_relatedness_result": "bench.relatedness", "zoos_truth_name": "bench.relatedness",
+    "Worker": "service.worker", "Job": "service.worker", "get_worker": "service.worker",
+    "QUEUED": "service.worker", "RUNNING": "service.worker", "DONE": "service.worker", "FAILED": "service.worker",
+    "demo_task": "service.tasks", "probe_task": "service.tasks", "relatedness_task": "service.tasks",
+    "TASK_ZOO_KEY": "service.tasks",
+}
+
+if TYPE_CHECKING:  # what the lazy names are, for IDEs and type checkers
+    from .bench.relatedness import last_relatedness_result, zoos_truth_name
+    from .service.tasks import TASK_ZOO_KEY, demo_task, probe_task, relatedness_task
+    from .service.worker import DONE, FAILED, QUEUED, RUNNING, Job, Worker, get_worker
+    from .viz import figures
+    from .viz.figures import cluster_order
 
 __all__ = [
-    "BASELINES", "METHODS", "TARGETS", "FieldConfig", "InputConfig", "ModelHandle", "UserError",
-    "cached_field", "cluster_order", "distance_matrix", "extract_field", "field_distance",
-    "hub_pretrained_cfg", "list_hub_models", "load_model", "make_baseline", "preprocess",
-    "quadrature", "resolve_device", "save_model_dir", "triage", "TriageReport", "unit_field", "__version__",
+    # engine: models, anchors, fields, distances, the store
+    "UserError", "Progress", "InputConfig", "ModelHandle", "load_model", "preprocess", "save_model_dir",
+    "list_hub_models", "hub_pretrained_cfg", "resolve_device", "AnchorSet", "load_anchors",
+    "BASELINES", "METHODS", "TARGETS", "FieldConfig", "extract_field", "make_baseline", "quadrature",
+    "unit_field", "distance_matrix", "distances_to", "field_distance", "DistanceTable",
+    "FieldStore", "StoredField", "field_key", "default_store_root", "cached_field", "field_store_key",
+    "Embedding", "embed_distances",
+    # zoo
+    "zoo", "build_zoo", "ensure_zoo", "list_zoo", "zoo_root",
+    # analysis
+    "triage", "TriageReport", "TriageRule", "Verdict", "verify_unlearning", "UnlearningReport",
+    # loaded on first use (the _LAZY table below): viz, bench, service
+    "figures", "cluster_order", "last_relatedness_result", "zoos_truth_name",
+    "Worker", "Job", "get_worker", "QUEUED", "RUNNING", "DONE", "FAILED",
+    "demo_task", "probe_task", "relatedness_task", "TASK_ZOO_KEY",
+    "__version__",
 ]
 
 
 def __getattr__(name: str):
-    """Lazy re-exports of modules that other people land (and that import heavier libraries)."""
-    lazy = {
-        "load_anchors": "anchors", "AnchorSet": "anchors",
-        "FieldStore": "store", "StoredField": "store", "field_key": "store",
-        "default_store_root": "store",
-        "embed_distances": "embedding", "Embedding": "embedding",
-        "build_zoo": "zoo", "ensure_zoo": "zoo", "list_zoo": "zoo", "zoo_root": "zoo",
-        "get_worker": "worker", "Worker": "worker",
-        "verify_unlearning": "unlearning",
-        "last_relatedness_result": "relatedness", "zoos_truth_name": "relatedness",
-    }
-    if name in lazy:
-        import importlib
-
-        return getattr(importlib.import_module(f".{lazy[name]}", __name__), name)
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return module if name == "figures" else getattr(module, name)
     raise AttributeError(f"module 'modelgif_core' has no attribute {name!r}")

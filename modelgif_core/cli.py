@@ -13,7 +13,23 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ._errors import UserError
+from . import (
+    BASELINES,
+    METHODS,
+    TARGETS,
+    DistanceTable,
+    FieldConfig,
+    FieldStore,
+    UserError,
+    cached_field,
+    distance_matrix,
+    load_anchors,
+    load_model,
+    triage,
+    verify_unlearning,
+    zoo,
+)
+from .engine.text import dict_table, text_table
 
 EXIT_USAGE = 2
 
@@ -79,24 +95,16 @@ def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _config(args: argparse.Namespace):
-    from .fields import FieldConfig
-
     return FieldConfig(steps=args.steps, method=args.method, baseline=args.baseline, target=args.target,
                        seed=args.seed, device=args.device, autocast=args.autocast)
 
 
 def _store(args: argparse.Namespace):
-    from .store import FieldStore
-
     return FieldStore(args.store)
 
 
 def _fields_for(args: argparse.Namespace, specs: Sequence[str]) -> tuple[list, list, Any, Any]:
     """Load models and anchors, then each model's cached field (computed with a progress bar)."""
-    from .anchors import load_anchors
-    from .fields import cached_field
-    from .models import load_model
-
     cfg, store = _config(args), _store(args)
     anchors = load_anchors(args.anchors, size=getattr(args, "size", None))
     handles, fields = [], []
@@ -121,22 +129,7 @@ def _emit(rows: list[dict[str, Any]], fmt: str, columns: Sequence[str] | None = 
         writer.writeheader()
         writer.writerows(rows)
         return buffer.getvalue().rstrip("\n")
-    return _table([[_cell(r.get(c)) for c in columns] for r in rows], columns)
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return "" if value is None else str(value)
-
-
-def _table(rows: list[list[str]], header: Sequence[str]) -> str:
-    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(str(h))
-              for i, h in enumerate(header)]
-    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths)),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(lines)
+    return dict_table(rows, columns)
 
 
 # ----------------------------------------------------------------------------------- commands
@@ -153,33 +146,19 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_distance(args: argparse.Namespace) -> int:
-    from .distance import distance_matrix
-
     _handles, fields, anchors, cfg = _fields_for(args, args.models)
     matrix = distance_matrix(fields, metric=args.metric)
-    if args.format == "json":
-        print(json.dumps({"models": list(args.models), "matrix": matrix.round(6).tolist(),
-                          "metric": args.metric, "anchors": anchors.spec,
-                          "anchors_sha256": anchors.sha256, "config": cfg.to_dict()}, indent=2))
-        return 0
-    if args.format == "csv":
-        header = ["model", *args.models]
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(header)
-        for i, spec in enumerate(args.models):
-            writer.writerow([spec, *(f"{v:.6f}" for v in matrix[i])])
-        print(buffer.getvalue().rstrip("\n"))
+    table = DistanceTable(list(args.models), matrix, args.metric, anchors.spec, anchors.sha256, cfg.to_dict())
+    if args.format in ("json", "csv"):  # the same bytes as the app's downloads
+        sys.stdout.write(table.to_json() if args.format == "json" else table.to_csv())
         return 0
     header = ["model", *(str(j) for j in range(len(args.models)))]
     body = [[f"{i}: {spec}", *(f"{v:.4f}" for v in matrix[i])] for i, spec in enumerate(args.models)]
-    print(_table(body, header))
+    print(text_table(body, header))
     return 0
 
 
 def cmd_triage(args: argparse.Namespace) -> int:
-    from .triage import triage
-
     bar = _Progress("triage", enabled=not args.quiet)
     kwargs = {"anchors": args.anchors} if args.anchors else {}
     try:
@@ -188,44 +167,28 @@ def cmd_triage(args: argparse.Namespace) -> int:
                         progress=bar, **kwargs)
     finally:
         bar.close()
-    result = report.to_dict()
-    if args.format == "json":
-        print(json.dumps(result, indent=2))
-        return 0
-    print(f"victim: {result['victim']}")
-    print(_emit(result["suspects"], "table", ["model", "distance", "score", "verdict"]))
-    if result.get("explanation"):
-        print(result["explanation"])
+    print(json.dumps(report.to_dict(), indent=2) if args.format == "json" else report.to_text())
     return 0
 
 
 def cmd_unlearning(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .unlearning import DEFAULT_FIELD, verify_unlearning
+    from .analysis.unlearning import DEFAULT_FIELD
 
     bar = _Progress("unlearning", enabled=not args.quiet)
     try:
-        result = verify_unlearning(args.original, args.claimed, args.forgotten_class,
+        report = verify_unlearning(args.original, args.claimed, args.forgotten_class,
                                    anchors=args.anchors, references=args.reference or None,
                                    cfg=replace(DEFAULT_FIELD, steps=args.steps, device=args.device),
                                    store=_store(args), progress=bar)
     finally:
         bar.close()
-    if args.format == "json":
-        print(json.dumps(result, indent=2))
-        return 0
-    print(f"original: {result['original']}\nclaimed:  {result['claimed']}\n"
-          f"verdict:  {result['verdict']} (distance {result['distance']:.4f}, threshold "
-          f"{result['threshold']:.4f}, retained {result['retained']:.2f})")
-    print(_emit(result["references"], "table", ["model", "distance"]))
-    print(result["explanation"])
+    print(json.dumps(report.to_dict(), indent=2) if args.format == "json" else report.to_text())
     return 0
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
-    from . import zoo
-
     if args.zoo_command == "build":
         bar = None
         if not args.quiet:
@@ -254,13 +217,13 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench_command == "speed":
-        from .bench import format_speed, run_speed_bench
+        from .bench.speed import format_speed, run_speed_bench
 
         result = run_speed_bench(device=args.device, quick=args.quick)
         print(json.dumps(result, indent=2) if args.format == "json" else format_speed(result))
         return 0
     if args.bench_command == "ip":
-        from .ipbench import format_ip_table, run_ip_bench
+        from .bench.ip import format_ip_table, run_ip_bench
 
         counts = _ints(args.anchor_counts) if args.anchor_counts else ((16, 64) if args.quick else None)
         kwargs: dict[str, Any] = {"size": args.size}
@@ -273,10 +236,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             bar.close()
         print(json.dumps(result, indent=2) if args.format == "json" else format_ip_table(result))
         return 0
-    module = {"relatedness": "relatedness", "unlearning": "unlearning"}[args.bench_command]
     import importlib
 
-    bench = importlib.import_module(f".{module}", __package__)
+    bench = importlib.import_module(f".bench.{args.bench_command}", __package__)
     result = bench.run_bench(quick=args.quick, seeds=args.seeds)
     print(json.dumps(result, indent=2) if args.format == "json" else bench.format_table(result))
     return 0
@@ -321,8 +283,6 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_field_options(p: argparse.ArgumentParser, anchors_required: bool = True) -> None:
-    from .fields import BASELINES, METHODS, TARGETS
-
     p.add_argument("--anchors", required=anchors_required, default=None,
                    help="anchor spec: digits:N[:SEED], natural:N[:SEED], noise:N[:SEED], cutmix:BASE:N:SEED, "
                    "dir:PATH" + ("" if anchors_required else " (default: triage's tuned anchors)"))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from modelgif_core.store import FieldStore
+from modelgif_core import FieldStore
 
 
 def _field(shape: list[int], seed: int) -> torch.Tensor:

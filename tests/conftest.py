@@ -23,7 +23,7 @@ def _isolated_home(tmp_path_factory, monkeypatch):
 
 def tiny_bench_config(**changes):
     """The relatedness bench at the size its tests run it: 4 tasks, one zoo, seconds instead of minutes."""
-    from modelgif_core.relatedness import BenchConfig
+    from modelgif_core.bench.relatedness import BenchConfig
 
     return BenchConfig(**{"tasks": ("digit", "parity", "rotation", "autoencode"), "seeds": 1, "epochs": 1, "width": 8,
                           "transfer_train": 200, "readout_steps": 30, "anchors": "cutmix:digits:500:8:0", "steps": 3,

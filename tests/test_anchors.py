@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from modelgif_core._errors import UserError
-from modelgif_core.anchors import (
+from modelgif_core import UserError
+from modelgif_core.engine.anchors import (
     AnchorSet,
     anchor_sha256,
     digits_dataset,
@@ -156,7 +156,7 @@ def test_same_spec_same_sha256_in_a_fresh_offline_process():
     # possible: natural: must only read photos that ship inside installed packages.
     specs = ["digits:16:1", "natural:20:2", "noise:2:9", "cutmix:digits:20:5:1"]
     code = (
-        "from modelgif_core.anchors import load_anchors\n"
+        "from modelgif_core import load_anchors\n"
         f"for s in {specs!r}: print(load_anchors(s).sha256)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": "123", "HF_HUB_OFFLINE": "1"}

@@ -16,7 +16,7 @@ from _app_fixtures import quick_zoo_home, write_tiny_model
 from conftest import tiny_bench_config
 from streamlit.testing.v1 import AppTest
 
-from modelgif_core.worker import get_worker
+from modelgif_core import get_worker
 from modelgif_core.zoo import list_zoo, recipes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -315,8 +315,8 @@ def test_the_task_zoo_is_trained_on_a_click_and_then_shown(tmp_path, monkeypatch
     """Issue 5's views for a user who never ran the CLI bench: Distances offers the task zoo, a click trains it in
     the background worker (the quick run's config set to the bench tests' tiny size), and then Distances shows
     its tree and Zoo map its map, from the one stored run."""
-    from modelgif_core import relatedness
-    from modelgif_core.worker import TASK_ZOO_KEY
+    from modelgif_core import TASK_ZOO_KEY
+    from modelgif_core.bench import relatedness
 
     monkeypatch.setenv("MODELGIF_HOME", str(tmp_path))
     tasks = tiny_bench_config().tasks

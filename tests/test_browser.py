@@ -80,10 +80,15 @@ def _streamlit(home: Path):
         log.close()
 
 
+SERVER_HOMES: dict[str, Path] = {}  # the server's URL -> its store
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The app on a fresh store holding the quick zoo."""
-    with _streamlit(quick_zoo_home(tmp_path_factory.mktemp("browser_home"))) as url:
+    home = quick_zoo_home(tmp_path_factory.mktemp("browser_home"))
+    with _streamlit(home) as url:
+        SERVER_HOMES[url] = home
         yield url
 
 
@@ -157,6 +162,17 @@ def test_demo_in_a_real_browser(server, browser):
     _shot(page, "2-distances")
     print(f"Distances: {seconds:.2f} s from click to drawn heatmap")
 
+    # The downloads are what `modelgif distance ... --format csv|json` prints for these models, byte for byte.
+    specs = [f"zoo:{r.name}" for r in recipes("small")]
+    for fmt, label in (("csv", "Distances (CSV)"), ("json", "Distances (JSON)")):
+        with page.expect_download() as download:
+            page.get_by_role("button", name=label).click()
+        cli = subprocess.run([sys.executable, "-m", "modelgif_core", "distance", *specs, "--anchors", "digits:8",
+                              "--steps", "8", "--format", fmt, "-q"], capture_output=True, cwd=ROOT, timeout=300,
+                             env={**os.environ, "MODELGIF_HOME": str(SERVER_HOMES[server])})  # bytes: CSV's CRLF kept
+        assert cli.returncode == 0, cli.stderr.decode()[-2000:]
+        assert Path(download.value.path()).read_bytes() == cli.stdout, fmt
+
     seconds = _goto(page, "Zoo map")
     # count the markers really drawn in the SVG, one per model
     points = _eval(page, "plots.find(g => g.data.every(t => t.mode === 'markers'))"
@@ -220,7 +236,7 @@ def test_the_task_zoo_and_its_scores_in_a_real_browser(_isolated_home, browser):
     """Issue 5's views, after a (tiny) `modelgif bench relatedness` of 4 zoos: Distances shows the task zoo's
     similarity tree and its scores, the task level against the zoos' mean AHP affinity among them; Zoo map
     places the tasks, each point named."""
-    from modelgif_core.relatedness import run_bench
+    from modelgif_core.bench.relatedness import run_bench
 
     cfg = tiny_bench_config()
     result = run_bench(cfg=cfg, seeds=4)  # kept in the store, as the CLI keeps it

@@ -10,6 +10,7 @@ import torch
 from modelgif_core import (
     FieldConfig,
     InputConfig,
+    ModelHandle,
     UserError,
     cluster_order,
     distance_matrix,
@@ -17,7 +18,6 @@ from modelgif_core import (
     field_distance,
     unit_field,
 )
-from modelgif_core.models import _finish
 
 
 def test_hand_computed_cosine_distance():
@@ -64,8 +64,8 @@ def test_shapes_must_agree():
 
 
 def _handle(module):
-    return _finish(module, "test_resnet", InputConfig(input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3),
-                   "m", "m")
+    cfg = InputConfig(input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3)
+    return ModelHandle.from_module(module, "test_resnet", cfg, "m", "m")
 
 
 def test_model_against_itself_and_scaled_logits_are_zero():

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import pdist, squareform
 
-from modelgif_core._errors import UserError
-from modelgif_core.embedding import Embedding, embed_distances
+from modelgif_core import Embedding, UserError, embed_distances
 
 
 def _two_clusters(per: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -11,12 +11,12 @@ from modelgif_core import (
     METHODS,
     FieldConfig,
     InputConfig,
+    ModelHandle,
     UserError,
     extract_field,
     make_baseline,
     quadrature,
 )
-from modelgif_core.models import _finish
 
 
 def tiny_timm(arch="test_resnet", input_size=(3, 48, 48), mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3),
@@ -24,7 +24,7 @@ def tiny_timm(arch="test_resnet", input_size=(3, 48, 48), mean=(0.5, 0.4, 0.3), 
     torch.manual_seed(seed)
     module = timm.create_model(arch, pretrained=False, num_classes=num_classes,
                                in_chans=input_size[0], **kwargs)
-    return _finish(module, arch, InputConfig(input_size=input_size, mean=mean, std=std), arch, arch)
+    return ModelHandle.from_module(module, arch, InputConfig(input_size=input_size, mean=mean, std=std), arch, arch)
 
 
 class Linear(torch.nn.Module):
@@ -112,7 +112,8 @@ def test_normalisation_is_inside_the_gradient():
     d = 3 * 8 * 8
     net = Linear(d, classes=2)
     std = (0.5, 0.25, 2.0)
-    model = _finish(net, "linear", InputConfig(input_size=(3, 8, 8), mean=(0.1, 0.2, 0.3), std=std), "l", "l")
+    cfg = InputConfig(input_size=(3, 8, 8), mean=(0.1, 0.2, 0.3), std=std)
+    model = ModelHandle.from_module(net, "linear", cfg, "l", "l")
     x = torch.rand(2, 3, 8, 8)
     phi = extract_field(model, x, FieldConfig(steps=3, target="label", labels=(1, 1)))
     scale = torch.tensor(std).repeat_interleave(64)
@@ -202,7 +203,7 @@ def test_per_channel_needs_the_feature_max_target():
 
 def test_field_larger_than_free_memory_is_one_sentence(monkeypatch):
     """Refused before any work: the allocator's own failure is a C++ trace (or a later kill by the kernel)."""
-    import modelgif_core.fields as fields
+    import modelgif_core.engine.fields as fields
 
     assert fields.available_host_bytes() > 0  # Linux: read from /proc/meminfo
     monkeypatch.setattr(fields, "available_host_bytes", lambda: 512 << 20)

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from modelgif_core import figures
-from modelgif_core.distance import cluster_order, field_distance, unit_field
+from modelgif_core import cluster_order, field_distance, figures, unit_field
 
 
 def _random_distances(m: int, seed: int = 0) -> np.ndarray:

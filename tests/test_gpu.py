@@ -9,7 +9,7 @@ from captum.attr import IntegratedGradients
 from test_fields import tiny_timm
 
 from modelgif_core import METHODS, FieldConfig, extract_field, field_distance
-from modelgif_core.fields import _tf32
+from modelgif_core.engine.device import tf32_mode
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -37,7 +37,7 @@ def test_last_point_is_captum_on_the_gpu(method):
     x = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(1)).cuda()
     phi = extract_field(model, x, FieldConfig(steps=12, method=method, device="cuda"))
     module = model.module.cuda()
-    with _tf32(x.device, False):
+    with tf32_mode(x.device, False):
         cls = model(x).argmax(1)
         ref = IntegratedGradients(model).attribute(x, baselines=torch.zeros_like(x), target=cls, n_steps=12,
                                                     method=method)
@@ -96,7 +96,7 @@ def test_field_too_big_for_the_gpu_is_gathered_on_the_host(monkeypatch):
 @pytest.mark.parametrize("gathered_on_host", [False, True])
 def test_per_channel_fields_on_the_gpu_are_the_cpu_ones(monkeypatch, gathered_on_host):
     """The relatedness bench's per-channel fields: same as the CPU's, on the device or gathered on the host."""
-    from modelgif_core.relatedness import Encoder
+    from modelgif_core.bench.relatedness import Encoder
 
     torch.manual_seed(0)
     encoder = Encoder().eval()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from modelgif_core import UserError
-from modelgif_core.ipbench import (
+from modelgif_core.bench.ip import (
     _mixup_anchors,
     _pool8,
     _sac_matrix,
@@ -52,7 +52,7 @@ def _fake(n=16, k=3):
 
 
 def test_evaluate_on_hand_made_pairs(monkeypatch):
-    import modelgif_core.ipbench as ipb
+    import modelgif_core.bench.ip as ipb
 
     monkeypatch.setattr(ipb, "N_MAX", 16)
     rows, data = _fake()
@@ -74,7 +74,7 @@ def test_evaluate_on_hand_made_pairs(monkeypatch):
 
 
 def test_combination_rules_on_hand_made_z_scores():
-    from modelgif_core.ipbench import _method_scores, _Scorer
+    from modelgif_core.bench.ip import _method_scores, _Scorer
 
     rows, data = _fake()
     by_name = {r["name"]: r for r in rows}
@@ -116,7 +116,7 @@ def test_mixup_anchors_are_reproducible_and_in_range():
 
 
 def test_js_scores_of_the_scorer_by_hand():
-    from modelgif_core.ipbench import _Scorer
+    from modelgif_core.bench.ip import _Scorer
 
     la = np.log(np.array([[0.5, 0.5]]))
     lb = np.log(np.array([[1.0 - 1e-12, 1e-12]]))

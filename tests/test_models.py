@@ -197,7 +197,7 @@ def test_hub_models_load_from_a_real_local_cache(tmp_path):
 
 
 def load_model_from_module(module, pretrained):
-    from modelgif_core.models import fingerprint
+    from modelgif_core.engine.models import fingerprint
 
     return fingerprint(module, "test_resnet", InputConfig.from_pretrained_cfg(pretrained))
 

@@ -17,9 +17,7 @@ import pytest
 import torch
 from filelock import FileLock
 
-from modelgif_core._errors import UserError
-from modelgif_core.distance import unit_field
-from modelgif_core.store import FieldStore, StoredField, default_store_root, field_key
+from modelgif_core import FieldStore, StoredField, UserError, default_store_root, field_key, unit_field
 
 REPO = Path(__file__).resolve().parents[1]
 WRITER = Path(__file__).resolve().parent / "_store_writer.py"

@@ -9,20 +9,16 @@ import pytest
 import timm
 import torch
 
-from modelgif_core import FieldConfig, InputConfig, UserError, save_model_dir
-from modelgif_core.triage import (
-    TriageRule,
+from modelgif_core import FieldConfig, InputConfig, TriageRule, UserError, save_model_dir, triage
+from modelgif_core.analysis.calibration import judge, judge_components, thresholds
+from modelgif_core.analysis.probes import (
     adversarial_boundary_points,
     boundary_mixups,
     boundary_points,
-    judge,
-    judge_components,
     log_prob_handle,
     output_handle,
     output_js,
     output_kl,
-    thresholds,
-    triage,
 )
 
 REF = [0.9, 1.0, 1.1]  # mean 1.0, sample std 0.1
@@ -146,7 +142,7 @@ class _Linear(torch.nn.Module):
 
 
 def test_boundary_points_sit_where_the_victim_s_two_classes_tie():
-    from modelgif_core.triage import _pairs
+    from modelgif_core.analysis.probes import class_pairs
 
     h = _Linear()
     images = torch.rand(12, 3, 4, 4)
@@ -154,7 +150,7 @@ def test_boundary_points_sit_where_the_victim_s_two_classes_tie():
     assert len(set(classes.tolist())) >= 2
     pts = boundary_points(h, images, classes, 10, seed=1)
     assert pts.shape == (10, 3, 4, 4)
-    i, j = _pairs(classes, 10, 1)  # the pairs the points were made from
+    i, j = class_pairs(classes, 10, 1)  # the pairs the points were made from
     assert (classes[i] != classes[j]).all()
     z = h(pts).detach()  # [10, 4]
     za, zb = z.gather(1, classes[i][:, None])[:, 0], z.gather(1, classes[j][:, None])[:, 0]
@@ -203,7 +199,7 @@ def models(tmp_path, monkeypatch):
 
 
 def test_triage_report_follows_the_json_contract(models, tmp_path):
-    from modelgif_core.store import FieldStore
+    from modelgif_core import FieldStore
 
     refs = [models[f"ref{i}"] for i in range(3)]
     calls = []

@@ -21,23 +21,24 @@ from modelgif_core import (
     load_anchors,
     load_model,
     save_model_dir,
+    verify_unlearning,
 )
-from modelgif_core.anchors import digits_basis, digits_dataset
-from modelgif_core.unlearning import (
+from modelgif_core.analysis.unlearning import class_anchors, judge_unlearning
+from modelgif_core.bench.unlearning import (
     CANDIDATE,
     BenchConfig,
     DigitsSubspace,
     GrayInput,
     NativeDigits,
-    class_anchors,
     format_table,
     gaussian_noise,
-    judge_unlearning,
     random_crop,
     run_bench,
-    verify_unlearning,
 )
-from modelgif_core.zoo import ARCHS, UNLEARNING, _create, _fit, _load_data, one_torch_thread
+from modelgif_core.engine.anchors import digits_basis, digits_dataset
+from modelgif_core.engine.device import one_torch_thread
+from modelgif_core.zoo import ARCHS, UNLEARNING
+from modelgif_core.zoo.training import create_net, fit, load_data
 
 ROOT = Path(__file__).resolve().parents[1]
 REFS = [0.95, 1.0, 1.05]
@@ -67,7 +68,7 @@ def test_closer_than_every_reference_but_retaining_little_is_still_forgotten():
 
 
 def test_the_explanation_says_why_a_model_closer_than_every_reference_is_still_forgotten():
-    from modelgif_core.unlearning import _explain
+    from modelgif_core.analysis.unlearning import _explain
 
     extra = {"n_anchors": 56, "anchors_labelled": True, "forgotten_class": 9,
              "accuracy_on_class": {"original": 0.96, "claimed": 0.0}}
@@ -106,7 +107,7 @@ def test_class_anchors_keep_one_class_with_its_own_hash():
 def test_an_anchor_set_without_the_class_is_a_clear_error():
     base = load_anchors("digits:500")
     keep = base.labels != 7
-    from modelgif_core.anchors import AnchorSet, anchor_sha256
+    from modelgif_core.engine.anchors import AnchorSet, anchor_sha256
 
     no_seven = AnchorSet(base.images[keep], anchor_sha256(base.images[keep]), "x",
                          base.labels[keep], tuple(n for n, k in zip(base.names, keep) if k))
@@ -133,24 +134,24 @@ def tiny_models(tmp_path_factory) -> dict[str, str]:
 
 
 def _train_tiny_models(root: Path) -> dict[str, str]:
-    data = _load_data()
+    data = load_data()
     x, y = data.x[data.pool[:400]], data.y[data.pool[:400]]
     specs = {}
     for name, seed in (("original", 1), ("ref-a", 2), ("ref-b", 3), ("ref-c", 4)):
         torch.manual_seed(seed)
-        net = _create("resnet")
-        _fit(net, x, y, epochs=2, lr=3e-3, seed=seed)
+        net = create_net("resnet")
+        fit(net, x, y, epochs=2, lr=3e-3, seed=seed)
         specs[name] = _save(net, root / name)
         if name == "original":
             original = net
     relabel = copy.deepcopy(original).requires_grad_(True)
     y2 = y.clone()
     y2[y == 9] = 0
-    _fit(relabel, x, y2, epochs=1, lr=1e-3, seed=9)
+    fit(relabel, x, y2, epochs=1, lr=1e-3, seed=9)
     specs["claimed"] = _save(relabel, root / "claimed")
     torch.manual_seed(5)
-    retrained = _create("resnet")
-    _fit(retrained, x[y != 9], y[y != 9], epochs=2, lr=3e-3, seed=5)
+    retrained = create_net("resnet")
+    fit(retrained, x[y != 9], y[y != 9], epochs=2, lr=3e-3, seed=5)
     specs["exact"] = _save(retrained, root / "exact")
     return specs
 
@@ -159,9 +160,9 @@ def test_verify_unlearning_tells_a_finetuned_copy_from_a_retrained_model(tiny_mo
     refs = [tiny_models[k] for k in ("ref-a", "ref-b", "ref-c")]
     cfg = FieldConfig(steps=8, target="label")
     approx = verify_unlearning(tiny_models["original"], tiny_models["claimed"], 9,
-                               references=refs, anchors="digits:200", cfg=cfg)
+                               references=refs, anchors="digits:200", cfg=cfg).to_dict()
     exact = verify_unlearning(tiny_models["original"], tiny_models["exact"], 9, references=refs,
-                              anchors="digits:200", cfg=cfg)
+                              anchors="digits:200", cfg=cfg).to_dict()
     assert approx["verdict"] == "not forgotten", approx["explanation"]
     assert exact["verdict"] == "forgotten", exact["explanation"]
     assert approx["distance"] < exact["distance"]
@@ -176,7 +177,7 @@ def test_verify_unlearning_tells_a_finetuned_copy_from_a_retrained_model(tiny_mo
 def test_an_unlabelled_anchor_set_is_used_whole_and_the_explanation_says_so(tiny_models):
     refs = [tiny_models[k] for k in ("ref-a", "ref-b", "ref-c")]
     r = verify_unlearning(tiny_models["original"], tiny_models["claimed"], 9, references=refs,
-                          anchors="noise:6", cfg=FieldConfig(steps=4, target="label"))
+                          anchors="noise:6", cfg=FieldConfig(steps=4, target="label")).to_dict()
     assert r["n_anchors"] == 6 and r["anchors_labelled"] is False
     assert r["explanation"].startswith("On 6 anchors (an unlabelled set, every image taken as class 9)")
 
@@ -204,9 +205,9 @@ def zoo_unlearners(tmp_path_factory) -> Path:
 
 
 def _class_accuracy(spec: str, idx: torch.Tensor) -> float:
-    from modelgif_core.unlearning import _class_accuracy
+    from modelgif_core.analysis.unlearning import _class_accuracy
 
-    return _class_accuracy(load_model(spec), _load_data().x[idx], 9)  # the share predicted 9, as the page reports
+    return _class_accuracy(load_model(spec), load_data().x[idx], 9)  # the share predicted 9, as the page reports
 
 
 def _relative_change(spec: str, parent: str) -> float:
@@ -220,7 +221,7 @@ def test_the_zoo_unlearners_are_made_as_their_names_say(zoo_unlearners, monkeypa
     rows = {r["name"]: r for r in list_zoo("small")}
     assert all(rows[n]["role"] == "unlearned" and rows[n]["forgotten_class"] == 9 for n in ZOO_UNLEARNERS)
     assert rows["resnet-victim"]["forgotten_class"] is None
-    data = _load_data()
+    data = load_data()
     held = data.heldout[data.y[data.heldout] == 9]
     own = data.owner[data.y[data.owner] == 9]
     victim = "zoo:resnet-victim"
@@ -345,7 +346,7 @@ def test_the_digits_lie_in_the_subspace_and_the_projected_model_sees_them_unchan
     flat = x[:50].reshape(50, -1)
     torch.testing.assert_close((flat @ q) @ q.T, flat, atol=1e-5, rtol=0)
     torch.manual_seed(0)
-    net = _create("resnet").eval()
+    net = create_net("resnet").eval()
     torch.testing.assert_close(DigitsSubspace(net)(x[:50]), net(x[:50]), atol=1e-4, rtol=1e-4)
     # Off the subspace they differ: the projection removes what the digits never contain.
     noisy = x[:50] + 0.1 * torch.randn(50, 3, 32, 32)
@@ -357,7 +358,7 @@ def test_the_digits_lie_in_the_subspace_and_the_projected_model_sees_them_unchan
 @pytest.mark.parametrize("wrap", [NativeDigits, DigitsSubspace])
 def test_a_native_resolution_model_has_its_gradients_in_the_digits_64_dim_subspace(wrap):
     torch.manual_seed(0)
-    native, plain = wrap(_create("resnet")).eval(), _create("resnet").eval()
+    native, plain = wrap(create_net("resnet")).eval(), create_net("resnet").eval()
     x = torch.rand(100, 3, 32, 32)  # more inputs than the subspace has dimensions
     g = _input_gradients(native, x)
     # The channel mean is inside the gradient: the three channels get the same gradient.
@@ -385,7 +386,7 @@ def test_gaussian_noise_is_unclamped_zero_mean_noise_of_its_sigma_drawn_from_the
 def test_a_gray_model_sees_the_digits_unchanged_and_its_gradient_is_the_gray_part_of_the_plain_one():
     x, _ = digits_dataset()
     torch.manual_seed(0)
-    net = _create("resnet").eval()
+    net = create_net("resnet").eval()
     gray = GrayInput(net).eval()
     torch.testing.assert_close(gray(x[:50]), net(x[:50]), atol=1e-5, rtol=1e-5)  # digits are gray
     colour = torch.rand(20, 3, 32, 32)
@@ -398,6 +399,15 @@ def test_a_gray_model_sees_the_digits_unchanged_and_its_gradient_is_the_gray_par
 
 
 # ----------------------------------------------------------------------------------- the page
+
+
+def _after_the_worker(at) -> None:
+    """The page runs its check in the background worker: wait for the worker's jobs, then rerun the page."""
+    from modelgif_core import get_worker
+
+    worker = get_worker()
+    assert worker.wait([j.key for j in worker.jobs()], timeout=300)
+    at.run()
 
 
 def test_unlearning_page_gives_a_verdict(tiny_models):
@@ -416,6 +426,7 @@ def test_unlearning_page_gives_a_verdict(tiny_models):
     at.text_area(key="unl_refs").set_value(
         "\n".join(tiny_models[k] for k in ("ref-a", "ref-b", "ref-c"))).run()
     next(b for b in at.button if b.label == "Verify").click().run()
+    _after_the_worker(at)
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert any("not forgotten" in m.value for m in at.markdown)
@@ -435,6 +446,7 @@ def test_unlearning_page_turns_a_bad_spec_into_one_message(tiny_models):
     at.text_area(key="unl_refs").set_value(
         "\n".join(tiny_models[k] for k in ("ref-a", "ref-b", "ref-c"))).run()
     next(b for b in at.button if b.label == "Verify").click().run()
+    _after_the_worker(at)
     assert not at.exception
     assert len(at.error) == 1 and "nonexistent" in at.error[0].value
 
@@ -473,6 +485,7 @@ def test_unlearning_page_offers_the_zoo_unlearners_as_examples(tmp_path_factory,
     at.text_input(key="unl_anchors").set_value("digits:200").run()
     at.select_slider(key="unl_steps").set_value(8).run()
     next(b for b in at.button if b.label == "Verify").click().run()
+    _after_the_worker(at)
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.session_state["unl_claimed"] == "zoo:resnet-unlearned-exact-9"
     assert any("forgotten" in m.value and "badge" in m.value for m in at.markdown)  # a verdict, whichever

@@ -7,8 +7,19 @@ import threading
 import pytest
 import timm
 
-from modelgif_core import FieldConfig, FieldStore, InputConfig, load_anchors, load_model, save_model_dir
-from modelgif_core.worker import DONE, FAILED, Worker, field_job_key, get_worker
+from modelgif_core import (
+    DONE,
+    FAILED,
+    FieldConfig,
+    FieldStore,
+    InputConfig,
+    Worker,
+    get_worker,
+    load_anchors,
+    load_model,
+    save_model_dir,
+)
+from modelgif_core import field_store_key as field_job_key
 
 CFG = FieldConfig(steps=4)
 

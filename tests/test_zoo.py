@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from modelgif_core import UserError, load_model, zoo
+from modelgif_core.zoo.recipes import _independent_recipes
 
 
 @pytest.fixture()
@@ -93,7 +94,7 @@ def test_each_victim_has_the_owners_three_unlearners_of_class_9_the_small_zoo_th
 
 
 def test_training_data_never_touches_the_held_out_digits():
-    data = zoo._load_data()
+    data = zoo.training.load_data()
     held = set(data.heldout.tolist())
     owner, attacker = set(data.owner.tolist()), set(data.attacker.tolist())
     assert not owner & attacker
@@ -104,7 +105,7 @@ def test_training_data_never_touches_the_held_out_digits():
 
 def test_strong_attacker_queries_five_times_its_data():
     x = torch.rand(10, 3, 32, 32)
-    q = zoo._strong_queries(x, seed=1)
+    q = zoo.training._strong_queries(x, seed=1)
     assert q.shape == (50, 3, 32, 32)
     assert torch.equal(q[:10], x) and q.min() >= 0 and q.max() <= 1
 
@@ -163,7 +164,7 @@ def test_parallel_build_gives_the_same_models_as_a_serial_one(tmp_path):
         # the victim starts first (its child waits for it); every model is announced once
         assert calls[0] == (0, 3, "resnet-victim") and calls[-1] == (3, 3, "done")
         assert sorted(n for _, _, n in calls[:-1]) == sorted(["resnet-victim", *only])
-        built[workers] = {p.parent.name: (p.read_bytes(), zoo._read_meta(p.parent)["recipe_key"])
+        built[workers] = {p.parent.name: (p.read_bytes(), zoo.paths.read_meta(p.parent)["recipe_key"])
                           for p in root.glob("*/model.safetensors")}
     assert set(built[1]) == {"resnet-victim", *only}
     assert built[1] == built[2]  # same weights, byte for byte, and the same recipe keys
@@ -171,9 +172,9 @@ def test_parallel_build_gives_the_same_models_as_a_serial_one(tmp_path):
 
 def test_a_failing_model_stops_the_parallel_build_with_its_error(tmp_path, monkeypatch):
     # The worker processes import the package afresh, so make the recipe itself invalid.
-    first, second = zoo._independent_recipes(False)[:2]
+    first, second = _independent_recipes(False)[:2]
     bad = [dataclasses.replace(first, method="no-such-method"), dataclasses.replace(second, method="no-such-method")]
-    monkeypatch.setattr(zoo, "recipes", lambda size="small": bad)
+    monkeypatch.setattr(zoo.build, "recipes", lambda size="small": bad)
     with pytest.raises(RuntimeError, match="no-such-method"):
         zoo.build_zoo("small", root=tmp_path, epochs_scale=0.1, workers=2)
 

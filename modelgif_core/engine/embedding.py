@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._errors import UserError
+from .errors import UserError
 
 # UMAP's neighbourhood graph is meaningless below this many points: fall back to MDS.
 MIN_UMAP_MODELS = 4

@@ -17,9 +17,9 @@ Methods (all from the same anchors, the same held-out digits):
                     held-out digits (n mixups for n anchors; forwards only)
   output-js-vline   Jensen-Shannon divergence of the softmax outputs at points on the victim's own
                     boundary: pairs of held-out digits of different (victim) classes, mixup
-                    coefficient bisected until the victim's two logits tie (triage.boundary_points)
+                    coefficient bisected until the victim's two logits tie (analysis.probes.boundary_points)
   output-js-vadv    the same at the points the victim's signed-gradient steps toward its second
-                    class reach on its boundary, one per anchor (triage.adversarial_boundary_points)
+                    class reach on its boundary, one per anchor (analysis.probes.adversarial_boundary_points)
   triage            what `triage()` does by default: the field of the predicted class's logit
                     margin, output-js-vline and output-js-vadv, each a z-score among the
                     calibration models, the smallest wins (DEFAULT_METHOD; docs/BENCHMARKS.md)
@@ -33,7 +33,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,9 +42,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._errors import UserError
-
-Progress = Callable[[int, int], None]
+from ..analysis.probes import (
+    adversarial_boundary_points,
+    boundary_mixups,
+    boundary_points,
+    output_handle,
+    output_js,
+    output_kl,
+)
+from ..engine.anchors import AnchorSet, digits_dataset, digits_split, load_anchors, on_digits_grid
+from ..engine.device import one_torch_thread
+from ..engine.distance import unit_field
+from ..engine.errors import UserError
+from ..engine.fields import FieldConfig, extract_field
+from ..engine.models import batched_outputs, load_model
+from ..engine.progress import Progress
+from ..engine.store import default_store_root
+from ..zoo import ATTACK_KINDS, ensure_zoo, list_zoo
 
 ANCHOR_COUNTS = (8, 16, 32, 64, 128, 256)
 N_MAX = 256
@@ -79,36 +93,25 @@ PROBES = {
 
 def _mixup_anchors(n: int, seed: int) -> Any:
     """Class-boundary mixups of held-out digits, made as triage makes them from its anchors."""
-    from .anchors import _make, digits_dataset, digits_split
-    from .triage import boundary_mixups
-
     x, y = digits_dataset()
     _, held = digits_split()
     images = boundary_mixups(x[held], y[held], n, seed)  # [n, 3, 32, 32]
-    return _make(images, f"mixup:{n}:{seed}", None, [f"mixup#{i}" for i in range(n)])
+    return AnchorSet.from_images(images, f"mixup:{n}:{seed}", None, [f"mixup#{i}" for i in range(n)])
 
 
 def _load_probe_anchors(spec: str) -> Any:
     if spec.startswith("mixup:"):
         _, n, seed = spec.split(":")
         return _mixup_anchors(int(n), int(seed))
-    from .anchors import load_anchors
-
     return load_anchors(spec)
 
 
 def _pool8(unit: torch.Tensor) -> torch.Tensor:
     """Project [N, K, 3*32*32] onto the 8x8 gray grid the digits were upsampled from, re-unit."""
-    from .anchors import on_digits_grid
-
     return F.normalize(on_digits_grid(unit), dim=-1)
 
 
 def _units(handle: Any, anchors: Any, probe: _Probe) -> dict[str, torch.Tensor]:
-    from .distance import unit_field
-    from .fields import FieldConfig, extract_field
-    from .triage import output_handle
-
     model = output_handle(handle, "logit" if probe.target == "predicted" else probe.target)
     # margin/logprob targets pick the predicted class through the wrapper's outputs
     cfg = FieldConfig(steps=probe.steps, baseline=probe.baseline, target="predicted", device="cpu")
@@ -117,14 +120,9 @@ def _units(handle: Any, anchors: Any, probe: _Probe) -> dict[str, torch.Tensor]:
     return {"raw": unit.half(), "pool8": _pool8(unit).half()}
 
 
-@torch.no_grad()
-def _outputs(handle: Any, images: torch.Tensor) -> torch.Tensor:
-    return torch.cat([handle(images[s:s + 256]).float() for s in range(0, len(images), 256)])
 
 
 def _cache_dir() -> Path:
-    from .store import default_store_root
-
     return Path(default_store_root()) / "ipbench"
 
 
@@ -137,8 +135,6 @@ def _is_partner(row: dict, victim: str) -> bool:
 
 def collect_pairs(rows: list[dict], probes: Sequence[str], progress: Progress | None) -> dict:
     """cos[probe][variant][(victim, model)] = [N, K] and outputs[set][model] = [N, C]."""
-    from .models import load_model
-
     handles = {r["name"]: load_model(r["spec"]) for r in rows}
     victims = [r["name"] for r in rows if r["role"] == "victim"]
     partners = {v: [r["name"] for r in rows if _is_partner(r, v)] for v in victims}
@@ -147,24 +143,20 @@ def collect_pairs(rows: list[dict], probes: Sequence[str], progress: Progress | 
     data: dict[str, Any] = {"cos": {}, "outputs": {}}
     for key, spec in out_sets.items():
         images = _load_probe_anchors(spec).images
-        data["outputs"][key] = {n: _outputs(h, images).numpy() for n, h in handles.items()}
+        data["outputs"][key] = {n: batched_outputs(h, images).numpy() for n, h in handles.items()}
     # points on each victim's own boundary, placed with that victim only (so per victim)
-    from .triage import adversarial_boundary_points, boundary_points
-
     held = _load_probe_anchors("digits:500:0").images  # [500, 3, 32, 32] every held-out digit
     anchors_n = _load_probe_anchors(out_sets["digits"]).images  # [N_MAX, 3, 32, 32]
     for v in victims:
         hv = handles[v]
-        classes = _outputs(hv, held).argmax(1)  # [500] the victim's own view of the classes
+        classes = batched_outputs(hv, held).argmax(1)  # [500] the victim's own view of the classes
         sets = {"vline": boundary_points(hv, held, classes, N_MAX, seed=0),
                 "vadv": adversarial_boundary_points(hv, anchors_n)}
         for key, pts in sets.items():
-            data["outputs"][f"{key}:{v}"] = {n: _outputs(handles[n], pts).numpy()
+            data["outputs"][f"{key}:{v}"] = {n: batched_outputs(handles[n], pts).numpy()
                                              for n in [v, *partners[v]]}
     total = len(probes) * len(handles)
     done = 0
-    from .zoo import one_torch_thread
-
     with one_torch_thread():  # fields on one thread: recorded numbers must not depend on the load
         for pname in probes:
             probe = PROBES[pname]
@@ -289,8 +281,6 @@ class _Scorer:
             a, b = out[key][v], out[key][m]
             if a.shape[1] != b.shape[1]:
                 return float("nan")  # another label space: undefined (AUC counts it as unrelated)
-            from .triage import output_js, output_kl
-
             la, lb = (torch.log_softmax(torch.from_numpy(o[idx]).double(), 1) for o in (a, b))  # [n, C]
             if method.startswith("output-js-"):
                 return output_js(la, lb)
@@ -316,8 +306,6 @@ def run_ip_bench(anchor_counts: Sequence[int] = ANCHOR_COUNTS, size: str = "smal
 
     Returns {"auc": {method: {kind: {n: auc}}}, "counts": {kind: [n_pos, n_neg]}, "config": ...}.
     """
-    from .zoo import ensure_zoo, list_zoo
-
     methods = list(methods or [*BASE_METHODS, "output-kl-mixup", *DEFAULT_METHOD[1:], "triage"])
     counts = sorted({int(n) for n in anchor_counts})
     if not counts or counts[0] < 2 or counts[-1] > N_MAX:
@@ -352,7 +340,7 @@ def evaluate(rows: list[dict], data: dict, methods: Sequence[str], counts: Seque
     victims = [r["name"] for r in rows if r["role"] == "victim"]
     tests = [r["name"] for r in rows if r["role"] == "independent-test"]
     cals = [r["name"] for r in rows if r["role"] == "independent-calibration"]
-    kinds = [k for k in _kinds() if any(r["attack"] == k for r in rows)]
+    kinds = [k for k in ATTACK_KINDS if any(r["attack"] == k for r in rows)]
     res: dict[str, Any] = {"auc": {}, "counts": {}}
     for k in kinds:
         npos = sum(1 for r in rows if r["attack"] == k and r["parent"] in victims)
@@ -376,12 +364,6 @@ def evaluate(rows: list[dict], data: dict, methods: Sequence[str], counts: Seque
                 table[k][str(n)] = round(float(np.mean(vals)), 3) if vals else float("nan")
         res["auc"][method] = table
     return res
-
-
-def _kinds() -> tuple[str, ...]:
-    from .zoo import ATTACK_KINDS
-
-    return ATTACK_KINDS
 
 
 def _n_max(data: dict, method: str) -> int:

@@ -3,7 +3,7 @@
 Every builder takes plain arrays and names and returns a `plotly.graph_objects.Figure`, so the
 same figure is drawn in the browser, written to HTML by the CLI, and checked in tests without a UI.
 The small array helpers here (per-step cosine, channel-summed maps, the integration path) prepare
-data for these figures only; the method itself lives in fields.py and distance.py.
+data for these figures only; the method itself lives in the engine (fields, distance).
 """
 
 from __future__ import annotations
@@ -37,13 +37,24 @@ def unique_labels(names: Sequence[str]) -> list[str]:
     return out
 
 
-def _tree(dist: np.ndarray, method: str = "average") -> np.ndarray:
-    """Linkage with optimal leaf ordering: its leaves are `distance.cluster_order`'s order."""
+def cluster_tree(dist: np.ndarray, method: str = "average") -> np.ndarray:
+    """Average-linkage tree of a distance matrix [M, M] (M >= 2) with optimal leaf ordering (scipy)."""
     from scipy.cluster.hierarchy import linkage, optimal_leaf_ordering
     from scipy.spatial.distance import squareform
 
+    dist = np.asarray(dist, dtype=float)
     condensed = squareform(0.5 * (dist + dist.T), checks=False)
     return optimal_leaf_ordering(linkage(condensed, method=method), condensed)
+
+
+def cluster_order(dist: np.ndarray, method: str = "average") -> list[int]:
+    """Leaf order of `cluster_tree`: the order of the heatmap's rows, its dendrogram and every export."""
+    from scipy.cluster.hierarchy import leaves_list
+
+    m = np.asarray(dist).shape[0]
+    if m < 3:
+        return list(range(m))
+    return [int(i) for i in leaves_list(cluster_tree(dist, method))]
 
 
 def distance_heatmap(
@@ -62,7 +73,7 @@ def distance_heatmap(
             f"Need a square matrix and one name per row; got {dist.shape} and {len(names)} names."
         )
     labels = unique_labels(names)
-    tree = _tree(dist) if cluster and m >= 3 else None
+    tree = cluster_tree(dist) if cluster and m >= 3 else None
     if tree is not None:
         from scipy.cluster.hierarchy import dendrogram as scipy_dendrogram
 

@@ -22,7 +22,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ._errors import UserError
+from .errors import UserError
+from .registry import registered_schemes, resolve_scheme
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 # Keys under which training scripts commonly nest the weights, searched in this order.
@@ -116,9 +117,19 @@ class ModelHandle:
     spec: str
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_module(cls, module: torch.nn.Module, arch: str, input_cfg: InputConfig, name: str, spec: str,
+                    meta: dict[str, Any] | None = None) -> ModelHandle:
+        """A handle for a module built in memory: put in eval mode, parameters frozen, fingerprinted."""
+        module.eval()
+        module.requires_grad_(False)  # fields need gradients w.r.t. inputs only
+        num_classes = int(getattr(module, "num_classes", 0) or 0)
+        return cls(module=module, input_cfg=input_cfg, fingerprint=fingerprint(module, arch, input_cfg),
+                   name=name, arch=arch, num_classes=num_classes, spec=spec, meta=dict(meta or {}))
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = self.module(preprocess(x, self.input_cfg))
-        return _first_tensor(out)
+        return first_tensor(out)
 
     def describe(self) -> dict[str, Any]:
         n_params = sum(p.numel() for p in self.module.parameters())
@@ -127,7 +138,7 @@ class ModelHandle:
                 "fingerprint": self.fingerprint, **self.input_cfg.to_dict(), **self.meta}
 
 
-def _first_tensor(out: Any) -> torch.Tensor:
+def first_tensor(out: Any) -> torch.Tensor:
     """Models may return tuples or dicts (aux heads, distillation tokens): use the first tensor."""
     if isinstance(out, torch.Tensor):
         return out
@@ -136,6 +147,13 @@ def _first_tensor(out: Any) -> torch.Tensor:
     if isinstance(out, (list, tuple)) and out and isinstance(out[0], torch.Tensor):
         return out[0]
     raise UserError(f"The model returned {type(out).__name__}, not a tensor; ModelGiF needs tensor outputs.")
+
+
+@torch.no_grad()
+def batched_outputs(model: Any, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """The model's outputs [M, ...] float32 on `images` [M, 3, H, W], `batch` images per forward, without
+    gradients: the one batched forward for targets, probes, accuracies and training answers."""
+    return torch.cat([first_tensor(model(images[s:s + batch])).float() for s in range(0, images.shape[0], batch)])
 
 
 # ----------------------------------------------------------------------------------- loading
@@ -163,16 +181,14 @@ def load_model(
         raise UserError("A model spec must be a non-empty string such as 'resnet18' or 'local-dir:PATH'.")
     spec = spec.strip()
     overrides = {"input_size": input_size, "mean": mean, "std": std, "interpolation": interpolation}
-    if spec.startswith("zoo:"):
-        from .zoo import zoo_model_dir
-
-        handle = _load_local_dir(zoo_model_dir(spec[4:]), overrides)
-    elif spec.startswith("local-dir:"):
-        handle = _load_local_dir(Path(spec[len("local-dir:"):]).expanduser(), overrides)
-    elif spec.lower().endswith(CHECKPOINT_SUFFIXES) or Path(spec).expanduser().is_file():
-        handle = _load_checkpoint(Path(spec).expanduser(), arch, num_classes, overrides, model_args)
+    resolved = resolve_scheme(spec)  # e.g. zoo:NAME -> local-dir:PATH, registered by the zoo
+    target = resolved if resolved is not None else spec
+    if target.startswith("local-dir:"):
+        handle = _load_local_dir(Path(target[len("local-dir:"):]).expanduser(), overrides)
+    elif target.lower().endswith(CHECKPOINT_SUFFIXES) or Path(target).expanduser().is_file():
+        handle = _load_checkpoint(Path(target).expanduser(), arch, num_classes, overrides, model_args)
     else:
-        handle = _load_hub(spec, num_classes, overrides, model_args)
+        handle = _load_hub(target, num_classes, overrides, model_args)
     handle.spec = spec
     if name:
         handle.name = name
@@ -202,16 +218,6 @@ def _create(arch: str, **kwargs: Any) -> torch.nn.Module:
         raise UserError(f"Architecture {arch!r} does not accept these model arguments {kwargs}: {err}.") from None
 
 
-def _finish(module: torch.nn.Module, arch: str, input_cfg: InputConfig, name: str, spec: str,
-            meta: dict[str, Any] | None = None) -> ModelHandle:
-    module.eval()
-    module.requires_grad_(False)  # fields need gradients w.r.t. inputs only
-    num_classes = int(getattr(module, "num_classes", 0) or 0)
-    return ModelHandle(module=module, input_cfg=input_cfg,
-                       fingerprint=fingerprint(module, arch, input_cfg), name=name, arch=arch,
-                       num_classes=num_classes, spec=spec, meta=dict(meta or {}))
-
-
 def fingerprint(module: torch.nn.Module, arch: str, input_cfg: InputConfig) -> str:
     """sha256 over architecture, input config and every tensor's name, dtype, shape and bytes."""
     digest = hashlib.sha256()
@@ -234,10 +240,11 @@ def _load_hub(spec: str, num_classes: int | None, overrides: dict, model_args: d
     if source is None:
         arch_name, _tag = split_model_name_tag(model_id)
         if not timm.is_model(arch_name):
+            schemes = "".join(f"'{name}:NAME', " for name in registered_schemes())
             raise UserError(
                 f"Unknown model {spec!r}: not a timm architecture (see timm.list_models()), nor "
-                "'local-dir:PATH', 'zoo:NAME', 'hf-hub:ORG/NAME' or an existing checkpoint file "
-                f"({', '.join(CHECKPOINT_SUFFIXES)}).")
+                f"'local-dir:PATH', {schemes}'hf-hub:ORG/NAME' "
+                f"or an existing checkpoint file ({', '.join(CHECKPOINT_SUFFIXES)}).")
         try:
             cfg = get_pretrained_cfg(model_id)
         except RuntimeError:  # timm's "Invalid pretrained tag"
@@ -264,7 +271,7 @@ def _load_hub(spec: str, num_classes: int | None, overrides: dict, model_args: d
     pretrained_cfg = dict(getattr(module, "pretrained_cfg", {}) or {})
     input_cfg = InputConfig.from_pretrained_cfg(pretrained_cfg, **overrides)
     arch = pretrained_cfg.get("architecture") or spec
-    return _finish(module, arch, input_cfg, name=spec.split("/")[-1], spec=spec)
+    return ModelHandle.from_module(module, arch, input_cfg, name=spec.split("/")[-1], spec=spec)
 
 
 def _offline_hint(repo: str | None) -> str:
@@ -335,7 +342,7 @@ def _load_local_dir(folder: Path, overrides: dict) -> ModelHandle:
                              source=str(weights))
     input_cfg = InputConfig.from_pretrained_cfg(pretrained_cfg, **overrides)
     meta = dict(config.get("modelgif") or {})
-    return _finish(module, arch, input_cfg, name=meta.get("name") or folder.name,
+    return ModelHandle.from_module(module, arch, input_cfg, name=meta.get("name") or folder.name,
                    spec=f"local-dir:{folder}", meta=meta)
 
 
@@ -365,7 +372,7 @@ def _load_checkpoint(path: Path, arch: str | None, num_classes: int | None, over
         size = pretrained_cfg.get("input_size") or (3, 224, 224)
         pretrained_cfg["input_size"] = (int(args["in_chans"]), *size[1:])
     input_cfg = InputConfig.from_pretrained_cfg(pretrained_cfg, **overrides)
-    return _finish(module, arch, input_cfg, name=path.stem, spec=str(path))
+    return ModelHandle.from_module(module, arch, input_cfg, name=path.stem, spec=str(path))
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -20,11 +20,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ._errors import UserError
+from ..engine.cache import cached_field, field_store_key
+from ..engine.device import resolve_device
+from ..engine.errors import UserError
+from ..engine.progress import Progress
+from ..engine.store import FieldStore
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[int, int], None]
 # A task gets a progress callback and the worker (to queue follow-up jobs) and returns a result.
 TaskFn = Callable[[Progress, "Worker"], Any]
 
@@ -78,21 +80,11 @@ def store_has(store: Any, key: str) -> bool:
         return False
 
 
-def field_job_key(model: Any, anchors: Any, cfg: Any) -> str:
-    """The store key `cached_field` will write for (model, anchors, cfg)."""
-    from .fields import resolve_config
-    from .store import field_key
-
-    return field_key(model.fingerprint, anchors.sha256, resolve_config(cfg, anchors).key())
-
-
 class Worker:
     """A queue and one daemon thread that runs field extractions and tasks one at a time."""
 
     def __init__(self, store: Any = None) -> None:
         if store is None:
-            from .store import FieldStore
-
             store = FieldStore()
         self.store = store
         self._lock = threading.Lock()
@@ -115,13 +107,11 @@ class Worker:
         `model` is a loaded ModelHandle and `anchors` an AnchorSet: they are held by the job until
         it runs, so nothing is loaded twice. A field already in the store is a finished job at once.
         """
-        key = field_job_key(model, anchors, cfg)
+        key = field_store_key(model, anchors, cfg)
         n, k = len(anchors), cfg.steps
         label = getattr(model, "name", key[:12])
 
         def run(progress: Progress) -> None:
-            from .fields import cached_field, resolve_device
-
             if store_has(self.store, key):  # another process or session finished it meanwhile
                 return
             start = time.perf_counter()
@@ -222,8 +212,6 @@ class Worker:
         with self._lock:
             speeds = dict(self._speed)
         if device is None:
-            from .fields import resolve_device
-
             device = str(resolve_device("auto"))
         if model is not None and _speed_key(model, device) in speeds:
             return speeds[_speed_key(model, device)]
@@ -305,80 +293,12 @@ def _speed_key(model: Any, device: str) -> tuple[str, str, str]:
     return (str(getattr(model, "arch", "?")), size, device)
 
 
-def demo_task(anchors_spec: str, cfg: Any, size: str = "small") -> TaskFn:
-    """A task that builds the zoo if missing, queues every zoo model's field, returns their specs."""
-
-    def run(progress: Progress, worker: Worker) -> list[str]:
-        from .anchors import load_anchors
-        from .models import load_model
-        from .zoo import ensure_zoo, list_zoo
-
-        anchors = load_anchors(anchors_spec)  # a bad spec fails before minutes of zoo building
-        ensure_zoo(size, progress=lambda done, total, name: progress(done, total))
-        entries = list_zoo(size)
-        specs = []
-        for entry in entries:
-            spec = f"zoo:{entry['name']}"  # short and portable, unlike the folder (shared URLs)
-            worker.submit_field(load_model(spec), anchors, cfg)
-            specs.append(spec)
-        # Compile UMAP's numba kernels while the user waits anyway (else the first map takes ~20 s).
-        worker.submit_task("warmup:umap", "preparing the map", _warm_umap)
-        return specs
-
-    return run
-
-
-# The app's one task zoo job: shared by every session, like a field
-TASK_ZOO_KEY = "relatedness:quick"
-
-
-def relatedness_task(cfg: Any = None) -> TaskFn:
-    """A task that runs `modelgif bench relatedness` (the quick run unless `cfg` says otherwise) and keeps its
-    result in the worker's store, where the app's task zoo views read it; returns the headline score."""
-
-    def run(progress: Progress, worker: Worker) -> dict[str, Any]:
-        from .relatedness import run_bench
-
-        result = run_bench(quick=cfg is None, cfg=cfg, progress=progress, root=worker.store.root)
-        return {"spearman_mean": result["spearman_mean"], "tasks": result["tasks"], "seconds": result["seconds"]}
-
-    return run
-
-
-def _warm_umap(progress: Progress, worker: Worker) -> None:
-    import numpy as np
-
-    from .embedding import embed_distances
-
-    pts = np.random.default_rng(0).random((8, 3))
-    embed_distances(np.sqrt(((pts[:, None] - pts[None]) ** 2).sum(-1)), method="umap")
-
-
-def probe_task(model: Any, anchors: Any, cfg: Any, n: int = 4) -> TaskFn:
-    """A task that times a few anchors' extraction to estimate the cost of a full field."""
-
-    def run(progress: Progress, worker: Worker) -> float:
-        from .fields import extract_field, resolve_device
-
-        images = anchors.images[:n]  # [n, 3, H, W]
-        extract_field(model, images[:1], dataclasses.replace(cfg, steps=2))  # warm-up
-        start = time.perf_counter()
-        extract_field(model, images, cfg, progress)
-        speed = len(images) * cfg.steps / max(time.perf_counter() - start, 1e-6)
-        worker.record_speed(model, str(resolve_device(cfg.device)), speed)
-        return speed
-
-    return run
-
-
 _WORKERS: dict[str, Worker] = {}
 _WORKERS_LOCK = threading.Lock()
 
 
 def get_worker(root: str | Path | None = None) -> Worker:
     """The process's one worker for the store at `root` ($MODELGIF_HOME by default)."""
-    from .store import FieldStore
-
     store = FieldStore(root)
     name = str(Path(store.root).resolve())
     with _WORKERS_LOCK:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._errors import UserError
+from .errors import UserError
 
 # The held-out split (issue 3): the zoo trains only on the pool, anchors and tests use the rest.
 DIGITS_SPLIT_SEED = 20231002
@@ -59,6 +59,20 @@ class AnchorSet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    @classmethod
+    def from_images(cls, images: torch.Tensor, spec: str, labels: torch.Tensor | None = None,
+                    names: list[str] | None = None) -> AnchorSet:
+        """An anchor set of `images` [N, 3, H, W] (clamped to [0, 1]) with its content hash."""
+        images = images.float().clamp(0.0, 1.0).contiguous()  # [N, 3, H, W]
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise UserError(f"Anchor images must be RGB [N, 3, H, W]; got {tuple(images.shape)}.")
+        names = list(names) if names is not None else [f"{spec}#{i}" for i in range(images.shape[0])]
+        assert len(names) == images.shape[0]
+        assert labels is None or labels.shape == (images.shape[0],)
+        if labels is not None:
+            labels = labels.to(torch.int64).contiguous()
+        return cls(images, anchor_sha256(images), spec, labels, tuple(names))
+
 
 def anchor_sha256(images: torch.Tensor) -> str:
     """sha256 over b"float32", the shape as "N,C,H,W" and the little-endian float32 pixel bytes."""
@@ -67,18 +81,6 @@ def anchor_sha256(images: torch.Tensor) -> str:
     h.update(",".join(str(s) for s in arr.shape).encode())
     h.update(arr.tobytes())
     return h.hexdigest()
-
-
-def _make(
-    images: torch.Tensor, spec: str, labels: torch.Tensor | None, names: list[str]
-) -> AnchorSet:
-    images = images.float().clamp_(0.0, 1.0).contiguous()  # [N, 3, H, W]
-    assert images.dim() == 4 and images.shape[1] == 3, images.shape
-    assert len(names) == images.shape[0]
-    assert labels is None or labels.shape == (images.shape[0],)
-    if labels is not None:
-        labels = labels.to(torch.int64).contiguous()
-    return AnchorSet(images, anchor_sha256(images), spec, labels, tuple(names))
 
 
 # ---------------------------------------------------------------------------------------- digits
@@ -159,7 +161,7 @@ def _digits(n: int, seed: int, size: int | None, spec: str) -> AnchorSet:
     _, held = _split()
     # A permutation prefix, so digits:8:S is contained in digits:64:S (nested anchor budgets).
     idx = held[torch.from_numpy(np.random.default_rng(seed).permutation(DIGITS_HELDOUT)[:n])]
-    return _make(x[idx], spec, y[idx], [f"digits#{int(i)}" for i in idx])
+    return AnchorSet.from_images(x[idx], spec, y[idx], [f"digits#{int(i)}" for i in idx])
 
 
 # ---------------------------------------------------------------------------------------- natural
@@ -227,7 +229,7 @@ def _natural(n: int, seed: int, size: int | None, spec: str) -> AnchorSet:
         x = crop.permute(2, 0, 1)[None].float() / 255.0  # [1, 3, s, s]
         images.append(_resize(x, side_out))
         names.append(f"{name}[{top}:{top + side},{left}:{left + side}]")
-    return _make(torch.cat(images), spec, None, names)
+    return AnchorSet.from_images(torch.cat(images), spec, None, names)
 
 
 def _resize(x: torch.Tensor, side: int) -> torch.Tensor:
@@ -245,7 +247,7 @@ def _noise(n: int, seed: int, size: int | None, spec: str) -> AnchorSet:
     side = size or NOISE_SIZE
     _check_budget(n, side, side, spec)
     x = np.random.default_rng(seed).random((n, 3, side, side), dtype=np.float32)
-    return _make(torch.from_numpy(x), spec, None, [f"noise#{i}" for i in range(n)])
+    return AnchorSet.from_images(torch.from_numpy(x), spec, None, [f"noise#{i}" for i in range(n)])
 
 
 # ---------------------------------------------------------------------------------------- cutmix
@@ -287,7 +289,7 @@ def _cutmix(base: AnchorSet, n: int, seed: int, spec: str) -> AnchorSet:
             # The label of the larger part; a tie keeps the image the box was pasted into.
             labels[t] = base.labels[j] if 2 * pasted > h * w else base.labels[i]
         names.append(f"cutmix({base.names[i]}+{base.names[j]}[{top}:{bottom},{left}:{right}])")
-    return _make(out, spec, labels, names)
+    return AnchorSet.from_images(out, spec, labels, names)
 
 
 # ---------------------------------------------------------------------------------------- dir
@@ -360,7 +362,7 @@ def _dir(path_text: str, size: int | None) -> AnchorSet:
                 "size (--size) to resize all of them."
             )
         images.append(x)
-    return _make(torch.stack(images), spec, None, [p.name for p in files])
+    return AnchorSet.from_images(torch.stack(images), spec, None, [p.name for p in files])
 
 
 # ---------------------------------------------------------------------------------------- parsing

@@ -9,18 +9,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from ._errors import UserError
-from .models import ModelHandle, _first_tensor
-
-Progress = Callable[[int, int], None]
+from .device import available_host_bytes, resolve_device, tf32_mode
+from .errors import UserError, check_choice
+from .models import ModelHandle, batched_outputs, first_tensor
+from .progress import Progress
 
 # Names and nodes follow captum's `approximation_methods`, so our last curve point is its IG.
 METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
@@ -46,9 +45,9 @@ class FieldConfig:
     memory_mb: int | None = None  # activation budget per chunk (None: sized for the device)
 
     def __post_init__(self) -> None:
-        _check_name("quadrature method", self.method, METHODS)
-        _check_name("baseline", self.baseline, BASELINES)
-        _check_name("target", self.target, TARGETS)
+        check_choice("quadrature method", self.method, METHODS)
+        check_choice("baseline", self.baseline, BASELINES)
+        check_choice("target", self.target, TARGETS)
         if self.autocast not in AUTOCAST:
             raise UserError(f"Unknown autocast {self.autocast!r}; choose one of none, tf32, bf16, fp16.")
         if not isinstance(self.steps, int) or self.steps < 1:
@@ -73,17 +72,12 @@ class FieldConfig:
         return d
 
 
-def _check_name(what: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise UserError(f"Unknown {what} {value!r}; choose one of {', '.join(valid)}.")
-
-
 # ----------------------------------------------------------------------------------- quadrature
 
 
 def quadrature(method: str, steps: int) -> tuple[list[float], list[float]]:
     """Nodes a_k (ascending) and weights w_k, exactly as captum's approximation_parameters."""
-    _check_name("quadrature method", method, METHODS)
+    check_choice("quadrature method", method, METHODS)
     n = steps
     if method == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(n)
@@ -106,7 +100,7 @@ def quadrature(method: str, steps: int) -> tuple[list[float], list[float]]:
 
 def make_baseline(name: str, images: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """x0 per anchor [N, 3, H, W] in pixel space."""
-    _check_name("baseline", name, BASELINES)
+    check_choice("baseline", name, BASELINES)
     n = images.shape[0]
     if name == "black":
         return torch.zeros_like(images)
@@ -133,45 +127,16 @@ def make_baseline(name: str, images: torch.Tensor, seed: int = 0) -> torch.Tenso
     return images[partner].clone()
 
 
-# ----------------------------------------------------------------------------------- devices
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """auto: CUDA, then Apple MPS, then CPU. An unavailable device is a clear error."""
-    name = (name or "auto").lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"Unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"Device {name!r} was asked for but CUDA is not available here; use --device cpu.")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError("Device 'mps' was asked for but is not available here; use --device cpu.")
-    return device
-
-
 # ----------------------------------------------------------------------------------- targets
 
 
 def _forward(model: Any, x: torch.Tensor) -> torch.Tensor:
-    return _first_tensor(model(x))
+    return first_tensor(model(x))
 
 
 # Clean-anchor outputs (which fix the targets) use one batch size on every budget, so a near tie
 # between two logits cannot resolve differently when only the memory budget changed.
 _TARGET_BATCH = 16
-
-
-def _anchor_outputs(model: Any, images: torch.Tensor, batch: int = _TARGET_BATCH) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([_forward(model, images[s:s + batch]).float()
-                          for s in range(0, images.shape[0], batch)])
 
 
 def _make_target(model: Any, images: torch.Tensor, labels: torch.Tensor | None, cfg: FieldConfig,
@@ -183,7 +148,7 @@ def _make_target(model: Any, images: torch.Tensor, labels: torch.Tensor | None, 
                         f"got {cfg.target!r}.")
     if cfg.target == "sum":
         return (lambda out, i: out.flatten(1).sum(1)), 1
-    clean = _anchor_outputs(model, images)  # [N, ...] outputs at a=1
+    clean = batched_outputs(model, images, _TARGET_BATCH)  # [N, ...] outputs at a=1
     if cfg.target in ("predicted", "label"):
         if clean.dim() != 2:
             raise UserError(f"Target {cfg.target!r} needs class scores [N, classes] but the model outputs "
@@ -248,18 +213,6 @@ def _default_budget_mb(device: torch.device) -> int:
     return 512
 
 
-def available_host_bytes() -> int | None:
-    """Memory the kernel can still give this process without swapping (Linux MemAvailable); None elsewhere."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024  # kB
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def choose_batch(model: Any, images: torch.Tensor, device: torch.device, memory_mb: int | None,
                  total: int) -> int:
     """Points per forward+backward: as many as fit the activation budget (x3 for the backward)."""
@@ -275,7 +228,7 @@ def choose_batch(model: Any, images: torch.Tensor, device: torch.device, memory_
 
 
 @contextlib.contextmanager
-def _frozen(module: torch.nn.Module) -> Iterator[None]:
+def frozen_module(module: torch.nn.Module) -> Iterator[None]:
     """Parameters never receive gradients; restore the caller's flags afterwards."""
     flags = [(p, p.requires_grad) for p in module.parameters()]
     # Each submodule's own mode: `module.train(flag)` would push a wrapper's mode onto the model
@@ -290,24 +243,6 @@ def _frozen(module: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
         for m, training in modes:
             m.training = training
-
-
-@contextlib.contextmanager
-def _tf32(device: torch.device, enabled: bool) -> Iterator[None]:
-    """TF32 matrix units on or off, the caller's global flags restored afterwards.
-
-    PyTorch runs fp32 convolutions on TF32 units by default on GPUs, which moved resnet fields by
-    1.5-2.5% (relative, measured on an H200) from the CPU's; TF32 is used only when asked for.
-    """
-    if device.type != "cuda":
-        yield
-        return
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def _autocast(device: torch.device, autocast: str | None) -> contextlib.AbstractContextManager:
@@ -366,7 +301,7 @@ def extract_field(model: ModelHandle | torch.nn.Module, anchors: Any, cfg: Field
     alphas, weights = quadrature(cfg.method, cfg.steps)
     x0 = make_baseline(cfg.baseline, images, cfg.seed)  # [N, 3, H, W]
     home, home_channels_last = _module_place(module)
-    # channels_last on CUDA for the tensor-core precisions only: on an H200 a full-fp32 resnet50
+    # channels_last on CUDA for the tensor-core precisions only: on an NVIDIA H200 a full-fp32 resnet50
     # extraction took 1.06 s in NHWC and 0.89 s in NCHW (docs/PERFORMANCE.md).
     fast = device.type == "cuda" and cfg.autocast in ("tf32", "bf16", "fp16")
     layout = torch.channels_last if fast else torch.preserve_format
@@ -389,7 +324,7 @@ def _integrate(model: Any, images: torch.Tensor, x0: torch.Tensor, labels: torch
     n, k = images.shape[0], cfg.steps
     d = images[0].numel()
     total = n * k
-    with _frozen(module), _tf32(device, False):  # targets fixed in full fp32 whatever the path's precision
+    with frozen_module(module), tf32_mode(device, False):  # targets fixed in full fp32 whatever the path's precision
         x_dev, x0_dev = images.to(device), x0.to(device)
         delta = x_dev - x0_dev  # [N, 3, H, W] the path direction, as captum's (inputs - baselines)
         target, c = _make_target(model, x_dev, labels, cfg, per_channel)
@@ -405,14 +340,14 @@ def _integrate(model: Any, images: torch.Tensor, x0: torch.Tensor, labels: torch
         # running sums run on the device too and one copy brings the result back.
         on_device = device.type == "cuda" and nbytes <= torch.cuda.mem_get_info(device)[0] // 4
         # Host memory for a GPU's field is page-locked: copies into pageable memory ran at ~1.8 GB/s on
-        # the lent H200 and took 30% of a resnet50 extraction (docs/PERFORMANCE.md).
+        # an NVIDIA H200 and took 30% of a resnet50 extraction (docs/PERFORMANCE.md).
         pin = device.type == "cuda"
         field = torch.empty(total, c, d, dtype=torch.float32, device=device if on_device else "cpu",
                             pin_memory=pin and not on_device)  # rows (i, k), k fastest
         batch = choose_batch(model, x_dev, device, cfg.memory_mb, total)
         alpha_dev = torch.tensor(alphas, dtype=torch.float32, device=device)  # [K]
         weight_dev = torch.tensor(weights, dtype=torch.float32, device=device)  # [K]
-        with _tf32(device, cfg.autocast == "tf32"):  # for the forward and the backward of every chunk
+        with tf32_mode(device, cfg.autocast == "tf32"):  # for the forward and the backward of every chunk
             for start in range(0, total, batch):
                 idx = torch.arange(start, min(total, start + batch), device=device)  # [B]
                 i, step = idx // k, idx % k
@@ -445,50 +380,3 @@ def _integrate(model: Any, images: torch.Tensor, x0: torch.Tensor, labels: torch
         field = torch.empty(field.shape, dtype=field.dtype, pin_memory=True).copy_(field, non_blocking=True)
         torch.cuda.synchronize(device)
     return field
-
-
-# ----------------------------------------------------------------------------------- cached fields
-
-
-def resolve_config(cfg: FieldConfig, anchors: Any) -> FieldConfig:
-    """Fix what the key must cover: the labels a 'label' target really uses."""
-    if cfg.target == "label" and cfg.labels is None:
-        labels = getattr(anchors, "labels", None)
-        if labels is None:
-            raise UserError("Target 'label' needs a labelled anchor set (digits, cutmix of digits) "
-                            "or FieldConfig(labels=...).")
-        cfg = replace(cfg, labels=tuple(int(v) for v in labels.tolist()))
-    return cfg
-
-
-def cached_field(model: ModelHandle, anchors: Any, cfg: FieldConfig | None = None, store: Any = None,
-                 progress: Progress | None = None) -> Any:
-    """The field of `model` on `anchors` from the store, computed once (file lock) if missing.
-
-    Returns a StoredField (.unit float16 [N, K, D], .norm [N, K], .field(), .manifest).
-    """
-    from .store import FieldStore, field_key
-
-    cfg = resolve_config(cfg or FieldConfig(), anchors)
-    if not hasattr(anchors, "sha256"):
-        raise UserError("cached_field needs an anchor set from load_anchors(...) (it carries a sha256).")
-    store = store if store is not None else FieldStore()
-    key = field_key(model.fingerprint, anchors.sha256, cfg.key())
-
-    def compute() -> tuple[torch.Tensor, dict[str, Any]]:
-        import timm
-
-        start = time.perf_counter()
-        phi = extract_field(model, anchors, cfg, progress)
-        manifest = {
-            "model_name": model.name, "model_spec": model.spec, "arch": model.arch,
-            "fingerprint": model.fingerprint, "anchors": getattr(anchors, "spec", ""),
-            "anchors_sha256": anchors.sha256, "config": cfg.to_dict(), "config_key": cfg.key(),
-            "versions": {"torch": torch.__version__, "timm": timm.__version__},
-            "seconds": round(time.perf_counter() - start, 3),
-            "device": str(resolve_device(cfg.device)),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        return phi, manifest
-
-    return store.get_or_compute(key, compute)

@@ -39,7 +39,7 @@ every field target x curve part x space, raw and centred (the earlier defaults a
 cosine per point). With 4 or more zoos, the task level too (`task_level_spearman`): half the zoos'
 averaged distances against the other half's averaged affinities, beside the ground truth's own
 half-against-half agreement. Wherever zoos are pooled, their ground truth is averaged as Taskonomy's AHP
-affinities (`zoos_affinity`, round 12); each zoo's own score stays against its normalised affinities.
+affinities (`zoos_affinity`); each zoo's own score stays against its normalised affinities.
 """
 
 from __future__ import annotations
@@ -55,8 +55,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._errors import UserError
-from .fields import _check_name
+from ..engine.anchors import digits_basis, digits_dataset, digits_split, load_anchors
+from ..engine.device import one_torch_thread
+from ..engine.distance import distance_matrix
+from ..engine.errors import UserError, check_choice
+from ..engine.fields import FieldConfig, extract_field, quadrature
+from ..engine.store import default_store_root
 
 # ----------------------------------------------------------------------------------- tasks
 
@@ -129,7 +133,7 @@ def _rotation(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torc
 
 def task_data(name: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and targets of task `name` for digits x [B, 3, 32, 32], y [B] (seeded corruptions)."""
-    _check_name("task", name, tuple(TASKS))
+    check_choice("task", name, tuple(TASKS))
     return TASKS[name][1](x, y, torch.Generator().manual_seed(seed))
 
 
@@ -283,7 +287,7 @@ def conv_readout(f_train: torch.Tensor, t_train: torch.Tensor, f_test: torch.Ten
                  steps: int, seed: int, batch: int = 64, reduction: str = "mean") -> float | torch.Tensor:
     """Held-out MSE of a small conv decoder trained on frozen features [M, C, h, w] -> maps [M, 1, H, W]
     (reduction "none": each held-out map's, [M'])."""
-    _check_name("reduction", reduction, REDUCTIONS)
+    check_choice("reduction", reduction, REDUCTIONS)
     torch.manual_seed(seed)
     a, b = _standardised(f_train, f_test, dims=(0, 2, 3))  # [M, C, h, w]
     r = t_train.shape[-1] // a.shape[-1]  # pixels per feature position along each side
@@ -330,8 +334,8 @@ def transfer_losses(encoders: dict[str, nn.Module], tasks: list[str], x_train: t
     """L[a, b]: held-out loss of target task tasks[b] read out from frozen encoder a (any names);
     `dense` picks the dense tasks' readout (one of DENSE_READOUTS); reduction "none": L[a, b, m], each
     held-out example's loss."""
-    _check_name("dense readout", dense, DENSE_READOUTS)
-    _check_name("reduction", reduction, REDUCTIONS)
+    check_choice("dense readout", dense, DENSE_READOUTS)
+    check_choice("reduction", reduction, REDUCTIONS)
     names = list(encoders)
     out = np.zeros((len(names), len(tasks)) + ((len(x_test),) if reduction == "none" else ()))
     data = {t: (task_data(t, x_train, y_train, 10_000 + seed), task_data(t, x_test, y_test, 20_000 + seed))
@@ -523,7 +527,7 @@ def field_rank(fields: torch.Tensor) -> float:
     flattened over every (anchor, step, input dim) and scaled to unit norm (a dead channel adds nothing).
 
     C for C orthogonal fields, 1 when every channel follows one field. A property of the source alone, blind
-    to the target: round 11 (docs/BENCHMARKS.md) found that it orders dense encoders by how well they serve
+    to the target: the bench found (docs/BENCHMARKS.md) that it orders dense encoders by how well they serve
     as sources for dense tasks, which the distance to each target does not.
     """
     x = fields.permute(2, 0, 1, 3).flatten(1).double()  # [C, N*K*D]
@@ -535,8 +539,8 @@ def field_rank(fields: torch.Tensor) -> float:
 # ----------------------------------------------------------------------------------- the bench
 
 # per-channel-regression: every channel's own field (channel-scaled), the target's regressed on the source's
-# (`channel_regression_distance_matrix`; round 6: chosen on zoos 0-5, checked on fresh zoos 40-47); per-channel:
-# the same fields compared by `channel_cka_distance_matrix` (round 4: checked on fresh zoos 12-17);
+# (`channel_regression_distance_matrix`; chosen on zoos 0-5, checked on fresh zoos 40-47); per-channel:
+# the same fields compared by `channel_cka_distance_matrix` (checked on fresh zoos 12-17);
 # channel-scaled: their sum, cosine per point; feature-max: the unscaled sum.
 FIELD_TARGETS = ("per-channel-regression", "per-channel", "channel-scaled", "feature-max")
 _PER_CHANNEL_COMPARE: dict[str, Callable[[list[torch.Tensor]], np.ndarray]] = {
@@ -589,10 +593,10 @@ class BenchConfig:
     # 256 anchors and K = 25 cost 5x the field time, which three field targets could not afford here)
 
     def __post_init__(self) -> None:
-        _check_name("dense readout", self.dense_readout, DENSE_READOUTS)
-        _check_name("field target", self.field_target, FIELD_TARGETS)
-        _check_name("curve part", self.curve, CURVES)
-        _check_name("field space", self.space, SPACES)
+        check_choice("dense readout", self.dense_readout, DENSE_READOUTS)
+        check_choice("field target", self.field_target, FIELD_TARGETS)
+        check_choice("curve part", self.curve, CURVES)
+        check_choice("field space", self.space, SPACES)
         if self.field_target in _PER_CHANNEL_COMPARE and self.space != "subspace":
             raise UserError("Per-channel fields are compared on the digits' subspace only (in pixels they take "
                             "32x the memory); use space 'subspace' or another field target.")
@@ -605,9 +609,9 @@ class BenchConfig:
 QUICK = BenchConfig(seeds=1, epochs=5, anchors="cutmix:digits:500:64:0", steps=10)
 
 # method -> key of its distance matrix in a seed's result; the first is the bench's own ModelGiF,
-# then every field target x curve part x space (per-channel fields on the subspace only). Earlier
-# defaults: per-channel|all|subspace (round 4), channel-scaled|all|subspace (round 3),
-# channel-scaled|early|pixels (round 2), feature-max|all|pixels (the first).
+# then every field target x curve part x space (per-channel fields on the subspace only), the earlier
+# defaults (per-channel|all|subspace, channel-scaled|all|subspace, channel-scaled|early|pixels,
+# feature-max|all|pixels) among them.
 VARIANTS = tuple(f"{t}|{c}|{s}" for t in FIELD_TARGETS for c in CURVES for s in SPACES
                  if t not in _PER_CHANNEL_COMPARE or s == "subspace")
 METHODS = {"modelgif": "distance", "field_distance": "distance", "ig_attribution": "distance_ig",
@@ -616,10 +620,10 @@ METHODS = {"modelgif": "distance", "field_distance": "distance", "ig_attribution
            **{f"modelgif[{v}]": f"distance[{v}]" for v in VARIANTS}}
 
 
-# Methods whose ranking orders each target's dense sources by field rank (round 11: chosen on zoos 0-5 and the 22
+# Methods whose ranking orders each target's dense sources by field rank (chosen on zoos 0-5 and the 22
 # cached zoos, checked on fresh zoos 60-67) -> the key of a zoo's field ranks for it; the IG attribution takes the
 # ranks of the curve's last point, so that it is compared as ModelGiF is. "field_distance" is ModelGiF's distance
-# alone, ranked as it was until round 10.
+# alone, every source ranked by it.
 FIELD_RANKED = {"modelgif": "field_rank", "ig_attribution": "field_rank_ig"}
 
 
@@ -661,7 +665,7 @@ def grouped_order(dist: np.ndarray, within: np.ndarray, groups: list[str]) -> np
 
 
 def dense_sources_by_field_rank(dist: np.ndarray, field_ranks: np.ndarray, kinds: list[str]) -> np.ndarray:
-    """ModelGiF's order of each target's sources since round 11 (docs/BENCHMARKS.md), ranked like a distance.
+    """ModelGiF's order of each target's sources (docs/BENCHMARKS.md), ranked like a distance.
 
     `dist` [source, target] (hubness-centred in the bench) decides, per target, which kind of source comes
     first (the kind whose sources it places nearer on average: its split between kinds, kept whole) and the
@@ -675,8 +679,8 @@ def dense_sources_by_field_rank(dist: np.ndarray, field_ranks: np.ndarray, kinds
 
 
 def _zoo_field_ranks(zoos: list[dict[str, Any]], method: str) -> np.ndarray | None:
-    """Each zoo's field ranks [Z, T] for a FIELD_RANKED method; None for another method, or for zoos stored
-    before round 11 (they have none: their distances are ranked as they were then)."""
+    """Each zoo's field ranks [Z, T] for a FIELD_RANKED method; None for another method, or for zoos that hold
+    none (their distances are then ranked alone)."""
     key = FIELD_RANKED.get(method)
     if key is None or not all(key in z for z in zoos):
         return None
@@ -737,10 +741,6 @@ def zoo_transfer_losses(cfg: BenchConfig, seed: int, zoo: dict[str, nn.Module], 
 
 def _run_seed(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor,
               y_test: torch.Tensor, anchors: Any, stage_done: Callable[[], None] = lambda: None) -> dict[str, Any]:
-    from .anchors import digits_basis
-    from .distance import distance_matrix
-    from .fields import FieldConfig, extract_field, quadrature
-
     tasks = list(cfg.tasks)
     t0 = time.perf_counter()
     sources = train_zoo(cfg, seed, x, y)  # the task encoders, then "_random"
@@ -785,7 +785,7 @@ def _run_seed(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor, x_t
             if target == cfg.field_target and space == cfg.space:
                 dists["distance_ig"] = compare([f[:, -1:] for f in seen])  # the IG attribution alone
     dists["distance"] = dists[f"distance[{cfg.variant}]"]
-    # the sources' own field ranks, by which ModelGiF orders each target's dense sources (round 11)
+    # the sources' own field ranks, by which ModelGiF orders each target's dense sources
     ranks = {"field_rank": [field_rank(f) for f in channel_fields],
              "field_rank_ig": [field_rank(f[:, -1:]) for f in channel_fields]}  # the IG attribution's
     dists["distance_cka"] = cka_distance_matrix([_features(encoders[t], anchors.images) for t in tasks])
@@ -814,8 +814,11 @@ def _run_seed(cfg: BenchConfig, seed: int, x: torch.Tensor, y: torch.Tensor, x_t
     return out
 
 
-# which of each zoo's ground truths is averaged where scores pool zoos (round 12): Taskonomy's AHP affinities
+# which of each zoo's ground truths is averaged where scores pool zoos: Taskonomy's AHP affinities
 ZOOS_TRUTH = "affinity_ahp"
+# The shape of a stored result (`last_relatedness_result`); bumped when its keys change, so the app never
+# reads a result of another shape.
+RESULT_SCHEMA = 1
 
 
 def zoos_affinity(zoos: list[dict[str, Any]], truth: str = ZOOS_TRUTH) -> np.ndarray:
@@ -824,18 +827,17 @@ def zoos_affinity(zoos: list[dict[str, Any]], truth: str = ZOOS_TRUTH) -> np.nda
 
     AHP's priorities sum to 1 per target, whatever the scale of the losses. The normalised affinities divide by the
     gap between the target's own encoder and the untrained one; where that gap is small they reach the hundreds,
-    and one zoo then decided the mean (round 11: zoo 86, up to 339; the ground truth's halves agreed at -0.736).
+    and one zoo then decided the mean (zoo 86: up to 339; the ground truth's halves agreed at -0.736).
     Chosen on the ground truth's own half-against-half agreement on fresh zoos 90-109, before any method was scored
     there: the mean of AHP -0.860, of the normalised affinities -0.838, of their per-target ranks -0.825, their
-    median -0.816 (docs/BENCHMARKS.md, round 12). A zoo's own scores stay against its normalised affinities.
+    median -0.816 (docs/BENCHMARKS.md). A zoo's own scores stay against its normalised affinities.
     """
     return np.nanmean([np.asarray(z[truth], dtype=float) for z in zoos], axis=0)
 
 
 def zoos_truth_name(result: dict[str, Any]) -> str:
-    """What a stored run's pooled scores read against, in words: the zoos' mean AHP affinity since round 12, their
-    mean (normalised) affinity before."""
-    return "AHP affinity" if result.get("zoos_truth") == "affinity_ahp" else "affinity"
+    """What a run's pooled scores read against, in words (the zoos' mean AHP affinity by default)."""
+    return {"affinity_ahp": "AHP affinity", "affinity": "affinity"}[result["zoos_truth"]]
 
 
 def pooled_spearman(seeds: list[dict[str, Any]], tasks: list[str], centre: bool = True,
@@ -883,7 +885,7 @@ def within_kind_spearman(seeds: list[dict[str, Any]], tasks: list[str], centre: 
 
     The two kinds transfer very differently (a classification encoder reads out a dense target poorly),
     so part of every score is that split alone; within a kind it is how a method orders similar encoders
-    (docs/BENCHMARKS.md, round 10: there the field distance is weak).
+    (docs/BENCHMARKS.md: there the field distance is weak).
     """
     pairs = {m: [(method_ranking([s], m, tasks, centre), np.asarray(s["affinity"])) for s in seeds]  # once, every kind
              for m in METHODS}
@@ -908,7 +910,7 @@ def task_level_spearman(seeds: list[dict[str, Any]], tasks: list[str], splits: i
 
     A zoo's encoders transfer idiosyncratically, so one zoo's affinities are partly about its encoders;
     averaged over zoos they are about the tasks, as Taskonomy's are. The ground truth's half-vs-half
-    score says what that average can certify (docs/BENCHMARKS.md, round 7). `methods`: name -> key of a
+    score says what that average can certify (docs/BENCHMARKS.md). `methods`: name -> key of a
     zoo's distance matrix (default: the bench's METHODS); a FIELD_RANKED method's field ranks are averaged over
     the half as its distances are. None with fewer than 4 zoos.
     """
@@ -963,8 +965,6 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None, seeds: int | 
 
     progress(done, total) is called after each of every zoo's STAGES; the result is kept in the store at
     `root` ($MODELGIF_HOME by default) for the app's task zoo views."""
-    from .anchors import digits_dataset, digits_split, load_anchors
-    from .zoo import one_torch_thread
 
     cfg = cfg or (QUICK if quick else BenchConfig())
     cfg = cfg if seeds is None else replace(cfg, seeds=seeds)  # the CLI's --seeds
@@ -1004,11 +1004,12 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None, seeds: int | 
         "other_zoos_reference": other_zoos_reference(seeds, tasks),
         "task_level": task_level_spearman(seeds, tasks, centre=cfg.centre),
         "within_kind": within_kind_spearman(seeds, tasks, centre=cfg.centre),
-        "dense_sources": "field rank",  # since round 11: ModelGiF orders each target's dense sources by field rank
-        "zoos_truth": ZOOS_TRUTH,  # since round 12: pooled zoos are scored against their averaged AHP affinities
+        "dense_sources": "field rank",  # ModelGiF orders each target's dense sources by field rank
+        "zoos_truth": ZOOS_TRUTH,  # pooled zoos are scored against their averaged AHP affinities
         "per_seed": seeds, "paper_spearman_mean": -0.835,
         "seconds": round(time.perf_counter() - start, 1),
         "task_kinds": {t: TASKS[t][0].kind for t in tasks},
+        "schema": RESULT_SCHEMA,
     }
     _save_last(result, root)
     return result
@@ -1016,8 +1017,6 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None, seeds: int | 
 
 def _last_path(root: Any = None) -> Any:
     from pathlib import Path
-
-    from .store import default_store_root
 
     return Path(root or default_store_root()) / "benchmarks" / "relatedness.json"
 
@@ -1035,14 +1034,16 @@ def _save_last(result: dict[str, Any], root: Any = None) -> None:
 
 
 def last_relatedness_result(root: Any = None) -> dict[str, Any] | None:
-    """The last `modelgif bench relatedness` result in the store (tasks, mean distances...), or None."""
+    """The last `modelgif bench relatedness` result in the store (tasks, mean distances...), or None (none yet, or
+    one stored by a version with another RESULT_SCHEMA: rerun the bench)."""
     import json
 
     path = _last_path(root)
     try:
-        return json.loads(path.read_text())
+        result = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return result if isinstance(result, dict) and result.get("schema") == RESULT_SCHEMA else None
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -1050,17 +1051,17 @@ def format_table(result: dict[str, Any]) -> str:
     scores = {"modelgif": result, **result["baselines"]}
     columns = (("ModelGiF", "modelgif"), ("dist.only", "field_distance"), ("IG only", "ig_attribution"),
                ("lin. CKA", "linear_cka"), ("feat.reg.", "feature_regression"))
-    cols = [(name, k) for name, k in columns if k in scores]  # runs before round 6 (11) have no feat.reg. (dist.only)
-    centred = "hubness-centred" if result.get("centre", False) else "raw"
+    cols = list(columns)
+    centred = "hubness-centred" if result["centre"] else "raw"
     lines = [f"Task relatedness (mini-Taskonomy on digits): {len(result['tasks'])} tasks, "
              f"{result['seeds']} seed(s), anchors {result['anchors']} ({result['n_anchors']}), "
              f"K = {result['config']['steps']}",
              f"ModelGiF: field target {result['field_target']}, curve {result['curve']}, compared on "
-             f"{result.get('space', 'pixels')}; every method's distances {centred}; dense readout "
+             f"{result['space']}; every method's distances {centred}; dense readout "
              f"{result['dense_readout']}",
-             *(["ModelGiF ranks each target's dense sources by their field rank (the effective number of independent "
-                "channel fields), the rest by field distance; dist.only: by field distance alone; IG only: both on "
-                "the curve's last point"] if result.get("dense_sources") == "field rank" else []),
+             "ModelGiF ranks each target's dense sources by their field rank (the effective number of independent "
+             "channel fields), the rest by field distance; dist.only: by field distance alone; IG only: both on "
+             "the curve's last point",
              "Spearman per target task between each method's order of the sources and transfer affinity (paper: "
              "-0.835 mean)", "",
              f"{'task':<12}" + "".join(f" {name:>9}" for name, _ in cols)]
@@ -1077,44 +1078,40 @@ def format_table(result: dict[str, Any]) -> str:
         for i in range(result["seeds"]):
             lines.append(f"{'seed ' + str(i):<12}"
                          + "".join(f" {scores[k]['spearman_per_seed'][i]:>9.3f}" for _, k in cols))
-    raw = result.get("uncentred")
-    if raw is not None and result.get("centre", False):
+    raw = result["uncentred"]
+    if result["centre"]:
         lines.append(f"{'mean, raw':<12}" + "".join(f" {raw[k]['spearman_mean']:>9.3f}" for _, k in cols)
                      + "   (distances not centred)")
     other = "ridge" if result["dense_readout"] == "conv" else "conv"
     o = result["other_readout"]
     lines.append(f"{'mean, ' + other:<12}" + "".join(f" {o[k]['spearman_mean']:>9.3f}" for _, k in cols)
                  + f"   (dense targets' ground truth from the {other} readout)")
-    ahp = result.get("ahp")  # runs before round 8 have none
-    if ahp is not None:
-        lines.append(f"{'mean, AHP':<12}" + "".join(f" {ahp[k]['spearman_mean']:>9.3f}" for _, k in cols)
-                     + "   (ground truth normalised as Taskonomy's AHP: per-example wins, principal eigenvector)")
-    ref = result.get("other_zoos_reference")
+    ahp = result["ahp"]
+    lines.append(f"{'mean, AHP':<12}" + "".join(f" {ahp[k]['spearman_mean']:>9.3f}" for _, k in cols)
+                 + "   (ground truth normalised as Taskonomy's AHP: per-example wins, principal eigenvector)")
+    ref = result["other_zoos_reference"]
     if ref is not None:
         lines.append(f"{'other zoos':<12} {ref['spearman_mean']:>9.3f}   (reference: each zoo's affinity predicted "
                      f"by the other zoos' mean {zoos_truth}, a perfect task-level predictor; per seed "
                      + " ".join(f"{v:.3f}" for v in ref["spearman_per_seed"]) + ")")
     kind_names = {"class": "classification", "dense": "dense"}
-    for kind, row in result.get("within_kind", {}).items():  # runs before round 10 have none
+    for kind, row in result["within_kind"].items():
         ref_text = f"; other zoos {row['other_zoos']:.3f}" if "other_zoos" in row else ""
         lines.append(f"{'within ' + kind:<12}" + "".join(f" {row[k]:>9.3f}" for _, k in cols)
                      + f"   (each target's {kind_names.get(kind, kind)} sources only{ref_text})")
-    level = result.get("task_level")
+    level = result["task_level"]
     if level is not None:
         lines.append(f"{'task level':<12}" + "".join(f" {level['methods'][k]:>9.3f}" for _, k in cols)
                      + f"   ({level['halves'][0]} zoos' averaged distances against the other {level['halves'][1]}'s "
                      f"mean {zoos_truth}, {level['splits']} random splits; the ground truth itself, half against "
                      f"half: {level['ground_truth']:.3f})")
     few = result["seeds"] <= 4  # more zoos' scores do not fit a row: the rows above list them
-    lines += ["", "field variants (target|curve|space), each ranked by its distance alone; earlier defaults: "
-              "per-channel|all|subspace (round 4), "
-              "channel-scaled|all|subspace (round 3), channel-scaled|early|pixels (round 2), feature-max|all|pixels "
-              "(first)",
+    lines += ["", "field variants (target|curve|space), each ranked by its distance alone",
               f"{'variant':<48} {'mean':>7}" + (f" {'pooled':>7}" if several else "")
               + (f" {'task lvl':>8}" if level else "")
               + (f" {'per seed':>24}" if few else "") + f" {'raw':>7} {other:>7}"]
     for k in (m for m in scores if m.startswith("modelgif[")):
-        raw_mean = raw[k]["spearman_mean"] if raw is not None else float("nan")
+        raw_mean = raw[k]["spearman_mean"]
         lines.append(f"{k:<48} {scores[k]['spearman_mean']:>7.3f}"
                      + (f" {pooled[k]['spearman_mean']:>7.3f}" if several else "")
                      + (f" {level['methods'][k]:>8.3f}" if level else "")

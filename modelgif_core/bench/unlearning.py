@@ -1,33 +1,12 @@
-"""Unlearning verification with ModelGiF (the paper's third testbed), as a check and as a benchmark.
+"""`modelgif bench unlearning`: the unlearning scenario trained on sklearn's digits over several seeds.
 
-A model owner claims that a model no longer knows class k. ModelGiF compares the claimed model
-with the original on anchors of class k, with target `label` (the logit of class k):
-
-    d_claimed = d(field(original), field(claimed))     on class-k anchors, target = logit k
-    d_ref     = d(field(original), field(reference_j)) models trained independently of the original
-
-An approximate unlearner (fine-tuned with class k relabelled, gradient ascent on class k) keeps
-the original's gradient field: it stays closer to the original than any independent model, even
-when it no longer predicts class k. A model retrained without class k (exact unlearning) moves at
-least as far as the independent models (the paper, CIFAR10: 0.41 approx < 0.74 unrelated < 1.00
-exact). Hence the rule of `verify_unlearning`:
-
-    retained       = 1 - d_claimed / mean(d_ref)      1: the original itself, 0: an independent model
-    not forgotten  if d_claimed < min(d_ref) and retained >= 0.10: closer than every independent
-                   model by a clear margin, so still the original's class-k function
-    forgotten      otherwise (about as far from the original as independently trained models)
-
-Why a share and not a z-score: on upsampled digits, models trained without input noise have
-fields nearly orthogonal to each other's, so the references can sit in a very tight band near 1
-and a z-score calls almost anything outside it "not forgotten", exact unlearning included
-(docs/BENCHMARKS.md).
-
-`run_bench` trains that scenario on sklearn's digits over several seeds (`modelgif bench unlearning`).
-Its models are trained with Gaussian input noise (`augment="noise"`). Without it, training leaves
-the input gradient unconstrained in every direction that no digit spans. Independent models' fields
-are then near-orthogonal (about 1.00), and exact unlearning lies beyond them only by chance: beyond
-their mean in 36 of 70 seeds. With the noise, unrelated models lie at 0.81-0.87 and exact is beyond
-their mean in 60 of 70 fresh seeds, beyond every one in 44 of 70 (docs/BENCHMARKS.md, rounds 5-6).
+Each seed's original is unlearned three ways (exact: retrained without class k; relabel and ascent:
+approximate) and compared with unrelated models, as the paper's third testbed. Its models are
+trained with Gaussian input noise (`augment="noise"`). Without it, training leaves the input
+gradient unconstrained in every direction that no digit spans. Independent models' fields are then
+near-orthogonal (about 1.00), and exact unlearning lies beyond them only by chance: beyond their
+mean in 36 of 70 seeds. With the noise, unrelated models lie at 0.81-0.87 and exact is beyond their
+mean in 60 of 70 fresh seeds, beyond every one in 44 of 70 (docs/BENCHMARKS.md).
 
 Its headline distances are the plain field distance that `verify_unlearning` uses. Beside them it
 reports analysis views of the same fields: projected on the digits' 64-dim subspace, the first and
@@ -39,9 +18,8 @@ docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import copy
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -49,182 +27,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._errors import UserError
-from .anchors import digits_basis, on_digits_grid
-from .fields import FieldConfig
-from .models import ModelHandle, as_handle
-
-Progress = Callable[[int, int], None]
-
-VERDICTS = ("forgotten", "not forgotten")
-DEFAULT_ANCHORS = "digits:500"  # every held-out digit; the class-k ones (~50) become the anchors
-DEFAULT_FIELD = FieldConfig(steps=25, method="gausslegendre", baseline="black", target="label")
-MIN_REFERENCES = 3  # fewer cannot show what "trained independently" looks like
-# The share of the original's field a model must keep to count as "not forgotten". Approximate
-# unlearners keep 0.13-0.91 on the bench (the paper: 1 - 0.41/0.74 = 0.45 on CIFAR10, 0.29 on
-# CIFAR100); exact ones at most 0.07, and the few of them closer than every unrelated model at most
-# 0.058. 0.25 until round 6 called 6 of 50 noise-trained relabel unlearners (0.13-0.24) "forgotten";
-# 0.10 passed a check written before fresh seeds 70-89 were trained: 120 of 120 verdicts right, with
-# no exact unlearner called "not forgotten" (docs/BENCHMARKS.md).
-RETAINED_MIN = 0.10
-
-
-# ----------------------------------------------------------------------------------- the rule
-
-
-def judge_unlearning(distance: float, reference: Sequence[float],
-                     retained_min: float = RETAINED_MIN) -> dict[str, Any]:
-    """Verdict and evidence for one original-to-claimed distance against original-to-reference ones.
-
-    retained = 1 - d / mean(d_ref): 1 for the original itself, 0 for a typical independent model.
-    not forgotten iff the claimed model is closer to the original than every reference and
-    retains at least `retained_min` of the original's class-k field; else forgotten.
-    """
-    from .triage import reference_stats
-
-    ref = np.asarray(list(reference), dtype=float)
-    if ref.size < MIN_REFERENCES:
-        raise UserError(f"Unlearning verification needs at least {MIN_REFERENCES} reference models "
-                        f"trained independently of the original; got {ref.size}.")
-    if not math.isfinite(distance) or not np.isfinite(ref).all():
-        raise UserError("A field distance is not finite; check that every model outputs finite logits.")
-    stats = reference_stats(ref)
-    threshold = min(stats["min"], (1.0 - retained_min) * stats["mean"])
-    verdict = "not forgotten" if distance < threshold else "forgotten"
-    return {"verdict": verdict, "distance": float(distance), "threshold": float(threshold),
-            "retained_min": float(retained_min),
-            "retained": 1.0 - float(distance) / stats["mean"] if stats["mean"] > 0 else 0.0,
-            "z": (float(distance) - stats["mean"]) / stats["std"],
-            "margin": float(distance) - float(threshold),
-            "closer_references": int((ref <= distance).sum()), "reference_stats": stats}
-
-
-# ----------------------------------------------------------------------------------- the check
-
-
-def class_anchors(anchors: Any, forgotten_class: int) -> Any:
-    """The anchors of one class (an AnchorSet with its own sha256); unlabelled sets are kept whole."""
-    from .anchors import AnchorSet, anchor_sha256, load_anchors
-
-    base = load_anchors(anchors) if isinstance(anchors, str) else anchors
-    if not isinstance(base, AnchorSet):
-        raise UserError("Anchors must be a spec such as 'digits:500' or a set from load_anchors(...).")
-    if base.labels is None:
-        return base  # the target is still logit k at every anchor
-    keep = (base.labels == int(forgotten_class)).nonzero().flatten()  # [M]
-    if keep.numel() == 0:
-        raise UserError(f"The anchor set {base.spec!r} has no image of class {forgotten_class}; "
-                        "use a labelled set that contains the forgotten class, e.g. digits:500.")
-    images = base.images[keep].contiguous()  # [M, 3, H, W]
-    return AnchorSet(images, anchor_sha256(images), f"{base.spec}|class={int(forgotten_class)}",
-                     base.labels[keep].clone(), tuple(base.names[int(i)] for i in keep))
-
-
-def _spec(model: str | ModelHandle) -> str:
-    return model if isinstance(model, str) else (model.spec or model.name)
-
-
-def _class_accuracy(model: ModelHandle, images: torch.Tensor, cls: int) -> float:
-    with torch.no_grad():
-        pred = torch.cat([model(images[s:s + 256]).argmax(1) for s in range(0, len(images), 256)])
-    return float((pred == cls).float().mean())
-
-
-def verify_unlearning(original: str | ModelHandle, claimed: str | ModelHandle, forgotten_class: int,
-                      anchors: str | Any | None = None,
-                      references: Sequence[str | ModelHandle] | None = None, store: Any = None,
-                      cfg: FieldConfig | None = None,
-                      progress: Progress | None = None) -> dict[str, Any]:
-    """Has `claimed` forgotten class `forgotten_class` of `original`? A verdict with its evidence.
-
-    Anchors default to the held-out digits of that class; references (models trained
-    independently of the original, on data with the class) default to the zoo's independent
-    calibration models for a digits original. Returns a JSON-able dict: verdict, distance,
-    threshold, reference distances, z, and each model's accuracy on the class-k anchors.
-    """
-    from .fields import cached_field
-    from .triage import field_distances_to, zoo_references
-
-    orig = as_handle(original)
-    k = int(forgotten_class)
-    if not 0 <= k < orig.num_classes:
-        raise UserError(f"The forgotten class must lie in 0..{orig.num_classes - 1} for this model; "
-                        f"got {forgotten_class}.")
-    claim = as_handle(claimed)
-    if claim.num_classes != orig.num_classes:
-        raise UserError(f"The claimed model has {claim.num_classes} classes but the original has "
-                        f"{orig.num_classes}; unlearning keeps the label space.")
-    if claim.fingerprint == orig.fingerprint:
-        raise UserError("The claimed model is the original itself (same weights); nothing was unlearned.")
-    source = "given"
-    if not references:
-        digits = orig.meta.get("zoo") or (orig.num_classes == 10 and orig.input_cfg.input_size[1] <= 64)
-        if not digits:
-            raise UserError(f"Pass at least {MIN_REFERENCES} reference models trained independently "
-                            "of the original (on data that includes the class); only digits models "
-                            "can use the built-in zoo's.")
-        references = zoo_references()
-        source = "zoo-calibration"
-    ref_handles = [as_handle(r) for r in references]
-    keep = [i for i, h in enumerate(ref_handles) if h.fingerprint not in (orig.fingerprint,
-                                                                           claim.fingerprint)]
-    ref_handles = [ref_handles[i] for i in keep]
-    ref_specs = [_spec(references[i]) for i in keep]
-    for h in ref_handles:
-        if h.num_classes != orig.num_classes:
-            raise UserError(f"Reference {h.name!r} has {h.num_classes} classes but the original has "
-                            f"{orig.num_classes}; references must share the label space.")
-    anchor_set = class_anchors(anchors or DEFAULT_ANCHORS, k)
-    cfg = cfg or DEFAULT_FIELD
-
-    cfg = replace(cfg, target="label", labels=(k,) * len(anchor_set))
-    models = [orig, claim, *ref_handles]
-    fields = []
-    for i, h in enumerate(models):
-        if progress is not None:
-            progress(i, len(models))
-        fields.append(cached_field(h, anchor_set, cfg, store=store))
-    if progress is not None:
-        progress(len(models), len(models))
-    dist = field_distances_to(fields[0], fields[1:])  # [1 + R]
-    result = judge_unlearning(float(dist[0]), dist[1:])
-    images = anchor_set.images
-    result.update({
-        "original": _spec(original), "claimed": _spec(claimed), "forgotten_class": k,
-        "anchors": anchor_set.spec, "n_anchors": len(anchor_set),
-        "anchors_labelled": anchor_set.labels is not None, "config": cfg.to_dict() | {
-            "labels": None}, "reference_source": source,
-        "references": [{"model": s, "name": h.name, "distance": float(d)}
-                       for s, h, d in zip(ref_specs, ref_handles, dist[1:], strict=True)],
-        "accuracy_on_class": {"original": _class_accuracy(orig, images, k),
-                              "claimed": _class_accuracy(claim, images, k)},
-    })
-    result["explanation"] = _explain(result)
-    return result
-
-
-def _explain(r: dict[str, Any]) -> str:
-    s = r["reference_stats"]
-    if r["verdict"] == "not forgotten":
-        where = ("closer to the original than every independently trained reference: its class-"
-                 f"{r['forgotten_class']} gradients are still the original's")
-    elif r["distance"] < s["min"]:  # closer than every reference, yet keeps too little to count
-        where = (f"closer to the original than every reference, but it keeps only {r['retained']:.0%} of the "
-                 f"original's class-{r['forgotten_class']} field, under the {r['retained_min']:.0%} the rule needs")
-    else:
-        where = "at least as far from the original as an independently trained model"
-    acc = r["accuracy_on_class"]
-    which = (f"anchors of class {r['forgotten_class']}" if r["anchors_labelled"] else
-             f"anchors (an unlabelled set, every image taken as class {r['forgotten_class']})")
-    return (f"On {r['n_anchors']} {which} the claimed model lies at "
-            f"field distance {r['distance']:.4f} from the original; {s['n']} independent references "
-            f"lie at {s['min']:.4f}..{s['max']:.4f} (mean {s['mean']:.4f}). The claimed model is "
-            f"{where}, so the verdict is '{r['verdict']}'. Accuracy on these anchors: original "
-            f"{acc['original']:.0%}, claimed {acc['claimed']:.0%} (an approximate unlearner can fail the "
-            "class and still keep its gradient field).")
-
-
-# ----------------------------------------------------------------------------------- the bench
+from ..analysis.unlearning import DEFAULT_ANCHORS, class_anchors, judge_unlearning
+from ..engine.anchors import digits_basis, load_anchors, on_digits_grid
+from ..engine.device import one_torch_thread
+from ..engine.distance import distances_to
+from ..engine.errors import UserError
+from ..engine.fields import FieldConfig, extract_field
+from ..zoo.training import create_net, fit, gradient_ascent, load_data, predict, relabel_class
 
 
 @dataclass(frozen=True)
@@ -343,32 +152,28 @@ class DigitsSubspace(torch.nn.Module):
 
 
 def _create_model(cfg: BenchConfig) -> torch.nn.Module:
-    from .zoo import _create
-
-    net = _create(cfg.arch)
+    net = create_net(cfg.arch)
     wrap = {"gray": GrayInput, "gray8": NativeDigits, "subspace": DigitsSubspace}.get(cfg.inputs)
     return wrap(net) if wrap is not None else net
 
 
 def _train_variants(cfg: BenchConfig, seed: int, data: Any) -> dict[str, torch.nn.Module]:
     """The original of one seed and its unlearned versions (exact, relabel, ascent)."""
-    from .zoo import _fit
-
     k = cfg.forget_class
     x, y = _train_data(cfg, data)
     aug = AUGMENTS[cfg.augment]
     retain = y != k
     torch.manual_seed(100 + seed)
     original = _create_model(cfg)
-    _fit(original, x, y, epochs=cfg.epochs, lr=3e-3, seed=100 + seed, transform=aug)
+    fit(original, x, y, epochs=cfg.epochs, lr=3e-3, seed=100 + seed, transform=aug)
     # Exact unlearning: retrained from scratch (its own initialisation) without class k.
     torch.manual_seed(200 + seed)
     exact = _create_model(cfg)
-    _fit(exact, x[retain], y[retain], epochs=cfg.epochs, lr=3e-3, seed=200 + seed, transform=aug)
+    fit(exact, x[retain], y[retain], epochs=cfg.epochs, lr=3e-3, seed=200 + seed, transform=aug)
     # Approximate 1: fine-tune on all the data with every class-k label replaced by another class.
     relabelled = relabel_class(y, k, torch.Generator().manual_seed(300 + seed))
     relabel = copy.deepcopy(original).requires_grad_(True)
-    _fit(relabel, x, relabelled, epochs=cfg.relabel_epochs, lr=1e-3, seed=300 + seed, transform=aug)
+    fit(relabel, x, relabelled, epochs=cfg.relabel_epochs, lr=1e-3, seed=300 + seed, transform=aug)
     # Approximate 2: gradient ascent on class k's training images until class k is not predicted.
     ascent = gradient_ascent(copy.deepcopy(original), x[~retain], k, lr=cfg.ascent_lr,
                              max_steps=cfg.ascent_max_steps, seed=400 + seed)
@@ -378,37 +183,6 @@ def _train_variants(cfg: BenchConfig, seed: int, data: Any) -> dict[str, torch.n
 def _train_data(cfg: BenchConfig, data: Any) -> tuple[torch.Tensor, torch.Tensor]:
     idx = data.pool if cfg.train_subset is None else data.pool[: cfg.train_subset]
     return data.x[idx], data.y[idx]
-
-
-def relabel_class(y: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
-    """Labels [M] with every class-k label replaced by one of the other classes, uniformly at random
-    (digits: 10 classes)."""
-    out = y.clone()
-    forget = y == k
-    other = torch.randint(0, 9, (int(forget.sum()),), generator=g)
-    out[forget] = other + (other >= k).long()  # uniform over the 9 other classes
-    return out
-
-
-def gradient_ascent(net: torch.nn.Module, x_forget: torch.Tensor, k: int, *, lr: float, max_steps: int,
-                    seed: int) -> torch.nn.Module:
-    """Approximate unlearning by gradient ascent on class k's images [M, ...], in batches of 64 drawn
-    with `seed`, until fewer than 10% of them are still predicted k (or after max_steps)."""
-    net.requires_grad_(True)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    target = torch.full((len(x_forget),), k, dtype=torch.long)
-    for _ in range(max_steps):
-        net.eval()  # BN statistics stay the original's: only the weights move
-        with torch.no_grad():
-            if (net(x_forget).argmax(1) == k).float().mean() < 0.1:
-                break
-        idx = torch.randperm(len(x_forget), generator=g)[:64]
-        loss = -F.cross_entropy(net(x_forget[idx]), target[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return net.eval().requires_grad_(False)
 
 
 def _views(steps: int) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
@@ -438,9 +212,7 @@ def _view_row(variants: list[str], d: np.ndarray) -> dict[str, Any]:
 
 
 def _accuracies(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, k: int) -> dict[str, float]:
-    from .zoo import _predict
-
-    pred = _predict(net, x).argmax(1)
+    pred = predict(net, x).argmax(1)
     forget = y == k
     return {"forget": round(float((pred[forget] == k).float().mean()), 4),
             "retain": round(float((pred[~forget] == y[~forget]).float().mean()), 4)}
@@ -452,16 +224,11 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None, seeds: int | 
     Top-level "approx", "unrelated", "exact" are means over seeds ("approx" over both variants);
     "per_seed" has every distance, the verdict of `judge_unlearning` and the models' accuracies.
     """
-    from .anchors import load_anchors
-    from .fields import extract_field
-    from .triage import field_distances_to
-    from .zoo import _fit, _load_data, one_torch_thread
-
     cfg = cfg or (QUICK if quick else BenchConfig())
     cfg = cfg if seeds is None else replace(cfg, seeds=seeds)  # the CLI's --seeds
     start = time.perf_counter()
     with one_torch_thread():  # training floats depend on the thread count, so never on the load
-        data = _load_data()
+        data = load_data()
         k = cfg.forget_class
         anchors = class_anchors(load_anchors(DEFAULT_ANCHORS), k)
         field_cfg = FieldConfig(steps=cfg.steps, baseline=cfg.baseline, target="label",
@@ -483,7 +250,7 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None, seeds: int | 
         for u in range(cfg.extra_unrelated):
             torch.manual_seed(500 + u)
             net = _create_model(cfg)
-            _fit(net, *_train_data(cfg, data), epochs=cfg.epochs, lr=3e-3, seed=500 + u,
+            fit(net, *_train_data(cfg, data), epochs=cfg.epochs, lr=3e-3, seed=500 + u,
                  transform=AUGMENTS[cfg.augment])
             extras.append(net)
         fields = [{name: field(net) for name, net in run.items()} for run in runs]
@@ -496,7 +263,7 @@ def run_bench(quick: bool = False, cfg: BenchConfig | None = None, seeds: int | 
             own = fields[s]
             unrelated = [fields[t]["original"][kind] for t in range(cfg.seeds) if t != s] + [
                 e[kind] for e in extra_fields]
-            return field_distances_to(cut(own["original"][kind]),
+            return distances_to(cut(own["original"][kind]),
                                       [cut(own[v][kind]) for v in variants] + [cut(u) for u in unrelated])
 
         per_seed = []

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from ._errors import UserError
+from .errors import UserError
 
 # Norms below this are treated as zero vectors (cos with a zero vector is 0, DESIGN §1).
 _TINY = 1e-30
@@ -93,6 +97,11 @@ def distance_matrix(fields: Sequence[Any], metric: str = "cosine", chunk_mb: int
     return _METRICS[metric](gram, rows, nonzero)
 
 
+def distances_to(field: Any, others: Sequence[Any]) -> np.ndarray:
+    """Distances from one field to each of several: [M], a row of `distance_matrix`."""
+    return distance_matrix([field, *others])[0, 1:]
+
+
 def _cosine_from_gram(gram: torch.Tensor, rows: int, nonzero: torch.Tensor) -> np.ndarray:
     # 1 - G_ab/rows, written as (G_aa + G_bb - 2 G_ab) / (2 rows) + the share of zero vectors
     # (exact counts): the rounding of G_aa and G_ab cancels, so identical fields give 0 exactly.
@@ -116,14 +125,31 @@ def _euclidean_from_gram(gram: torch.Tensor, rows: int, _nonzero: torch.Tensor) 
 _METRICS = {"cosine": _cosine_from_gram, "euclidean": _euclidean_from_gram}
 
 
-def cluster_order(dist: np.ndarray, method: str = "average") -> list[int]:
-    """Leaf order of a hierarchical clustering of a distance matrix (for heatmaps and dendrograms)."""
-    from scipy.cluster.hierarchy import leaves_list, linkage, optimal_leaf_ordering
-    from scipy.spatial.distance import squareform
+@dataclass(frozen=True)
+class DistanceTable:
+    """A distance matrix with what it was computed from: the one source of every export, so the CLI's
+    `distance --format json|csv` and the app's downloads are the same bytes for the same models."""
 
-    dist = np.asarray(dist, dtype=float)
-    if dist.shape[0] < 3:
-        return list(range(dist.shape[0]))
-    condensed = squareform(0.5 * (dist + dist.T), checks=False)
-    tree = linkage(condensed, method=method)
-    return [int(i) for i in leaves_list(optimal_leaf_ordering(tree, condensed))]
+    models: list[str]  # the specs as the user gave them
+    matrix: np.ndarray  # [M, M]
+    metric: str
+    anchors: str  # the anchor spec
+    anchors_sha256: str
+    config: dict[str, Any]  # FieldConfig.to_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"models": list(self.models), "matrix": np.asarray(self.matrix).round(6).tolist(),
+                "metric": self.metric, "anchors": self.anchors, "anchors_sha256": self.anchors_sha256,
+                "config": self.config}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def to_csv(self) -> str:
+        """One header row of specs, then one row per model, 6 decimals (csv's CRLF line ends)."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["model", *self.models])
+        for spec, row in zip(self.models, np.asarray(self.matrix), strict=True):
+            writer.writerow([spec, *(f"{v:.6f}" for v in row)])
+        return buffer.getvalue()

@@ -38,8 +38,8 @@ from filelock import FileLock, Timeout
 from safetensors import safe_open
 from safetensors.torch import save as _safetensors_bytes
 
-from ._errors import UserError
 from .distance import unit_field
+from .errors import UserError
 
 _log = logging.getLogger(__name__)
 

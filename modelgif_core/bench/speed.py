@@ -16,8 +16,11 @@ from typing import Any
 
 import torch
 
-from .fields import FieldConfig, _frozen, _tf32, choose_batch, extract_field, quadrature, resolve_device
-from .models import InputConfig, ModelHandle, _finish
+from ..engine.device import resolve_device, tf32_mode
+from ..engine.distance import distance_matrix
+from ..engine.fields import FieldConfig, choose_batch, extract_field, frozen_module, quadrature
+from ..engine.models import InputConfig, ModelHandle
+from ..engine.store import FieldStore
 
 
 def _sync(device: torch.device) -> None:
@@ -69,7 +72,7 @@ def gradient_floor(model: ModelHandle, images: torch.Tensor, steps: int, device:
     module = model.module.to(device)
     total = images.shape[0] * steps
     points = images.to(device).repeat_interleave(steps, 0)  # [N*K, 3, H, W] stand-ins for path points
-    with _frozen(module), _tf32(device, False):
+    with frozen_module(module), tf32_mode(device, False):
         for s in range(0, total, batch):
             x = points[s:s + batch].clone().requires_grad_(True)
             torch.autograd.grad(model(x).amax(1).sum(), x)
@@ -136,7 +139,7 @@ def _model(arch: str, input_size: tuple[int, int, int]) -> ModelHandle:
     torch.manual_seed(0)
     module = timm.create_model(arch, pretrained=False, num_classes=10)
     cfg = InputConfig(input_size=input_size, mean=(0.5,) * 3, std=(0.25,) * 3)
-    return _finish(module, arch, cfg, arch, arch)
+    return ModelHandle.from_module(module, arch, cfg, arch, arch)
 
 
 def run_speed_bench(device: str = "auto", quick: bool = False, rounds: int | None = None) -> dict[str, Any]:
@@ -153,9 +156,6 @@ def run_speed_bench(device: str = "auto", quick: bool = False, rounds: int | Non
 
 def _distance_bench(n_models: int, n_anchors: int = 64, steps: int = 50, d: int = 3 * 32 * 32) -> dict[str, Any]:
     """distance_matrix over stored fields of digits:64 x 50 steps: seconds, peak memory, field size."""
-    from .distance import distance_matrix
-    from .store import FieldStore
-
     with tempfile.TemporaryDirectory() as root:
         store = FieldStore(root)
         generator = torch.Generator().manual_seed(0)

@@ -1,0 +1,1 @@
+"""Questions answered with fields: IP triage (calibration, output probes, reports) and unlearning checks."""

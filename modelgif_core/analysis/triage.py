@@ -1,0 +1,294 @@
+"""IP triage: is a suspect derived from the victim? Distances calibrated against independent models.
+
+Each evidence component gives a victim-to-model distance, which `calibration` places among the
+victim-to-reference distances (models trained independently of the victim):
+
+Components (DEFAULT_COMPONENTS, chosen with `modelgif bench ip`, see docs/BENCHMARKS.md):
+    modelgif        the field distance of DESIGN §1 on the anchors; by default (no cfg given) the
+                    target is the logit *margin* of the predicted class (its logit minus the
+                    largest other logit) instead of its logit
+    boundary-js     Jensen-Shannon divergence of the softmax outputs at points on the victim's own
+                    decision boundary (`probes.boundary_points`: what a student copies)
+    adversarial-js  the same at points the victim's own signed-gradient steps reach on the boundary
+                    between its top two classes (`probes.adversarial_boundary_points`)
+    output-kl       KL(victim || suspect) on class-boundary mixups with a random coefficient in
+                    [0.35, 0.65] (the previous default, kept as an option)
+The output components are undefined for a suspect with another label space (then left out). The
+verdict rule (Sidak-corrected minimum z, `calibration.judge_components`) is in `calibration`.
+
+For a digits victim (a zoo model, or 10 classes with digits anchors) the zoo's independent
+calibration models are the references when none are given; any other domain must bring its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..engine.anchors import load_anchors
+from ..engine.cache import cached_field
+from ..engine.distance import distances_to
+from ..engine.errors import UserError
+from ..engine.fields import FieldConfig
+from ..engine.models import ModelHandle, as_handle
+from ..engine.progress import Progress, sub_progress
+from ..engine.text import dict_table
+from ..zoo import ensure_zoo, list_zoo, zoo_is_built
+from .calibration import TriageRule, judge_components, per_component_rule, reference_stats, thresholds
+from .probes import (
+    FIELD_OUTPUTS,
+    adversarial_boundary_points,
+    boundary_mixups,
+    boundary_points,
+    log_probs,
+    output_handle,
+    output_js,
+    output_kl,
+)
+
+# The field settings triage uses when the caller passes no cfg (chosen by `modelgif bench ip`).
+DEFAULT_FIELD = FieldConfig(steps=50, method="gausslegendre", baseline="black", target="predicted")
+DEFAULT_ANCHORS = "digits:64"
+COMPONENTS = ("modelgif", "boundary-js", "adversarial-js", "output-kl")
+DEFAULT_COMPONENTS = ("modelgif", "boundary-js", "adversarial-js")
+
+
+@dataclass
+class Verdict:
+    """One suspect's evidence."""
+
+    model: str  # the spec as given
+    name: str
+    distance: float
+    score: float
+    verdict: str
+    z: float
+    p_value: float
+    empirical_p: float
+    margin: float  # min(ref) - d: positive when closer than every reference
+    closer_references: int  # references at least as close to the victim as the suspect
+    evidence: dict[str, Any] = field(default_factory=dict)  # per component: its own judge()
+
+
+@dataclass
+class TriageReport:
+    """Verdicts for every suspect plus the evidence they rest on (DESIGN §3 JSON via to_dict)."""
+
+    victim: str
+    victim_name: str
+    suspects: list[Verdict]
+    references: list[dict[str, Any]]  # {"model", "name", "distance"}
+    reference_source: str  # "given" | "zoo-calibration"
+    anchors: str
+    n_anchors: int
+    method: str
+    config: dict[str, Any]
+    rule: TriageRule
+    threshold: float  # distances below this are "derived"
+    independent_above: float  # distances at or above this are "independent"
+    stats: dict[str, float] = field(default_factory=dict)
+    components: tuple[str, ...] = ("modelgif",)
+    reference_components: dict[str, list[float | None]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "victim": self.victim,
+            "victim_name": self.victim_name,
+            "suspects": [asdict(v) for v in self.suspects],
+            "references": self.references,
+            "reference_source": self.reference_source,
+            "reference_stats": self.stats,
+            "anchors": self.anchors,
+            "n_anchors": self.n_anchors,
+            "method": self.method,
+            "config": self.config,
+            "rule": self.rule.to_dict(),
+            "threshold": self.threshold,
+            "independent_above": self.independent_above,
+            "components": list(self.components),
+            "reference_components": self.reference_components,
+            "explanation": self.explanation(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TriageReport:
+        """The report back from its `to_dict()` (e.g. a job's JSON result)."""
+        return cls(
+            victim=data["victim"], victim_name=data["victim_name"],
+            suspects=[Verdict(**v) for v in data["suspects"]], references=data["references"],
+            reference_source=data["reference_source"], anchors=data["anchors"], n_anchors=data["n_anchors"],
+            method=data["method"], config=data["config"], rule=TriageRule(**data["rule"]),
+            threshold=data["threshold"], independent_above=data["independent_above"],
+            stats=data["reference_stats"], components=tuple(data["components"]),
+            reference_components=data["reference_components"])
+
+    def to_markdown(self) -> str:
+        """The report as Markdown: settings, explanation, one row per suspect, the reference distances."""
+        lines = [f"# ModelGiF triage: {self.victim}", "",
+                 f"- anchors: {self.anchors}", f"- n_anchors: {self.n_anchors}", f"- method: {self.method}",
+                 f"- threshold: {self.threshold}", "", self.explanation(), "",
+                 "| suspect | distance | score | verdict |", "|---|---|---|---|"]
+        lines += [f"| {v.model} | {v.distance:.5f} | {v.score:.4g} | {v.verdict} |" for v in self.suspects]
+        distances = sorted(float(r["distance"]) for r in self.references)
+        lines += ["", f"Reference distances ({len(distances)} independent models): "
+                  + ", ".join(f"{d:.4f}" for d in distances)]
+        return "\n".join(lines) + "\n"
+
+    def to_text(self) -> str:
+        """What `modelgif triage` prints: the victim, one row per suspect, the explanation."""
+        rows = [asdict(v) for v in self.suspects]
+        return "\n".join([f"victim: {self.victim}", dict_table(rows, ["model", "distance", "score", "verdict"]),
+                          self.explanation()])
+
+    def explanation(self) -> str:
+        s = self.stats
+        text = (f"{len(self.references)} independent reference models ({self.reference_source}) lie "
+                f"at field distances {s['min']:.4f}..{s['max']:.4f} (mean {s['mean']:.4f}, std "
+                f"{s['std']:.4f}) from the victim on {self.n_anchors} anchors. A suspect is derived "
+                f"below {self.threshold:.4f} (closer than every reference, Gaussian p under the "
+                f"per-component level), independent at or above {self.independent_above:.4f} "
+                f"(z >= {self.rule.z_independent:g}), inconclusive between")
+        if len(self.components) > 1:
+            text += (f"; the other components ({', '.join(self.components[1:])}) are calibrated "
+                     f"the same way, any one of them can show derivation, and the levels are "
+                     f"Sidak-corrected so that the overall false-alarm level is {self.rule.alpha:g}")
+        return text + "."
+
+
+# ----------------------------------------------------------------------------------- models
+
+
+def _spec(model: str | ModelHandle) -> str:
+    return model if isinstance(model, str) else (model.spec or model.name)
+
+
+def _is_digits_victim(victim: ModelHandle, anchors_spec: str) -> bool:
+    if victim.meta.get("zoo"):
+        return True
+    digit_anchors = anchors_spec.startswith(("digits:", "cutmix:digits:"))
+    return digit_anchors and victim.num_classes == 10 and victim.input_cfg.input_size[1] <= 64
+
+
+def zoo_references(size: str | None = None) -> list[str]:
+    """Specs of the zoo's independent calibration models (the full zoo's if built, else small's)."""
+    if size is None:
+        size = "full" if zoo_is_built("full") else "small"
+    ensure_zoo(size)
+    return [f"zoo:{r['name']}" for r in list_zoo(size) if r["role"] == "independent-calibration"]
+
+
+# ----------------------------------------------------------------------------------- distances
+
+
+def _fields(handles: list[ModelHandle], anchors: Any, cfg: FieldConfig, store: Any,
+            progress: Progress | None) -> list[Any]:
+    out = []
+    m = len(handles)
+    for i, h in enumerate(handles):
+        # (done, total) in (anchor, step) points over all models; a cached field jumps ahead
+        out.append(cached_field(h, anchors, cfg, store=store, progress=sub_progress(progress, i, m)))
+    if progress is not None:
+        points = len(anchors) * cfg.steps
+        progress(m * points, m * points)
+    return out
+
+
+# ----------------------------------------------------------------------------------- triage
+
+
+def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
+           references: Sequence[str | ModelHandle] | None = None,
+           anchors: str | Any = DEFAULT_ANCHORS, cfg: FieldConfig | None = None, store: Any = None,
+           progress: Progress | None = None, rule: TriageRule | None = None,
+           components: Sequence[str] | None = None, log_prob: bool | None = None,
+           field_output: str | None = None) -> TriageReport:
+    """Verdicts for each suspect: is it derived from the victim? See the module docstring.
+
+    field_output: what the field differentiates, "logit", "logprob" or "margin" (default: "margin"
+    when `cfg` is not given, i.e. triage's tuned defaults; a caller's own cfg runs on the logits).
+    log_prob=True is the older spelling of field_output="logprob" (False: "logit").
+    """
+    rule = rule or TriageRule()
+    components = tuple(components or DEFAULT_COMPONENTS)
+    unknown = sorted(set(components) - set(COMPONENTS))
+    if unknown or "modelgif" not in components:
+        raise UserError(f"Unknown or missing triage components {unknown or list(components)}; "
+                        f"choose from {', '.join(COMPONENTS)} (modelgif is always included).")
+    if isinstance(suspects, (str, ModelHandle)):
+        suspects = [suspects]
+    if not suspects:
+        raise UserError("Triage needs at least one suspect model.")
+    anchor_set = load_anchors(anchors) if isinstance(anchors, str) else anchors
+    anchors_spec = anchors if isinstance(anchors, str) else getattr(anchors, "spec", "custom")
+    v = as_handle(victim)
+    source = "given"
+    if not references:
+        if not _is_digits_victim(v, anchors_spec):
+            raise UserError("Triage needs independent reference models for this victim (only digits "
+                            "victims can use the built-in zoo's); pass at least "
+                            f"{rule.min_references} models trained independently of it with "
+                            "--reference.")
+        references = zoo_references()
+        source = "zoo-calibration"
+    s_handles = [as_handle(s) for s in suspects]
+    r_handles = [as_handle(r) for r in references]
+    # A reference that is the victim or a suspect would calibrate against itself.
+    taken = {v.fingerprint, *(h.fingerprint for h in s_handles)}
+    keep = [i for i, h in enumerate(r_handles) if h.fingerprint not in taken]
+    r_handles = [r_handles[i] for i in keep]
+    r_specs = [_spec(references[i]) for i in keep]
+    if len(r_handles) < rule.min_references:
+        raise UserError(f"Triage needs at least {rule.min_references} independent reference models "
+                        f"distinct from the victim and the suspects; got {len(r_handles)}.")
+    if field_output is None:
+        field_output = ("logprob" if log_prob else "logit") if log_prob is not None else (
+            "margin" if cfg is None else "logit")
+    if field_output not in FIELD_OUTPUTS:
+        raise UserError(f"Unknown field output {field_output!r}; choose from {', '.join(FIELD_OUTPUTS)}.")
+    cfg = cfg or DEFAULT_FIELD
+    everyone = [v, *s_handles, *r_handles]
+    if field_output != "logit" and cfg.target not in ("predicted", "label"):
+        raise UserError(f"A {field_output} field needs a class target (predicted or label), "
+                        f"not {cfg.target!r}.")
+    field_models = [output_handle(h, field_output) for h in everyone]
+    fields = _fields(field_models, anchor_set, cfg, store, progress)
+    comp: dict[str, list[float | None]] = {"modelgif": list(distances_to(fields[0], fields[1:]))}
+    wanted = [c for c in components if c != "modelgif"]
+    if wanted:
+        images = anchor_set.images if hasattr(anchor_set, "images") else anchor_set
+        classes = log_probs(v, images).argmax(1)  # [N] the victim's own view of the classes
+        labels = getattr(anchor_set, "labels", None)
+        if len(set(classes.tolist())) < 2 and labels is not None:
+            classes = labels
+        two_classes = len(set(classes.tolist())) >= 2  # else no boundary between anchors to probe
+        points = {"output-kl": lambda: boundary_mixups(images, classes, len(images)),
+                  "boundary-js": lambda: boundary_points(v, images, classes, len(images)),
+                  "adversarial-js": lambda: adversarial_boundary_points(v, images)}
+        for c in wanted:
+            if c != "adversarial-js" and not two_classes:
+                continue  # the field (and the adversarial points) decide without it
+            pts = points[c]()  # [N, 3, H, W] chosen with the victim only
+            v_logp = log_probs(v, pts)
+            div = output_kl if c == "output-kl" else output_js
+            comp[c] = [div(v_logp, log_probs(h, pts)) for h in everyone[1:]]
+    ns = len(s_handles)
+    d_sus = {c: vals[:ns] for c, vals in comp.items()}
+    d_ref = {c: vals[ns:] for c, vals in comp.items()}
+    verdicts = [Verdict(model=_spec(s), name=h.name,
+                        **judge_components({c: d_sus[c][i] for c in comp}, d_ref, rule))
+                for i, (s, h) in enumerate(zip(suspects, s_handles, strict=True))]
+    ref_field = [float(d) for d in d_ref["modelgif"]]
+    sub = per_component_rule(rule, len(comp))  # the rule judge_components judged each component by
+    derived_below, independent_above = thresholds(ref_field, sub)
+    return TriageReport(
+        victim=_spec(victim), victim_name=v.name, suspects=verdicts,
+        references=[{"model": s, "name": h.name, "distance": d,
+                     **{c: d_ref[c][i] for c in comp if c != "modelgif"}}
+                    for i, (s, h, d) in enumerate(zip(r_specs, r_handles, ref_field, strict=True))],
+        reference_source=source, anchors=anchors_spec, n_anchors=len(anchor_set),
+        method="+".join(comp), config={**cfg.to_dict(), "log_prob": field_output == "logprob",
+                                         "field_output": field_output}, rule=rule,
+        threshold=float(derived_below),
+        independent_above=float(independent_above), stats=reference_stats(ref_field),
+        components=tuple(comp), reference_components={c: list(v) for c, v in d_ref.items()})

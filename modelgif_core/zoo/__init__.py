@@ -1,0 +1,18 @@
+"""The built-in model zoo: small timm models trained here on sklearn's digits, as `local-dir:` folders.
+
+recipes (what the zoo holds) -> training (how each model is made) -> build (training the missing ones)
+-> paths (where they live). Importing the package registers the `zoo:NAME` spec scheme with the engine.
+"""
+
+from ..engine.registry import register_scheme
+from .build import build_zoo, default_workers, ensure_zoo
+from .paths import list_zoo, zoo_is_built, zoo_model_dir, zoo_root
+from .recipes import ARCHS, ATTACK_KINDS, FORGET_CLASS, ROLES, SIZES, UNLEARNING, VICTIMS, Recipe, recipes
+
+register_scheme("zoo", lambda name: f"local-dir:{zoo_model_dir(name)}")
+
+__all__ = [
+    "ARCHS", "ATTACK_KINDS", "FORGET_CLASS", "ROLES", "SIZES", "UNLEARNING", "VICTIMS", "Recipe",
+    "build_zoo", "default_workers", "ensure_zoo", "list_zoo", "recipes", "zoo_is_built", "zoo_model_dir",
+    "zoo_root",
+]
