@@ -1,8 +1,10 @@
-"""The research scripts in docs/ are the record behind docs/BENCHMARKS.md's tables: they must keep running.
+"""The research scripts in research/ are the record behind docs/BENCHMARKS.md's tables: they must keep running.
 
 They take minutes to hours, so they are not run here. What breaks them silently is the core moving
 under them (a renamed function, a removed constant), so every script is imported and every name it
-reads off a module (`R.train_zoo`, `RC.zoo_fields`, `np.mean`, ...) must exist.
+reads off a module (`common.CFG`, `R.train_zoo`, `np.mean`, ...) must exist. The scripts are run as
+`python research/NN_name.py`, which puts research/ first on the path (so `import common` finds the shared
+helpers); the check does the same.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = sorted((ROOT / "docs").glob("*.py"))
+SCRIPTS = sorted((ROOT / "research").glob("[0-9][0-9]_*.py"))
+HELPERS = [ROOT / "research" / "common.py"]  # what the scripts share: checked the same way, not a script itself
 
 CHECK = r"""
 import ast, importlib, json, sys, types
@@ -32,12 +35,12 @@ print(json.dumps(missing))
 
 
 def test_there_are_research_scripts_to_check():
-    assert len(SCRIPTS) >= 8 and all(s.stem.startswith(("relatedness_", "unlearning_", "confirm_"))
+    assert len(SCRIPTS) >= 8 and all(s.stem.partition("_")[2].startswith(("relatedness_", "unlearning_", "confirm_"))
                                      for s in SCRIPTS)
 
 
 def test_every_research_script_imports_and_reads_only_names_that_exist():
-    result = subprocess.run([sys.executable, "-c", CHECK, str(ROOT / "docs"), *map(str, SCRIPTS)],
+    result = subprocess.run([sys.executable, "-c", CHECK, str(ROOT / "research"), *map(str, [*SCRIPTS, *HELPERS])],
                             capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
