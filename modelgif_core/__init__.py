@@ -47,6 +47,7 @@ from .engine.models import (
     save_model_dir,
 )
 from .engine.progress import Progress
+from .engine.sketch import SIGNATURE_DIMS, default_sketch, fold_signatures, projection, signature, signature_distances
 from .engine.store import FieldStore, StoredField, default_store_root, field_key
 from .zoo import build_zoo, ensure_zoo, list_zoo, zoo_root
 
@@ -80,6 +81,7 @@ __all__ = [
     "unit_field", "distance_matrix", "distances_to", "field_distance", "DistanceTable",
     "FieldStore", "StoredField", "field_key", "default_store_root", "cached_field", "field_store_key",
     "Embedding", "embed_distances",
+    "signature", "signature_distances", "fold_signatures", "projection", "default_sketch", "SIGNATURE_DIMS",
     # zoo
     "zoo", "build_zoo", "ensure_zoo", "list_zoo", "zoo_root",
     # analysis
