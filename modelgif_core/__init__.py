@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from . import zoo  # registers the zoo: spec scheme with the engine
 from .analysis.calibration import TriageRule
+from .analysis.nearest import nearest_models
 from .analysis.triage import TriageReport, Verdict, triage
 from .analysis.unlearning import UnlearningReport, verify_unlearning
 from .engine.anchors import AnchorSet, load_anchors
@@ -85,7 +86,7 @@ __all__ = [
     # zoo
     "zoo", "build_zoo", "ensure_zoo", "list_zoo", "zoo_root",
     # analysis
-    "triage", "TriageReport", "TriageRule", "Verdict", "verify_unlearning", "UnlearningReport",
+    "triage", "TriageReport", "TriageRule", "Verdict", "verify_unlearning", "UnlearningReport", "nearest_models",
     # loaded on first use (the _LAZY table below): viz, bench, service
     "figures", "cluster_order", "last_relatedness_result", "zoos_truth_name",
     "Worker", "Job", "get_worker", "QUEUED", "RUNNING", "DONE", "FAILED",

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import timm
 import torch
-
 from conftest import run_cli
+
 from modelgif_core import FieldConfig, FieldStore, InputConfig, cached_field, distance_matrix, load_anchors, load_model
 from modelgif_core.analysis.nearest import nearest_models, shortlist
 from modelgif_core.engine.models import save_model_dir
