@@ -284,11 +284,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
             bar.close()
         print(json.dumps(result, indent=2) if args.format == "json" else format_ip_table(result))
         return 0
+    if args.bench_command == "scale":
+        return _bench_scale(args)
     import importlib
 
     bench = importlib.import_module(f".bench.{args.bench_command}", __package__)
     result = bench.run_bench(quick=args.quick, seeds=args.seeds)
     print(json.dumps(result, indent=2) if args.format == "json" else bench.format_table(result))
+    return 0
+
+
+def _bench_scale(args: argparse.Namespace) -> int:
+    """Sketch and signature sections from bench.scale; the cluster section from the service layer."""
+    import importlib
+
+    from .bench.scale import format_scale, measure_scale
+
+    def note(message: str) -> None:
+        if not args.quiet:
+            print(f"bench scale: {message}", file=sys.stderr)
+
+    result = measure_scale(size=args.size, progress=note)
+    try:  # the ray helper's measure function; absent until it is merged, and then the key is left out
+        cluster = importlib.import_module(".service.cluster", __package__)
+    except ImportError:
+        cluster = None
+    if cluster is not None and hasattr(cluster, "bench_cluster"):
+        note("cluster")
+        result["cluster"] = cluster.bench_cluster(quick=args.size == "small")
+    print(json.dumps(result, indent=2) if args.format == "json" else format_scale(result))
     return 0
 
 
@@ -425,6 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks (print ratios measured side by side)")
     bsub = p.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
+    bp = bsub.add_parser("scale", help="sketch and signature accuracy and speed (and the cluster's, with ray)")
+    bp.add_argument("--format", default="table", choices=["table", "json"])
+    bp.add_argument("--size", default="small", choices=["small", "full"],
+                    help="small: CI-sized (default); full: the run docs/SCALE.md records")
+    bp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     for name in ("ip", "speed", "relatedness", "unlearning"):
         bp = bsub.add_parser(name)
         bp.add_argument("--format", default="table", choices=["table", "json"])
