@@ -23,6 +23,7 @@ import torch
 from ..analysis.nearest import shortlist
 from ..engine.anchors import load_anchors
 from ..engine.cache import cached_field
+from ..engine.device import available_host_bytes
 from ..engine.distance import distance_matrix
 from ..engine.errors import UserError
 from ..engine.fields import FieldConfig, extract_field
@@ -141,8 +142,13 @@ def _synthetic(m: int, dims: int, seed: int = 0) -> np.ndarray:
 
 
 def _speed(size: dict, note: Callable[[str], None]) -> dict[str, Any]:
-    gram, query, gram_folded = {}, {}, {}
+    gram, query, gram_folded, skipped = {}, {}, {}, {}
     for m in sorted({*size["gram"], *size["query"], 10000}):
+        free = available_host_bytes()
+        if free is not None and 2.5 * m * SIGNATURE_DIMS * 4 > free:  # the matrix, its chunks and the Gram
+            need = m * SIGNATURE_DIMS * 4 / 1e9
+            skipped[str(m)] = f"{m} x {SIGNATURE_DIMS} float32 signatures need {need:.1f} GB; {free / 1e9:.1f} GB free"
+            continue
         note(f"signatures: {m}")
         sigs = _synthetic(m, SIGNATURE_DIMS, seed=m)
         t = torch.from_numpy(sigs)
@@ -163,6 +169,8 @@ def _speed(size: dict, note: Callable[[str], None]) -> dict[str, Any]:
         "query_s": {str(k): round(v, 4) for k, v in query.items()},
         f"gram_folded_{FOLD_DIMS}_s": {str(k): round(v, 3) for k, v in gram_folded.items()},
     }
+    if skipped:
+        out["skipped"] = skipped
     out["gram_10k_s"] = out["gram_s"].get("10000")
     out["query_100k_s"] = out["query_s"].get("100000")
     return out
