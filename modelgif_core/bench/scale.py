@@ -37,8 +37,8 @@ SIZES = {
     "small": {"zoo_anchors": "digits:64", "zoo_steps": 8, "archs": ("resnet18", "mobilenetv3_small_100"),
               "natural": "natural:8", "steps_224": 4, "gram": (1000,), "query": (1000, 10000)},
     "full": {"zoo_anchors": "digits:64", "zoo_steps": 20,
-             "archs": ("resnet18", "resnet50", "mobilenetv3_small_100", "efficientnet_b0", "vit_tiny_patch16_224"),
-             "natural": "natural:16", "steps_224": 8, "gram": (1000, 10000), "query": (1000, 10000, 100000)},
+             "archs": ("resnet18", "resnet50", "mobilenetv3_small_100", "vit_tiny_patch16_224"),
+             "natural": "natural:16", "steps_224": 4, "gram": (1000, 10000), "query": (1000, 10000, 100000)},
 }
 SKETCH_DIMS = 2048
 FOLD_DIMS = 1024  # folded signatures for the Gram at 10k (engine.sketch.fold_signatures)
