@@ -34,3 +34,8 @@ def test_models_page_lists_the_closest_stored_models(tmp_path, monkeypatch):
     at.selectbox(key="models_nearest_model").set_value(specs[3]).run()  # a model without a stored field
     assert not at.exception
     assert any("has no stored field" in c.value for c in at.caption)
+
+    at.switch_page("app_pages/triage.py").run()  # the victim's closest stored models
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="tri_victim").value == specs[0]
+    assert list(at.dataframe[0].value["model"]) == want
