@@ -70,8 +70,18 @@ def test_srht_at_full_length_is_an_isometry():
     assert torch.allclose(p.apply(x).double() @ p.apply(x).double().T, x @ x.T, rtol=1e-4, atol=1e-3)
 
 
+def test_dense_projection_for_small_inputs_is_scaled_orthonormal():
+    p = projection(3072, 2048)  # 6.3M entries: a dense orthonormal [D, m]
+    assert p.kind == "dense"
+    m = p.matrix().double()
+    assert torch.allclose(m.T @ m, torch.eye(2048, dtype=torch.float64) * 3072 / 2048, atol=1e-5)
+    assert projection(3 * 224 * 224, 2048).kind == "srht"  # a dense one would be 1.2 GB
+
+
 def test_srht_subsampled_is_scaled_orthonormal_and_keeps_a_known_vector():
-    p = projection(3072, 512)
+    from modelgif_core.engine.sketch import Projection
+
+    p = Projection(3072, 512, kind="srht")
     m = p.matrix().double()  # [D, m]: every entry is +-1/sqrt(m) (a signed Hadamard entry, rescaled)
     assert torch.allclose(m.abs(), torch.full_like(m, 512**-0.5))
     # A unit vector along one pixel spreads over all Hadamard coordinates: |Px|^2 = L/m * m/L = 1 exactly.
@@ -91,8 +101,10 @@ def test_projection_is_deterministic_and_seeded():
     x = torch.randn(3, 3072)
     from modelgif_core.engine.sketch import Projection  # a new object, not the cached one
 
+    for kind in ("dense", "srht"):
+        assert torch.equal(Projection(3072, 256, 0, kind).apply(x), Projection(3072, 256, 0, kind).apply(x))
+        assert not torch.equal(Projection(3072, 256, 1, kind).apply(x), Projection(3072, 256, 0, kind).apply(x))
     assert torch.equal(Projection(3072, 256, 0).apply(x), projection(3072, 256, 0).apply(x))
-    assert not torch.equal(Projection(3072, 256, 1).apply(x), projection(3072, 256, 0).apply(x))
     with pytest.raises(UserError, match="between 1 and 4096"):
         projection(3072, 5000)
 

@@ -5,7 +5,9 @@ Hadamard transform (SRHT): random signs, the orthonormal Walsh-Hadamard transfor
 vector (length L = next power of 2), m of its L coordinates, times sqrt(L/m). Its rows are
 orthonormal up to that scale, so with m = L it is an isometry; with m << L norms and inner products
 are kept up to a small random error. The projection depends only on (D, m, seed), so it is the same
-for every model (and every anchor set of one image size); the [D, m] matrix is never built.
+for every model (and every anchor set of one image size); the [D, m] matrix is never built. Small
+inputs (D x m <= 8M entries, e.g. 3x32x32 -> 2048) use a seeded dense orthonormal matrix instead,
+which keeps m of D dims (SRHT: m of L) and so moves distances less.
 
 Signature: the unit-normalised Phi_ik concatenated and divided by sqrt(N*K) has inner products
 1 - d(A, B) exactly (zero vectors stay zero, as in the distance). A seeded count-sketch of it to S
@@ -30,6 +32,10 @@ SIGNATURE_DIMS = 16384  # measured on the built-in zoo: mean |error| < 0.01, max
 DEFAULT_SKETCH = 2048  # the dims a sketch gets when one is picked for the user
 SKETCH_ABOVE_MB = 256  # a full field (float16, as stored) above this is sketched by default
 SKETCH_ABOVE_ENV = "MODELGIF_SKETCH_ABOVE_MB"
+# Below this many entries (D x m; 32 MB in float32, e.g. 3x32x32 -> 2048) the projection is a dense
+# orthonormal matrix: measured on the built-in zoo, SRHT at m=2048 (half of the 4,096 Hadamard
+# coordinates) moved distances by up to 0.0115, the dense one keeps 2048 of 3072 dims (docs/SCALE.md).
+_DENSE_MAX = 1 << 23
 _SCHEME = "modelgif-sketch/1"  # bump to change every projection at once (keys include sketch dims only)
 
 
@@ -49,15 +55,25 @@ def _hadamard(n: int) -> torch.Tensor:
 class Projection:
     """The SRHT [D, m] of one (D, m, seed); `apply` runs on the input's device, in chunks of rows."""
 
-    def __init__(self, d: int, m: int, seed: int = 0) -> None:
+    def __init__(self, d: int, m: int, seed: int = 0, kind: str = "auto") -> None:
         if not isinstance(d, int) or d < 1:
             raise UserError(f"A sketch needs a positive input length; got {d!r}.")
         length = 1 << max(0, (d - 1).bit_length())  # L: next power of 2 >= D
         if not isinstance(m, int) or not 1 <= m <= length:
             raise UserError(f"sketch must be between 1 and {length} for fields of {d} values per "
                             f"(anchor, step); got {m!r}.")
-        self.d, self.m, self.seed, self.length = d, m, int(seed), length
+        if kind == "auto":  # small inputs: a dense orthonormal matrix keeps m of D dims, not m of L >= D
+            kind = "dense" if m < d and d * m <= _DENSE_MAX else "srht"
+        if kind not in ("srht", "dense") or (kind == "dense" and m > d):
+            raise UserError(f"Unknown sketch kind {kind!r} for {d} -> {m}; use srht, or dense with m <= {d}.")
+        self.d, self.m, self.seed, self.length, self.kind = d, m, int(seed), length, kind
         g = torch.Generator().manual_seed(_seed("srht", d, m, seed))
+        self._dense_matrix: torch.Tensor | None = None
+        if kind == "dense":
+            # QR of a seeded Gaussian [D, m] in float64 on the CPU (same numbers wherever the field is
+            # extracted), signs fixed by R's diagonal; sqrt(D/m) keeps norms on average.
+            q, r = torch.linalg.qr(torch.randn(d, m, generator=g, dtype=torch.float64))
+            self._dense_matrix = (q * torch.sign(torch.diagonal(r)) * math.sqrt(d / m)).float()
         self.signs = torch.randint(0, 2, (d,), generator=g).float().mul_(2).sub_(1)  # [D]
         self.rows = torch.randperm(length, generator=g)[:m].sort().values  # [m] kept coordinates
         # H_L = H_f1 (x) H_f2 (x) ... (Sylvester), factors of at most 64: a few small matrix products
@@ -69,8 +85,10 @@ class Projection:
         self._scale = 1.0 / math.sqrt(m)  # 1/sqrt(L) (orthonormal H) times sqrt(L/m)
         self._dev: dict[str, tuple[torch.Tensor, ...]] = {}
 
-    def _on(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+    def _on(self, device: torch.device) -> tuple[Any, ...]:
         key = str(device)
+        if key not in self._dev and self._dense_matrix is not None:
+            self._dev[key] = (self._dense_matrix.to(device),)
         if key not in self._dev:
             hs = {f: _hadamard(f).to(device) for f in set(self._factors)}
             self._dev[key] = (self.signs.to(device), self.rows.to(device), hs)
@@ -80,6 +98,10 @@ class Projection:
         """x [B, D] -> [B, m] float32 on x's device."""
         if x.dim() != 2 or x.shape[1] != self.d:
             raise UserError(f"The sketch expects rows of {self.d} values; got shape {tuple(x.shape)}.")
+        if self._dense_matrix is not None:
+            (dense,) = self._on(x.device)
+            return torch.cat([x[r0:r0 + chunk].float() @ dense for r0 in range(0, x.shape[0], chunk)]) \
+                if x.shape[0] else x.new_zeros(0, self.m, dtype=torch.float32)
         signs, rows, hs = self._on(x.device)
         out = torch.empty(x.shape[0], self.m, dtype=torch.float32, device=x.device)
         for r0 in range(0, x.shape[0], chunk):
