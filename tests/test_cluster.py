@@ -34,12 +34,12 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """Three tiny random-init timm CNNs as local-dir specs."""
+    """Five tiny random-init timm CNNs as local-dir specs."""
     import timm
 
     root = tmp_path_factory.mktemp("cluster_models")
     specs = []
-    for i in range(3):
+    for i in range(5):
         torch.manual_seed(i)
         module = timm.create_model("test_resnet", pretrained=False, num_classes=10)
         folder = save_model_dir(module, root / f"m{i}", arch="test_resnet", num_classes=10,
@@ -56,7 +56,7 @@ def plain(models, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        fields = [cached_field(load_model(s), anchors, CFG, store=store) for s in models]
+        fields = [cached_field(load_model(s), anchors, CFG, store=store) for s in models[:3]]
     finally:
         torch.set_num_threads(threads)
     return {f.key: f for f in fields}
@@ -89,7 +89,7 @@ def test_fields_equal_the_plain_path_bitwise_and_reruns_skip(cluster, models, pl
 
     # A rerun finds every key stored: nothing is extracted or written again.
     mtimes = {p: p.stat().st_mtime_ns for p in store.fields_dir.glob("*.safetensors")}
-    again = extract_on_cluster([*models, models[0]], ANCHORS, CFG, cluster="local", store=store)
+    again = extract_on_cluster([*models[:3], models[0]], ANCHORS, CFG, cluster="local", store=store)
     assert all(r.cached and r.error is None for r in again)
     assert {p: p.stat().st_mtime_ns for p in store.fields_dir.glob("*.safetensors")} == mtimes
 
@@ -114,7 +114,7 @@ def test_a_worker_killed_mid_task_still_stores_every_field_once(cluster, models,
         return handle
 
     store = FieldStore(tmp_path / "store")
-    out = extract_on_cluster(models, ANCHORS, CFG, cluster="local", store=store, wrap=kill_first_attempt,
+    out = extract_on_cluster(models[:3], ANCHORS, CFG, cluster="local", store=store, wrap=kill_first_attempt,
                              max_retries=2)
     assert marker.exists()  # a worker really died
     assert [r.error for r in out] == [None, None, None]
@@ -147,6 +147,18 @@ def test_distance_on_the_cluster_matches_the_plain_command(cluster, models, tmp_
             "-q"]
     assert main([*args, "--store", str(tmp_path / "a"), "--cluster", "local"]) == 0
     on_cluster = capsys.readouterr().out
+    assert main([*args, "--store", str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().out == on_cluster
+
+
+def test_triage_on_the_cluster_gives_the_plain_report(cluster, models, tmp_path, capsys):
+    # triage's own field settings (logit-margin outputs, applied on the node) on a small anchor set
+    args = ["triage", "--victim", models[0], "--suspect", models[1], "--reference", *models[2:],
+            "--anchors", "digits:4", "--format", "json", "-q"]
+    assert main([*args, "--store", str(tmp_path / "a"), "--cluster", "local"]) == 0
+    on_cluster = capsys.readouterr().out
+    stored = FieldStore(tmp_path / "a").list()
+    assert len(stored) == 5 and all(r["model_name"].endswith("(margin)") for r in stored)
     assert main([*args, "--store", str(tmp_path / "b")]) == 0
     assert capsys.readouterr().out == on_cluster
 
