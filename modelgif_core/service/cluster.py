@@ -116,8 +116,10 @@ def _connect_error(address: str, exc: BaseException) -> UserError:
 
 
 @contextlib.contextmanager
-def cluster_session(cluster: str = "local", num_cpus: int | None = None) -> Iterator[Any]:
-    """Ray connected to `cluster` for the duration; a session this call opened is closed after it.
+def cluster_session(cluster: str = "local", num_cpus: int | None = None, *,
+                    stay_connected: bool = False) -> Iterator[Any]:
+    """Ray connected to `cluster` for the duration; a session this call opened is closed after it
+    unless stay_connected (a long-lived process such as the app's runner: the next call reuses it).
 
     "local" starts a local cluster (num_cpus, default all cores); "ray://HOST:PORT" connects through
     Ray Client, "HOST:PORT" to a cluster's GCS. An already connected Ray (an app worker, a test's
@@ -147,7 +149,8 @@ def cluster_session(cluster: str = "local", num_cpus: int | None = None) -> Iter
     try:
         yield ray
     finally:
-        ray.shutdown()
+        if not stay_connected:
+            ray.shutdown()
 
 
 # ----------------------------------------------------------------------------------- the task
@@ -218,13 +221,14 @@ def extract_on_cluster(models: Sequence[str | ModelHandle], anchors: Any, cfg: F
                        model_progress: Callable[[int, int, int], None] | None = None,
                        wrap: Callable[[ModelHandle], ModelHandle] | None = None, load_kwargs: dict | None = None,
                        max_retries: int = 3, max_workers: int | None = None,
-                       num_cpus: int | None = None) -> list[ClusterField]:
+                       num_cpus: int | None = None, stay_connected: bool = False) -> list[ClusterField]:
     """Extract the field of every model on `cluster` and store it here; one ClusterField per model.
 
     progress(done, total, label): (anchor, step) points over all models, label the model that moved;
     model_progress(index, done, total): the same per model. wrap (picklable) is applied to each loaded
     model on the node (e.g. triage's margin outputs). max_workers caps the tasks in flight (None: as
-    many as the cluster's resources run at once). A bad model gives its ClusterField an error sentence
+    many as the cluster's resources run at once). stay_connected keeps a Ray session this call opened
+    (see `cluster_session`). A bad model gives its ClusterField an error sentence
     and the others finish; only a bad cluster address or token raises (UserError).
     """
     if isinstance(models, (str, ModelHandle)):
@@ -264,7 +268,7 @@ def extract_on_cluster(models: Sequence[str | ModelHandle], anchors: Any, cfg: F
     if not todo:
         return results
 
-    with cluster_session(cluster, num_cpus=num_cpus) as ray:
+    with cluster_session(cluster, num_cpus=num_cpus, stay_connected=stay_connected) as ray:
         gpus = ray.cluster_resources().get("GPU", 0) >= 1
         task = ray.remote(_node_extract).options(
             num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1, max_retries=max_retries, retry_exceptions=False)
