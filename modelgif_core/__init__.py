@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from . import zoo  # registers the zoo: spec scheme with the engine
 from .analysis.calibration import TriageRule
+from .analysis.nearest import nearest_models
 from .analysis.triage import TriageReport, Verdict, triage
 from .analysis.unlearning import UnlearningReport, verify_unlearning
 from .engine.anchors import AnchorSet, load_anchors
@@ -47,6 +48,7 @@ from .engine.models import (
     save_model_dir,
 )
 from .engine.progress import Progress
+from .engine.sketch import SIGNATURE_DIMS, default_sketch, fold_signatures, projection, signature, signature_distances
 from .engine.store import FieldStore, StoredField, default_store_root, field_key
 from .zoo import build_zoo, ensure_zoo, list_zoo, zoo_root
 
@@ -83,10 +85,11 @@ __all__ = [
     "FieldStore", "StoredField", "field_key", "default_store_root", "cached_field", "field_store_key",
     "compute_field",
     "Embedding", "embed_distances",
+    "signature", "signature_distances", "fold_signatures", "projection", "default_sketch", "SIGNATURE_DIMS",
     # zoo
     "zoo", "build_zoo", "ensure_zoo", "list_zoo", "zoo_root",
     # analysis
-    "triage", "TriageReport", "TriageRule", "Verdict", "verify_unlearning", "UnlearningReport",
+    "triage", "TriageReport", "TriageRule", "Verdict", "verify_unlearning", "UnlearningReport", "nearest_models",
     # loaded on first use (the _LAZY table below): viz, bench, service
     "figures", "cluster_order", "last_relatedness_result", "zoos_truth_name",
     "Worker", "Job", "get_worker", "QUEUED", "RUNNING", "DONE", "FAILED",

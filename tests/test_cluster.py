@@ -3,6 +3,7 @@
 import os
 import signal
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -92,6 +93,18 @@ def test_fields_equal_the_plain_path_bitwise_and_reruns_skip(cluster, models, pl
     again = extract_on_cluster([*models[:3], models[0]], ANCHORS, CFG, cluster="local", store=store)
     assert all(r.cached and r.error is None for r in again)
     assert {p: p.stat().st_mtime_ns for p in store.fields_dir.glob("*.safetensors")} == mtimes
+
+
+def test_a_sketched_field_is_projected_on_the_node_and_equals_the_plain_one(cluster, models, tmp_path):
+    cfg = replace(CFG, sketch=64)
+    (out,) = extract_on_cluster(models[:1], ANCHORS, cfg, cluster="local", store=FieldStore(tmp_path / "c"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ref = cached_field(load_model(models[0]), load_anchors(ANCHORS), cfg, store=FieldStore(tmp_path / "p"))
+    finally:
+        torch.set_num_threads(threads)
+    assert out.field.shape == (4, 4, 64) and out.key == ref.key and _same(out.field, ref)
 
 
 def test_a_worker_killed_mid_task_still_stores_every_field_once(cluster, models, plain, tmp_path):
