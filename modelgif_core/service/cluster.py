@@ -19,6 +19,7 @@ import os
 import re
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -112,7 +113,7 @@ def _connect_error(address: str, exc: BaseException) -> UserError:
                          "(or RAY_AUTH_TOKEN_PATH) to the token `ray get-auth-token` prints on its head node.")
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else kind
     return UserError(f"Could not connect to the Ray cluster at {address} ({detail.rstrip('.')}); check the "
-                     "address and that the cluster runs.")
+                     "address, that the cluster runs, and that RAY_AUTH_TOKEN holds its token.")
 
 
 @contextlib.contextmanager
@@ -137,11 +138,13 @@ def cluster_session(cluster: str = "local", num_cpus: int | None = None, *,
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
     try:
-        if cluster == "local":
-            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)
-        else:
-            _require_token_auth()
-            ray.init(address=cluster, **kwargs)
+        with warnings.catch_warnings():  # Ray Client warns on stderr before it raises: one sentence is ours
+            warnings.simplefilter("ignore")
+            if cluster == "local":
+                ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)
+            else:
+                _require_token_auth()
+                ray.init(address=cluster, **kwargs)
     except UserError:
         raise
     except Exception as exc:  # Ray raises ConnectionError, AuthenticationError, RuntimeError, grpc errors
