@@ -379,13 +379,14 @@ def bench_cluster(quick: bool = True, progress: Progress | None = None, *, num_c
     """Fields per minute with 1 and 2 local Ray workers (one torch thread each), measured side by side
     on one local cluster in this process, and whether the fields equal the plain path's bitwise.
 
-    quick: 8 fields per run at 16 anchors x 10 steps (CI size); else 16 fields at 32 anchors x 20 steps.
+    quick: 8 fields per run at 32 anchors x 20 steps (CI size); else 16 fields at 64 anchors x 25 steps.
+    Fields take seconds each, so the per-task overhead (scheduling, loading the model) stays small.
     """
     try:
         import ray  # noqa: F401
     except ImportError:
         return {"skipped": f"Ray is not installed; {_INSTALL_HINT}."}
-    n, anchors_spec, steps = (8, "digits:16", 10) if quick else (16, "digits:32", 20)
+    n, anchors_spec, steps = (8, "digits:32", 20) if quick else (16, "digits:64", 25)
     cfg = FieldConfig(steps=steps, device="cpu")
     anchors = load_anchors(anchors_spec)
     workers = [1, 2]
