@@ -32,7 +32,7 @@ from .analysis.nearest import nearest_models
 from .analysis.triage import TriageReport, Verdict, triage
 from .analysis.unlearning import UnlearningReport, verify_unlearning
 from .engine.anchors import AnchorSet, load_anchors
-from .engine.cache import cached_field, field_store_key
+from .engine.cache import cached_field, compute_field, field_store_key
 from .engine.device import resolve_device
 from .engine.distance import DistanceTable, distance_matrix, distances_to, field_distance, unit_field
 from .engine.embedding import Embedding, embed_distances
@@ -65,10 +65,12 @@ _LAZY = {
     "QUEUED": "service.worker", "RUNNING": "service.worker", "DONE": "service.worker", "FAILED": "service.worker",
     "demo_task": "service.tasks", "probe_task": "service.tasks", "relatedness_task": "service.tasks",
     "TASK_ZOO_KEY": "service.tasks",
+    "extract_on_cluster": "service.cluster", "ClusterField": "service.cluster", "cluster_from_env": "service.cluster",
 }
 
 if TYPE_CHECKING:  # what the lazy names are, for IDEs and type checkers
     from .bench.relatedness import last_relatedness_result, zoos_truth_name
+    from .service.cluster import ClusterField, cluster_from_env, extract_on_cluster
     from .service.tasks import TASK_ZOO_KEY, demo_task, probe_task, relatedness_task
     from .service.worker import DONE, FAILED, QUEUED, RUNNING, Job, Worker, get_worker
     from .viz import figures
@@ -81,6 +83,7 @@ __all__ = [
     "BASELINES", "METHODS", "TARGETS", "FieldConfig", "extract_field", "make_baseline", "quadrature",
     "unit_field", "distance_matrix", "distances_to", "field_distance", "DistanceTable",
     "FieldStore", "StoredField", "field_key", "default_store_root", "cached_field", "field_store_key",
+    "compute_field",
     "Embedding", "embed_distances",
     "signature", "signature_distances", "fold_signatures", "projection", "default_sketch", "SIGNATURE_DIMS",
     # zoo
@@ -91,6 +94,7 @@ __all__ = [
     "figures", "cluster_order", "last_relatedness_result", "zoos_truth_name",
     "Worker", "Job", "get_worker", "QUEUED", "RUNNING", "DONE", "FAILED",
     "demo_task", "probe_task", "relatedness_task", "TASK_ZOO_KEY",
+    "extract_on_cluster", "ClusterField", "cluster_from_env",  # service/cluster.py (needs the extra `cluster`)
     "__version__",
 ]
 

@@ -126,6 +126,8 @@ def _fields_for(args: argparse.Namespace, specs: Sequence[str]) -> tuple[list, l
     cfg, store = _config(args), _store(args)
     anchors = load_anchors(args.anchors, size=getattr(args, "size", None))
     cfg = _with_sketch(args, cfg, anchors)
+    if getattr(args, "cluster", None):
+        return None, _cluster_fields(args, specs, anchors, cfg, store), anchors, cfg
     handles, fields = [], []
     for spec in specs:
         handle = load_model(spec, **_model_kwargs(args))
@@ -136,6 +138,28 @@ def _fields_for(args: argparse.Namespace, specs: Sequence[str]) -> tuple[list, l
             bar.close()
         handles.append(handle)
     return handles, fields, anchors, cfg
+
+
+def _cluster_fields(args: argparse.Namespace, specs: Sequence[str], anchors: Any, cfg: Any, store: Any) -> list:
+    """Each model's field extracted on the Ray cluster `--cluster` names (service/cluster.py), one bar per model."""
+    from .service.cluster import extract_on_cluster, failure_sentence
+
+    bars: dict[int, _Progress] = {}
+
+    def model_progress(index: int, done: int, total: int) -> None:
+        bar = bars.setdefault(index, _Progress(specs[index], enabled=not args.quiet))
+        bar(done, total)
+
+    try:
+        results = extract_on_cluster(specs, anchors, cfg, cluster=args.cluster, store=store,
+                                     model_progress=model_progress, load_kwargs=_model_kwargs(args))
+    finally:
+        for bar in bars.values():
+            bar.close()
+    problem = failure_sentence(results)
+    if problem:
+        raise UserError(problem)
+    return [r.field for r in results]
 
 
 def _emit(rows: list[dict[str, Any]], fmt: str, columns: Sequence[str] | None = None) -> str:
@@ -155,11 +179,11 @@ def _emit(rows: list[dict[str, Any]], fmt: str, columns: Sequence[str] | None = 
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    handles, fields, anchors, cfg = _fields_for(args, args.models)
-    rows = [{"model": spec, "fingerprint": h.fingerprint[:16], "key": f.key[:16],
+    _handles, fields, anchors, cfg = _fields_for(args, args.models)
+    rows = [{"model": spec, "fingerprint": str(f.manifest.get("fingerprint", ""))[:16], "key": f.key[:16],
              "shape": "x".join(map(str, f.shape)), "seconds": f.manifest.get("seconds"),
              "path": str(f.path)}
-            for spec, h, f in zip(args.models, handles, fields)]
+            for spec, f in zip(args.models, fields)]
     print(_emit(rows, args.format))
     return 0
 
@@ -187,6 +211,12 @@ def cmd_triage(args: argparse.Namespace) -> int:
         from .analysis.triage import DEFAULT_FIELD
 
         cfg = replace(DEFAULT_FIELD, sketch=args.sketch)
+    if args.cluster:  # the fields on the cluster first; triage then finds them in the store
+        from .service.cluster import prefetch_triage_fields
+
+        prefetch_triage_fields(args.victim, args.suspect, args.reference or None, cfg=cfg, store=_store(args),
+                               cluster=args.cluster, progress=lambda done, total, _label="": bar(done, total),
+                               **kwargs)
     try:
         report = triage(args.victim, args.suspect, references=args.reference or None,
                         cfg=cfg, store=_store(args),
@@ -365,6 +395,9 @@ def _add_field_options(p: argparse.ArgumentParser, anchors_required: bool = True
     p.add_argument("--target", default="predicted", choices=TARGETS)
     p.add_argument("--seed", type=int, default=0, help="seed of the noise/shuffle baselines")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1, mps")
+    p.add_argument("--cluster", default=None, metavar="local|ray://HOST:PORT",
+                   help="extract on a Ray cluster: 'local' starts one on this machine; a remote address needs "
+                   "its token in RAY_AUTH_TOKEN (needs the extra: pip install modelgif-explorer[cluster])")
     p.add_argument("--autocast", default=None, choices=["none", "tf32", "bf16", "fp16"],
                    help="arithmetic on GPU: none = full fp32 (the default; same field as on the CPU), "
                         "tf32, or a bf16/fp16 autocast forward")
