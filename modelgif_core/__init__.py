@@ -48,6 +48,7 @@ from .engine.models import (
     save_model_dir,
 )
 from .engine.progress import Progress
+from .engine.sketch import SIGNATURE_DIMS, default_sketch, fold_signatures, projection, signature, signature_distances
 from .engine.store import FieldStore, StoredField, default_store_root, field_key
 from .zoo import build_zoo, ensure_zoo, list_zoo, zoo_root
 
@@ -82,6 +83,7 @@ __all__ = [
     "FieldStore", "StoredField", "field_key", "default_store_root", "cached_field", "field_store_key",
     "Embedding", "embed_distances",
     "embed_signatures", "unit_signatures", "Blocks", "block_distances", "signature_blocks",
+    "signature", "signature_distances", "fold_signatures", "projection", "default_sketch", "SIGNATURE_DIMS",
     # zoo
     "zoo", "build_zoo", "ensure_zoo", "list_zoo", "zoo_root",
     # analysis

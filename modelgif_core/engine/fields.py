@@ -20,6 +20,7 @@ from .device import available_host_bytes, resolve_device, tf32_mode
 from .errors import UserError, check_choice
 from .models import ModelHandle, batched_outputs, first_tensor
 from .progress import Progress
+from .sketch import projection
 
 # Names and nodes follow captum's `approximation_methods`, so our last curve point is its IG.
 METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
@@ -43,6 +44,8 @@ class FieldConfig:
     device: str = "auto"  # auto: CUDA, then MPS, then CPU (not in the key: same numbers anywhere)
     autocast: str | None = None  # none (full fp32), "tf32", "bf16" or "fp16" on GPU; the curve sums in fp32
     memory_mb: int | None = None  # activation budget per chunk (None: sized for the device)
+    sketch: int | None = None  # m: each Phi_ik projected to m dims on the device (engine/sketch.py); None = full
+
 
     def __post_init__(self) -> None:
         check_choice("quadrature method", self.method, METHODS)
@@ -56,12 +59,18 @@ class FieldConfig:
             raise UserError("Riemann quadrature needs at least 2 steps.")
         if self.labels is not None:
             object.__setattr__(self, "labels", tuple(int(v) for v in self.labels))
+        if self.sketch in (0, None):
+            object.__setattr__(self, "sketch", None)
+        elif isinstance(self.sketch, bool) or not isinstance(self.sketch, int) or self.sketch < 0:
+            raise UserError(f"sketch must be a positive number of dims (0 for the full field); got {self.sketch!r}.")
 
     def key(self) -> str:
         """Stable hex key of the semantic settings (device and memory budget do not change results)."""
         semantic = {k: v for k, v in self.to_dict().items() if k not in ("device", "memory_mb")}
-        if self.baseline not in ("noise", "shuffle"):
-            semantic.pop("seed")
+        if self.sketch is None:
+            semantic.pop("sketch")  # full fields keep the keys they had before sketches existed
+        if self.baseline not in ("noise", "shuffle") and self.sketch is None:
+            semantic.pop("seed")  # with a sketch, the seed also picks the projection
         if self.autocast in (None, "none"):
             semantic["autocast"] = None
         return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()[:32]
@@ -278,7 +287,8 @@ def _images_and_labels(anchors: Any) -> tuple[torch.Tensor, torch.Tensor | None]
 
 def extract_field(model: ModelHandle | torch.nn.Module, anchors: Any, cfg: FieldConfig | None = None,
                   progress: Progress | None = None, *, per_channel: bool = False) -> torch.Tensor:
-    """The ModelGiF of `model` on `anchors`: float32 [N, K, 3*H*W] on the CPU (DESIGN §1).
+    """The ModelGiF of `model` on `anchors`: float32 [N, K, 3*H*W] on the CPU (DESIGN §1);
+    [N, K, m] with cfg.sketch=m (projected on the extraction device, chunk by chunk).
 
     `model` is a ModelHandle (its preprocessing runs inside the gradient) or a plain module that
     takes pixel-space images. `anchors` is an AnchorSet or a tensor [N, 3, H, W] in [0, 1].
@@ -324,15 +334,19 @@ def _integrate(model: Any, images: torch.Tensor, x0: torch.Tensor, labels: torch
     n, k = images.shape[0], cfg.steps
     d = images[0].numel()
     total = n * k
+    # A sketch projects each chunk on the device: the field is [N, K, m] from the start, and the
+    # running sums and the (x_i - x0) factor are taken before the (linear) projection.
+    proj = projection(d, cfg.sketch, cfg.seed) if cfg.sketch is not None else None
+    width = proj.m if proj is not None else d
     with frozen_module(module), tf32_mode(device, False):  # targets fixed in full fp32 whatever the path's precision
         x_dev, x0_dev = images.to(device), x0.to(device)
         delta = x_dev - x0_dev  # [N, 3, H, W] the path direction, as captum's (inputs - baselines)
         target, c = _make_target(model, x_dev, labels, cfg, per_channel)
         # The field always ends up in host memory: refuse one that cannot fit before minutes of work
         # (the allocator's own error is a C++ trace, or the kernel kills the process later).
-        nbytes, free = 4 * total * c * d, available_host_bytes()  # float32
+        nbytes, free = 4 * total * c * width, available_host_bytes()  # float32
         if free is not None and nbytes > free:
-            size = f"{n} anchors x {k} steps x " + (f"{c} channels x " if per_channel else "") + f"{d} values"
+            size = f"{n} anchors x {k} steps x " + (f"{c} channels x " if per_channel else "") + f"{width} values"
             raise UserError(f"The field would take {nbytes / 2**30:.1f} GiB ({size}, float32) but "
                             f"{free / 2**30:.1f} GiB of memory is free; use fewer anchors or steps, or smaller "
                             "anchor images.")
@@ -342,7 +356,7 @@ def _integrate(model: Any, images: torch.Tensor, x0: torch.Tensor, labels: torch
         # Host memory for a GPU's field is page-locked: copies into pageable memory ran at ~1.8 GB/s on
         # an NVIDIA H200 and took 30% of a resnet50 extraction (docs/PERFORMANCE.md).
         pin = device.type == "cuda"
-        field = torch.empty(total, c, d, dtype=torch.float32, device=device if on_device else "cpu",
+        field = torch.empty(total, c, width, dtype=torch.float32, device=device if on_device else "cpu",
                             pin_memory=pin and not on_device)  # rows (i, k), k fastest
         batch = choose_batch(model, x_dev, device, cfg.memory_mb, total)
         alpha_dev = torch.tensor(alphas, dtype=torch.float32, device=device)  # [K]
@@ -365,17 +379,22 @@ def _integrate(model: Any, images: torch.Tensor, x0: torch.Tensor, labels: torch
                 else:
                     (grad,) = torch.autograd.grad(scalars.float().sum(), points)
                 scaled = grad.float().reshape(len(idx), c, d) * weight_dev[step][:, None, None]  # [B, C, D]
+                if proj is not None:  # (x_i - x0) * w_k g_ik, projected: [B, C, m]
+                    scaled = scaled * delta.reshape(n, 1, d)[i]
+                    with tf32_mode(device, False):
+                        scaled = proj.apply(scaled.reshape(-1, d)).reshape(len(idx), c, width)
                 field[start:start + len(idx)].copy_(scaled, non_blocking=pin)
                 if progress is not None:
                     progress(start + len(idx), total)
     if pin and not field.is_cuda:
         torch.cuda.synchronize(device)  # the chunks' asynchronous copies have landed
-    field = field.view(n, k, c, d)
+    field = field.view(n, k, c, width)
     for step in range(1, k):  # running partial integrals sum_{j<=k} w_j g_ij, in place
         field[:, step].add_(field[:, step - 1])
-    field.mul_(delta.reshape(n, 1, 1, d).to(field.device))  # times (x_i - x0), as captum's attribution
+    if proj is None:  # a sketch took (x_i - x0) in already
+        field.mul_(delta.reshape(n, 1, 1, d).to(field.device))  # times (x_i - x0), as captum's attribution
     if not per_channel:
-        field = field.view(n, k, d)
+        field = field.view(n, k, width)
     if field.is_cuda:
         field = torch.empty(field.shape, dtype=field.dtype, pin_memory=True).copy_(field, non_blocking=True)
         torch.cuda.synchronize(device)

@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from filelock import FileLock, Timeout
 from safetensors import safe_open
@@ -40,6 +41,8 @@ from safetensors.torch import save as _safetensors_bytes
 
 from .distance import unit_field
 from .errors import UserError
+from .fields import FieldConfig
+from .sketch import SIGNATURE_DIMS, signature
 
 _log = logging.getLogger(__name__)
 
@@ -61,6 +64,11 @@ CREATE TABLE IF NOT EXISTS fields (
     config TEXT, created TEXT, size_bytes INTEGER, seconds REAL, device TEXT, shape TEXT
 );
 CREATE INDEX IF NOT EXISTS fields_model_name ON fields (model_name);
+-- derived data (DESIGN §7): one signature per field, recomputed from the field when missing
+CREATE TABLE IF NOT EXISTS signatures (
+    key TEXT PRIMARY KEY, anchors_sha256 TEXT, config_key TEXT, dims INTEGER, data BLOB
+);
+CREATE INDEX IF NOT EXISTS signatures_config ON signatures (anchors_sha256, config_key);
 -- {FORMAT}
 """
 
@@ -289,6 +297,77 @@ class FieldStore:
                 self._discard_index(exc)
                 return self._rebuild()
 
+    def signature(self, key: str) -> np.ndarray | None:
+        """The signature (float32 [SIGNATURE_DIMS], engine/sketch.py) of the field under `key`,
+        computed from the field and kept in the index if missing; None when the field is missing."""
+        key = _check_key(key)
+        with self._db() as con:
+            row = con.execute("SELECT data FROM signatures WHERE key = ? AND dims = ?",
+                              (key, SIGNATURE_DIMS)).fetchone()
+        if row is not None and self._path(key).exists():
+            return np.frombuffer(row[0], dtype=np.float32).copy()
+        found = self.get(key)
+        if found is None:
+            return None
+        return self._save_signature(key, found.manifest, found)
+
+    def signature_groups(self) -> list[dict]:
+        """The (anchor set, config) groups of stored fields whose signatures can be compared:
+        one dict per group {anchors_sha256, config_key, anchors, config, shape, count}, largest first."""
+        groups: dict[tuple, dict] = {}
+        for row in self.list():
+            gk = (row["anchors_sha256"], _config_key(row))
+            if gk[0] is None or gk[1] is None:
+                continue
+            g = groups.setdefault(gk, {"anchors_sha256": gk[0], "config_key": gk[1], "anchors": row["anchors"],
+                                       "config": row["config"], "shape": row["shape"], "count": 0})
+            g["count"] += 1
+        return sorted(groups.values(), key=lambda g: -g["count"])
+
+    def signatures(self, anchors_sha256: str, config_key: str, *,
+                   compute_missing: bool = True) -> tuple[list[dict], np.ndarray]:
+        """All signatures of one (anchor set, config) as one matrix: (rows, float32 [M, SIGNATURE_DIMS]).
+
+        rows[j] is the `list()` row of the field whose signature is matrix[j] (oldest first). Fields
+        stored before signatures existed get theirs computed now (once), unless
+        compute_missing=False (then they are left out). 1 - matrix @ matrix.T estimates the distances.
+        """
+        rows = [r for r in self.list()
+                if r["anchors_sha256"] == anchors_sha256 and _config_key(r) == config_key]
+        with self._db() as con:
+            have = dict(con.execute(
+                "SELECT key, data FROM signatures WHERE anchors_sha256 = ? AND config_key = ? AND dims = ?",
+                (anchors_sha256, config_key, SIGNATURE_DIMS)).fetchall())
+        out_rows, vectors = [], []
+        for row in rows:
+            data = have.get(row["key"])
+            if data is not None:
+                vec = np.frombuffer(data, dtype=np.float32)
+            elif compute_missing:
+                found = self.get(row["key"])
+                if found is None:
+                    continue
+                vec = self._save_signature(row["key"], found.manifest, found)
+            else:
+                continue
+            out_rows.append(row)
+            vectors.append(vec)
+        matrix = np.stack(vectors).astype(np.float32, copy=False) if vectors else \
+            np.zeros((0, SIGNATURE_DIMS), np.float32)
+        return out_rows, matrix
+
+    def _save_signature(self, key: str, manifest: dict, stored: Any) -> np.ndarray:
+        vec = signature(stored)
+        try:
+            with self._db() as con:
+                con.execute("INSERT OR REPLACE INTO signatures (key, anchors_sha256, config_key, dims, data) "
+                            "VALUES (?, ?, ?, ?, ?)",
+                            (key, manifest.get("anchors_sha256"), _manifest_config_key(manifest),
+                             SIGNATURE_DIMS, vec.tobytes()))
+        except sqlite3.Error as exc:  # derived data: the next call computes it again
+            _log.warning("Could not keep the signature of field %s (%s).", key, exc)
+        return vec
+
     def status(self) -> dict:
         """Where the store is, how many fields it holds and their total size in bytes."""
         n = size = 0
@@ -378,7 +457,9 @@ class FieldStore:
             _log.warning(
                 "Stored field %s but could not index it (%s); `modelgif cache gc` will.", key, exc
             )
-        return StoredField(key, prepared.unit, prepared.norm, prepared.manifest, path)
+        stored = StoredField(key, prepared.unit, prepared.norm, prepared.manifest, path)
+        self._save_signature(key, prepared.manifest, stored)  # maps and nearest-model queries read these
+        return stored
 
     def _gc_temp_files(self) -> int:
         removed = 0
@@ -531,6 +612,7 @@ class FieldStore:
         if keys:
             with self._db() as con:
                 con.executemany("DELETE FROM fields WHERE key = ?", [(k,) for k in keys])
+                con.executemany("DELETE FROM signatures WHERE key = ?", [(k,) for k in keys])
 
 
 _INSERT = "INSERT OR REPLACE INTO fields ({}) VALUES ({})".format(
@@ -709,6 +791,19 @@ def _index_row(key: str, manifest: dict, shape: tuple[int, ...], size: int) -> t
         float(seconds) if isinstance(seconds, int | float) else None, text("device"),
         json.dumps(list(shape)),
     )  # fmt: skip
+
+
+def _manifest_config_key(manifest: dict) -> str | None:
+    value = manifest.get("config_key")
+    return value if isinstance(value, str) and value else None
+
+
+def _config_key(row: dict) -> str | None:
+    """The FieldConfig key of an index row (its config dict), or None for a config that is not one."""
+    try:
+        return FieldConfig(**row["config"]).key()
+    except (TypeError, UserError):
+        return None
 
 
 def _row_to_dict(row: tuple) -> dict:
