@@ -23,14 +23,12 @@ from modelgif_core import (
     signature_distances,
     signature_sets,
 )
+from modelgif_core.engine.bigzoo import LAYOUT_DIMS
 
 # Above this many models the Distances page shows blocks instead of one cell per pair of models.
 BIG_ZOO_MODELS = 300
 # A block with at most this many models opens as its own exact heatmap; a bigger one shows a sample.
 DRILL_MAX = 150
-# Signatures are folded to this many dims for the layout and the clustering (the store keeps 16,384);
-# block distances use the full signatures.
-LAYOUT_DIMS = 1024
 WORKSPACE, STORED = "Workspace", "All stored models"
 
 

@@ -239,7 +239,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
 
     bench = importlib.import_module(f".bench.{args.bench_command}", __package__)
-    result = bench.run_bench(quick=args.quick, seeds=args.seeds)
+    result = bench.run_bench(quick=args.quick, seeds=getattr(args, "seeds", None))
     print(json.dumps(result, indent=2) if args.format == "json" else bench.format_table(result))
     return 0
 
@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks (print ratios measured side by side)")
     bsub = p.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
-    for name in ("ip", "speed", "relatedness", "unlearning"):
+    for name in ("ip", "speed", "relatedness", "unlearning", "map"):
         bp = bsub.add_parser(name)
         bp.add_argument("--format", default="table", choices=["table", "json"])
         bp.add_argument("--quick", action="store_true", help="a smaller, CI-sized run")

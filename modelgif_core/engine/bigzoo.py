@@ -20,6 +20,9 @@ from .embedding import unit_signatures
 from .errors import UserError
 
 SIGNATURE_SET_DIR = "signatures"
+# The store keeps 16,384-dim signatures; maps and clusters use them folded to this many dims (block
+# distances and drill-downs use the full ones).
+LAYOUT_DIMS = 1024
 _COLUMNS = ("family", "role", "arch")  # optional per-model text columns of a set file
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
