@@ -151,3 +151,19 @@ def test_the_map_from_signatures_keeps_families_apart():
     assert tiny.method == "mds" and tiny.coords.shape == (3, 2)
     with pytest.raises(UserError, match=r"\[M, S\]"):
         embed_signatures(np.ones(5))
+
+
+@pytest.mark.slow  # one small UMAP fit (numba compiles it if nothing has yet)
+def test_the_map_bench_reports_every_step_and_the_dense_path_beside_it(capsys):
+    from modelgif_core.bench.map import format_table, measure_map
+    from modelgif_core.cli import main
+
+    result = measure_map((60,), dims=32, warm=False)
+    (row,) = result["sizes"]
+    assert row["models"] == 60 and row["dims"] == 32 and row["blocks"] >= 2
+    assert row["map_s"] >= row["layout_s"] > 0 and row["figure_mb"] > 0
+    assert row["dense_s"] > 0 and row["dense_over_map"] == pytest.approx(row["dense_s"] / row["layout_s"], rel=0.05)
+    assert "dense/map" in format_table(result) and "60" in format_table(result)
+    with pytest.raises(SystemExit):
+        main(["bench", "map", "--seeds", "2"])  # the map bench has no seeds
+    assert "Unrecognized arguments: --seeds" in capsys.readouterr().err

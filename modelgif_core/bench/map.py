@@ -43,13 +43,15 @@ def _timed(fn: Any) -> tuple[Any, float]:
     return out, time.perf_counter() - start
 
 
-def measure_map(sizes: Sequence[int] = SIZES, dims: int = LAYOUT_DIMS, seed: int = 0) -> dict[str, Any]:
-    """Seconds per step of the big-zoo map and block view at each size (the "map" section of a bench)."""
+def measure_map(sizes: Sequence[int] = SIZES, dims: int = LAYOUT_DIMS, seed: int = 0,
+                warm: bool = True) -> dict[str, Any]:
+    """Seconds per step of the big-zoo map and block view at each size (the "map" section of a bench);
+    warm=False skips the compile warm-up (then the first size pays numba's compilation)."""
     def warm_up() -> None:  # both of UMAP's neighbour paths: exact (small) and nn-descent (large)
         embed_signatures(synthetic_signatures(300, dims, seed)[0], seed=seed)
         embed_signatures(synthetic_signatures(LARGE_MAP_MODELS + 100, 64, seed)[0], seed=seed)
 
-    _, compile_s = _timed(warm_up)
+    _, compile_s = _timed(warm_up) if warm else (None, 0.0)
     rows = []
     for m in sizes:
         x, fam = synthetic_signatures(int(m), dims, seed)
