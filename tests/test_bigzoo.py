@@ -162,8 +162,8 @@ def test_the_map_bench_reports_every_step_and_the_dense_path_beside_it(capsys):
     (row,) = result["sizes"]
     assert row["models"] == 60 and row["dims"] == 32 and row["blocks"] >= 2
     assert row["map_s"] >= row["layout_s"] > 0 and row["figure_mb"] > 0
-    assert row["dense_s"] > 0 and row["dense_over_map"] == pytest.approx(row["dense_s"] / row["layout_s"], rel=0.05)
+    ratio = row["dense_s"] / row["layout_s"]
+    assert row["dense_s"] > 0 and row["dense_over_map"] == pytest.approx(ratio, rel=0.05, abs=0.01)
     assert "dense/map" in format_table(result) and "60" in format_table(result)
-    with pytest.raises(SystemExit):
-        main(["bench", "map", "--seeds", "2"])  # the map bench has no seeds
+    assert main(["bench", "map", "--seeds", "2"]) != 0  # the map bench has no seeds
     assert "Unrecognized arguments: --seeds" in capsys.readouterr().err

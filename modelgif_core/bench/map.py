@@ -75,7 +75,7 @@ def measure_map(sizes: Sequence[int] = SIZES, dims: int = LAYOUT_DIMS, seed: int
 
             _, dense_s = _timed(dense)
             row["dense_s"] = round(dense_s, 2)
-            row["dense_over_map"] = round(dense_s / layout_s, 2)
+            row["dense_over_map"] = round(dense_s / layout_s, 3)
         rows.append(row)
     return {"compile_s": round(compile_s, 2), "sizes": rows, "target_map_s_10k": 10.0}
 
