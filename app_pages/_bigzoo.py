@@ -36,9 +36,13 @@ def sets(root: str) -> list[Any]:
     return signature_sets(FieldStore(root))
 
 
+# Sets that are not in the store's listing (a big workspace), by ident: their loaders, for _load.
+_EXTRA: dict[str, Any] = {}
+
+
 @st.cache_resource(show_spinner="Loading signatures…", max_entries=4)
 def _load(root: str, ident: str, version: str) -> tuple[list[dict], np.ndarray, np.ndarray]:
-    found = {s.ident: s for s in sets(root)}
+    found = {s.ident: s for s in sets(root)} | _EXTRA
     if ident not in found:
         raise KeyError(ident)
     rows, matrix = found[ident].load()
@@ -69,6 +73,28 @@ def blocks(root: str, ident: str, version: str, by: str) -> dict[str, Any]:
     dist, sizes = block_distances(matrix, b.labels) if matrix is not folded else (b.distance, b.sizes)
     return {"labels": b.labels, "names": b.names, "sizes": sizes, "distance": dist, "kind": b.kind,
             "note": b.note}
+
+
+def workspace_source(ready: Any) -> Any:
+    """The workspace's models as a signature set (their stored fields' signatures, their families and
+    roles from the models themselves): for a workspace of more than BIG_ZOO_MODELS models."""
+    from modelgif_core import SignatureSetInfo
+
+    keys, models = list(ready.keys), list(ready.models)
+
+    def load() -> tuple[list[dict], np.ndarray]:
+        store = FieldStore(_ui.store_root())
+        vectors = [store.signature(k) for k in keys]
+        rows = [{"model_name": _ui.model_label(m), "key": k, "anchors": _ui.anchors_spec(),
+                 "config": ready.cfg.to_dict(), **{c: (m.meta or {}).get(c) for c in ("family", "role")},
+                 "arch": m.arch} for m, k, v in zip(models, keys, vectors, strict=True) if v is not None]
+        return rows, np.stack([v for v in vectors if v is not None])
+
+    ident = _ui.request_key("workspace", keys=keys)
+    info = SignatureSetInfo(ident, f"workspace · {len(keys):,} models", len(keys), _ui.anchors_spec(), "",
+                            ident, load)
+    _EXTRA[ident] = info
+    return info
 
 
 def has_family(rows: list[dict]) -> bool:

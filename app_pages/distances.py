@@ -55,6 +55,11 @@ if source is not None:
     st.stop()
 
 ready = _ui.require_fields(min_models=2, what="The distance matrix")
+if len(ready.keys) > _bigzoo.BIG_ZOO_MODELS:  # no M x M matrix: blocks from the fields' signatures
+    source = _bigzoo.workspace_source(ready)
+    rows, matrix, _ = _bigzoo.load(root, source)
+    _block_view(root, source, rows, matrix)
+    st.stop()
 dist = _ui.distances(root, tuple(ready.keys))
 names = figures.unique_labels([_ui.model_label(m) for m in ready.models])
 

@@ -22,6 +22,9 @@ def _edges(names: list[str]) -> list[tuple[int, int]] | None:
 source = _bigzoo.pick_source("map")
 if source is None:
     ready = _ui.require_fields(min_models=2, what="The map")
+    if len(ready.keys) > _bigzoo.BIG_ZOO_MODELS:  # UMAP on signatures, not on an M x M matrix
+        source = _bigzoo.workspace_source(ready)
+if source is None:
     root = _ui.store_root()
     coords, method, note = _ui.embedding(root, tuple(ready.keys))
     if note:

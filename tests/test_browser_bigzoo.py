@@ -84,6 +84,19 @@ def test_a_10k_zoo_map_and_block_view_in_a_real_browser(big_server, browser):
     assert page.locator(".js-plotly-plot .scatterlayer .point").count() == 0
     hover = page.evaluate(f"() => {PLOTS}.flatMap(g => g.data).find(t => t.type === 'scattergl').hovertext[0]")
     assert "family: fam" in hover and "role:" in hover and "config: digits:8" in hover
+    # A real hover: the mouse over one point brings up its label.
+    xy = page.evaluate(f"""() => {{
+        const g = {PLOTS}.find(g => g.data.some(t => t.type === 'scattergl'));
+        g.scrollIntoView();
+        const fl = g._fullLayout, t = g._fullData.find(t => t.type === 'scattergl');
+        const r = g.getBoundingClientRect();
+        return [r.left + fl._size.l + fl.xaxis.l2p(t.x[0]), r.top + fl._size.t + fl.yaxis.l2p(t.y[0])];
+    }}""")
+    page.mouse.move(xy[0] + 1, xy[1] + 1)
+    page.mouse.move(xy[0], xy[1])
+    label = page.locator(".js-plotly-plot .hoverlayer .hovertext").first
+    label.wait_for(timeout=30_000)
+    assert "family: fam" in label.inner_text()
 
     # Search: the matches get their own ringed trace and the axes zoom to them.
     page.get_by_label("Search").fill("fam07")
