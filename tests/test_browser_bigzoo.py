@@ -77,7 +77,7 @@ def test_a_10k_zoo_map_and_block_view_in_a_real_browser(big_server, browser):
                            timeout=180_000)
     _settle(page)
     _no_exception(page)
-    n_points = page.evaluate(f"() => {PLOTS}.flatMap(g => g.data).filter(t => t.type === 'scattergl')"
+    n_points = page.evaluate(f"() => {PLOTS}.flatMap(g => g._fullData).filter(t => t.type === 'scattergl')"
                              ".reduce((n, t) => n + t.x.length, 0)")
     assert n_points == M
     assert page.locator(".js-plotly-plot canvas").count() > 0  # drawn by WebGL, not 10,000 SVG nodes
@@ -96,15 +96,15 @@ def test_a_10k_zoo_map_and_block_view_in_a_real_browser(big_server, browser):
     page.mouse.move(xy[0], xy[1])
     label = page.locator(".js-plotly-plot .hoverlayer .hovertext").first
     label.wait_for(timeout=30_000)
-    assert "family: fam" in label.inner_text()
+    assert "family: fam" in (label.text_content() or "")
 
     # Search: the matches get their own ringed trace and the axes zoom to them.
-    page.get_by_label("Search").fill("fam07")
-    page.get_by_label("Search").press("Enter")
+    page.get_by_label("Search", exact=True).fill("fam07")
+    page.get_by_label("Search", exact=True).press("Enter")
     page.wait_for_function(f"() => {PLOTS}.some(g => g.data.some(t => (t.name || '').startsWith('matches')))",
                            timeout=60_000)
     _settle(page)
-    matches = page.evaluate(f"() => {PLOTS}.flatMap(g => g.data).find(t => (t.name || '').startsWith('matches'))"
+    matches = page.evaluate(f"() => {PLOTS}.flatMap(g => g._fullData).find(t => (t.name || '').startsWith('matches'))"
                             ".x.length")
     rows, _ = synthetic_zoo()
     assert matches == sum(r["family"] == "fam07" for r in rows)
@@ -123,7 +123,7 @@ def test_a_10k_zoo_map_and_block_view_in_a_real_browser(big_server, browser):
     assert FAMILIES in sizes  # the block view: one row per family, never 10,000
     assert max(sizes) <= 150
     first = page.evaluate(f"() => {PLOTS}.map(g => g.layout.title && g.layout.title.text).filter(Boolean)")
-    page.get_by_label("Open a block").click()
+    page.get_by_label("Open a block", exact=True).click()
     page.get_by_role("option").nth(3).click()
     _settle(page)
     _no_exception(page)
