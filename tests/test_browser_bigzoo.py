@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_browser import ARGS, CHROMIUM, _streamlit
+from test_browser import ARGS, CHROMIUM, _shot, _streamlit
 
 from modelgif_core import save_signature_set
 
@@ -110,6 +110,7 @@ def test_a_10k_zoo_map_and_block_view_in_a_real_browser(big_server, browser):
     assert matches == sum(r["family"] == "fam07" for r in rows)
     assert page.evaluate(f"() => {PLOTS}[0].layout.xaxis.range !== undefined")
     _no_exception(page)
+    _shot(page, "bigzoo-map-search")
 
     # Distances: 10,000 models become a block heatmap of 25 families; a block opens as its own heatmap.
     page.locator('[data-testid="stSidebarNav"] a', has_text="Distances").first.click()
@@ -123,9 +124,11 @@ def test_a_10k_zoo_map_and_block_view_in_a_real_browser(big_server, browser):
     assert FAMILIES in sizes  # the block view: one row per family, never 10,000
     assert max(sizes) <= 150
     first = page.evaluate(f"() => {PLOTS}.map(g => g.layout.title && g.layout.title.text).filter(Boolean)")
-    page.get_by_label("Open a block", exact=True).click()
-    page.get_by_role("option").nth(3).click()
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Open a block").click()
+    page.keyboard.type("fam07")
+    page.get_by_role("option").filter(has_text="fam07").first.click()
     _settle(page)
     _no_exception(page)
     second = page.evaluate(f"() => {PLOTS}.map(g => g.layout.title && g.layout.title.text).filter(Boolean)")
-    assert first != second and any("signature distances" in t for t in second)
+    assert first != second and any("fam07 (" in t and "signature distances" in t for t in second)
+    _shot(page, "bigzoo-distances")
