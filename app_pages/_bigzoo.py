@@ -15,6 +15,7 @@ import streamlit as st
 
 from app_pages import _ui
 from modelgif_core import (
+    LAYOUT_DIMS,
     FieldStore,
     block_distances,
     embed_signatures,
@@ -23,7 +24,6 @@ from modelgif_core import (
     signature_distances,
     signature_sets,
 )
-from modelgif_core.engine.bigzoo import LAYOUT_DIMS
 
 # Above this many models the Distances page shows blocks instead of one cell per pair of models.
 BIG_ZOO_MODELS = 300

@@ -31,7 +31,7 @@ from .analysis.calibration import TriageRule
 from .analysis.triage import TriageReport, Verdict, triage
 from .analysis.unlearning import UnlearningReport, verify_unlearning
 from .engine.anchors import AnchorSet, load_anchors
-from .engine.bigzoo import SignatureSetInfo, load_signature_set, save_signature_set, signature_sets
+from .engine.bigzoo import LAYOUT_DIMS, SignatureSetInfo, load_signature_set, save_signature_set, signature_sets
 from .engine.blocks import Blocks, block_distances, signature_blocks
 from .engine.cache import cached_field, field_store_key
 from .engine.device import resolve_device
@@ -84,7 +84,7 @@ __all__ = [
     "FieldStore", "StoredField", "field_key", "default_store_root", "cached_field", "field_store_key",
     "Embedding", "embed_distances",
     "embed_signatures", "unit_signatures", "Blocks", "block_distances", "signature_blocks",
-    "SignatureSetInfo", "signature_sets", "save_signature_set", "load_signature_set",
+    "LAYOUT_DIMS", "SignatureSetInfo", "signature_sets", "save_signature_set", "load_signature_set",
     "signature", "signature_distances", "fold_signatures", "projection", "default_sketch", "SIGNATURE_DIMS",
     # zoo
     "zoo", "build_zoo", "ensure_zoo", "list_zoo", "zoo_root",
