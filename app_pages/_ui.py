@@ -27,6 +27,7 @@ from modelgif_core import (
     FieldConfig,
     UserError,
     Worker,
+    default_sketch,
     demo_task,
     distance_matrix,
     embed_distances,
@@ -34,6 +35,7 @@ from modelgif_core import (
     get_worker,
     load_anchors,
     load_model,
+    nearest_models,
     probe_task,
     relatedness_task,
     resolve_device,
@@ -157,8 +159,17 @@ def field_config() -> FieldConfig:
     return FieldConfig(
         steps=int(s.get("steps", SETTINGS["steps"])), method=s.get("method", SETTINGS["method"]),
         baseline=s.get("baseline", SETTINGS["baseline"]), target=s.get("target", SETTINGS["target"]),
-        device=s.get("device", SETTINGS["device"]),
+        device=s.get("device", SETTINGS["device"]), sketch=_default_sketch(int(s.get("steps", SETTINGS["steps"])))[0],
     )
+
+
+def _default_sketch(steps: int) -> tuple[int | None, str]:
+    """The sketch a big full field gets (DESIGN §7; MODELGIF_SKETCH_ABOVE_MB), and the sentence saying so."""
+    try:
+        images = _anchors(anchors_spec()).images
+    except (UserError, ValueError, OSError):
+        return None, ""
+    return default_sketch(images.shape[0], steps, images[0].numel())
 
 
 def anchors_spec() -> str:
@@ -240,6 +251,8 @@ def _cost_estimate() -> None:
                      f"(measured {speed:,.0f} passes/s).")
     elif missing:
         lines.append(f"Throughput on {device} not measured yet.")
+    if cfg.sketch is not None:
+        lines.append(_default_sketch(cfg.steps)[1])
     st.caption("  \n".join(lines))
     if missing and not speed and st.button("Measure throughput", key="_probe"):
         worker().submit_task(f"probe:{missing[0].fingerprint}:{device}", f"probe {missing[0].name}",
@@ -620,3 +633,45 @@ def _task_scores(result: dict[str, Any]) -> Any:
     if level:
         rows["task level"] = {name: level["methods"][key] for name, key in columns.items()}
     return pd.DataFrame.from_dict(rows, orient="index").round(3)
+
+
+# ------------------------------------------------------------------------------ closest stored models
+
+
+@st.cache_data(show_spinner="Searching the store…", max_entries=64)
+def _closest(root: str, spec: str, anchors: str, cfg_key: str, stored: int, k: int) -> dict[str, Any]:
+    # `stored` (how many fields the store holds) is in the cache key: a new field can change the answer.
+    return nearest_models(model(spec), "store", k=k, anchors=_anchors(anchors), cfg=field_config(),
+                          store=worker().store)
+
+
+def closest_models_panel(specs: list[str], *, key: str, k: int = 5) -> None:
+    """"Closest stored models": for one of `specs`, the k stored models nearest by field distance
+    (signature shortlist, exact re-rank) with the sidebar's anchors and settings. Reads stored fields
+    only: a model whose field is not computed yet gets a sentence, not a long extraction."""
+    specs = [s for s in specs if s]
+    if not specs:
+        st.caption("Add a model to see its closest stored models.")
+        return
+    spec = specs[0] if len(specs) == 1 else st.selectbox(
+        "Model", specs, key=f"{key}_model", format_func=lambda s: s.removeprefix("zoo:"))
+    m, anchors = try_model(spec), current_anchors(quiet=True)
+    if m is None or anchors is None:
+        return
+    cfg = field_config()
+    if not field_ready(field_key(m, anchors, cfg)):
+        st.caption(f"{model_label(m)} has no stored field with these anchors and settings yet; its closest "
+                   "stored models show once it is computed (Distances page, or `modelgif extract`).")
+        return
+    try:
+        result = _closest(store_root(), spec, anchors_spec(), cfg.key(), worker().store.status()["fields"], k)
+    except UserError as err:
+        st.error(str(err))
+        return
+    if not result["results"]:
+        st.caption("No other stored model has a field with these anchors and settings.")
+        return
+    st.dataframe([{"model": r["model"], "distance": r["distance"], "family": r["family"], "role": r["role"]}
+                  for r in result["results"]], hide_index=True, key=f"{key}_table")
+    st.caption(f"Among {result['candidates']} stored models: {result['shortlist']} picked by signature, "
+               "ranked by exact field distance.")

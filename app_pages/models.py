@@ -206,3 +206,5 @@ with upload:
     _upload_tab()
 with workspace_box:
     _workspace_section()
+with st.expander("Closest stored models"):
+    _ui.closest_models_panel(_ui.workspace(), key="models_nearest")

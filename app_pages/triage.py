@@ -48,6 +48,8 @@ if len(candidates) < 2:
             "to build the zoo.")
     st.stop()
 victim = st.selectbox("Victim (your model)", candidates, format_func=_label, key="tri_victim")
+with st.expander("Closest stored models to the victim"):
+    _ui.closest_models_panel([victim], key="tri_nearest")
 others = [c for c in candidates if c != victim]
 example, n_derived = _zoo_suspects(victim, zoo_rows)
 if example:

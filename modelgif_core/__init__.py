@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING
 
 from . import zoo  # registers the zoo: spec scheme with the engine
 from .analysis.calibration import TriageRule
+from .analysis.nearest import nearest_models
 from .analysis.triage import TriageReport, Verdict, triage
 from .analysis.unlearning import UnlearningReport, verify_unlearning
 from .engine.anchors import AnchorSet, load_anchors
 from .engine.bigzoo import LAYOUT_DIMS, SignatureSetInfo, load_signature_set, save_signature_set, signature_sets
 from .engine.blocks import Blocks, block_distances, signature_blocks
-from .engine.cache import cached_field, field_store_key
+from .engine.cache import cached_field, compute_field, field_store_key
 from .engine.device import resolve_device
 from .engine.distance import DistanceTable, distance_matrix, distances_to, field_distance, unit_field
 from .engine.embedding import Embedding, embed_distances, embed_signatures, unit_signatures
@@ -66,10 +67,12 @@ _LAZY = {
     "QUEUED": "service.worker", "RUNNING": "service.worker", "DONE": "service.worker", "FAILED": "service.worker",
     "demo_task": "service.tasks", "probe_task": "service.tasks", "relatedness_task": "service.tasks",
     "TASK_ZOO_KEY": "service.tasks",
+    "extract_on_cluster": "service.cluster", "ClusterField": "service.cluster", "cluster_from_env": "service.cluster",
 }
 
 if TYPE_CHECKING:  # what the lazy names are, for IDEs and type checkers
     from .bench.relatedness import last_relatedness_result, zoos_truth_name
+    from .service.cluster import ClusterField, cluster_from_env, extract_on_cluster
     from .service.tasks import TASK_ZOO_KEY, demo_task, probe_task, relatedness_task
     from .service.worker import DONE, FAILED, QUEUED, RUNNING, Job, Worker, get_worker
     from .viz import figures
@@ -82,6 +85,7 @@ __all__ = [
     "BASELINES", "METHODS", "TARGETS", "FieldConfig", "extract_field", "make_baseline", "quadrature",
     "unit_field", "distance_matrix", "distances_to", "field_distance", "DistanceTable",
     "FieldStore", "StoredField", "field_key", "default_store_root", "cached_field", "field_store_key",
+    "compute_field",
     "Embedding", "embed_distances",
     "embed_signatures", "unit_signatures", "Blocks", "block_distances", "signature_blocks",
     "LAYOUT_DIMS", "SignatureSetInfo", "signature_sets", "save_signature_set", "load_signature_set",
@@ -89,11 +93,12 @@ __all__ = [
     # zoo
     "zoo", "build_zoo", "ensure_zoo", "list_zoo", "zoo_root",
     # analysis
-    "triage", "TriageReport", "TriageRule", "Verdict", "verify_unlearning", "UnlearningReport",
+    "triage", "TriageReport", "TriageRule", "Verdict", "verify_unlearning", "UnlearningReport", "nearest_models",
     # loaded on first use (the _LAZY table below): viz, bench, service
     "figures", "cluster_order", "last_relatedness_result", "zoos_truth_name",
     "Worker", "Job", "get_worker", "QUEUED", "RUNNING", "DONE", "FAILED",
     "demo_task", "probe_task", "relatedness_task", "TASK_ZOO_KEY",
+    "extract_on_cluster", "ClusterField", "cluster_from_env",  # service/cluster.py (needs the extra `cluster`)
     "__version__",
 ]
 

@@ -96,7 +96,25 @@ def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def _config(args: argparse.Namespace):
     return FieldConfig(steps=args.steps, method=args.method, baseline=args.baseline, target=args.target,
-                       seed=args.seed, device=args.device, autocast=args.autocast)
+                       seed=args.seed, device=args.device, autocast=args.autocast, sketch=args.sketch)
+
+
+def _with_sketch(args: argparse.Namespace, cfg: Any, anchors: Any) -> Any:
+    """cfg with the sketch asked for, or the default one for a big full field (said on stderr)."""
+    from dataclasses import replace
+
+    from .engine.sketch import default_sketch
+
+    if getattr(args, "sketch", None) is not None:
+        return replace(cfg, sketch=args.sketch)
+    images = getattr(anchors, "images", None)
+    if images is None:
+        return cfg
+    m, sentence = default_sketch(images.shape[0], cfg.steps, images[0].numel())
+    if m is not None:
+        print(sentence, file=sys.stderr)
+        return replace(cfg, sketch=m)
+    return cfg
 
 
 def _store(args: argparse.Namespace):
@@ -107,6 +125,9 @@ def _fields_for(args: argparse.Namespace, specs: Sequence[str]) -> tuple[list, l
     """Load models and anchors, then each model's cached field (computed with a progress bar)."""
     cfg, store = _config(args), _store(args)
     anchors = load_anchors(args.anchors, size=getattr(args, "size", None))
+    cfg = _with_sketch(args, cfg, anchors)
+    if getattr(args, "cluster", None):
+        return None, _cluster_fields(args, specs, anchors, cfg, store), anchors, cfg
     handles, fields = [], []
     for spec in specs:
         handle = load_model(spec, **_model_kwargs(args))
@@ -117,6 +138,28 @@ def _fields_for(args: argparse.Namespace, specs: Sequence[str]) -> tuple[list, l
             bar.close()
         handles.append(handle)
     return handles, fields, anchors, cfg
+
+
+def _cluster_fields(args: argparse.Namespace, specs: Sequence[str], anchors: Any, cfg: Any, store: Any) -> list:
+    """Each model's field extracted on the Ray cluster `--cluster` names (service/cluster.py), one bar per model."""
+    from .service.cluster import extract_on_cluster, failure_sentence
+
+    bars: dict[int, _Progress] = {}
+
+    def model_progress(index: int, done: int, total: int) -> None:
+        bar = bars.setdefault(index, _Progress(specs[index], enabled=not args.quiet))
+        bar(done, total)
+
+    try:
+        results = extract_on_cluster(specs, anchors, cfg, cluster=args.cluster, store=store,
+                                     model_progress=model_progress, load_kwargs=_model_kwargs(args))
+    finally:
+        for bar in bars.values():
+            bar.close()
+    problem = failure_sentence(results)
+    if problem:
+        raise UserError(problem)
+    return [r.field for r in results]
 
 
 def _emit(rows: list[dict[str, Any]], fmt: str, columns: Sequence[str] | None = None) -> str:
@@ -136,11 +179,11 @@ def _emit(rows: list[dict[str, Any]], fmt: str, columns: Sequence[str] | None = 
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    handles, fields, anchors, cfg = _fields_for(args, args.models)
-    rows = [{"model": spec, "fingerprint": h.fingerprint[:16], "key": f.key[:16],
+    _handles, fields, anchors, cfg = _fields_for(args, args.models)
+    rows = [{"model": spec, "fingerprint": str(f.manifest.get("fingerprint", ""))[:16], "key": f.key[:16],
              "shape": "x".join(map(str, f.shape)), "seconds": f.manifest.get("seconds"),
              "path": str(f.path)}
-            for spec, h, f in zip(args.models, handles, fields)]
+            for spec, f in zip(args.models, fields)]
     print(_emit(rows, args.format))
     return 0
 
@@ -161,13 +204,48 @@ def cmd_distance(args: argparse.Namespace) -> int:
 def cmd_triage(args: argparse.Namespace) -> int:
     bar = _Progress("triage", enabled=not args.quiet)
     kwargs = {"anchors": args.anchors} if args.anchors else {}
+    cfg = _config(args) if args.custom_config else None
+    if cfg is None and args.sketch is not None:
+        from dataclasses import replace
+
+        from .analysis.triage import DEFAULT_FIELD
+
+        cfg = replace(DEFAULT_FIELD, sketch=args.sketch)
+    if args.cluster:  # the fields on the cluster first; triage then finds them in the store
+        from .service.cluster import prefetch_triage_fields
+
+        prefetch_triage_fields(args.victim, args.suspect, args.reference or None, cfg=cfg, store=_store(args),
+                               cluster=args.cluster, progress=lambda done, total, _label="": bar(done, total),
+                               **kwargs)
     try:
         report = triage(args.victim, args.suspect, references=args.reference or None,
-                        cfg=_config(args) if args.custom_config else None, store=_store(args),
+                        cfg=cfg, store=_store(args),
                         progress=bar, **kwargs)
     finally:
         bar.close()
     print(json.dumps(report.to_dict(), indent=2) if args.format == "json" else report.to_text())
+    return 0
+
+
+def cmd_nearest(args: argparse.Namespace) -> int:
+    from .analysis.nearest import nearest_models
+
+    anchors = load_anchors(args.anchors or "digits:64", size=args.size)
+    cfg = _with_sketch(args, _config(args), anchors)
+    among = args.among[0] if args.among in (["store"], ["zoo"]) else args.among
+    bar = _Progress("nearest", enabled=not args.quiet)
+    try:
+        result = nearest_models(load_model(args.model, **_model_kwargs(args)), among, k=args.k, anchors=anchors,
+                                cfg=cfg, store=_store(args), progress=bar)
+    finally:
+        bar.close()
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+    elif not result["results"]:
+        print(f"No stored model to compare {result['query']} with on {result['anchors']} with this config.")
+    else:
+        print(_emit(result["results"], "table", ["rank", "model", "distance", "family", "role"]))
+        print(f"{result['shortlist']} of {result['candidates']} candidates re-ranked with exact field distances.")
     return 0
 
 
@@ -236,11 +314,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
             bar.close()
         print(json.dumps(result, indent=2) if args.format == "json" else format_ip_table(result))
         return 0
+    if args.bench_command == "scale":
+        return _bench_scale(args)
     import importlib
 
     bench = importlib.import_module(f".bench.{args.bench_command}", __package__)
     result = bench.run_bench(quick=args.quick, seeds=getattr(args, "seeds", None))
     print(json.dumps(result, indent=2) if args.format == "json" else bench.format_table(result))
+    return 0
+
+
+def _bench_scale(args: argparse.Namespace) -> int:
+    """Sketch and signature sections from bench.scale; the cluster section from the service layer."""
+    import importlib
+
+    from .bench.scale import format_scale, measure_scale
+
+    def note(message: str) -> None:
+        if not args.quiet:
+            print(f"bench scale: {message}", file=sys.stderr)
+
+    result = measure_scale(size=args.size, progress=note)
+    try:  # the ray helper's measure function; absent until it is merged, and then the key is left out
+        cluster = importlib.import_module(".service.cluster", __package__)
+    except ImportError:
+        cluster = None
+    if cluster is not None and hasattr(cluster, "bench_cluster"):
+        note("cluster")
+        result["cluster"] = cluster.bench_cluster(quick=args.size == "small")
+    print(json.dumps(result, indent=2) if args.format == "json" else format_scale(result))
     return 0
 
 
@@ -293,9 +395,15 @@ def _add_field_options(p: argparse.ArgumentParser, anchors_required: bool = True
     p.add_argument("--target", default="predicted", choices=TARGETS)
     p.add_argument("--seed", type=int, default=0, help="seed of the noise/shuffle baselines")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1, mps")
+    p.add_argument("--cluster", default=None, metavar="local|ray://HOST:PORT",
+                   help="extract on a Ray cluster: 'local' starts one on this machine; a remote address needs "
+                   "its token in RAY_AUTH_TOKEN (needs the extra: pip install modelgif-explorer[cluster])")
     p.add_argument("--autocast", default=None, choices=["none", "tf32", "bf16", "fp16"],
                    help="arithmetic on GPU: none = full fp32 (the default; same field as on the CPU), "
                         "tf32, or a bf16/fp16 autocast forward")
+    p.add_argument("--sketch", type=int, default=None, metavar="M",
+                   help="project each (anchor, step) gradient to M dims on the device (0: the full field; "
+                        "default: full unless the field would exceed $MODELGIF_SKETCH_ABOVE_MB, 256 MB)")
     _add_model_options(p)
 
 
@@ -339,6 +447,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, formats=("table", "json"))
     p.set_defaults(func=cmd_triage)
 
+    p = sub.add_parser("nearest", help="the stored models closest to a model (signature shortlist, exact re-rank)")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--among", nargs="+", default=["store"], metavar="store|zoo|MODEL",
+                   help="candidates: every stored field of this config (store), the built-in zoo, or models")
+    p.add_argument("-k", type=_positive_int, default=10, help="how many (default 10)")
+    _add_field_options(p, anchors_required=False)
+    _add_common(p, formats=("table", "json"))
+    p.set_defaults(func=cmd_nearest)
+
     p = sub.add_parser("unlearning", help="has a claimed-unlearned model forgotten a class of the original?")
     p.add_argument("--original", required=True)
     p.add_argument("--claimed", required=True, help="the model that should have forgotten the class")
@@ -365,6 +482,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks (print ratios measured side by side)")
     bsub = p.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
+    bp = bsub.add_parser("scale", help="sketch and signature accuracy and speed (and the cluster's, with ray)")
+    bp.add_argument("--format", default="table", choices=["table", "json"])
+    bp.add_argument("--size", default="small", choices=["small", "full"],
+                    help="small: CI-sized (default); full: the run docs/SCALE.md records")
+    bp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     for name in ("ip", "speed", "relatedness", "unlearning", "map"):
         bp = bsub.add_parser(name)
         bp.add_argument("--format", default="table", choices=["table", "json"])

@@ -185,3 +185,32 @@ def test_default_sketch_for_big_fields(monkeypatch):
     monkeypatch.setenv(SKETCH_ABOVE_ENV, "lots")
     with pytest.raises(UserError, match=SKETCH_ABOVE_ENV):
         default_sketch(64, 50, 3 * 224 * 224)
+
+
+def test_cli_sketch_option_and_default(tmp_path):
+    from conftest import run_cli
+
+    from modelgif_core.engine.models import save_model_dir
+
+    cfg = InputConfig(input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3)
+    specs = []
+    for i in range(2):
+        torch.manual_seed(i)
+        module = timm.create_model("test_resnet", num_classes=10)
+        folder = save_model_dir(module, tmp_path / f"m{i}", arch="test_resnet", num_classes=10, input_cfg=cfg)
+        specs.append(f"local-dir:{folder}")
+    args = ["distance", *specs, "--anchors", "digits:4", "--steps", "2", "--format", "json", "-q"]
+    tiny_limit = {SKETCH_ABOVE_ENV: "0.01"}
+    # --sketch 0 asks for the full field whatever the limit: no sentence.
+    full = run_cli(*args, "--sketch", "0", env=tiny_limit)
+    assert full.returncode == 0 and full.stderr == "", full.stderr
+    assert json.loads(full.stdout)["config"]["sketch"] is None
+    # Over the limit the CLI picks the default sketch and says so in one sentence.
+    auto = run_cli(*args, env=tiny_limit)
+    assert auto.returncode == 0, auto.stderr
+    assert "sketched to 2048 dims" in auto.stderr and auto.stderr.count("\n") == 1
+    table = json.loads(auto.stdout)
+    assert table["config"]["sketch"] == 2048
+    assert abs(table["matrix"][0][1] - json.loads(full.stdout)["matrix"][0][1]) < 0.05
+    bad = run_cli(*args, "--sketch", "99999")
+    assert bad.returncode == 2 and "between 1 and 4096" in bad.stderr

@@ -44,20 +44,24 @@ def cached_field(model: ModelHandle, anchors: Any, cfg: FieldConfig | None = Non
     store = store if store is not None else FieldStore()
     key = field_key(model.fingerprint, anchors.sha256, cfg.key())
 
-    def compute() -> tuple[torch.Tensor, dict[str, Any]]:
-        import timm
+    return store.get_or_compute(key, lambda: compute_field(model, anchors, cfg, progress))
 
-        start = time.perf_counter()
-        phi = extract_field(model, anchors, cfg, progress)
-        manifest = {
-            "model_name": model.name, "model_spec": model.spec, "arch": model.arch,
-            "fingerprint": model.fingerprint, "anchors": getattr(anchors, "spec", ""),
-            "anchors_sha256": anchors.sha256, "config": cfg.to_dict(), "config_key": cfg.key(),
-            "versions": {"torch": torch.__version__, "timm": timm.__version__},
-            "seconds": round(time.perf_counter() - start, 3),
-            "device": str(resolve_device(cfg.device)),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        return phi, manifest
 
-    return store.get_or_compute(key, compute)
+def compute_field(model: ModelHandle, anchors: Any, cfg: FieldConfig,
+                  progress: Progress | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The field and the manifest `cached_field` stores with it (cfg as `resolve_config` returns it);
+    for callers that compute in one process and store in another (service/cluster.py)."""
+    import timm
+
+    start = time.perf_counter()
+    phi = extract_field(model, anchors, cfg, progress)
+    manifest = {
+        "model_name": model.name, "model_spec": model.spec, "arch": model.arch,
+        "fingerprint": model.fingerprint, "anchors": getattr(anchors, "spec", ""),
+        "anchors_sha256": anchors.sha256, "config": cfg.to_dict(), "config_key": cfg.key(),
+        "versions": {"torch": torch.__version__, "timm": timm.__version__},
+        "seconds": round(time.perf_counter() - start, 3),
+        "device": str(resolve_device(cfg.device)),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return phi, manifest

@@ -133,7 +133,7 @@ def default_sketch(n: int, k: int, d: int, above_mb: float | None = None) -> tup
         return None, ""
     return DEFAULT_SKETCH, (f"The full field would take {size:,.0f} MB (over {limit:g} MB, "
                             f"{SKETCH_ABOVE_ENV}), so it is sketched to {DEFAULT_SKETCH} dims per "
-                            "(anchor, step); pass --sketch 0 for the full field.")
+                            f"(anchor, step); raise {SKETCH_ABOVE_ENV} or pass --sketch 0 for the full field.")
 
 
 # ----------------------------------------------------------------------------------- signatures
