@@ -32,10 +32,12 @@ from .analysis.nearest import nearest_models
 from .analysis.triage import TriageReport, Verdict, triage
 from .analysis.unlearning import UnlearningReport, verify_unlearning
 from .engine.anchors import AnchorSet, load_anchors
+from .engine.bigzoo import LAYOUT_DIMS, SignatureSetInfo, load_signature_set, save_signature_set, signature_sets
+from .engine.blocks import Blocks, block_distances, signature_blocks
 from .engine.cache import cached_field, compute_field, field_store_key
 from .engine.device import resolve_device
 from .engine.distance import DistanceTable, distance_matrix, distances_to, field_distance, unit_field
-from .engine.embedding import Embedding, embed_distances
+from .engine.embedding import Embedding, embed_distances, embed_signatures, unit_signatures
 from .engine.errors import UserError
 from .engine.fields import BASELINES, METHODS, TARGETS, FieldConfig, extract_field, make_baseline, quadrature
 from .engine.models import (
@@ -85,6 +87,8 @@ __all__ = [
     "FieldStore", "StoredField", "field_key", "default_store_root", "cached_field", "field_store_key",
     "compute_field",
     "Embedding", "embed_distances",
+    "embed_signatures", "unit_signatures", "Blocks", "block_distances", "signature_blocks",
+    "LAYOUT_DIMS", "SignatureSetInfo", "signature_sets", "save_signature_set", "load_signature_set",
     "signature", "signature_distances", "fold_signatures", "projection", "default_sketch", "SIGNATURE_DIMS",
     # zoo
     "zoo", "build_zoo", "ensure_zoo", "list_zoo", "zoo_root",

@@ -319,7 +319,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
 
     bench = importlib.import_module(f".bench.{args.bench_command}", __package__)
-    result = bench.run_bench(quick=args.quick, seeds=args.seeds)
+    result = bench.run_bench(quick=args.quick, seeds=getattr(args, "seeds", None))
     print(json.dumps(result, indent=2) if args.format == "json" else bench.format_table(result))
     return 0
 
@@ -487,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--size", default="small", choices=["small", "full"],
                     help="small: CI-sized (default); full: the run docs/SCALE.md records")
     bp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
-    for name in ("ip", "speed", "relatedness", "unlearning"):
+    for name in ("ip", "speed", "relatedness", "unlearning", "map"):
         bp = bsub.add_parser(name)
         bp.add_argument("--format", default="table", choices=["table", "json"])
         bp.add_argument("--quick", action="store_true", help="a smaller, CI-sized run")

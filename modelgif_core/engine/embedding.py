@@ -1,4 +1,5 @@
-"""2-D maps of models from a precomputed distance matrix: UMAP, with metric MDS for tiny zoos."""
+"""2-D maps of models: UMAP on a precomputed distance matrix (metric MDS for tiny zoos), or UMAP on
+signatures (cosine metric, its own nearest-neighbour descent) for zoos of thousands of models."""
 
 from __future__ import annotations
 
@@ -159,3 +160,89 @@ def embed_distances(
     coords = coords - coords.mean(axis=0)
     assert coords.shape == (m, 2) and np.isfinite(coords).all(), coords
     return Embedding(coords, name, note)
+
+
+# Above this many signatures UMAP finds neighbours by nearest-neighbour descent (its own switch point)
+# and the map uses UMAP's large-data settings: fewer epochs, PCA start (spectral init of many disconnected
+# families lays out every component separately and takes longer than the whole fit).
+LARGE_MAP_MODELS = 4096
+LARGE_MAP_EPOCHS = 200
+# Signatures wider than this are reduced by a seeded truncated SVD before the layout: it keeps the inner
+# products that matter (the leading directions) and makes each neighbour comparison cheap.
+MAX_LAYOUT_DIM = 256
+
+
+def unit_signatures(matrix: object) -> np.ndarray:
+    """Signatures [M, S] as float32 unit rows, checked (UserError on a bad matrix)."""
+    try:
+        x = np.array(matrix, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"Signatures must be a matrix of numbers [M, S] ({e}).") from e
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise UserError(f"Signatures must be a matrix [M, S]; got shape {x.shape}.")
+    if x.shape[0] == 0:
+        raise UserError("There are no signatures to map; compute fields for some models first.")
+    if not np.isfinite(x).all():
+        raise UserError("The signatures have NaN or infinite entries; recompute them.")
+    norms = np.linalg.norm(x, axis=1)
+    if (norms == 0).any():
+        raise UserError(f"{int((norms == 0).sum())} signature(s) are all zeros; recompute them.")
+    return x / norms[:, None]
+
+
+def _dense_distances(matrix: object) -> np.ndarray:
+    """Dense distances 1 - <s_i, s_j> [M, M] (float64, zero diagonal) of a few signatures (M < 4 here)."""
+    x = unit_signatures(matrix).astype(np.float64)
+    d = np.clip(1.0 - x @ x.T, 0.0, 2.0)
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
+def reduce_signatures(x: np.ndarray, dim: int, seed: int) -> np.ndarray:
+    """Rows of x [M, S] in its `dim` leading directions (seeded truncated SVD): inner products kept best."""
+    from sklearn.utils.extmath import randomized_svd
+
+    u, s, _ = randomized_svd(x, n_components=dim, n_iter=2, random_state=seed)
+    return (u * s).astype(np.float32)  # [M, dim]: the rows' coordinates in the leading directions
+
+
+def embed_signatures(
+    matrix: object, seed: int = 0, n_neighbors: int | None = None, *, max_dim: int = MAX_LAYOUT_DIM
+) -> Embedding:
+    """Place M models in 2-D from their signatures [M, S] (unit rows, 1 - <s_A, s_B> ~ d(A, B)).
+
+    UMAP with metric="cosine" on the signatures themselves: below LARGE_MAP_MODELS it computes exact
+    neighbours, above it runs nearest-neighbour descent, so no M x M matrix is ever formed. Tiny zoos
+    (M < MIN_UMAP_MODELS) go through `embed_distances` on their few distances. Seeded and reproducible.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UserError(f"The embedding seed must be an integer >= 0, got {seed!r}.")
+    if n_neighbors is not None and (
+        isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)) or n_neighbors < 2
+    ):
+        raise UserError(f"n_neighbors must be an integer >= 2, got {n_neighbors!r}.")
+    x = unit_signatures(matrix)
+    m = x.shape[0]
+    if m < MIN_UMAP_MODELS:
+        return embed_distances(_dense_distances(x), seed=int(seed))
+    note = ""
+    neighbors = min(DEFAULT_NEIGHBORS, m - 1) if n_neighbors is None else int(n_neighbors)
+    if neighbors > m - 1:
+        note = f"n_neighbors={neighbors} is more than the other {m - 1} models; using {m - 1}."
+        neighbors = m - 1
+    if x.shape[1] > max_dim:
+        x = reduce_signatures(x, max_dim, int(seed))
+    large = m > LARGE_MAP_MODELS
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"(umap|pynndescent|numba|sklearn)(\.|$)")
+        warnings.filterwarnings("ignore", message=r".*(n_jobs|Tensorflow|disconnected)")
+        import umap
+
+        reducer = umap.UMAP(
+            n_components=2, metric="cosine", n_neighbors=neighbors, random_state=int(seed), verbose=False,
+            n_epochs=LARGE_MAP_EPOCHS if large else None, init="pca" if large else "spectral",
+        )
+        coords = np.asarray(reducer.fit_transform(x), dtype=np.float64)
+    coords = coords - coords.mean(axis=0)
+    assert coords.shape == (m, 2) and np.isfinite(coords).all(), coords.shape
+    return Embedding(coords, "umap", note)

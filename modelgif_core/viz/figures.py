@@ -169,6 +169,134 @@ def embedding_scatter(
     return fig
 
 
+# A map of thousands of models draws the biggest groups in colour and the rest as one grey "other"
+# trace: a trace per family of a 10,000-model zoo would make the legend and the browser crawl.
+MAP_MAX_GROUPS = len(_PALETTE)
+_OTHER_COLOR = "#BBBBBB"
+
+
+def search_matches(query: str, names: Sequence[str],
+                   details: Sequence[Mapping[str, object]] | None = None) -> np.ndarray:
+    """Indices of the models whose name or any detail contains `query` (case-insensitive); none if blank."""
+    q = (query or "").strip().lower()
+    if not q:
+        return np.zeros(0, dtype=np.int64)
+    details = details or [{}] * len(names)
+    hits = [i for i, (n, d) in enumerate(zip(names, details, strict=True))
+            if q in str(n).lower() or any(q in str(v).lower() for v in d.values() if v is not None)]
+    return np.asarray(hits, dtype=np.int64)
+
+
+def signature_map(
+    coords: np.ndarray,
+    names: Sequence[str],
+    groups: Sequence[str],
+    *,
+    details: Sequence[Mapping[str, object]] | None = None,
+    color_label: str = "family",
+    title: str | None = None,
+    highlight: Sequence[int] | np.ndarray | None = None,
+    edges: Sequence[tuple[int, int]] | None = None,
+) -> go.Figure:
+    """WebGL map of many models [M, 2] (Scattergl: 10,000 points draw in a blink where SVG stalls).
+
+    The MAP_MAX_GROUPS - 1 largest groups get a colour and a legend entry each, the rest one grey
+    "other" trace. `highlight` (indices, e.g. `search_matches`) rings those models, fades the others
+    and zooms to them; `edges` (index pairs, e.g. parent -> child) are drawn as thin lines below.
+    """
+    coords = np.asarray(coords, dtype=float)
+    m = coords.shape[0]
+    if coords.shape != (m, 2) or len(names) != m or len(groups) != m:
+        raise ValueError(f"Need coords [M, 2] with one name and group each; got {coords.shape}.")
+    details = list(details) if details is not None else [{} for _ in range(m)]
+    groups = [str(g) for g in groups]
+    counts: dict[str, int] = {}
+    for g in groups:
+        counts[g] = counts.get(g, 0) + 1
+    ranked = sorted(counts, key=lambda g: (-counts[g], g))
+    shown = ranked if len(ranked) <= MAP_MAX_GROUPS else ranked[: MAP_MAX_GROUPS - 1]
+    colors = {g: _PALETTE[i % len(_PALETTE)] for i, g in enumerate(sorted(shown))}
+    other = f"other ({len(ranked) - len(shown)} {color_label} values)"
+    trace_of = np.array([g if g in colors else other for g in groups], dtype=object)
+    hl = np.unique(np.asarray(highlight if highlight is not None else [], dtype=np.int64))
+    if hl.size and (hl.min() < 0 or hl.max() >= m):
+        raise ValueError(f"highlight indices must lie in 0..{m - 1}.")
+    fade = 0.25 if hl.size else 0.8
+    fig = go.Figure()
+    if edges:
+        e = np.asarray(edges, dtype=np.int64).reshape(-1, 2)  # [E, 2]
+        xs = np.column_stack([coords[e[:, 0], 0], coords[e[:, 1], 0], np.full(len(e), np.nan)]).ravel()
+        ys = np.column_stack([coords[e[:, 0], 1], coords[e[:, 1], 1], np.full(len(e), np.nan)]).ravel()
+        fig.add_trace(go.Scattergl(x=xs, y=ys, mode="lines", name="family edges", hoverinfo="skip",
+                                   line={"color": "#888", "width": 1}, connectgaps=False))
+
+    def hover(i: int) -> str:
+        lines = [f"<b>{names[i]}</b>", f"{color_label}: {groups[i]}"]
+        lines += [f"{k}: {_fmt(v)}" for k, v in details[i].items() if v not in (None, "") and k != color_label]
+        return "<br>".join(lines)
+
+    text = [hover(i) for i in range(m)]
+    for name in [*sorted(colors), other]:
+        idx = np.flatnonzero(trace_of == name)
+        if not idx.size:
+            continue
+        fig.add_trace(go.Scattergl(
+            x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=name,
+            marker={"size": 5 if m > 2000 else 8, "color": colors.get(name, _OTHER_COLOR), "opacity": fade},
+            hovertext=[text[i] for i in idx], hoverinfo="text",
+        ))
+    if hl.size:
+        fig.add_trace(go.Scattergl(
+            x=coords[hl, 0], y=coords[hl, 1], mode="markers", name=f"matches ({hl.size})",
+            marker={"size": 13, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": "#111"}},
+            hovertext=[text[i] for i in hl], hoverinfo="text",
+        ))
+        lo, hi = coords[hl].min(axis=0), coords[hl].max(axis=0)
+        pad = np.maximum(0.15 * (hi - lo), 0.05 * (coords.max(axis=0) - coords.min(axis=0)) + 1e-9)
+        fig.update_xaxes(range=[lo[0] - pad[0], hi[0] + pad[0]])
+        fig.update_yaxes(range=[lo[1] - pad[1], hi[1] + pad[1]])
+    fig.update_layout(
+        title=title, height=640, legend_title_text=color_label, plot_bgcolor="white",
+        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10}, hovermode="closest",
+    )
+    fig.update_xaxes(showticklabels=False, zeroline=False, showgrid=False, title_text="")
+    fig.update_yaxes(showticklabels=False, zeroline=False, showgrid=False, title_text="",
+                     scaleanchor=None if hl.size else "x", scaleratio=1)
+    return fig
+
+
+def block_heatmap(
+    dist: np.ndarray,
+    names: Sequence[str],
+    sizes: Sequence[int],
+    *,
+    kind: str = "family",
+    title: str | None = None,
+) -> go.Figure:
+    """Heatmap of mean distances between blocks [B, B] (families or clusters of a big zoo), ordered by
+    average-linkage clustering; hover gives both blocks, their sizes and the mean distance."""
+    dist = np.asarray(dist, dtype=float)
+    b = dist.shape[0]
+    if dist.shape != (b, b) or len(names) != b or len(sizes) != b:
+        raise ValueError(f"Need a square matrix with one name and size per block; got {dist.shape}.")
+    order = cluster_order(dist) if b >= 3 else list(range(b))
+    labels = unique_labels([f"{names[i]} ({int(sizes[i])})" for i in order])
+    z = dist[np.ix_(order, order)]
+    n = np.asarray(sizes, dtype=int)[order]
+    custom = np.stack([np.broadcast_to(n[:, None], (b, b)), np.broadcast_to(n[None, :], (b, b))], axis=-1)
+    fig = go.Figure(go.Heatmap(
+        z=z, x=labels, y=labels, colorscale=_SEQUENTIAL, zmin=0.0, customdata=custom,
+        colorbar={"title": {"text": "mean distance"}},
+        hovertemplate=("%{y}<br>%{x}<br>mean distance = %{z:.4f}<br>"
+                       "(%{customdata[0]} × %{customdata[1]} models)<extra></extra>"),
+    ))
+    fig.update_xaxes(showticklabels=b <= _MAX_TICK_LABELS, tickangle=-45, title_text=kind)
+    fig.update_yaxes(showticklabels=b <= _MAX_TICK_LABELS, autorange="reversed")
+    fig.update_layout(title=title, height=min(1000, 300 + 16 * b), plot_bgcolor="white",
+                      margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10})
+    return fig
+
+
 def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"

@@ -1,0 +1,98 @@
+"""`modelgif bench map`: how long the Zoo map and the block view take for big zoos, from signatures.
+
+Synthetic signatures in families (the store's 16,384 dims folded to the 1,024 the app lays out) at
+each size: the UMAP layout on signatures (cosine, nearest-neighbour descent), the WebGL figure and its
+JSON (what the browser receives), and the block view (k-means blocks, block mean distances, heatmap).
+Where a dense M x M matrix still fits, the old path (distances from signatures, then UMAP on the
+precomputed matrix) runs beside it in the same process, so the ratio is measured, not assumed.
+numba compiles UMAP's code on the first fit of a process: a warm-up fit runs first and is reported
+apart ("compile_s"); the app pays it once per server process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..engine.bigzoo import LAYOUT_DIMS
+from ..engine.blocks import signature_blocks
+from ..engine.embedding import LARGE_MAP_MODELS, embed_distances, embed_signatures
+from ..viz import figures
+
+SIZES = (1_000, 10_000)
+QUICK_SIZES = (1_000,)
+# The dense path (an M x M float64 matrix and UMAP on it) is measured up to this size only.
+DENSE_MAX = 2_000
+
+
+def synthetic_signatures(m: int, dims: int = LAYOUT_DIMS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """m unit signatures [m, dims] float32 around sqrt(m) / 4 family centres, and each one's family."""
+    rng = np.random.default_rng(seed)
+    families = max(2, int(np.sqrt(m) / 4))
+    fam = rng.integers(0, families, m)
+    x = rng.standard_normal((families, dims))[fam] + 0.6 * rng.standard_normal((m, dims))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), fam
+
+
+def _timed(fn: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def measure_map(sizes: Sequence[int] = SIZES, dims: int = LAYOUT_DIMS, seed: int = 0,
+                warm: bool = True) -> dict[str, Any]:
+    """Seconds per step of the big-zoo map and block view at each size (the "map" section of a bench);
+    warm=False skips the compile warm-up (then the first size pays numba's compilation)."""
+    def warm_up() -> None:  # both of UMAP's neighbour paths: exact (small) and nn-descent (large)
+        embed_signatures(synthetic_signatures(300, dims, seed)[0], seed=seed)
+        embed_signatures(synthetic_signatures(LARGE_MAP_MODELS + 100, 64, seed)[0], seed=seed)
+
+    _, compile_s = _timed(warm_up) if warm else (None, 0.0)
+    rows = []
+    for m in sizes:
+        x, fam = synthetic_signatures(int(m), dims, seed)
+        names = [f"model-{i}" for i in range(m)]
+        groups = [f"family-{k}" for k in fam]
+        emb, layout_s = _timed(lambda x=x: embed_signatures(x, seed=seed))
+        fig, figure_s = _timed(lambda emb=emb, names=names, groups=groups: figures.signature_map(
+            emb.coords, names, groups, details=[{"role": "derived"}] * len(names)))
+        payload, json_s = _timed(fig.to_json)
+        blocks, blocks_s = _timed(lambda x=x: signature_blocks(x, seed=seed))
+        _, heat_s = _timed(lambda b=blocks: figures.block_heatmap(b.distance, b.names, b.sizes).to_json())
+        row = {"models": int(m), "dims": int(dims), "layout_s": round(layout_s, 2),
+               "figure_s": round(figure_s + json_s, 2), "map_s": round(layout_s + figure_s + json_s, 2),
+               "figure_mb": round(len(payload) / 1e6, 2), "blocks": len(blocks.names),
+               "block_view_s": round(blocks_s + heat_s, 2), "dense_s": None, "dense_over_map": None}
+        if m <= DENSE_MAX:
+            def dense(x: np.ndarray = x) -> Any:
+                d = np.clip(1.0 - x.astype(np.float64) @ x.T.astype(np.float64), 0.0, 2.0)
+                np.fill_diagonal(d, 0.0)
+                return embed_distances(d, seed=seed)
+
+            _, dense_s = _timed(dense)
+            row["dense_s"] = round(dense_s, 2)
+            row["dense_over_map"] = round(dense_s / layout_s, 3)
+        rows.append(row)
+    return {"compile_s": round(compile_s, 2), "sizes": rows, "target_map_s_10k": 10.0}
+
+
+def run_bench(quick: bool = False, seeds: int | None = None) -> dict[str, Any]:
+    """The bench: QUICK_SIZES with --quick (CI), else SIZES; `seeds` is unused (one synthetic zoo)."""
+    return measure_map(QUICK_SIZES if quick else SIZES)
+
+
+def format_table(result: dict[str, Any]) -> str:
+    lines = ["Zoo map from signatures: UMAP (cosine, nn-descent) + WebGL figure; block view: k-means blocks "
+             f"+ block means. numba's one-off compile: {result['compile_s']:.1f} s (not counted below).", "",
+             f"{'models':>7}  {'dims':>5}  {'layout s':>8}  {'figure s':>8}  {'map s':>6}  {'figure MB':>9}  "
+             f"{'blocks':>6}  {'block view s':>13}  {'dense path s':>12}  {'dense/map':>9}"]
+    for r in result["sizes"]:
+        dense = f"{r['dense_s']:12.2f}  {r['dense_over_map']:9.2f}" if r["dense_s"] is not None else \
+            f"{'-':>12}  {'-':>9}"
+        lines.append(f"{r['models']:>7,}  {r['dims']:>5}  {r['layout_s']:8.2f}  {r['figure_s']:8.2f}  "
+                     f"{r['map_s']:6.2f}  {r['figure_mb']:9.2f}  {r['blocks']:>6}  {r['block_view_s']:13.2f}  {dense}")
+    return "\n".join(lines)
