@@ -63,11 +63,27 @@ _LAZY = {
     "QUEUED": "service.worker", "RUNNING": "service.worker", "DONE": "service.worker", "FAILED": "service.worker",
     "demo_task": "service.tasks", "probe_task": "service.tasks", "relatedness_task": "service.tasks",
     "TASK_ZOO_KEY": "service.tasks",
+    "TaskSpec": "service.tasks", "triage_task": "service.tasks", "unlearning_task": "service.tasks",
+    "zoo_task": "service.tasks", "hold_task": "service.tasks",
+    "JobTable": "service.jobs", "QueueFull": "service.jobs",
+    "ServerWorker": "service.runner", "server_worker": "service.runner",
 }
 
 if TYPE_CHECKING:  # what the lazy names are, for IDEs and type checkers
     from .bench.relatedness import last_relatedness_result, zoos_truth_name
-    from .service.tasks import TASK_ZOO_KEY, demo_task, probe_task, relatedness_task
+    from .service.jobs import JobTable, QueueFull
+    from .service.runner import ServerWorker, server_worker
+    from .service.tasks import (
+        TASK_ZOO_KEY,
+        TaskSpec,
+        demo_task,
+        hold_task,
+        probe_task,
+        relatedness_task,
+        triage_task,
+        unlearning_task,
+        zoo_task,
+    )
     from .service.worker import DONE, FAILED, QUEUED, RUNNING, Job, Worker, get_worker
     from .viz import figures
     from .viz.figures import cluster_order
@@ -88,6 +104,8 @@ __all__ = [
     "figures", "cluster_order", "last_relatedness_result", "zoos_truth_name",
     "Worker", "Job", "get_worker", "QUEUED", "RUNNING", "DONE", "FAILED",
     "demo_task", "probe_task", "relatedness_task", "TASK_ZOO_KEY",
+    "TaskSpec", "triage_task", "unlearning_task", "zoo_task", "hold_task", "JobTable", "QueueFull",
+    "ServerWorker", "server_worker",
     "__version__",
 ]
 
