@@ -191,7 +191,8 @@ class JobTable:
         with self._db(write=True) as db:
             row = db.execute(
                 "SELECT j.key, q.id FROM requests r JOIN jobs j ON j.key = r.key "
-                "JOIN requesters q ON q.id = r.requester WHERE j.state = ? ORDER BY q.last_served, r.asked, j.seq LIMIT 1", (QUEUED,)).fetchone()
+                "JOIN requesters q ON q.id = r.requester WHERE j.state = ? ORDER BY q.last_served, r.asked, j.seq LIMIT 1",
+                (QUEUED,)).fetchone()
             if row is None:  # queued with no requester left (it cannot happen through submit; be safe)
                 row = db.execute("SELECT key, NULL FROM jobs WHERE state=? ORDER BY seq LIMIT 1", (QUEUED,)).fetchone()
                 if row is None:

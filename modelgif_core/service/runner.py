@@ -21,6 +21,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -233,16 +234,13 @@ class _Runner:
     # the loop
     def serve(self, parent: int | None, idle: float) -> None:
         self.table.requeue_running()
-        last_work = last_sweep = time.monotonic()
+        # Sessions lapse while a long job runs too: sweep on a thread of its own.
+        threading.Thread(target=self._sweep, name="lapsed-sessions", daemon=True).start()
+        last_work = time.monotonic()
         while True:
             if parent is not None and not _alive(parent):
                 log.info("the server that started this runner is gone; exiting")
                 return
-            if time.monotonic() - last_sweep > 2:
-                dropped = self.table.drop_lapsed()
-                if dropped:
-                    log.info("dropped %d queued job(s) nobody waits for", len(dropped))
-                last_sweep = time.monotonic()
             claimed = self.table.claim_next()
             if claimed is None:
                 if time.monotonic() - last_work > idle:
@@ -252,6 +250,17 @@ class _Runner:
                 continue
             self._run(*claimed)
             last_work = time.monotonic()
+
+    def _sweep(self) -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                dropped = self.table.drop_lapsed()
+            except Exception:  # a locked or busy table now; the next sweep tries again
+                log.exception("sweeping lapsed sessions failed")
+                continue
+            if dropped:
+                log.info("dropped %d queued job(s) nobody waits for", len(dropped))
 
     def _run(self, job: Job, payload: dict) -> None:
         self._current = job
