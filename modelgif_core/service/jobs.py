@@ -163,6 +163,21 @@ class JobTable:
                                      (DONE, parent)).fetchone()
         return int(done), int(total)
 
+    def payload(self, key: str) -> dict | None:
+        """What the job was asked with (a task's name and parameters, a field's specs and settings)."""
+        with self._db() as db:
+            row = db.execute("SELECT payload FROM jobs WHERE key=?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def running_demos(self) -> list[str]:
+        """Keys of demo tasks that run, or whose fields are still queued or running; the newest first."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT key FROM jobs j WHERE key LIKE 'demo:%' AND (state IN (?, ?) OR EXISTS "
+                "(SELECT 1 FROM jobs c WHERE c.parent = j.key AND c.state IN (?, ?))) ORDER BY seq DESC",
+                (QUEUED, RUNNING, QUEUED, RUNNING)).fetchall()
+        return [r[0] for r in rows]
+
     def pending(self) -> int:
         with self._db() as db:
             return int(db.execute("SELECT COUNT(*) FROM jobs WHERE state IN (?, ?)", (QUEUED, RUNNING)).fetchone()[0])
@@ -190,8 +205,8 @@ class JobTable:
         now = time.time()
         with self._db(write=True) as db:
             row = db.execute(
-                "SELECT j.key, q.id FROM requests r JOIN jobs j ON j.key = r.key "
-                "JOIN requesters q ON q.id = r.requester WHERE j.state = ? ORDER BY q.last_served, r.asked, j.seq LIMIT 1",
+                "SELECT j.key, q.id FROM requests r JOIN jobs j ON j.key = r.key JOIN requesters q ON q.id=r.requester "
+                "WHERE j.state = ? ORDER BY q.last_served, r.asked, j.seq LIMIT 1",
                 (QUEUED,)).fetchone()
             if row is None:  # queued with no requester left (it cannot happen through submit; be safe)
                 row = db.execute("SELECT key, NULL FROM jobs WHERE state=? ORDER BY seq LIMIT 1", (QUEUED,)).fetchone()

@@ -120,6 +120,12 @@ class ServerWorker:
     def pending(self) -> int:
         return self.table.pending()
 
+    def payload(self, key: str) -> dict | None:
+        return self.table.payload(key)
+
+    def running_demos(self) -> list[str]:
+        return self.table.running_demos()
+
     def is_ready(self, key: str) -> bool:
         """Whether the field under `key` is in the store (remembered once seen; stored fields stay)."""
         if key in self._ready:
