@@ -322,13 +322,16 @@ class _Runner:
 
 
 def _cluster_extract(address: str, model: Any, anchors: Any, cfg: Any, store: Any, progress: Any) -> None:
-    """The seam to the cluster backend: `service.cluster.extract_fields` stores the fields in this process."""
+    """The seam to the cluster backend: `service.cluster.extract_on_cluster` stores the field in this process."""
     try:
         cluster = importlib.import_module(f"{__package__}.cluster")
     except ModuleNotFoundError as err:
         raise UserError(f"MODELGIF_CLUSTER={address} is set but this install has no cluster backend "
                         "(service/cluster.py); unset it to extract here.") from err
-    cluster.extract_fields([model], anchors, cfg, cluster=address, store=store, progress=progress)
+    (result,) = cluster.extract_on_cluster([model], anchors, cfg, cluster=address, store=store,
+                                           progress=lambda done, total, *_: progress(done, total))
+    if result.error:
+        raise UserError(result.error)
 
 
 def _alive(pid: int) -> bool:
