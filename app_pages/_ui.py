@@ -445,8 +445,11 @@ def demo_progress(key: str | None = None) -> str | None:
 
 
 def demo_link(key: str) -> str:
-    """A link that opens the demo `key` in any tab: its settings and, once listed, its workspace."""
-    return f"?demo={key}"
+    """A markdown link, named by the demo's settings, that opens the demo `key` in any tab: its settings and,
+    once listed, its workspace."""
+    params = (worker().payload(key) or {}).get("params") or {}
+    steps = (params.get("config") or {}).get("steps", "?")
+    return f"[the demo on {params.get('anchors', '?')}, K = {steps}](?demo={key})"
 
 
 # ------------------------------------------------------------------------------ progress
@@ -537,8 +540,7 @@ def _wait_for_demo() -> None:
         if job is None or not job.active:  # listed (the sidebar adopts its models) or failed: the page again
             st.rerun(scope="app")
         text = demo_progress(key)
-        st.info(f"{text}. This page shows its results when they land "
-                f"([the demo's link]({demo_link(key)})).")
+        st.info(f"{text}. This page shows its results when they land ({demo_link(key)}).")
         _observe("demo", text)
 
     _panel()
@@ -630,7 +632,7 @@ def server_jobs() -> None:
                 done, total = w.children(key)
                 st.progress(done / total if total else 0.0, text=text)
                 if st.session_state.get("demo") != key:
-                    st.markdown(f"[Open the running demo]({demo_link(key)})")
+                    st.markdown(f"Open {demo_link(key)}")
         tasks = [j for j in active if j.kind == "task"]
         for job in tasks[:4]:
             state = "running" if job.state == RUNNING else "queued"

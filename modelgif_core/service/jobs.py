@@ -128,6 +128,15 @@ class JobTable:
         with self._db(write=True) as db:
             _touch(db, requester, time.time())
 
+    def touch_requesters_of(self, keys: Iterable[str]) -> None:
+        """Someone waits on these jobs (a blocking `wait`): every requester of them is still here."""
+        keys, now = list(keys), time.time()
+        with self._db(write=True) as db:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                db.execute("UPDATE requesters SET last_seen=? WHERE id IN (SELECT requester FROM requests WHERE key IN "
+                           f"({','.join('?' * len(chunk))}))", (now, *chunk))
+
     # ------------------------------------------------------------------ reading (pages)
 
     def job(self, key: str) -> Job | None:

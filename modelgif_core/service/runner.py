@@ -143,9 +143,13 @@ class ServerWorker:
         """Block until every job in `keys` has finished (done, failed or dropped); False on timeout."""
         keys = list(keys)
         deadline = None if timeout is None else time.monotonic() + timeout
+        last_touch = 0.0
         while any(j.active for j in self.table.jobs(keys)):
             if deadline is not None and time.monotonic() > deadline:
                 return False
+            if time.monotonic() - last_touch > 1:  # a waiter wants them: their sessions have not left
+                self.table.touch_requesters_of(keys)
+                last_touch = time.monotonic()
             self.ensure_runner()
             time.sleep(0.1)
         return True
