@@ -43,7 +43,10 @@ ANCHOR_PRESETS = ("digits:64", "digits:32", "digits:16", "natural:16", "noise:16
                   "cutmix:digits:500:64:0")
 STEP_CHOICES = (8, 16, 25, 32, 50, 64, 100)
 POLL_SECONDS = 1.0  # while a job moves
-SLOW_POLL_SECONDS = 5.0  # after a few ticks with nothing changed (queued behind other sessions)
+# after a few ticks with nothing changed (queued behind other sessions); short enough that a page shows its
+# result within a few seconds of its last field landing even when that field ran between two slow ticks
+SLOW_POLL_SECONDS = 3.0
+SIDEBAR_POLL_SECONDS = 5.0
 _STILL_TICKS = 5
 # Session keys of the sidebar widgets, and their query-parameter names (a view is a URL).
 SETTINGS = {"anchors": "digits:64", "steps": 50, "method": "gausslegendre", "baseline": "black",
@@ -548,7 +551,7 @@ def _wait_for_demo() -> None:
 
 
 def progress_panel(keys: list[str], rerun_when_done: bool = True) -> None:
-    """Progress of the given jobs, read from the job table each tick (1 s, 5 s when nothing moves); reruns the
+    """Progress of the given jobs, read from the job table each tick (1 s, 3 s when nothing moves); reruns the
     page once none is queued or running, whatever ticks were missed (it reads state, not changes)."""
 
     @st.fragment(run_every=_interval("fields"))
@@ -617,7 +620,7 @@ def server_jobs() -> None:
     """The server's running jobs (demo, extraction, bench, triage) with their progress: every page's sidebar.
     Polls every 5 s; it is also this session's heartbeat, so its queued fields are kept while it is open."""
 
-    @st.fragment(run_every=SLOW_POLL_SECONDS)
+    @st.fragment(run_every=SIDEBAR_POLL_SECONDS)
     def _jobs() -> None:
         w = worker()
         w.touch(requester())
