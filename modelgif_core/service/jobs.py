@@ -228,6 +228,28 @@ class JobTable:
             full = db.execute(f"SELECT {_COLUMNS}, payload FROM jobs WHERE key=?", (key,)).fetchone()
         return _job(full[:-1]), json.loads(full[-1])
 
+    def claim_like(self, like: dict, limit: int) -> list[tuple[Job, dict]]:
+        """Up to `limit` more queued field jobs on the anchors and settings of `like`, now running: the cluster
+        backend extracts them in one call, in parallel."""
+        now = time.time()
+        with self._db(write=True) as db:
+            rows = db.execute("SELECT key, payload FROM jobs WHERE state=? AND kind='field' ORDER BY seq",
+                              (QUEUED,)).fetchall()
+            keys = []
+            for key, text in rows:
+                payload = json.loads(text)
+                if payload.get("anchors") == like.get("anchors") and payload.get("config") == like.get("config"):
+                    keys.append(key)
+                    if len(keys) == limit:
+                        break
+            db.executemany("UPDATE jobs SET state=?, started=?, updated=? WHERE key=?",
+                           [(RUNNING, now, now, k) for k in keys])
+            out = []
+            for key in keys:
+                full = db.execute(f"SELECT {_COLUMNS}, payload FROM jobs WHERE key=?", (key,)).fetchone()
+                out.append((_job(full[:-1]), json.loads(full[-1])))
+        return out
+
     def progress(self, key: str, done: int, total: int) -> None:
         with self._db(write=True) as db:
             db.execute("UPDATE jobs SET done=?, total=?, updated=? WHERE key=?",

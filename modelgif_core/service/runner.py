@@ -8,7 +8,8 @@ submission starts it again. Sessions' Python never shares its interpreter, so a 
 slow an extraction down; torch uses every core here (`MODELGIF_WORKER_THREADS` to change that).
 
 With `MODELGIF_CLUSTER` set, field jobs go to the cluster backend (`service/cluster.py`) instead of this
-process's device; tasks always run here.
+process's device, up to 16 on one anchor set and settings in one call (`MODELGIF_CLUSTER_BATCH`); tasks always
+run here.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ IDLE_SECONDS = float(os.environ.get("MODELGIF_RUNNER_IDLE", "300"))
 _PROGRESS_EVERY = 0.25  # seconds between progress writes to the table
 _LOCAL = SESSION + "local"  # the requester of calls that name none (the CLI, tests)
 _UNCAPPED = 2**62  # follow-ups of a running task are the server's own work, never refused
+CLUSTER_BATCH = int(os.environ.get("MODELGIF_CLUSTER_BATCH", "16"))  # field jobs handed to the cluster at once
 
 
 def runner_alive(root: str | Path) -> bool:
@@ -261,7 +263,12 @@ class _Runner:
                     return
                 time.sleep(0.1)
                 continue
-            self._run(*claimed)
+            job, payload = claimed
+            if job.kind == "field" and os.environ.get("MODELGIF_CLUSTER"):
+                self._run_on_cluster(os.environ["MODELGIF_CLUSTER"],
+                                     [claimed, *self.table.claim_like(payload, CLUSTER_BATCH - 1)])
+            else:
+                self._run(job, payload)
             last_work = time.monotonic()
 
     def _sweep(self) -> None:
@@ -300,6 +307,30 @@ class _Runner:
         finally:
             self._current = None
 
+    def _run_on_cluster(self, address: str, batch: list[tuple[Job, dict]]) -> None:
+        """Field jobs on one anchor set and settings, extracted together by the cluster backend
+        (`service.cluster.extract_on_cluster`), which stores them here; each job finishes with its own outcome."""
+        keys = [job.key for job, _ in batch]
+        _, payload = batch[0]
+        try:
+            cluster = importlib.import_module(f"{__package__}.cluster")
+            anchors = self._load(self._anchors, payload["anchors"], load_anchors)
+            results = cluster.extract_on_cluster(
+                [p["model"] for _, p in batch], anchors, config_from_dict(payload["config"]), cluster=address,
+                store=self.store, model_progress=lambda i, done, total: self.table.progress(keys[i], done, total))
+        except ModuleNotFoundError:
+            outcome = [(FAILED, f"MODELGIF_CLUSTER={address} is set but this install has no cluster backend "
+                                "(service/cluster.py); unset it to extract here.")] * len(batch)
+        except UserError as err:
+            outcome = [(FAILED, str(err))] * len(batch)
+        except Exception as err:  # the runner must survive any backend failure; the pages show the message
+            log.exception("cluster extraction of %d field(s) failed", len(batch))
+            outcome = [(FAILED, f"{type(err).__name__}: {err}")] * len(batch)
+        else:
+            outcome = [(FAILED, r.error) if r.error else (DONE, None) for r in results]
+        for key, (state, error) in zip(keys, outcome, strict=True):
+            self.table.finish(key, state, error=error)
+
     def _field(self, job: Job, payload: dict, progress: Any) -> None:
         if store_has(self.store, job.key):  # another process finished it meanwhile
             return
@@ -307,12 +338,9 @@ class _Runner:
         anchors = self._load(self._anchors, payload["anchors"], load_anchors)
         cfg = config_from_dict(payload["config"])
         start = time.perf_counter()
-        if os.environ.get("MODELGIF_CLUSTER"):
-            _cluster_extract(os.environ["MODELGIF_CLUSTER"], model, anchors, cfg, self.store, progress)
-        else:
-            cached_field(model, anchors, cfg, store=self.store, progress=progress)
-            seconds = time.perf_counter() - start
-            self.record_speed(model, str(resolve_device(cfg.device)), len(anchors) * cfg.steps / max(seconds, 1e-6))
+        cached_field(model, anchors, cfg, store=self.store, progress=progress)
+        seconds = time.perf_counter() - start
+        self.record_speed(model, str(resolve_device(cfg.device)), len(anchors) * cfg.steps / max(seconds, 1e-6))
 
     @staticmethod
     def _load(cache: OrderedDict, spec: str, load: Any) -> Any:
@@ -326,19 +354,6 @@ class _Runner:
         cache[spec] = value
         while len(cache) > keep:
             cache.popitem(last=False)
-
-
-def _cluster_extract(address: str, model: Any, anchors: Any, cfg: Any, store: Any, progress: Any) -> None:
-    """The seam to the cluster backend: `service.cluster.extract_on_cluster` stores the field in this process."""
-    try:
-        cluster = importlib.import_module(f"{__package__}.cluster")
-    except ModuleNotFoundError as err:
-        raise UserError(f"MODELGIF_CLUSTER={address} is set but this install has no cluster backend "
-                        "(service/cluster.py); unset it to extract here.") from err
-    (result,) = cluster.extract_on_cluster([model], anchors, cfg, cluster=address, store=store,
-                                           progress=lambda done, total, *_: progress(done, total))
-    if result.error:
-        raise UserError(result.error)
 
 
 def _alive(pid: int) -> bool:
