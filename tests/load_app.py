@@ -159,6 +159,9 @@ def run(tabs: int, configs: int, timeout: float, workdir: Path) -> dict:
             time.sleep(0.25)
         elapsed = time.monotonic() - start
         browser.close()
+    log = (home / "streamlit.log").read_text(errors="replace")
+    result["orphaned_fragment_lines"] = log.count("does not exist anymore")
+    result["tracebacks"] = log.count("Traceback")
     table = JobTable(home)
     landed = {k: max((j.finished or 0) for j in table.jobs(ks)) for k, ks in keys.items()}
     loaded = [j.seconds for ks in keys.values() for j in table.jobs(ks) if j.seconds is not None]
