@@ -193,7 +193,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.workdir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    rows = [run(n, args.configs, args.timeout, args.workdir / stamp) for n in args.tabs]
+    rows = []
+    for n in args.tabs:  # each run's row at once: a later, larger run may hit the time limit
+        rows.append(run(n, args.configs, args.timeout, args.workdir / stamp))
+        print(json.dumps(rows[-1]), flush=True)
     print("| tabs (configs) | fields | heatmaps | last heatmap | s/field under load (median, max) | idle median "
           "| load/idle | max stale after landing | server peak | runner peak |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -202,7 +205,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['tabs']} ({r['configs']}) | {r['fields']} | {r['heatmaps']}/{r['tabs']} | {last} | "
               f"{r['field_s_load_median']}, {r['field_s_load_max']} | {r['field_s_idle_median']} | "
               f"{r['load_over_idle']}x | {r['stale_s_max']} s | {r['server_peak_mb']} MB | {r['runner_peak_mb']} MB |")
-    print(json.dumps(rows))
     return 0
 
 
