@@ -25,26 +25,31 @@ from modelgif_core import (
     TARGETS,
     TASK_ZOO_KEY,
     FieldConfig,
+    ServerWorker,
     UserError,
-    Worker,
     default_sketch,
     demo_task,
     distance_matrix,
     embed_distances,
     field_store_key,
-    get_worker,
     load_anchors,
     load_model,
     nearest_models,
     probe_task,
     relatedness_task,
     resolve_device,
+    server_worker,
 )
 
 ANCHOR_PRESETS = ("digits:64", "digits:32", "digits:16", "natural:16", "noise:16:0",
                   "cutmix:digits:500:64:0")
 STEP_CHOICES = (8, 16, 25, 32, 50, 64, 100)
-POLL_SECONDS = 1.0
+POLL_SECONDS = 1.0  # while a job moves
+# after a few ticks with nothing changed (queued behind other sessions); short enough that a page shows its
+# result within a few seconds of its last field landing even when that field ran between two slow ticks
+SLOW_POLL_SECONDS = 3.0
+SIDEBAR_POLL_SECONDS = 5.0
+_STILL_TICKS = 5
 # Session keys of the sidebar widgets, and their query-parameter names (a view is a URL).
 SETTINGS = {"anchors": "digits:64", "steps": 50, "method": "gausslegendre", "baseline": "black",
             "target": "predicted", "device": "auto"}
@@ -61,13 +66,43 @@ def store_root() -> str:
 
 
 @st.cache_resource(show_spinner=False)
-def _worker_for(root: str) -> Worker:
-    return get_worker(root)
+def _worker_for(root: str) -> ServerWorker:
+    return server_worker(root)
 
 
-def worker() -> Worker:
-    """The process's one background worker for this store (it owns the device)."""
+def worker() -> ServerWorker:
+    """The store's job table and its runner process (which owns the device): pages submit and read jobs."""
     return _worker_for(store_root())
+
+
+def requester() -> str:
+    """This browser session's id in the job table (round-robin between sessions; its requests lapse when it
+    stops polling)."""
+    if "_requester" not in st.session_state:
+        import uuid
+
+        st.session_state["_requester"] = f"session:{uuid.uuid4().hex[:12]}"
+    return str(st.session_state["_requester"])
+
+
+def submit_field(m: Any, anchors: Any, cfg: FieldConfig) -> bool:
+    """Queue a field for this session; False after showing why the server refused (its queue is full)."""
+    try:
+        worker().submit_field(m, anchors, cfg, requester=requester())
+    except UserError as err:
+        st.error(str(err))
+        return False
+    return True
+
+
+def submit_task(key: str, label: str, spec: Any) -> bool:
+    """Queue a named task (service.tasks) for this session; False after showing why it was refused."""
+    try:
+        worker().submit_task(key, label, spec, requester=requester())
+    except UserError as err:
+        st.error(str(err))
+        return False
+    return True
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=256)
@@ -108,6 +143,8 @@ def _init_from_query() -> None:
         return
     st.session_state["_from_query"] = True
     qp = st.query_params
+    if qp.get("demo"):  # a link to a running demo: its settings and workspace
+        st.session_state["demo"] = qp.get("demo")
     ignored = []
     for name, default in SETTINGS.items():
         value = qp.get(name)
@@ -179,6 +216,8 @@ def anchors_spec() -> str:
 def sidebar() -> None:
     """Anchor set and field settings, the cost estimate and the worker's queue (every page)."""
     _init_from_query()
+    worker().touch(requester())
+    _adopt_running_demo()
     _adopt_demo_workspace()
     with st.sidebar:
         for message in st.session_state.pop("_ignored_from_link", []):
@@ -207,6 +246,7 @@ def sidebar() -> None:
         _bound(st.selectbox, "Device", devices, "device")
         _cost_estimate()
         _queue_status()
+        server_jobs()
     _sync_query()
 
 
@@ -255,9 +295,9 @@ def _cost_estimate() -> None:
         lines.append(_default_sketch(cfg.steps)[1])
     st.caption("  \n".join(lines))
     if missing and not speed and st.button("Measure throughput", key="_probe"):
-        worker().submit_task(f"probe:{missing[0].fingerprint}:{device}", f"probe {missing[0].name}",
-                             probe_task(missing[0], anchors, cfg))
-        st.rerun()
+        if submit_task(f"probe:{missing[0].fingerprint}:{device}", f"probe {missing[0].name}",
+                       probe_task(missing[0], anchors, cfg)):
+            st.rerun()
 
 
 def _duration(seconds: float) -> str:
@@ -270,7 +310,7 @@ def _duration(seconds: float) -> str:
 
 def worker_activity() -> str | None:
     """What the background worker is doing now, by name (a bare count left users guessing); None if idle."""
-    active = [j for j in worker().jobs() if j.active]
+    active = worker().active()
     if not active:
         return None
     running = [j for j in active if j.state == RUNNING]
@@ -362,8 +402,8 @@ def demo_key(cfg: FieldConfig, anchors: str) -> str:
 def start_demo() -> str:
     cfg, spec = field_config(), anchors_spec()
     key = demo_key(cfg, spec)
-    worker().submit_task(key, "demo: build the small zoo and queue its fields",
-                         demo_task(spec, cfg))
+    if not submit_task(key, "demo: build the small zoo and queue its fields", demo_task(spec, cfg)):
+        return key
     st.session_state["demo"] = key
     st.session_state.pop("_demo_adopted", None)
     return key
@@ -378,6 +418,54 @@ def _adopt_demo_workspace() -> None:
     if job is not None and job.state == DONE and job.result:
         st.session_state["_demo_adopted"] = key
         st.session_state["workspace"] = list(dict.fromkeys(job.result))
+
+
+def _adopt_running_demo() -> None:
+    """A session with an empty workspace (a reload, a second tab) joins the demo the server is running: its
+    settings, then (once listed) its models. A `?demo=KEY` link does the same for that demo."""
+    key = st.session_state.get("demo")
+    if not key and not st.session_state.get("workspace"):
+        running = worker().running_demos()
+        key = running[0] if running else None
+        if key:
+            st.session_state["demo"] = key
+    if not key or st.session_state.get("_demo_settings") == key:
+        return
+    payload = worker().payload(key) or {}
+    params = payload.get("params") or {}
+    if not params:
+        return
+    st.session_state["_demo_settings"] = key
+    config = params.get("config") or {}
+    st.session_state["anchors"] = params.get("anchors", anchors_spec())
+    for name in ("steps", "method", "baseline", "target"):
+        if name in config:
+            st.session_state[name] = config[name]
+
+
+def demo_progress(key: str | None = None) -> str | None:
+    """"demo running: 12 of 31 fields" (or its zoo step) while the demo `key` (this session's) runs; else None."""
+    key = key or st.session_state.get("demo")
+    if not key:
+        return None
+    job = worker().job(key)
+    if job is None:
+        return None
+    if job.active:
+        step = f" ({job.done} of {job.total})" if job.total else ""
+        return f"demo running: building the small zoo{step}" if job.state == RUNNING else "demo queued"
+    done, total = worker().children(key)
+    if job.state == DONE and done < total:
+        return f"demo running: {done} of {total} fields"
+    return None
+
+
+def demo_link(key: str) -> str:
+    """A markdown link, named by the demo's settings, that opens the demo `key` in any tab: its settings and,
+    once listed, its workspace."""
+    params = (worker().payload(key) or {}).get("params") or {}
+    steps = (params.get("config") or {}).get("steps", "?")
+    return f"[the demo on {params.get('anchors', '?')}, K = {steps}](?demo={key})"
 
 
 # ------------------------------------------------------------------------------ progress
@@ -396,6 +484,9 @@ class Ready:
 def require_fields(min_models: int = 1, what: str = "this page") -> Ready:
     """Load the workspace and make sure its fields exist; otherwise explain, offer and stop."""
     specs = workspace()
+    demo = worker().job(st.session_state.get("demo") or "")
+    if len(specs) < min_models and demo is not None and demo.active:
+        _wait_for_demo()
     if len(specs) < min_models:
         st.info(f"{what} needs at least {min_models} model(s) in the workspace. Pick models on "
                 "the Models page, or run the demo on Home.")
@@ -424,23 +515,68 @@ def require_fields(min_models: int = 1, what: str = "this page") -> Ready:
                 f"{anchors_spec()} with K = {cfg.steps} ({n * len(unqueued):,} forward+backward "
                 "passes; see the estimate in the sidebar).")
         if st.button("Compute missing fields", type="primary", key="_compute"):
-            for m, _k in unqueued:
-                worker().submit_field(m, anchors, cfg)
-            st.rerun()
+            if all([submit_field(m, anchors, cfg) for m, _k in unqueued]):
+                st.rerun()
     if len(unqueued) < len(missing):
+        text = demo_progress()
+        if text:
+            st.info(f"{text}; this page shows the results when they land.")
         progress_panel([k for _, k in missing])
     st.stop()
 
 
-def progress_panel(keys: list[str], rerun_when_done: bool = True) -> None:
-    """Progress of the given jobs, refreshed every second; reruns the page once all finished."""
+def _interval(name: str) -> float:
+    return float(st.session_state.get(f"_poll_{name}", POLL_SECONDS))
 
-    @st.fragment(run_every=POLL_SECONDS)
+
+def _observe(name: str, signature: Any) -> None:
+    """One tick of the poller `name`: after a few ticks with nothing changed it slows to SLOW_POLL_SECONDS, and
+    speeds up again on a change (a fragment's interval is fixed per full run, hence the one app rerun)."""
+    seen = st.session_state.setdefault(f"_seen_{name}", [None, 0])
+    if signature != seen[0]:
+        seen[0], seen[1] = signature, 0
+        if _interval(name) != POLL_SECONDS:
+            st.session_state[f"_poll_{name}"] = POLL_SECONDS
+            st.rerun(scope="app")
+        return
+    seen[1] += 1
+    if seen[1] >= _STILL_TICKS and _interval(name) != SLOW_POLL_SECONDS:
+        st.session_state[f"_poll_{name}"] = SLOW_POLL_SECONDS
+        st.rerun(scope="app")
+
+
+def _wait_for_demo() -> None:
+    """The page waits on the demo (a reload, a second tab): say so, and rerun once it has listed its models."""
+    key = st.session_state["demo"]
+
+    @st.fragment(run_every=_interval("demo"))
     def _panel() -> None:
-        jobs = worker().jobs(keys)
+        worker().touch(requester())
+        job = worker().job(key)
+        if job is None or not job.active:  # listed (the sidebar adopts its models) or failed: the page again
+            st.rerun(scope="app")
+        text = demo_progress(key)
+        st.info(f"{text}. This page shows its results when they land ({demo_link(key)}).")
+        _observe("demo", text)
+
+    _panel()
+    st.stop()
+
+
+def progress_panel(keys: list[str], rerun_when_done: bool = True) -> None:
+    """Progress of the given jobs, read from the job table each tick (1 s, 3 s when nothing moves); reruns the
+    page once none is queued or running, whatever ticks were missed (it reads state, not changes)."""
+
+    @st.fragment(run_every=_interval("fields"))
+    def _panel() -> None:
+        w = worker()
+        w.touch(requester())
+        jobs = w.jobs(keys)
         active = [j for j in jobs if j.active]
+        if not active and rerun_when_done:
+            st.rerun(scope="app")
         done = sum(j.state == DONE for j in jobs)
-        st.progress(done / max(1, len(jobs)), text=f"{done} of {len(jobs)} fields ready")
+        st.progress(done / max(1, len(keys)), text=f"{done} of {len(keys)} fields ready")
         for job in active[:6]:
             state = "running" if job.state == RUNNING else "queued"
             st.progress(job.fraction, text=f"{job.label}: {state} ({job.done:,}/{job.total:,})")
@@ -449,8 +585,7 @@ def progress_panel(keys: list[str], rerun_when_done: bool = True) -> None:
         for job in jobs:
             if job.state == FAILED:
                 st.error(f"{job.label}: {job.error}")
-        if not active and rerun_when_done:
-            st.rerun(scope="app")
+        _observe("fields", [(j.key, j.state, j.done) for j in jobs])
 
     _panel()
 
@@ -477,19 +612,54 @@ def task_panel(key: str) -> Any:
     if job.state == DONE:
         return job
 
-    @st.fragment(run_every=POLL_SECONDS)
+    @st.fragment(run_every=_interval("task"))
     def _panel() -> None:
-        now = worker().job(key)
+        w = worker()
+        w.touch(requester())
+        now = w.job(key)
         if now is None or not now.active:
             st.rerun(scope="app")
-        frac = now.fraction
         text = f"{now.label}: {'running' if now.state == RUNNING else 'queued'}"
         if now.total:
             text += f" ({now.done}/{now.total})"
-        st.progress(frac, text=text)
+        st.progress(now.fraction, text=text)
+        _observe("task", (now.state, now.done))
 
     _panel()
     return None
+
+
+def server_jobs() -> None:
+    """The server's running jobs (demo, extraction, bench, triage) with their progress: every page's sidebar.
+    Polls every 5 s; it is also this session's heartbeat, so its queued fields are kept while it is open."""
+
+    @st.fragment(run_every=SIDEBAR_POLL_SECONDS)
+    def _jobs() -> None:
+        w = worker()
+        w.touch(requester())
+        active = w.active()
+        demos = w.running_demos()
+        if not active and not demos:
+            return
+        st.markdown("**Server jobs**")
+        for key in demos:
+            text = demo_progress(key)
+            if text:
+                done, total = w.children(key)
+                st.progress(done / total if total else 0.0, text=text)
+                if st.session_state.get("demo") != key:
+                    st.markdown(f"Open {demo_link(key)}")
+        tasks = [j for j in active if j.kind == "task"]
+        for job in tasks[:4]:
+            state = "running" if job.state == RUNNING else "queued"
+            st.progress(job.fraction, text=f"{job.label}: {state}")
+        fields = [j for j in active if j.kind == "field"]
+        if fields:
+            running = [j for j in fields if j.state == RUNNING]
+            now = f"{running[0].label} running, " if running else ""
+            st.caption(f"Extraction: {now}{len(fields) - len(running)} field(s) queued.")
+
+    _jobs()
 
 
 # ------------------------------------------------------------------------------ misc
@@ -530,10 +700,9 @@ def _offer_task_zoo(kind: str) -> None:
             "it. The full run, three zoos: `modelgif bench relatedness`.")
         if job is None or job.state == FAILED:
             if st.button("Train the quick task zoo", icon=":material/play_arrow:", key=f"task_zoo_train_{kind}"):
-                worker().submit_task(TASK_ZOO_KEY, "task zoo: the quick relatedness bench",
-                                     relatedness_task())
-                st.session_state["task_zoo_clicked"] = True
-                st.rerun()
+                if submit_task(TASK_ZOO_KEY, "task zoo: the quick relatedness bench", relatedness_task()):
+                    st.session_state["task_zoo_clicked"] = True
+                    st.rerun()
         elif job.state == DONE:  # finished, but its result is no longer in the store
             st.warning("The task zoo trained by this server is gone from the store; run "
                        "`modelgif bench relatedness --quick` to train it again.")

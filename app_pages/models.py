@@ -11,12 +11,12 @@ import streamlit as st
 from app_pages import _ui
 from modelgif_core import (
     UserError,
-    ensure_zoo,
     hub_pretrained_cfg,
     list_hub_models,
     list_zoo,
     load_model,
     save_model_dir,
+    zoo_task,
 )
 
 ZOO_TASK = "zoo:small"
@@ -93,10 +93,8 @@ def _zoo_tab() -> None:
         if job is None or job.state == "failed":
             st.info("The small zoo is not built yet (about 2 minutes on a laptop CPU).")
             if st.button("Build the small zoo", type="primary"):
-                _ui.worker().submit_task(ZOO_TASK, "building the small zoo",
-                                         lambda progress, w: str(ensure_zoo(
-                                             "small", progress=lambda d, t, _n: progress(d, t))))
-                st.rerun()
+                if _ui.submit_task(ZOO_TASK, "building the small zoo", zoo_task("small")):
+                    st.rerun()
         return
     table = [{"name": r["name"], "role": r["role"], "family": r["family"], "attack": r["attack"],
               "arch": r["arch"], "test accuracy": r["test_accuracy"]} for r in rows]

@@ -7,7 +7,7 @@ from typing import Any
 import streamlit as st
 
 from app_pages import _ui
-from modelgif_core import TriageReport, figures, list_zoo, triage
+from modelgif_core import TriageReport, figures, list_zoo, triage_task
 
 BADGE = {"derived": "red", "independent": "green", "inconclusive": "orange"}
 
@@ -72,14 +72,9 @@ if use_sidebar:
     kwargs = {"anchors": _ui.anchors_spec(), "cfg": _ui.field_config()}
 key = _ui.request_key("triage", victim=victim, suspects=suspects, references=references,
                       anchors=kwargs.get("anchors"), config=kwargs["cfg"].key() if kwargs else None)
-if st.button("Run triage", type="primary"):
-    refs = references or None
-
-    def run(progress, worker):
-        return triage(victim, suspects, references=refs, store=worker.store, progress=progress,
-                      **kwargs).to_dict()
-
-    _ui.worker().submit_task(key, f"triage of {len(suspects)} suspect(s)", run)
+if st.button("Run triage", type="primary") and _ui.submit_task(
+        key, f"triage of {len(suspects)} suspect(s)",
+        triage_task(victim, suspects, references or None, kwargs.get("anchors"), kwargs.get("cfg"))):
     st.session_state["tri_key"] = key
 
 report = TriageReport.from_dict(_ui.task_result(key, asked="tri_key"))

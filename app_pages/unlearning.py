@@ -7,7 +7,7 @@ from typing import Any
 import streamlit as st
 
 from app_pages import _ui
-from modelgif_core import FieldConfig, UnlearningReport, UserError, figures, list_zoo, verify_unlearning
+from modelgif_core import UnlearningReport, UserError, figures, list_zoo, unlearning_task
 
 VERDICT_BADGE = {"forgotten": "green", "not forgotten": "red"}
 STEP_CHOICES = (8, 16, 25, 32, 50)
@@ -94,14 +94,9 @@ if not references and not zoo_specs:
 
 key = _ui.request_key("unlearning", original=original, claimed=claimed, forgotten_class=forgotten, anchors=anchors,
                       steps=steps, references=references)
-if st.button("Verify", type="primary"):
-
-    def run(progress, worker):
-        cfg = FieldConfig(steps=int(steps), target="label")
-        return verify_unlearning(original, claimed, forgotten, anchors=anchors, references=references or None,
-                                 cfg=cfg, store=worker.store, progress=progress).to_dict()
-
-    _ui.worker().submit_task(key, f"unlearning check of {_label(claimed)}", run)
+if st.button("Verify", type="primary") and _ui.submit_task(
+        key, f"unlearning check of {_label(claimed)}",
+        unlearning_task(original, claimed, forgotten, anchors, int(steps), references or None)):
     st.session_state["unl_key"] = key
 
 report = UnlearningReport.from_dict(_ui.task_result(key, asked="unl_key"))

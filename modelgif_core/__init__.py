@@ -68,12 +68,29 @@ _LAZY = {
     "demo_task": "service.tasks", "probe_task": "service.tasks", "relatedness_task": "service.tasks",
     "TASK_ZOO_KEY": "service.tasks",
     "extract_on_cluster": "service.cluster", "ClusterField": "service.cluster", "cluster_from_env": "service.cluster",
+    "TaskSpec": "service.tasks", "triage_task": "service.tasks", "unlearning_task": "service.tasks",
+    "zoo_task": "service.tasks", "hold_task": "service.tasks",
+    "JobTable": "service.jobs", "QueueFull": "service.jobs",
+    "ServerWorker": "service.runner", "server_worker": "service.runner",
 }
 
 if TYPE_CHECKING:  # what the lazy names are, for IDEs and type checkers
     from .bench.relatedness import last_relatedness_result, zoos_truth_name
     from .service.cluster import ClusterField, cluster_from_env, extract_on_cluster
     from .service.tasks import TASK_ZOO_KEY, demo_task, probe_task, relatedness_task
+    from .service.jobs import JobTable, QueueFull
+    from .service.runner import ServerWorker, server_worker
+    from .service.tasks import (
+        TASK_ZOO_KEY,
+        TaskSpec,
+        demo_task,
+        hold_task,
+        probe_task,
+        relatedness_task,
+        triage_task,
+        unlearning_task,
+        zoo_task,
+    )
     from .service.worker import DONE, FAILED, QUEUED, RUNNING, Job, Worker, get_worker
     from .viz import figures
     from .viz.figures import cluster_order
@@ -99,6 +116,8 @@ __all__ = [
     "Worker", "Job", "get_worker", "QUEUED", "RUNNING", "DONE", "FAILED",
     "demo_task", "probe_task", "relatedness_task", "TASK_ZOO_KEY",
     "extract_on_cluster", "ClusterField", "cluster_from_env",  # service/cluster.py (needs the extra `cluster`)
+    "TaskSpec", "triage_task", "unlearning_task", "zoo_task", "hold_task", "JobTable", "QueueFull",
+    "ServerWorker", "server_worker",
     "__version__",
 ]
 

@@ -7,7 +7,6 @@ background worker computes real fields (digits:8 anchors, K = 8, so it takes sec
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from _app_fixtures import quick_zoo_home, write_tiny_model
 from conftest import tiny_bench_config
 from streamlit.testing.v1 import AppTest
 
-from modelgif_core import get_worker
+from modelgif_core import hold_task, server_worker
 from modelgif_core.zoo import list_zoo, recipes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +56,7 @@ def _n(values) -> int:
 
 
 def _wait_all(home: Path, timeout: float = 300) -> None:
-    worker = get_worker(home)
+    worker = server_worker(home)
     deadline = time.monotonic() + timeout
     while worker.pending() and time.monotonic() < deadline:
         worker.wait([j.key for j in worker.jobs()], timeout=5)
@@ -210,9 +209,9 @@ def test_offline_hub_pick_says_which_weights_are_missing(tmp_path, monkeypatch):
 
 def test_the_sidebar_names_what_the_worker_is_doing(tmp_path, monkeypatch):
     monkeypatch.setenv("MODELGIF_HOME", str(tmp_path))
-    worker, release = get_worker(tmp_path), threading.Event()
-    worker.submit_task("t:map", "preparing the map", lambda progress, w: release.wait(60))
-    worker.submit_task("t:next", "triage of 1 suspect(s)", lambda progress, w: None)
+    worker, release = server_worker(tmp_path), tmp_path / "release"
+    worker.submit_task("t:map", "preparing the map", hold_task(release, 60))
+    worker.submit_task("t:next", "triage of 1 suspect(s)", hold_task(release, 60))
     try:
         deadline = time.monotonic() + 30
         while worker.job("t:map").state != "running" and time.monotonic() < deadline:
@@ -222,7 +221,7 @@ def test_the_sidebar_names_what_the_worker_is_doing(tmp_path, monkeypatch):
         assert "Worker: preparing the map; 1 more queued." in [c.value for c in at.sidebar.caption]
         assert "Background worker: preparing the map; 1 more queued." in [c.value for c in at.main.caption]
     finally:
-        release.set()
+        release.touch()
         _wait_all(tmp_path, timeout=60)
     at.run()
     assert not any(c.value.startswith("Worker:") for c in at.sidebar.caption)  # idle: no line
@@ -326,8 +325,8 @@ def test_the_task_zoo_is_trained_on_a_click_and_then_shown(tmp_path, monkeypatch
     assert [e.label for e in at.expander] == ["Task zoo (mini-Taskonomy): not trained yet"]
     at.button(key="task_zoo_train_heatmap").click().run()
     _ok(at)
-    assert get_worker(tmp_path).job(TASK_ZOO_KEY).label == "task zoo: the quick relatedness bench"
-    assert get_worker(tmp_path).wait([TASK_ZOO_KEY], timeout=300)
+    assert server_worker(tmp_path).job(TASK_ZOO_KEY).label == "task zoo: the quick relatedness bench"
+    assert server_worker(tmp_path).wait([TASK_ZOO_KEY], timeout=300)
     at.run()
     _ok(at)
     assert at.expander[0].label.startswith("Task zoo: 4 digit tasks")

@@ -213,27 +213,13 @@ class Worker:
             speeds = dict(self._speed)
         if device is None:
             device = str(resolve_device("auto"))
-        if model is not None and _speed_key(model, device) in speeds:
-            return speeds[_speed_key(model, device)]
-        stored = self._stored_rates(device)
-        for pool in (stored.get(getattr(model, "fingerprint", None)),
-                     [v for (_, _, dev), v in speeds.items() if dev == device],
-                     [r for rates in stored.values() for r in rates]):
-            if pool:
-                return sorted(pool)[len(pool) // 2]
-        return None
+        return pick_speed(speeds, self._stored_rates(device), model, device)
 
     def _stored_rates(self, device: str) -> dict[str, list[float]]:
         """Passes per second of every field the store records as extracted on `device`, by fingerprint.
         Read once per worker: what runs here afterwards is measured directly."""
         if self._stored is None:
-            rates: dict[str, dict[str, list[float]]] = {}
-            for row in self.store.list():
-                shape, seconds = row.get("shape") or (), row.get("seconds")
-                if len(shape) == 3 and seconds and seconds > 0:
-                    by_model = rates.setdefault(row["device"], {})
-                    by_model.setdefault(row["fingerprint"], []).append(shape[0] * shape[1] / seconds)
-            self._stored = rates
+            self._stored = stored_rates(self.store)
         return self._stored.get(device, {})
 
     def record_speed(self, model: Any, device: str, passes_per_second: float) -> None:
@@ -286,6 +272,36 @@ class Worker:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+
+def stored_rates(store: Any) -> dict[str, dict[str, list[float]]]:
+    """Passes per second of every field the store records, by device, then model fingerprint."""
+    rates: dict[str, dict[str, list[float]]] = {}
+    for row in store.list():
+        shape, seconds = row.get("shape") or (), row.get("seconds")
+        if len(shape) == 3 and seconds and seconds > 0:
+            by_model = rates.setdefault(row["device"], {})
+            by_model.setdefault(row["fingerprint"], []).append(shape[0] * shape[1] / seconds)
+    return rates
+
+
+def pick_speed(measured: dict[tuple[str, str, str], float], stored: dict[str, list[float]], model: Any,
+               device: str) -> float | None:
+    """The best-matched throughput: this model's architecture and size measured, else its stored record,
+    else the median measured on the device, else the median of the store's record."""
+    if model is not None and speed_key(model, device) in measured:
+        return measured[speed_key(model, device)]
+    for pool in (stored.get(getattr(model, "fingerprint", None)),
+                 [v for (_, _, dev), v in measured.items() if dev == device],
+                 [r for rates in stored.values() for r in rates]):
+        if pool:
+            return sorted(pool)[len(pool) // 2]
+    return None
+
+
+def speed_key(model: Any, device: str) -> tuple[str, str, str]:
+    """(architecture, input size, device): what a throughput measurement is kept under."""
+    return _speed_key(model, device)
 
 
 def _speed_key(model: Any, device: str) -> tuple[str, str, str]:

@@ -1,0 +1,212 @@
+"""Load test of the app: N Chromium tabs on one server, each asking Distances for its own fields.
+
+    python tests/load_app.py --tabs 2 5 10 20 [--configs 5] [--timeout 600]
+
+For each N: a fresh store with the small zoo's stand-in (every recipe's architecture, untrained weights: the
+extraction cost of the real zoo), `streamlit run app.py` on loopback, and N tabs of Debian's Chromium each
+opening Distances on 8 zoo models with `digits:16` and its own steps K (M distinct configs, K = 8 .. 8+M-1,
+so 128-224 passes a field) and clicking "Compute missing fields". It reports the seconds to the last tab's
+heatmap, the seconds per field under load (the runner's extraction times from the store) against the same
+fields extracted idle in this process just before, the longest a tab stayed stale after its last field
+landed, and the peak memory (VmHWM) of the web server and of the runner. Bounded: at most 40 tabs, and
+every wait has the timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from _app_fixtures import store_at, write_quick_zoo  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+        # every tab polls as a foreground one would (a student's tab is in front on their own screen)
+        "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+        "--disable-backgrounding-occluded-windows"]
+MODELS = 8
+ANCHORS = "digits:16"
+HEATMAP = ("() => [...document.querySelectorAll('.js-plotly-plot')].some(g => g.data && "
+           "g.data.some(t => t.type === 'heatmap' && t.hovertemplate))")
+
+
+@contextlib.contextmanager
+def streamlit_server(home: Path):
+    """`streamlit run app.py` on a free loopback port over the store `home`; yields (URL, pid) once healthy."""
+    import socket
+    import subprocess
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MODELGIF_HOME": str(home), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    with open(home / "streamlit.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",
+             str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 90
+        try:
+            while True:
+                with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("streamlit did not start:\n" + (home / "streamlit.log").read_text()[-3000:])
+                time.sleep(0.5)
+            yield url, proc.pid
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _peak_kb(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _runner_pids(home: Path) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                cmd = (proc / "cmdline").read_bytes().split(b"\0")
+                if b"modelgif_core.service.runner" in cmd and str(home).encode() in cmd:
+                    pids.append(int(proc.name))
+    return pids
+
+
+def _idle_seconds(home: Path, specs: list[str], steps: list[int]) -> list[float]:
+    """Seconds per field on the idle machine: the runner's thread count, nothing else running."""
+    import torch
+
+    from modelgif_core import FieldConfig, extract_field, load_anchors, load_model
+
+    torch.set_num_threads(int(os.environ.get("MODELGIF_WORKER_THREADS") or os.cpu_count() or 1))
+    anchors = load_anchors(ANCHORS)
+    out = []
+    with store_at(home):
+        for spec in specs:
+            model = load_model(spec)
+            extract_field(model, anchors.images[:1], FieldConfig(steps=2))  # warm-up, as the runner's first field
+            for k in steps:
+                start = time.perf_counter()
+                extract_field(model, anchors.images, FieldConfig(steps=k))
+                out.append(time.perf_counter() - start)
+    return out
+
+
+def run(tabs: int, configs: int, timeout: float, workdir: Path) -> dict:
+    from modelgif_core import FieldConfig, field_store_key, load_anchors, load_model
+    from modelgif_core.service.jobs import JobTable
+
+    home = workdir / f"tabs{tabs}"
+    home.mkdir(parents=True, exist_ok=False)
+    with store_at(home):
+        write_quick_zoo()
+        from modelgif_core import list_zoo
+
+        specs = [f"zoo:{r['name']}" for r in list_zoo("small")][:MODELS]
+        handles = [load_model(s) for s in specs]
+    steps = [8 + i % configs for i in range(tabs)]
+    anchors = load_anchors(ANCHORS)
+    idle = _idle_seconds(home, specs[:2], sorted(set(steps))[:2])
+    keys = {k: [field_store_key(m, anchors, FieldConfig(steps=k)) for m in handles] for k in set(steps)}
+
+    from playwright.sync_api import sync_playwright
+
+    result: dict = {"tabs": tabs, "configs": len(set(steps)), "fields": MODELS * len(set(steps))}
+    with streamlit_server(home) as (url, server_pid), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        peak = {"server": 0, "runner": 0}
+        pages = []
+        query = "&".join([f"anchors={ANCHORS}"] + [f"m={s}" for s in specs])
+        for k in steps:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(f"{url}/distances?{query}&steps={k}")
+            pages.append(page)
+        start = time.monotonic()
+        for page in pages:  # every tab asks for its fields (shared with tabs of the same K)
+            button = page.get_by_role("button", name="Compute missing fields")
+            button.or_(page.get_by_text("fields ready")).first.wait_for(timeout=timeout * 1000)
+            if button.count():
+                button.click()
+        shown: dict[int, float] = {}
+        while len(shown) < len(pages) and time.monotonic() - start < timeout:
+            for i, page in enumerate(pages):
+                if i not in shown and page.evaluate(HEATMAP):
+                    shown[i] = time.time()
+            peak["server"] = max(peak["server"], _peak_kb(server_pid))
+            for pid in _runner_pids(home):
+                peak["runner"] = max(peak["runner"], _peak_kb(pid))
+            time.sleep(0.25)
+        elapsed = time.monotonic() - start
+        browser.close()
+    log = (home / "streamlit.log").read_text(errors="replace")
+    result["orphaned_fragment_lines"] = log.count("does not exist anymore")
+    result["tracebacks"] = log.count("Traceback")
+    table = JobTable(home)
+    landed = {k: max((j.finished or 0) for j in table.jobs(ks)) for k, ks in keys.items()}
+    loaded = [j.seconds for ks in keys.values() for j in table.jobs(ks) if j.seconds is not None]
+    stale = [shown[i] - landed[k] for i, k in enumerate(steps) if i in shown]
+    result.update({
+        "heatmaps": len(shown), "last_heatmap_s": round(elapsed, 1) if len(shown) == len(pages) else None,
+        "field_s_load_median": round(statistics.median(loaded), 3) if loaded else None,
+        "field_s_load_max": round(max(loaded), 3) if loaded else None,
+        "field_s_idle_median": round(statistics.median(idle), 3),
+        "load_over_idle": round(statistics.median(loaded) / statistics.median(idle), 2) if loaded else None,
+        "stale_s_max": round(max(stale), 1) if stale else None,
+        "server_peak_mb": round(peak["server"] / 1024), "runner_peak_mb": round(peak["runner"] / 1024),
+    })
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tabs", type=int, nargs="+", default=[2, 5, 10, 20])
+    parser.add_argument("--configs", type=int, default=5, help="distinct steps K among the tabs")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per run at most")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/modelgif-load"))
+    args = parser.parse_args(argv)
+    if not Path(CHROMIUM).exists():
+        print(f"{CHROMIUM} is missing: install Debian's chromium to run the load test.", file=sys.stderr)
+        return 2
+    if any(not 1 <= n <= 40 for n in args.tabs):
+        print("--tabs takes 1 to 40 tabs per run.", file=sys.stderr)
+        return 2
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    rows = []
+    for n in args.tabs:  # each run's row at once: a later, larger run may hit the time limit
+        rows.append(run(n, args.configs, args.timeout, args.workdir / stamp))
+        print(json.dumps(rows[-1]), flush=True)
+    print("| tabs (configs) | fields | heatmaps | last heatmap | s/field under load (median, max) | idle median "
+          "| load/idle | max stale after landing | server peak | runner peak |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        last = f"{r['last_heatmap_s']} s" if r["last_heatmap_s"] is not None else f"never ({args.timeout:.0f} s)"
+        print(f"| {r['tabs']} ({r['configs']}) | {r['fields']} | {r['heatmaps']}/{r['tabs']} | {last} | "
+              f"{r['field_s_load_median']}, {r['field_s_load_max']} | {r['field_s_idle_median']} | "
+              f"{r['load_over_idle']}x | {r['stale_s_max']} s | {r['server_peak_mb']} MB | {r['runner_peak_mb']} MB |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
