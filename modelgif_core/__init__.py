@@ -48,7 +48,7 @@ from .engine.models import (
 )
 from .engine.progress import Progress
 from .engine.store import FieldStore, StoredField, default_store_root, field_key
-from .zoo import build_zoo, ensure_zoo, list_zoo, zoo_root
+from .zoo import assets_root, build_zoo, ensure_zoo, list_zoo, shipped_zoo_root, verify_zoo, zoo_root
 
 try:
     __version__ = version("modelgif-explorer")
@@ -81,7 +81,7 @@ __all__ = [
     "FieldStore", "StoredField", "field_key", "default_store_root", "cached_field", "field_store_key",
     "Embedding", "embed_distances",
     # zoo
-    "zoo", "build_zoo", "ensure_zoo", "list_zoo", "zoo_root",
+    "zoo", "build_zoo", "ensure_zoo", "list_zoo", "zoo_root", "assets_root", "shipped_zoo_root", "verify_zoo",
     # analysis
     "triage", "TriageReport", "TriageRule", "Verdict", "verify_unlearning", "UnlearningReport",
     # loaded on first use (the _LAZY table below): viz, bench, service

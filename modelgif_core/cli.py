@@ -208,11 +208,43 @@ def cmd_zoo(args: argparse.Namespace) -> int:
             bar.close()
         print(f"zoo ({args.size}) ready in {root}")
         return 0
+    if args.zoo_command == "verify":
+        return _zoo_verify(args)
     rows = zoo.list_zoo(size=args.size)
     if not rows:
         raise UserError(f"The {args.size} zoo is not built yet; run `modelgif zoo build --size {args.size}`.")
     print(_emit(rows, args.format, ["name", "role", "family", "arch", "attack", "parent", "test_accuracy"]))
     return 0
+
+
+def _zoo_verify(args: argparse.Namespace) -> int:
+    """Retrain shipped zoo models and compare sha256; non-zero exit and one sentence per mismatch."""
+    names = [r.name for r in zoo.recipes(args.size)] if args.all else None
+    rows = zoo.verify_zoo(args.size, names=names, progress=None if args.quiet else _zoo_bar("verify"))
+    bad = [r for r in rows if not r["ok"]]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in bad:
+            print(zoo.verify_message(row))
+        print(f"{len(rows) - len(bad)} of {len(rows)} rebuilt {args.size} zoo models match the shipped files "
+              f"({zoo.shipped_zoo_root(args.size)}).")
+    return 1 if bad else 0
+
+
+def _zoo_bar(desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=desc, file=sys.stderr, unit="model")
+
+    def progress(done: int, total: int, name: str) -> None:
+        bar.total, bar.n = total, done
+        bar.set_postfix_str(name)
+        bar.refresh()
+        if done == total:
+            bar.close()
+
+    return progress
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -355,11 +387,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("zoo", help="the built-in model zoo")
     zsub = p.add_subparsers(dest="zoo_command", required=True, parser_class=_Parser)
-    for name in ("build", "list"):
-        zp = zsub.add_parser(name)
+    for name in ("build", "list", "verify"):
+        zp = zsub.add_parser(name, help={"build": "train the missing models into the store",
+                                         "list": "the models (the store's, else the shipped assets')",
+                                         "verify": "retrain shipped models and compare their sha256"}[name])
         zp.add_argument("--size", default="small", choices=["small", "full"])
         if name == "build":
             zp.add_argument("--force", action="store_true", help="rebuild models that exist")
+        if name == "verify":
+            zp.add_argument("--all", action="store_true",
+                            help="every model (default: the cheapest model of each recipe method)")
         _add_common(zp)
     p.set_defaults(func=cmd_zoo)
 
