@@ -53,7 +53,8 @@ def build_zoo(size: str = "small", root: str | Path | None = None, progress: Pro
     `only` restricts the build to these names (and their parents); `epochs_scale` shortens training
     (tests). Models train on one torch thread each, in `workers` processes (default:
     `default_workers()`), a derived model after its parent; a model's weights depend only on its
-    recipe, not on the process or the number of workers (one thread vs two gave different floats).
+    recipe, not on the process, the number of workers or the CPU (one thread vs two gave different floats;
+    see DETERMINISTIC_ENV for the instruction sets).
     A file lock makes two concurrent builds (app + CLI) wait for each other instead of training twice.
     With `reuse`, a model with the same recipe key in the other size's zoo or in the shipped assets
     is copied instead of trained (`zoo verify` turns it off: it must train).
@@ -148,10 +149,20 @@ def _task_from_message(line: str) -> _Task:
     return _Task(Recipe(**msg["recipe"]), msg["key"], msg["folder"], msg["parent_folder"])
 
 
+# A zoo worker's floats must not depend on the CPU it runs on, or the shipped zoo could not be checked
+# by a rebuild elsewhere. Measured here (AVX-512 CPU): ATen's vectorised kernels, oneDNN's convolutions
+# and MKL's GEMM each pick code by instruction set, and each changed the trained weights (capped at
+# AVX2 or SSE4 they differed from the native build). With ATen's portable kernels, MKL's conditional
+# numerical reproducibility mode and oneDNN off, the AVX-512, AVX2 and SSE4.2 builds were bitwise equal,
+# at about the same speed. Read by ATen and MKL at process start, hence the environment.
+DETERMINISTIC_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "default",
+                     "MKL_CBWR": "COMPATIBLE"}
+
+
 def _start_worker() -> subprocess.Popen:
     """A `python -m modelgif_core.zoo` process (runs `worker_main`). Not a multiprocessing child: spawn re-runs the
     caller's __main__ in every child, and inside a Streamlit server that is the page being run."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, **DETERMINISTIC_ENV)
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     return subprocess.Popen([sys.executable, "-m", "modelgif_core.zoo"], stdin=subprocess.PIPE,
@@ -159,12 +170,9 @@ def _start_worker() -> subprocess.Popen:
 
 
 def _run_tasks(tasks: list[_Task], workers: int, started: Callable[[int, str], None]) -> None:
-    """Train the tasks (topologically ordered), a parent before its children; with several workers
-    in worker processes, the parents of other models first, then the longest ready model."""
-    if workers <= 1 or len(tasks) <= 1:
-        for done, t in enumerate(tasks):
-            started(done, t.recipe.name)
-            _train_task(t)
+    """Train the tasks (topologically ordered) in worker processes (even one: see DETERMINISTIC_ENV), a
+    parent before its children; the parents of other models first, then the longest ready model."""
+    if not tasks:
         return
     import selectors
 
@@ -217,6 +225,7 @@ def _run_tasks(tasks: list[_Task], workers: int, started: Callable[[int, str], N
 def worker_main() -> None:
     """The loop of a zoo worker process: one task (JSON) per input line, one reply line per task."""
     torch.set_num_threads(1)
+    torch.backends.mkldnn.enabled = False  # its convolutions differ by instruction set (DETERMINISTIC_ENV)
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything the training prints goes to stderr, never into the reply channel
     for line in sys.stdin:
