@@ -7,13 +7,27 @@ shared plumbing in app_pages/_ui.py.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import streamlit as st
 
 from app_pages import _ui
-from modelgif_core import figures, make_baseline, resolve_device
+from modelgif_core import figures, make_baseline, resolve_device, warm_umap
 
 st.set_page_config(page_title="ModelGiF Explorer", page_icon=":material/blur_on:", layout="wide")
+
+
+@st.cache_resource(show_spinner=False)
+def _warm_map_kernels() -> threading.Thread:
+    """Once per server process, in the background: UMAP's kernels loaded from numba's disk cache (or
+    compiled, the first time), so the first Zoo map does not wait for them."""
+    thread = threading.Thread(target=warm_umap, name="warm-umap", daemon=True)
+    thread.start()
+    return thread
+
+
+_warm_map_kernels()
 
 
 def home() -> None:

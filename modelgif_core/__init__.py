@@ -34,7 +34,7 @@ from .engine.anchors import AnchorSet, load_anchors
 from .engine.cache import cached_field, field_store_key
 from .engine.device import resolve_device
 from .engine.distance import DistanceTable, distance_matrix, distances_to, field_distance, unit_field
-from .engine.embedding import Embedding, embed_distances
+from .engine.embedding import Embedding, embed_distances, warm_umap
 from .engine.errors import UserError
 from .engine.fields import BASELINES, METHODS, TARGETS, FieldConfig, extract_field, make_baseline, quadrature
 from .engine.models import (
@@ -79,7 +79,7 @@ __all__ = [
     "BASELINES", "METHODS", "TARGETS", "FieldConfig", "extract_field", "make_baseline", "quadrature",
     "unit_field", "distance_matrix", "distances_to", "field_distance", "DistanceTable",
     "FieldStore", "StoredField", "field_key", "default_store_root", "cached_field", "field_store_key",
-    "Embedding", "embed_distances",
+    "Embedding", "embed_distances", "warm_umap",
     # zoo
     "zoo", "build_zoo", "ensure_zoo", "list_zoo", "zoo_root", "assets_root", "shipped_zoo_root", "verify_zoo",
     # analysis
