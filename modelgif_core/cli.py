@@ -219,7 +219,9 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
 def _zoo_verify(args: argparse.Namespace) -> int:
     """Retrain shipped zoo models and compare sha256; non-zero exit and one sentence per mismatch."""
-    names = [r.name for r in zoo.recipes(args.size)] if args.all else None
+    if args.all and args.models:
+        raise UserError("Give model names or --all, not both.")
+    names = [r.name for r in zoo.recipes(args.size)] if args.all else (args.models or None)
     rows = zoo.verify_zoo(args.size, names=names, progress=None if args.quiet else _zoo_bar("verify"))
     bad = [r for r in rows if not r["ok"]]
     if args.format == "json":
@@ -248,6 +250,12 @@ def _zoo_bar(desc: str):
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench_command == "demo":
+        from .service.demo_bench import format_demo_bench, run_demo_bench
+
+        result = run_demo_bench(anchors=args.anchors, steps=args.steps, device=args.device, train=args.train)
+        print(json.dumps(result, indent=2) if args.format == "json" else format_demo_bench(result))
+        return 0
     if args.bench_command == "speed":
         from .bench.speed import format_speed, run_speed_bench
 
@@ -395,8 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "build":
             zp.add_argument("--force", action="store_true", help="rebuild models that exist")
         if name == "verify":
-            zp.add_argument("--all", action="store_true",
-                            help="every model (default: the cheapest model of each recipe method)")
+            zp.add_argument("models", nargs="*", metavar="MODEL",
+                            help="zoo models to retrain (default: the cheapest model of each recipe method)")
+            zp.add_argument("--all", action="store_true", help="every model of the zoo")
         _add_common(zp)
     p.set_defaults(func=cmd_zoo)
 
@@ -415,6 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "ip":
             bp.add_argument("--size", default="small", choices=["small", "full"])
             bp.add_argument("--anchor-counts", default=None, help="e.g. 8,16,32,64")
+    bp = bsub.add_parser("demo", help="'Run the demo' from an empty store to 'Demo ready', the app's way")
+    bp.add_argument("--format", default="table", choices=["table", "json"])
+    bp.add_argument("--anchors", default="digits:64", help="the app's default anchors")
+    bp.add_argument("--steps", type=_positive_int, default=50, help="the app's default K")
+    bp.add_argument("--device", default="auto")
+    bp.add_argument("--train", action="store_true", help="also without the shipped assets (trains the zoo: minutes)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("cache", help="the field store")
