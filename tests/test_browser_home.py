@@ -57,7 +57,9 @@ def test_home_has_no_empty_box_before_or_after_the_demo(tmp_path, browser, monke
         page.goto(f"{url}/?anchors=digits:8&steps=8")
         page.get_by_role("heading", name="ModelGiF Explorer").wait_for(timeout=60_000)
         page.get_by_text("The path from the black baseline").wait_for(timeout=30_000)
-        assert page.locator('[data-testid="stMain"] [data-testid="stImage"] img').count() == 5
+        images = page.locator('[data-testid="stMain"] [data-testid="stImage"] img')
+        images.nth(4).wait_for(timeout=30_000)
+        assert images.count() == 5  # the path strip: 5 points from the baseline to the anchor
         _nothing_stays_empty(page, "Home before the demo")
         assert page.get_by_text("0 stored fields, 0.0 MB.").count() == 1
 
