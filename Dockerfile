@@ -17,6 +17,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MODELGIF_HOME=/data \
     HF_HOME=/data/huggingface \
     NUMBA_CACHE_DIR=/data/.numba \
+    MODELGIF_ASSETS=/app/assets \
     MPLCONFIGDIR=/tmp/matplotlib
 
 # A non-root user owns the data volume; the app never runs as root.

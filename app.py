@@ -7,12 +7,27 @@ shared plumbing in app_pages/_ui.py.
 
 from __future__ import annotations
 
+import threading
+
+import numpy as np
 import streamlit as st
 
 from app_pages import _ui
-from modelgif_core import figures, make_baseline, resolve_device
+from modelgif_core import figures, make_baseline, resolve_device, warm_umap
 
 st.set_page_config(page_title="ModelGiF Explorer", page_icon=":material/blur_on:", layout="wide")
+
+
+@st.cache_resource(show_spinner=False)
+def _warm_map_kernels() -> threading.Thread:
+    """Once per server process, in the background: UMAP's kernels loaded from numba's disk cache (or
+    compiled, the first time), so the first Zoo map does not wait for them."""
+    thread = threading.Thread(target=warm_umap, name="warm-umap", daemon=True)
+    thread.start()
+    return thread
+
+
+_warm_map_kernels()
 
 
 def home() -> None:
@@ -27,18 +42,7 @@ def home() -> None:
         "steps, shows fine-tuned, pruned or distilled copies close to their parent and "
         "independently trained models far away."
     )
-    anchors = _ui.current_anchors(quiet=True)
-    if anchors is not None:
-        cfg = _ui.field_config()
-        images = anchors.images[:1]  # [1, 3, H, W]
-        baseline = make_baseline(cfg.baseline, anchors.images[:2], cfg.seed)[:1]
-        alphas = [0.0, 0.25, 0.5, 0.75, 1.0]
-        path = figures.path_images(images[0].numpy(), baseline[0].numpy(), alphas)
-        st.plotly_chart(
-            figures.path_strip(path, alphas, title=f"The path from the {cfg.baseline} baseline "
-                               f"(α = 0) to an anchor of {anchors.spec} (α = 1)"),
-            key="path_strip",
-        )
+    _path_strip()
 
     left, right = st.columns([3, 2])
     with left:
@@ -51,16 +55,40 @@ def home() -> None:
         )
         if st.button("Run the demo", type="primary", icon=":material/play_arrow:"):
             _ui.start_demo()
+        # A page link from the first run on: its code then is in the browser before the demo's links
+        # appear (the first page link of a session drew as an empty grey box until its code loaded).
+        st.page_link("app_pages/models.py", label="Or pick your own models", icon=":material/view_list:")
         _demo_status()
     with right:
         st.subheader("Where it runs")
         device = resolve_device(_ui.field_config().device)
-        w = _ui.worker()
-        st.markdown(f"**Device:** `{device}`  \n**Store:** `{w.store.root}`")
-        status = _store_status(w.store)
-        if status:
-            st.caption(status)
-        st.caption(f"Background worker: {_ui.worker_activity() or 'idle.'}")
+        st.markdown(f"**Device:** `{device}`  \n**Store:** `{_ui.worker().store.root}`")
+        _live_status()
+
+
+def _path_strip() -> None:
+    """The path from the baseline to an anchor, as plain images: they draw with the page (a chart was a
+    blank grey band until the browser had loaded its plotting code)."""
+    anchors = _ui.current_anchors(quiet=True)
+    if anchors is None:
+        return
+    cfg = _ui.field_config()
+    baseline = make_baseline(cfg.baseline, anchors.images[:2], cfg.seed)[:1]  # [1, 3, H, W]
+    alphas = [0.0, 0.25, 0.5, 0.75, 1.0]
+    path = figures.path_images(anchors.images[0].numpy(), baseline[0].numpy(), alphas)  # [5, 3, H, W]
+    scale = max(1, -(-128 // path.shape[-1]))  # nearest-neighbour up to >= 128 px: crisp digits
+    tiles = [np.clip(p.transpose(1, 2, 0), 0, 1).repeat(scale, 0).repeat(scale, 1) for p in path]
+    st.caption(f"The path from the {cfg.baseline} baseline (α = 0) to an anchor of {anchors.spec} (α = 1)")
+    st.image(tiles, caption=[f"α = {a:.2f}" for a in alphas])
+
+
+@st.fragment(run_every=2.0)
+def _live_status() -> None:
+    """Stored fields, their size and the worker's activity, re-read every 2 s (not the page run's view)."""
+    status = _store_status(_ui.worker().store)
+    if status:
+        st.caption(status)
+    st.caption(f"Background worker: {_ui.worker_activity() or 'idle.'}")
 
 
 def _store_status(store) -> str:

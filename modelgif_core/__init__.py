@@ -37,7 +37,7 @@ from .engine.blocks import Blocks, block_distances, signature_blocks
 from .engine.cache import cached_field, compute_field, field_store_key
 from .engine.device import resolve_device
 from .engine.distance import DistanceTable, distance_matrix, distances_to, field_distance, unit_field
-from .engine.embedding import Embedding, embed_distances, embed_signatures, unit_signatures
+from .engine.embedding import Embedding, embed_distances, embed_signatures, unit_signatures, warm_umap
 from .engine.errors import UserError
 from .engine.fields import BASELINES, METHODS, TARGETS, FieldConfig, extract_field, make_baseline, quadrature
 from .engine.models import (
@@ -52,7 +52,7 @@ from .engine.models import (
 from .engine.progress import Progress
 from .engine.sketch import SIGNATURE_DIMS, default_sketch, fold_signatures, projection, signature, signature_distances
 from .engine.store import FieldStore, StoredField, default_store_root, field_key
-from .zoo import build_zoo, ensure_zoo, list_zoo, zoo_root
+from .zoo import assets_root, build_zoo, ensure_zoo, list_zoo, shipped_zoo_root, verify_zoo, zoo_root
 
 try:
     __version__ = version("modelgif-explorer")
@@ -77,7 +77,6 @@ _LAZY = {
 if TYPE_CHECKING:  # what the lazy names are, for IDEs and type checkers
     from .bench.relatedness import last_relatedness_result, zoos_truth_name
     from .service.cluster import ClusterField, cluster_from_env, extract_on_cluster
-    from .service.tasks import TASK_ZOO_KEY, demo_task, probe_task, relatedness_task
     from .service.jobs import JobTable, QueueFull
     from .service.runner import ServerWorker, server_worker
     from .service.tasks import (
@@ -103,12 +102,12 @@ __all__ = [
     "unit_field", "distance_matrix", "distances_to", "field_distance", "DistanceTable",
     "FieldStore", "StoredField", "field_key", "default_store_root", "cached_field", "field_store_key",
     "compute_field",
-    "Embedding", "embed_distances",
+    "Embedding", "embed_distances", "warm_umap",
     "embed_signatures", "unit_signatures", "Blocks", "block_distances", "signature_blocks",
     "LAYOUT_DIMS", "SignatureSetInfo", "signature_sets", "save_signature_set", "load_signature_set",
     "signature", "signature_distances", "fold_signatures", "projection", "default_sketch", "SIGNATURE_DIMS",
     # zoo
-    "zoo", "build_zoo", "ensure_zoo", "list_zoo", "zoo_root",
+    "zoo", "build_zoo", "ensure_zoo", "list_zoo", "zoo_root", "assets_root", "shipped_zoo_root", "verify_zoo",
     # analysis
     "triage", "TriageReport", "TriageRule", "Verdict", "verify_unlearning", "UnlearningReport", "nearest_models",
     # loaded on first use (the _LAZY table below): viz, bench, service

@@ -286,6 +286,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
             bar.close()
         print(f"zoo ({args.size}) ready in {root}")
         return 0
+    if args.zoo_command == "verify":
+        return _zoo_verify(args)
     rows = zoo.list_zoo(size=args.size)
     if not rows:
         raise UserError(f"The {args.size} zoo is not built yet; run `modelgif zoo build --size {args.size}`.")
@@ -293,7 +295,45 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zoo_verify(args: argparse.Namespace) -> int:
+    """Retrain shipped zoo models and compare sha256; non-zero exit and one sentence per mismatch."""
+    if args.all and args.models:
+        raise UserError("Give model names or --all, not both.")
+    names = [r.name for r in zoo.recipes(args.size)] if args.all else (args.models or None)
+    rows = zoo.verify_zoo(args.size, names=names, progress=None if args.quiet else _zoo_bar("verify"))
+    bad = [r for r in rows if not r["ok"]]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in bad:
+            print(zoo.verify_message(row))
+        print(f"{len(rows) - len(bad)} of {len(rows)} rebuilt {args.size} zoo models match the shipped files "
+              f"({zoo.shipped_zoo_root(args.size)}).")
+    return 1 if bad else 0
+
+
+def _zoo_bar(desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=desc, file=sys.stderr, unit="model")
+
+    def progress(done: int, total: int, name: str) -> None:
+        bar.total, bar.n = total, done
+        bar.set_postfix_str(name)
+        bar.refresh()
+        if done == total:
+            bar.close()
+
+    return progress
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench_command == "demo":
+        from .service.demo_bench import format_demo_bench, run_demo_bench
+
+        result = run_demo_bench(anchors=args.anchors, steps=args.steps, device=args.device, train=args.train)
+        print(json.dumps(result, indent=2) if args.format == "json" else format_demo_bench(result))
+        return 0
     if args.bench_command == "speed":
         from .bench.speed import format_speed, run_speed_bench
 
@@ -472,11 +512,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("zoo", help="the built-in model zoo")
     zsub = p.add_subparsers(dest="zoo_command", required=True, parser_class=_Parser)
-    for name in ("build", "list"):
-        zp = zsub.add_parser(name)
+    for name in ("build", "list", "verify"):
+        zp = zsub.add_parser(name, help={"build": "train the missing models into the store",
+                                         "list": "the models (the store's, else the shipped assets')",
+                                         "verify": "retrain shipped models and compare their sha256"}[name])
         zp.add_argument("--size", default="small", choices=["small", "full"])
         if name == "build":
             zp.add_argument("--force", action="store_true", help="rebuild models that exist")
+        if name == "verify":
+            zp.add_argument("models", nargs="*", metavar="MODEL",
+                            help="zoo models to retrain (default: the cheapest model of each recipe method)")
+            zp.add_argument("--all", action="store_true", help="every model of the zoo")
         _add_common(zp)
     p.set_defaults(func=cmd_zoo)
 
@@ -500,6 +546,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "ip":
             bp.add_argument("--size", default="small", choices=["small", "full"])
             bp.add_argument("--anchor-counts", default=None, help="e.g. 8,16,32,64")
+    bp = bsub.add_parser("demo", help="'Run the demo' from an empty store to 'Demo ready', the app's way")
+    bp.add_argument("--format", default="table", choices=["table", "json"])
+    bp.add_argument("--anchors", default="digits:64", help="the app's default anchors")
+    bp.add_argument("--steps", type=_positive_int, default=50, help="the app's default K")
+    bp.add_argument("--device", default="auto")
+    bp.add_argument("--train", action="store_true", help="also without the shipped assets (trains the zoo: minutes)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("cache", help="the field store")

@@ -14,9 +14,11 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
-    """A fresh MODELGIF_HOME per test so no test sees another's fields (or the user's)."""
+    """A fresh MODELGIF_HOME per test so no test sees another's fields (or the user's), and no shipped assets."""
     home = tmp_path_factory.mktemp("modelgif_home")
     monkeypatch.setenv("MODELGIF_HOME", str(home))
+    # No shipped zoo unless a test asks for it (tests/test_assets.py): tests train their own small zoos.
+    monkeypatch.setenv("MODELGIF_ASSETS", str(home / "no-assets"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     yield home
 

@@ -98,7 +98,8 @@ def test_demo_fills_the_workspace_and_every_page_shows_its_results(home):
     _ok(at)
     assert any(f"Demo ready: {N_ZOO} zoo models" in s.value for s in at.success)
     links = [e.proto.label for e in at.main.get("page_link")]
-    assert links == ["Distances", "Zoo map", "Fields", "Triage", "Unlearning"]  # every result page of the demo
+    # Home's own link to the Models page, then every result page of the demo
+    assert links == ["Or pick your own models", "Distances", "Zoo map", "Fields", "Triage", "Unlearning"]
     assert len(at.session_state["workspace"]) == N_ZOO
     assert at.query_params["m"][0] == "zoo:resnet-victim"  # the view is a URL
 

@@ -35,7 +35,7 @@ print(json.dumps(missing))
 
 
 def test_there_are_research_scripts_to_check():
-    assert len(SCRIPTS) >= 8 and all(s.stem.partition("_")[2].startswith(("relatedness_", "unlearning_", "confirm_"))
+    assert len(SCRIPTS) >= 8 and all(s.stem.partition("_")[2].startswith(("relatedness_", "unlearning_", "confirm_", "app_"))
                                      for s in SCRIPTS)
 
 

@@ -3,6 +3,8 @@ signatures (cosine metric, its own nearest-neighbour descent) for zoos of thousa
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import UserError
+from .store import default_store_root
 
 # UMAP's neighbourhood graph is meaningless below this many points: fall back to MDS.
 MIN_UMAP_MODELS = 4
@@ -88,6 +91,61 @@ def _mds(d: np.ndarray, seed: int, n_neighbors: int | None) -> np.ndarray:
     return mds.fit_transform(d, init=init)
 
 
+def numba_cache_dir() -> str | None:
+    """Where numba keeps compiled kernels: $NUMBA_CACHE_DIR, else `numba-cache` in the store (set here
+    before numba is imported, which reads it then); None when that folder cannot be written."""
+    folder = os.environ.get("NUMBA_CACHE_DIR")
+    if not folder:
+        folder = str(default_store_root() / "numba-cache")
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError:
+            return None
+        if not os.access(folder, os.W_OK):
+            return None
+        os.environ["NUMBA_CACHE_DIR"] = folder
+    if "numba" in sys.modules:  # imported before us: its config has already read the environment
+        sys.modules["numba"].config.CACHE_DIR = folder
+    return folder
+
+
+def _cache_umap_kernels() -> int:
+    """Turn on numba's disk cache for UMAP's and pynndescent's kernels (most are not declared
+    `cache=True`: compiling them took ~20 s on the first map of every server process). Returns how
+    many kernels were switched on; ones numba cannot cache stay as they are."""
+    from numba.core.caching import NullCache
+    from numba.core.registry import CPUDispatcher
+
+    switched = 0
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith(("umap", "pynndescent")):
+            continue
+        for obj in list(vars(module).values()):
+            if isinstance(obj, CPUDispatcher) and isinstance(getattr(obj, "_cache", None), NullCache):
+                try:
+                    obj.enable_caching()
+                    switched += 1
+                except Exception:  # noqa: BLE001 (numba: no cache locator for this function)
+                    pass
+    return switched
+
+
+def _import_umap():
+    cached = numba_cache_dir() is not None
+    import umap
+
+    if cached:
+        _cache_umap_kernels()
+    return umap
+
+
+def warm_umap() -> None:
+    """Compile (or load from the disk cache) UMAP's kernels on a tiny map, e.g. at server start, so
+    that the first real map does not wait for them."""
+    pts = np.random.default_rng(0).random((8, 3))  # [8, 3]
+    embed_distances(np.sqrt(((pts[:, None] - pts[None]) ** 2).sum(-1)), method="umap")
+
+
 def _umap(d: np.ndarray, seed: int, n_neighbors: int | None) -> np.ndarray:
     with warnings.catch_warnings():
         # umap warns on every precomputed fit ("inverse_transform will be unavailable"), on every
@@ -95,8 +153,7 @@ def _umap(d: np.ndarray, seed: int, n_neighbors: int | None) -> np.ndarray:
         # none is actionable for a user looking at a map.
         warnings.filterwarnings("ignore", module=r"(umap|pynndescent|numba)(\.|$)")
         warnings.filterwarnings("ignore", message=r".*(n_jobs|precomputed metric|Tensorflow)")
-        import umap
-
+        umap = _import_umap()
         reducer = umap.UMAP(
             n_components=2,
             metric="precomputed",

@@ -5,14 +5,32 @@ recipes (what the zoo holds) -> training (how each model is made) -> build (trai
 """
 
 from ..engine.registry import register_scheme
-from .build import build_zoo, default_workers, ensure_zoo
-from .paths import list_zoo, zoo_is_built, zoo_model_dir, zoo_root
-from .recipes import ARCHS, ATTACK_KINDS, FORGET_CLASS, ROLES, SIZES, UNLEARNING, VICTIMS, Recipe, recipes
+from .build import (
+    build_zoo,
+    default_workers,
+    ensure_zoo,
+    quick_verify_names,
+    verify_message,
+    verify_zoo,
+    write_manifest,
+)
+from .paths import (
+    assets_root,
+    list_zoo,
+    shipped_model_dir,
+    shipped_zoo_root,
+    zoo_is_built,
+    zoo_location,
+    zoo_model_dir,
+    zoo_root,
+)
+from .recipes import ARCHS, ATTACK_KINDS, FORGET_CLASS, ROLES, SIZES, UNLEARNING, VICTIMS, Recipe, recipe_keys, recipes
 
 register_scheme("zoo", lambda name: f"local-dir:{zoo_model_dir(name)}")
 
 __all__ = [
     "ARCHS", "ATTACK_KINDS", "FORGET_CLASS", "ROLES", "SIZES", "UNLEARNING", "VICTIMS", "Recipe",
-    "build_zoo", "default_workers", "ensure_zoo", "list_zoo", "recipes", "zoo_is_built", "zoo_model_dir",
-    "zoo_root",
+    "assets_root", "build_zoo", "default_workers", "ensure_zoo", "list_zoo", "quick_verify_names", "recipe_keys",
+    "recipes", "shipped_model_dir", "shipped_zoo_root", "verify_message", "verify_zoo", "write_manifest",
+    "zoo_is_built", "zoo_location", "zoo_model_dir", "zoo_root",
 ]

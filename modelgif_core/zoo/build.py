@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from ..engine.device import one_torch_thread
 from ..engine.errors import UserError
 from ..engine.models import load_model, save_model_dir
 from ..engine.progress import Progress
-from .paths import list_zoo, read_meta, zoo_is_built, zoo_root
+from .paths import list_zoo, read_meta, shipped_model_dir, zoo_is_built, zoo_location, zoo_root
 from .recipes import ARCHS, SIZES, Recipe, recipes
 from .training import N_CLASSES, TRAINERS, Net, ZooData, accuracy, load_data
 
@@ -47,15 +46,18 @@ def _load_net(folder: Path) -> Net:
 
 def build_zoo(size: str = "small", root: str | Path | None = None, progress: Progress | None = None,
               force: bool = False, only: list[str] | None = None,
-              epochs_scale: float = 1.0, workers: int | None = None) -> Path:
+              epochs_scale: float = 1.0, workers: int | None = None, reuse: bool = True) -> Path:
     """Train every missing model of the zoo (idempotent) and return its root folder.
 
     progress(done, total, name) is called as each model starts (done: models finished so far).
     `only` restricts the build to these names (and their parents); `epochs_scale` shortens training
     (tests). Models train on one torch thread each, in `workers` processes (default:
     `default_workers()`), a derived model after its parent; a model's weights depend only on its
-    recipe, not on the process or the number of workers (one thread vs two gave different floats).
+    recipe, not on the process, the number of workers or the CPU (one thread vs two gave different floats;
+    see DETERMINISTIC_ENV for the instruction sets).
     A file lock makes two concurrent builds (app + CLI) wait for each other instead of training twice.
+    With `reuse`, a model with the same recipe key in the other size's zoo or in the shipped assets
+    is copied instead of trained (`zoo verify` turns it off: it must train).
     """
     from filelock import FileLock
 
@@ -85,7 +87,7 @@ def build_zoo(size: str = "small", root: str | Path | None = None, progress: Pro
             folder = root / r.name
             meta = read_meta(folder)
             if not force and ((meta is not None and meta.get("recipe_key") == key)
-                              or _reuse(r.name, key, size, folder)):
+                              or (reuse and _reuse(r.name, key, size, folder))):
                 if progress is not None:
                     progress(skipped, total, r.name)
                 skipped += 1
@@ -147,10 +149,20 @@ def _task_from_message(line: str) -> _Task:
     return _Task(Recipe(**msg["recipe"]), msg["key"], msg["folder"], msg["parent_folder"])
 
 
+# A zoo worker's floats must not depend on the CPU it runs on, or the shipped zoo could not be checked
+# by a rebuild elsewhere. Measured here (AVX-512 CPU): ATen's vectorised kernels, oneDNN's convolutions
+# and MKL's GEMM each pick code by instruction set, and each changed the trained weights (capped at
+# AVX2 or SSE4 they differed from the native build). With ATen's portable kernels, MKL's conditional
+# numerical reproducibility mode and oneDNN off, the AVX-512, AVX2 and SSE4.2 builds were bitwise equal,
+# at about the same speed. Read by ATen and MKL at process start, hence the environment.
+DETERMINISTIC_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "default",
+                     "MKL_CBWR": "COMPATIBLE"}
+
+
 def _start_worker() -> subprocess.Popen:
     """A `python -m modelgif_core.zoo` process (runs `worker_main`). Not a multiprocessing child: spawn re-runs the
     caller's __main__ in every child, and inside a Streamlit server that is the page being run."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, **DETERMINISTIC_ENV)
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     return subprocess.Popen([sys.executable, "-m", "modelgif_core.zoo"], stdin=subprocess.PIPE,
@@ -158,12 +170,9 @@ def _start_worker() -> subprocess.Popen:
 
 
 def _run_tasks(tasks: list[_Task], workers: int, started: Callable[[int, str], None]) -> None:
-    """Train the tasks (topologically ordered), a parent before its children; with several workers
-    in worker processes, the parents of other models first, then the longest ready model."""
-    if workers <= 1 or len(tasks) <= 1:
-        for done, t in enumerate(tasks):
-            started(done, t.recipe.name)
-            _train_task(t)
+    """Train the tasks (topologically ordered) in worker processes (even one: see DETERMINISTIC_ENV), a
+    parent before its children; the parents of other models first, then the longest ready model."""
+    if not tasks:
         return
     import selectors
 
@@ -216,6 +225,7 @@ def _run_tasks(tasks: list[_Task], workers: int, started: Callable[[int, str], N
 def worker_main() -> None:
     """The loop of a zoo worker process: one task (JSON) per input line, one reply line per task."""
     torch.set_num_threads(1)
+    torch.backends.mkldnn.enabled = False  # its convolutions differ by instruction set (DETERMINISTIC_ENV)
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything the training prints goes to stderr, never into the reply channel
     for line in sys.stdin:
@@ -228,12 +238,14 @@ def worker_main() -> None:
 
 
 def _reuse(name: str, key: str, size: str, folder: Path) -> bool:
-    """Copy a model with the same recipe key from the other size's zoo (small is a subset of full)."""
+    """Copy a model with the same recipe key from the other size's zoo (small is a subset of full) or
+    from the shipped assets."""
     import shutil
 
-    for other in SIZES:
-        src = zoo_root(other) / name
-        if other == size or src == folder:
+    sources = [zoo_root(other) / name for other in SIZES if other != size]
+    sources += [p for p in (shipped_model_dir(name, s) for s in SIZES) if p is not None]
+    for src in sources:
+        if src == folder:
             continue
         meta = read_meta(src)
         if meta is not None and meta.get("recipe_key") == key:
@@ -253,7 +265,6 @@ def _scaled(r: Recipe, scale: float) -> Recipe:
 
 
 def _build_one(r: Recipe, parent: Net | None, data: ZooData, folder: Path, key: str) -> Net:
-    start = time.perf_counter()
     torch.manual_seed(r.seed)
     net, labels = TRAINERS[r.method](r, parent, data)
     net.eval().requires_grad_(False)
@@ -262,7 +273,7 @@ def _build_one(r: Recipe, parent: Net | None, data: ZooData, folder: Path, key: 
     extra = {
         "zoo": True, "name": r.name, "role": r.role, "family": r.family, "attack": r.attack,
         "variant": r.variant, "parent": r.parent, "seed": r.seed, "data": r.data, "labels": labels,
-        "test_accuracy": round(acc, 4), "train_seconds": round(time.perf_counter() - start, 2),
+        "test_accuracy": round(acc, 4),  # no training time: config.json is as reproducible as the weights
         "recipe": {"method": r.method, "epochs": r.epochs, "lr": r.lr, **r.params},
         "recipe_key": key,
     }
@@ -280,7 +291,94 @@ def _write_index(root: Path, size: str) -> None:
 
 def ensure_zoo(size: str = "small", progress: Progress | None = None) -> Path:
     """The zoo's root, building it first if any model is missing (first use of the app or CLI)."""
-    if zoo_is_built(size):
-        return zoo_root(size)
+    if zoo_is_built(size):  # in the store, or shipped in the assets
+        return zoo_location(size)
     return build_zoo(size, progress=progress)
 
+
+
+# ----------------------------------------------------------------------------------- shipped assets
+
+SHIPPED_FILES = ("model.safetensors", "config.json")
+MANIFEST = "manifest.json"
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder: Path, size: str = "small") -> Path:
+    """The shipped zoo's manifest: per model its recipe key, role, accuracy and each file's sha256."""
+    models = []
+    for row in list_zoo(size, folder):
+        model_dir = folder / row["name"]
+        meta = read_meta(model_dir) or {}
+        models.append({"name": row["name"], "role": row["role"], "arch": row["arch"],
+                       "recipe_key": meta.get("recipe_key"), "test_accuracy": row["test_accuracy"],
+                       "sha256": {f: file_sha256(model_dir / f) for f in SHIPPED_FILES}})
+    path = folder / MANIFEST
+    path.write_text(json.dumps({"size": size, "models": models}, indent=1) + "\n")
+    return path
+
+
+def quick_verify_names(size: str = "small") -> list[str]:
+    """The cheapest model of each recipe method (scratch, finetune, prune, ...): what `zoo verify`
+    retrains without --all."""
+    cheapest: dict[str, Recipe] = {}
+    for r in recipes(size):
+        if r.method not in cheapest or _cost(r) < _cost(cheapest[r.method]):
+            cheapest[r.method] = r
+    return [r.name for r in cheapest.values()]
+
+
+def verify_zoo(size: str = "small", names: list[str] | None = None, progress: Progress | None = None,
+               workers: int | None = None) -> list[dict]:
+    """Retrain zoo models in a scratch folder and compare their files' sha256 with the shipped ones.
+
+    names: which models (default: `quick_verify_names`, the cheapest of each method). A model whose
+    parent is not retrained derives from the shipped parent (its own check covers that parent).
+    Returns one row per model: name, ok, and per file the shipped and rebuilt sha256."""
+    import shutil
+    import tempfile
+
+    from .paths import shipped_zoo_root
+
+    shipped = shipped_zoo_root(size)
+    by_name = {r.name: r for r in recipes(size)}
+    names = list(names) if names is not None else quick_verify_names(size)
+    unknown = sorted(set(names) - set(by_name))
+    if unknown:
+        raise UserError(f"Unknown {size} zoo model(s) {unknown}; see `modelgif zoo list`.")
+    missing = [n for n in names if shipped_model_dir(n, size) is None]
+    if missing:
+        raise UserError(f"The shipped assets ({shipped}) do not hold {', '.join(missing)} with today's "
+                        f"recipe; rebuild them with `modelgif zoo build --size {size} --force` and copy them in.")
+    with tempfile.TemporaryDirectory(prefix="modelgif-verify-") as tmp:
+        root = Path(tmp)
+        for name in names:
+            parent = by_name[name].parent
+            if parent and parent not in names and not (root / parent).exists():
+                shutil.copytree(shipped / parent, root / parent)
+        build_zoo(size, root=root, only=names, progress=progress, workers=workers, reuse=False, force=False)
+        rows = []
+        for name in names:
+            files = {f: {"shipped": file_sha256(shipped / name / f), "rebuilt": file_sha256(root / name / f)}
+                     for f in SHIPPED_FILES}
+            rows.append({"name": name, "ok": all(v["shipped"] == v["rebuilt"] for v in files.values()),
+                         "files": files})
+    return rows
+
+
+def verify_message(row: dict) -> str:
+    """One sentence for a model whose rebuild differs from the shipped files."""
+    bad = [f for f, v in row["files"].items() if v["shipped"] != v["rebuilt"]]
+    first = row["files"][bad[0]]
+    verb = "differs" if len(bad) == 1 else "differ"
+    return (f"{row['name']}: the rebuilt {' and '.join(bad)} {verb} from the shipped one "
+            f"(sha256 {first['rebuilt'][:12]} rebuilt, {first['shipped'][:12]} shipped).")

@@ -202,3 +202,11 @@ def recipes(size: str = "small") -> list[Recipe]:
     names = [r.name for r in out]
     assert len(names) == len(set(names)), "zoo recipe names must be unique"
     return out
+
+
+def recipe_keys(size: str = "small") -> dict[str, str]:
+    """Each model's recipe key, its parent's key folded in (what a built folder's config records)."""
+    keys: dict[str, str] = {}
+    for r in recipes(size):
+        keys[r.name] = r.key(keys[r.parent] if r.parent else "")
+    return keys

@@ -1,0 +1,132 @@
+"""The small zoo shipped in assets/: complete, as its manifest says, used without training, and what a
+rebuild trains, byte for byte (the cheapest model of each recipe method; `modelgif zoo verify --all`
+checks every model)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from modelgif_core import load_model
+from modelgif_core.zoo import (
+    ensure_zoo,
+    list_zoo,
+    quick_verify_names,
+    recipe_keys,
+    recipes,
+    shipped_model_dir,
+    verify_message,
+    verify_zoo,
+    zoo_is_built,
+    zoo_model_dir,
+    zoo_root,
+)
+from modelgif_core.zoo.build import TRAINERS, file_sha256
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "assets"
+SHIPPED = ASSETS / "zoo-small"
+
+
+@pytest.fixture
+def shipped(monkeypatch):
+    monkeypatch.setenv("MODELGIF_ASSETS", str(ASSETS))
+    return SHIPPED
+
+
+def test_the_assets_hold_the_small_zoo_as_its_manifest_says():
+    manifest = json.loads((SHIPPED / "manifest.json").read_text())
+    assert manifest["size"] == "small"
+    assert [m["name"] for m in manifest["models"]] == [r.name for r in recipes("small")]
+    keys = recipe_keys("small")
+    total = 0
+    for m in manifest["models"]:
+        assert m["recipe_key"] == keys[m["name"]], f"{m['name']} was built from another recipe"
+        for name, sha in m["sha256"].items():
+            path = SHIPPED / m["name"] / name
+            assert file_sha256(path) == sha, path
+            total += path.stat().st_size
+        cfg = json.loads((SHIPPED / m["name"] / "config.json").read_text())
+        assert "train_seconds" not in cfg["modelgif"]  # nothing in the files that a rebuild cannot repeat
+    assert 20 * 2**20 < total < 40 * 2**20  # float32 weights of 31 tiny models, nothing else
+    assert sorted(p.name for p in SHIPPED.iterdir() if p.is_file()) == ["manifest.json"]
+
+
+def test_zoo_specs_and_the_demo_use_the_shipped_models_without_training(shipped, _isolated_home):
+    assert zoo_is_built("small")
+    assert ensure_zoo("small") == shipped  # the demo's first step: nothing to train
+    assert not zoo_root("small").exists()  # nor copied into the store
+    rows = list_zoo("small")
+    assert [r["name"] for r in rows] == [r.name for r in recipes("small")]
+    assert all(r["spec"] == f"local-dir:{shipped / r['name']}" for r in rows)
+    model = load_model("zoo:resnet-victim")
+    assert model.meta["role"] == "victim" and model.num_classes == 10
+    assert zoo_model_dir("resnet-victim") == shipped / "resnet-victim"
+    # The full zoo is not shipped: still built on demand.
+    assert not zoo_is_built("full")
+    out = run_cli("zoo", "list", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)) == len(rows)
+
+
+def test_the_stores_zoo_comes_first_and_stale_shipped_models_are_ignored(tmp_path, monkeypatch, _isolated_home):
+    assets = tmp_path / "assets"
+    for name in ("resnet-victim", "resnet-weight-noise-0", "indep-cali-00-resnet"):
+        shutil.copytree(SHIPPED / name, assets / "zoo-small" / name)
+    monkeypatch.setenv("MODELGIF_ASSETS", str(assets))
+    assert shipped_model_dir("resnet-victim") == assets / "zoo-small" / "resnet-victim"
+    assert not zoo_is_built("small")  # 3 of 31 shipped
+    assert [r["name"] for r in list_zoo("small")] == ["resnet-victim", "resnet-weight-noise-0",
+                                                       "indep-cali-00-resnet"]
+    # A shipped model of an older recipe is not used (it would be trained instead).
+    cfg_path = assets / "zoo-small" / "indep-cali-00-resnet" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["modelgif"]["recipe_key"] = "0" * 16
+    cfg_path.write_text(json.dumps(cfg))
+    assert shipped_model_dir("indep-cali-00-resnet") is None
+    with pytest.raises(Exception, match="not built yet"):
+        zoo_model_dir("indep-cali-00-resnet")
+    # A model the store has built wins over the shipped one.
+    shutil.copytree(SHIPPED / "resnet-weight-noise-0", zoo_root("small") / "resnet-weight-noise-0")
+    assert zoo_model_dir("resnet-weight-noise-0") == zoo_root("small") / "resnet-weight-noise-0"
+    assert zoo_model_dir("resnet-victim") == assets / "zoo-small" / "resnet-victim"
+
+
+def test_quick_verify_covers_every_recipe_method():
+    names = quick_verify_names("small")
+    by_name = {r.name: r for r in recipes("small")}
+    methods = {r.method for r in recipes("small")}
+    assert {by_name[n].method for n in names} == methods and len(names) == len(methods)
+    assert methods <= set(TRAINERS)
+
+
+@pytest.mark.slow
+def test_a_rebuild_of_the_cheapest_model_of_each_recipe_method_matches_the_shipped_files(shipped):
+    rows = verify_zoo("small", workers=2)
+    assert [r["name"] for r in rows] == quick_verify_names("small")
+    bad = [verify_message(r) for r in rows if not r["ok"]]
+    assert not bad, "\n".join(bad)
+
+
+def test_zoo_verify_says_which_file_differs(tmp_path):
+    """A tampered shipped file: `zoo verify MODEL` exits 1 with one sentence naming the model and file."""
+    assets = tmp_path / "assets"
+    for name in ("resnet-victim", "resnet-weight-noise-0"):
+        shutil.copytree(SHIPPED / name, assets / "zoo-small" / name)
+    weights = assets / "zoo-small" / "resnet-weight-noise-0" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one bit of the last tensor
+    weights.write_bytes(bytes(data))
+    out = run_cli("zoo", "verify", "resnet-weight-noise-0", "-q", env={"MODELGIF_ASSETS": str(assets)})
+    assert out.returncode == 1, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("resnet-weight-noise-0: the rebuilt model.safetensors differs from the shipped one")
+    assert lines[-1].startswith("0 of 1 rebuilt small zoo models match")
+    # The untampered file: the rebuild has the same bytes.
+    out = run_cli("zoo", "verify", "resnet-weight-noise-0", "-q", env={"MODELGIF_ASSETS": str(ASSETS)})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 of 1 rebuilt small zoo models match" in out.stdout
