@@ -317,7 +317,8 @@ class _Runner:
             anchors = self._load(self._anchors, payload["anchors"], load_anchors)
             results = cluster.extract_on_cluster(
                 [p["model"] for _, p in batch], anchors, config_from_dict(payload["config"]), cluster=address,
-                store=self.store, model_progress=lambda i, done, total: self.table.progress(keys[i], done, total))
+                store=self.store, model_progress=lambda i, done, total: self.table.progress(keys[i], done, total),
+                stay_connected=True)  # this process lives on: a local cluster starts once, not per batch
         except ModuleNotFoundError:
             outcome = [(FAILED, f"MODELGIF_CLUSTER={address} is set but this install has no cluster backend "
                                 "(service/cluster.py); unset it to extract here.")] * len(batch)
