@@ -14,14 +14,19 @@ import streamlit as st
 
 from app_pages import _ui
 from modelgif_core import figures, make_baseline, resolve_device, warm_umap
+from modelgif_core.engine.embedding import umap_cache_is_warm
 
 st.set_page_config(page_title="ModelGiF Explorer", page_icon=":material/blur_on:", layout="wide")
 
 
 @st.cache_resource(show_spinner=False)
-def _warm_map_kernels() -> threading.Thread:
-    """Once per server process, in the background: UMAP's kernels loaded from numba's disk cache (or
-    compiled, the first time), so the first Zoo map does not wait for them."""
+def _warm_map_kernels() -> threading.Thread | None:
+    """Once per server process, in the background: UMAP's kernels loaded from numba's disk cache, so the
+    first Zoo map does not wait for them. Only from a filled cache: compiling them (~30 s, the store's
+    first time) beside a first demo held the GIL against its extraction; the demo's own warm-up job,
+    after its fields, fills the cache then."""
+    if not umap_cache_is_warm():
+        return None
     thread = threading.Thread(target=warm_umap, name="warm-umap", daemon=True)
     thread.start()
     return thread

@@ -8,6 +8,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -137,6 +138,12 @@ def _import_umap():
     if cached:
         _cache_umap_kernels()
     return umap
+
+
+def umap_cache_is_warm() -> bool:
+    """Whether the disk cache already holds UMAP's compiled kernels (loading them takes seconds)."""
+    folder = numba_cache_dir()
+    return folder is not None and any(Path(folder).glob("umap_*/*.nbi"))
 
 
 def warm_umap() -> None:
