@@ -28,8 +28,8 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def browser():
+@pytest.fixture()
+def browser():  # per test: the load test starts Playwright itself, and one sync Playwright runs at a time
     from load_app import ARGS
     from playwright.sync_api import sync_playwright
 
