@@ -9,6 +9,7 @@ import argparse
 import csv
 import io
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -164,9 +165,14 @@ def cmd_triage(args: argparse.Namespace) -> int:
     try:
         report = triage(args.victim, args.suspect, references=args.reference or None,
                         cfg=_config(args) if args.custom_config else None, store=_store(args),
-                        progress=bar, **kwargs)
+                        progress=bar, rule=args.rule, **kwargs)
     finally:
         bar.close()
+    report.command = "modelgif " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
+    if args.report:
+        from .analysis.report import write_triage_report
+
+        write_triage_report(report, args.report, store=_store(args))
     print(json.dumps(report.to_dict(), indent=2) if args.format == "json" else report.to_text())
     return 0
 
@@ -336,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_field_options(p, anchors_required=False)
     p.add_argument("--custom-config", action="store_true",
                    help="use the field options given here (--steps, --target, ...) instead of triage's defaults")
+    p.add_argument("--rule", default="joint", choices=["joint", "minz"],
+                   help="verdict rule: joint null of the components (default) or the Sidak-corrected minimum z")
+    p.add_argument("--report", default=None, metavar="PATH",
+                   help="also write a self-contained HTML evidence report to PATH")
     _add_common(p, formats=("table", "json"))
     p.set_defaults(func=cmd_triage)
 
@@ -399,7 +409,9 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
+        args.argv = argv  # the command as typed (the triage report quotes it)
         return int(args.func(args) or 0)
     except UserError as err:
         print(f"modelgif: error: {err}", file=sys.stderr)

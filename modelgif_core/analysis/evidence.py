@@ -23,7 +23,7 @@ from ..engine.cache import cached_field
 from ..engine.distance import distance_matrix
 from ..engine.fields import FieldConfig
 from ..engine.models import ModelHandle, as_handle
-from ..engine.progress import Progress
+from ..engine.progress import Progress, sub_progress
 from .probes import adversarial_boundary_points, boundary_points, log_probs, output_handle
 
 # Output probe points: 256 held-out digits (a superset of digits:64:0, the field's anchors); the
@@ -64,14 +64,10 @@ def pair_components(models: Sequence[str | ModelHandle], victims: Sequence[int],
     handles = [as_handle(m) for m in models]
     cfg = cfg or FIELD_CFG
     anchor_set = load_anchors(anchors) if isinstance(anchors, str) else anchors
-    total = len(handles) + len(victims)
-    done = 0
-    fields = []
-    for h in handles:
-        fields.append(cached_field(output_handle(h, "margin"), anchor_set, cfg, store=store))
-        done += 1
-        if progress is not None:
-            progress(done, total)
+    m = len(handles)
+    # progress in (anchor, step) points over all fields, as triage's field extraction reports it
+    fields = [cached_field(output_handle(h, "margin"), anchor_set, cfg, store=store,
+                           progress=sub_progress(progress, i, m)) for i, h in enumerate(handles)]
     dist = distance_matrix(fields)  # [M, M] one Gram product
     vi = list(victims)
     res: dict[str, np.ndarray] = {"modelgif": dist[vi]}
@@ -88,7 +84,7 @@ def pair_components(models: Sequence[str | ModelHandle], victims: Sequence[int],
             res[c][r, v] = 0.0
             if outputs is not None:
                 outputs[(v, c)] = (x, lps)
-        done += 1
-        if progress is not None:
-            progress(done, total)
+    if progress is not None:
+        points_total = m * len(anchor_set) * cfg.steps
+        progress(points_total, points_total)
     return res

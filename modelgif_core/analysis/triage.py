@@ -314,7 +314,7 @@ def _triage_joint(victim: str | ModelHandle, suspects: Sequence[str | ModelHandl
     below = [x for x in ref_field]
     return TriageReport(
         victim=_spec(victim), victim_name=v.name, suspects=verdicts,
-        references=[{"model": s, "name": h.name, "distance": d,
+        references=[{"model": s, "name": h.name, "distance": d, "fingerprint": h.fingerprint,
                      **{c: d_ref[c][i] for c in comp if c != "modelgif"}}
                     for i, (s, h, d) in enumerate(zip(r_specs, r_handles, ref_field, strict=True))],
         reference_source=source, anchors=anchors_spec, n_anchors=len(anchor_set),
@@ -433,7 +433,7 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
     derived_below, independent_above = thresholds(ref_field, sub)
     return TriageReport(
         victim=_spec(victim), victim_name=v.name, suspects=verdicts,
-        references=[{"model": s, "name": h.name, "distance": d,
+        references=[{"model": s, "name": h.name, "distance": d, "fingerprint": h.fingerprint,
                      **{c: d_ref[c][i] for c in comp if c != "modelgif"}}
                     for i, (s, h, d) in enumerate(zip(r_specs, r_handles, ref_field, strict=True))],
         reference_source=source, anchors=anchors_spec, n_anchors=len(anchor_set),
