@@ -285,7 +285,8 @@ def test_extracting_an_output_field_leaves_the_model_in_eval_mode_with_its_batch
 
 def test_default_triage_uses_the_margin_field_and_victim_boundary_points(models):
     refs = [models[f"ref{i}"] for i in range(3)]
-    out = triage(models["victim"], [models["copy"]], references=refs, anchors="digits:4", points="digits:16:0").to_dict()
+    out = triage(models["victim"], [models["copy"]], references=refs, anchors="digits:4",
+                 points="digits:16:0").to_dict()
     assert out["config"]["field_output"] == "margin" and out["config"]["log_prob"] is False
     assert out["config"]["steps"] == 50
     assert out["components"][0] == "modelgif" and set(out["components"]) <= {"modelgif", "boundary-js",

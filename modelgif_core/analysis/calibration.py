@@ -297,3 +297,25 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
     hi = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
     return lo, hi
+
+
+def joint_scores(x: np.ndarray, ref: np.ndarray, rule: JointRule | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The joint rule for many suspects against one set of references at once: x [S, m] and ref [n, m]
+    raw distances (NaN = undefined; a reference must be defined on every component) -> (T [S], p [S]).
+    Suspects with the same defined components share one simulated null."""
+    rule = rule or JointRule()
+    x = np.atleast_2d(np.asarray(x, dtype=float))
+    ref = _transform(np.asarray(ref, dtype=float), rule.log_scale)
+    xt = np.where(np.isfinite(x), _transform(np.where(np.isfinite(x), x, 1.0), rule.log_scale), np.nan)
+    z = _zs(xt, ref)  # [S, m]; NaN where x is undefined
+    t = joint_statistic(z, rule.statistic)
+    p = np.ones(len(x))
+    pattern = np.isfinite(z)
+    for key in {tuple(r) for r in pattern}:
+        cols = np.array(key, dtype=bool)
+        if not cols.any():
+            continue
+        rows = (pattern == cols).all(1)
+        null = joint_null(len(ref), _shrunk_correlation(ref[:, cols]), rule.statistic)
+        p[rows] = (1 + len(null) - np.searchsorted(null, t[rows], side="left")) / (1 + len(null))
+    return t, p

@@ -158,13 +158,36 @@ def run_verdict_bench(size: str = "full", points: str = DEFAULT_POINTS, refs_pol
     ensure_zoo(size)
     rows = [r for r in list_zoo(size) if r["role"] != "unlearned"]
     models = [r["spec"] for r in rows]
-    victims = [i for i, r in enumerate(rows) if r["role"] == "victim" or r["role"].startswith("independent")]
+    victims = list(range(len(rows)))  # every model a victim row: the null pairs and the family graph
     comps = collect(models, victims, points, progress)
     rules = rules or RULE_CHOICES
     res = {name: rates(rows, comps, models, victims, rule, refs_policy) for name, rule in rules.items()}
-    return {"rules": res, "alpha": next(iter(rules.values())).alpha, "points": points, "refs": refs_policy,
+    alpha = next(iter(rules.values())).alpha
+    return {"rules": res, "alpha": alpha, "points": points, "refs": refs_policy,
             "rule_settings": {n: r.to_dict() for n, r in rules.items()},
+            "lineage": lineage_bench(rows, comps, alpha),
             "seconds": round(time.perf_counter() - start, 1)}
+
+
+def lineage_bench(rows: list[dict], comps: dict[str, np.ndarray], alpha: float = 1e-3) -> dict[str, Any]:
+    """The family graph of the zoo's models (every model a victim row; references: the independents,
+    each left out when judged itself) against the zoo's known parents."""
+    from ..analysis.lineage import graph_from_components, lineage_scores
+
+    names = [r["name"] for r in rows]
+    handles = [as_handle(r["spec"]) for r in rows]
+    ref_cols = [i for i, r in enumerate(rows) if r["role"].startswith("independent")]
+    graph = graph_from_components(names, handles, comps, ref_cols, alpha)
+    parents = {r["name"]: r["parent"] for r in rows}
+    out = lineage_scores(graph, parents)
+    truth = {frozenset((c, p)) for c, p in parents.items() if p}
+    out["missed"] = sorted(c for c, p in parents.items() if p and not any(
+        frozenset((e.a, e.b)) == frozenset((c, p)) for e in graph.edges))
+    out["false_edges"] = [[e.a, e.b] for e in graph.edges if frozenset((e.a, e.b)) not in truth]
+    out["wrong_direction"] = [[e.parent, e.child] for e in graph.edges
+                              if e.direction == "known" and frozenset((e.a, e.b)) in truth
+                              and parents.get(e.child) != e.parent]
+    return out
 
 
 def format_verdicts(result: dict[str, Any]) -> str:
@@ -184,5 +207,10 @@ def format_verdicts(result: dict[str, Any]) -> str:
             lines.append(f"  null pairs ({key}): {n['derived']}/{n['pairs']} derived, rate {n['rate']:.4f} "
                          f"(95% CI {lo:.4f}..{hi:.4f}); inconclusive {n['inconclusive']}, "
                          f"independent {n['independent']}")
+    lin = result.get("lineage")
+    if lin:
+        lines.append(f"lineage (family graph vs the zoo's parents): precision {lin['precision']:.3f}, recall "
+                     f"{lin['recall']:.3f} ({lin['edges']} edges, {lin['true_edges']} true), direction accuracy "
+                     f"{lin['direction_accuracy']:.3f} on {lin['directed']} directed true edges")
     lines.append(f"({result['seconds']} s)")
     return "\n".join(lines)
