@@ -304,8 +304,16 @@ def joint_scores(x: np.ndarray, ref: np.ndarray, rule: JointRule | None = None) 
     raw distances (NaN = undefined; a reference must be defined on every component) -> (T [S], p [S]).
     Suspects with the same defined components share one simulated null."""
     rule = rule or JointRule()
-    x = np.atleast_2d(np.asarray(x, dtype=float))
-    ref = _transform(np.asarray(ref, dtype=float), rule.log_scale)
+    x = np.atleast_2d(np.asarray(x, dtype=float)).copy()
+    ref = np.asarray(ref, dtype=float)
+    usable = np.isfinite(ref).any(0)  # a component no reference defines (no boundary) is left out
+    x[:, ~usable] = np.nan
+    ref = ref[np.isfinite(ref[:, usable]).all(1)]
+    ref = np.where(np.isfinite(ref), ref, 1.0)  # (the unusable columns: never read)
+    if len(ref) < rule.min_references:
+        raise UserError(f"Triage needs at least {rule.min_references} independent reference models; "
+                        f"got {len(ref)} defined on every component.")
+    ref = _transform(ref, rule.log_scale)
     xt = np.where(np.isfinite(x), _transform(np.where(np.isfinite(x), x, 1.0), rule.log_scale), np.nan)
     z = _zs(xt, ref)  # [S, m]; NaN where x is undefined
     t = joint_statistic(z, rule.statistic)

@@ -209,9 +209,8 @@ def graph_from_components(names: list[str], handles: list[ModelHandle], comps: d
 
 
 def _defined(ref: np.ndarray) -> np.ndarray:
-    """Reference rows defined on every component (a reference with another label space has NaN)."""
-    ok = np.isfinite(ref).all(1)
-    return ref[ok]
+    """The reference rows (joint_scores leaves out what is undefined)."""
+    return ref
 
 
 def lineage_scores(graph: FamilyGraph, parents: dict[str, str | None]) -> dict[str, float]:
