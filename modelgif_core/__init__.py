@@ -27,7 +27,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from . import zoo  # registers the zoo: spec scheme with the engine
-from .analysis.calibration import TriageRule
+from .analysis.calibration import JointRule, TriageRule
 from .analysis.triage import TriageReport, Verdict, triage
 from .analysis.unlearning import UnlearningReport, verify_unlearning
 from .engine.anchors import AnchorSet, load_anchors
@@ -63,9 +63,13 @@ _LAZY = {
     "QUEUED": "service.worker", "RUNNING": "service.worker", "DONE": "service.worker", "FAILED": "service.worker",
     "demo_task": "service.tasks", "probe_task": "service.tasks", "relatedness_task": "service.tasks",
     "TASK_ZOO_KEY": "service.tasks",
+    "family_graph": "analysis.lineage", "FamilyGraph": "analysis.lineage",
+    "render_triage_report": "analysis.report", "write_triage_report": "analysis.report",
 }
 
 if TYPE_CHECKING:  # what the lazy names are, for IDEs and type checkers
+    from .analysis.lineage import FamilyGraph, family_graph
+    from .analysis.report import render_triage_report, write_triage_report
     from .bench.relatedness import last_relatedness_result, zoos_truth_name
     from .service.tasks import TASK_ZOO_KEY, demo_task, probe_task, relatedness_task
     from .service.worker import DONE, FAILED, QUEUED, RUNNING, Job, Worker, get_worker
@@ -83,7 +87,8 @@ __all__ = [
     # zoo
     "zoo", "build_zoo", "ensure_zoo", "list_zoo", "zoo_root",
     # analysis
-    "triage", "TriageReport", "TriageRule", "Verdict", "verify_unlearning", "UnlearningReport",
+    "triage", "TriageReport", "TriageRule", "JointRule", "Verdict", "verify_unlearning", "UnlearningReport",
+    "family_graph", "FamilyGraph", "render_triage_report", "write_triage_report",
     # loaded on first use (the _LAZY table below): viz, bench, service
     "figures", "cluster_order", "last_relatedness_result", "zoos_truth_name",
     "Worker", "Job", "get_worker", "QUEUED", "RUNNING", "DONE", "FAILED",

@@ -139,14 +139,14 @@ def family_graph(models: Sequence[str | ModelHandle], *, references: Sequence[st
     also a reference is judged against the other references only.
     """
     from .evidence import DEFAULT_POINTS, FIELD_ANCHORS
-    from .triage import _is_digits_victim, zoo_references
+    from .triage import is_digits_victim, zoo_references
 
     handles = [as_handle(m) for m in models]
     if len(handles) < 2:
         raise UserError("A family graph needs at least two models.")
     names = [m if isinstance(m, str) else (m.spec or m.name) for m in models]
     if references is None:
-        if not all(_is_digits_victim(h, "digits:") for h in handles):
+        if not all(is_digits_victim(h, "digits:") for h in handles):
             raise UserError("The family graph needs reference models known to be independent of these "
                             "models (only digits classifiers can use the built-in zoo's); pass references=...")
         references = zoo_references(every=True)

@@ -199,7 +199,7 @@ def _resolve_references(v: ModelHandle, anchors_spec: str, references: Sequence[
                         minimum: int, every_independent: bool) -> tuple[list[Any], str]:
     if references:
         return list(references), "given"
-    if not _is_digits_victim(v, anchors_spec):
+    if not is_digits_victim(v, anchors_spec):
         raise UserError("Triage needs independent reference models for this victim (only digits "
                         "victims can use the built-in zoo's); pass at least "
                         f"{minimum} models trained independently of it with --reference."
@@ -246,7 +246,7 @@ def reference_hint(v: ModelHandle) -> str:
             f"offline, with HF_HUB_OFFLINE=1, they load from the local cache).")
 
 
-def _is_digits_victim(victim: ModelHandle, anchors_spec: str) -> bool:
+def is_digits_victim(victim: ModelHandle, anchors_spec: str) -> bool:
     if victim.meta.get("zoo"):
         return True
     digit_anchors = anchors_spec.startswith(("digits:", "cutmix:digits:"))
@@ -292,7 +292,7 @@ def _triage_joint(victim: str | ModelHandle, suspects: Sequence[str | ModelHandl
         raise UserError(f"Triage needs at least {rule.min_references} independent reference models "
                         f"distinct from the victim and the suspects; got {len(r_handles)}.")
     if points is None:
-        points = DEFAULT_POINTS if anchors_spec.startswith("digits:") and _is_digits_victim(v, anchors_spec) \
+        points = DEFAULT_POINTS if anchors_spec.startswith("digits:") and is_digits_victim(v, anchors_spec) \
             else anchor_set
     cfg = cfg or DEFAULT_FIELD
     if cfg.target not in ("predicted", "label"):
