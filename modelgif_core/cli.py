@@ -235,12 +235,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
         kwargs: dict[str, Any] = {"size": args.size}
         if counts:
             kwargs["anchor_counts"] = counts
+        from .bench.verdicts import format_verdicts, run_verdict_bench
+
         bar = _Progress("bench ip")
+        result: dict[str, Any] = {}
         try:
-            result = run_ip_bench(progress=bar, **kwargs)
+            if args.part in ("all", "auc"):
+                result = run_ip_bench(progress=bar, **kwargs)
+            if args.part in ("all", "verdicts"):
+                verdicts = run_verdict_bench(size=args.size, progress=bar)
+                result["verdicts"] = verdicts
+                result["lineage"] = {k: verdicts["lineage"][k] for k in ("precision", "recall", "direction_accuracy")}
         finally:
             bar.close()
-        print(json.dumps(result, indent=2) if args.format == "json" else format_ip_table(result))
+        if args.format == "json":
+            print(json.dumps(result, indent=2))
+        else:
+            text = [format_ip_table(result)] if "auc" in result else []
+            text += [format_verdicts(result["verdicts"])] if "verdicts" in result else []
+            print("\n\n".join(text))
         return 0
     import importlib
 
@@ -388,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "ip":
             bp.add_argument("--size", default="small", choices=["small", "full"])
             bp.add_argument("--anchor-counts", default=None, help="e.g. 8,16,32,64")
+            bp.add_argument("--part", default="all", choices=["all", "auc", "verdicts"],
+                            help="AUC tables, verdict rates at alpha with null-pair false alarms and the "
+                                 "family graph's lineage scores, or both (default)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("cache", help="the field store")
