@@ -61,7 +61,8 @@ def main() -> None:
           f"{'null inconcl':>13}")
     for t in table:
         print(f"{t['rule']:<22} {t['points']:>6} {t['surrogates_derived']:>12}/{t['surrogates']:<6} "
-              f"{t['median_neglog10_p']:>16.2f} {t['null_derived']:>7}/{t['null_pairs']:<5} {t['null_inconclusive']:>13}")
+              f"{t['median_neglog10_p']:>16.2f} {t['null_derived']:>7}/{t['null_pairs']:<5} "
+              f"{t['null_inconclusive']:>13}")
     print(f"chosen: {best['rule']} at {best['points']} points ({time.perf_counter() - t0:.0f} s)")
     print(json.dumps({"table": table, "chosen": best}))
 
