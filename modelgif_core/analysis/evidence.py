@@ -58,7 +58,8 @@ def pair_components(models: Sequence[str | ModelHandle], victims: Sequence[int],
     """Component distances {component: [V, M]} from each victim (indices into models) to every model.
 
     The diagonal-like entries (a victim to itself) are 0; output divergences to a model with another
-    label space are NaN. `outputs`, if given, is filled with {(victim, component): [M, n, C] log-probs
+    label space are NaN. "field_matrix" is the field distance of every pair [M, M] (it costs nothing
+    more: the same Gram product). `outputs`, if given, is filled with {(victim, component): [M, n, C] log-probs
     or None} for callers that show the outputs themselves (the evidence report).
     """
     handles = [as_handle(m) for m in models]
@@ -70,7 +71,7 @@ def pair_components(models: Sequence[str | ModelHandle], victims: Sequence[int],
                            progress=sub_progress(progress, i, m)) for i, h in enumerate(handles)]
     dist = distance_matrix(fields)  # [M, M] one Gram product
     vi = list(victims)
-    res: dict[str, np.ndarray] = {"modelgif": dist[vi]}
+    res: dict[str, np.ndarray] = {"modelgif": dist[vi], "field_matrix": dist}
     images = (load_anchors(points) if isinstance(points, str) else points).images
     for c in OUTPUT_COMPONENTS:
         res[c] = np.full((len(vi), len(handles)), np.nan)

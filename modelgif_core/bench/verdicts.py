@@ -158,26 +158,36 @@ def run_verdict_bench(size: str = "full", points: str = DEFAULT_POINTS, refs_pol
     ensure_zoo(size)
     rows = [r for r in list_zoo(size) if r["role"] != "unlearned"]
     models = [r["spec"] for r in rows]
-    victims = list(range(len(rows)))  # every model a victim row: the null pairs and the family graph
+    # victim rows: the two victims and every independent (the null pairs); the family graph reads the
+    # field distance of every pair and the output components of these rows
+    victims = [i for i, r in enumerate(rows) if r["role"] == "victim" or r["role"].startswith("independent")]
     comps = collect(models, victims, points, progress)
     rules = rules or RULE_CHOICES
     res = {name: rates(rows, comps, models, victims, rule, refs_policy) for name, rule in rules.items()}
     alpha = next(iter(rules.values())).alpha
     return {"rules": res, "alpha": alpha, "points": points, "refs": refs_policy,
             "rule_settings": {n: r.to_dict() for n, r in rules.items()},
-            "lineage": lineage_bench(rows, comps, alpha),
+            "lineage": lineage_bench(rows, comps, victims, alpha),
             "seconds": round(time.perf_counter() - start, 1)}
 
 
-def lineage_bench(rows: list[dict], comps: dict[str, np.ndarray], alpha: float = 1e-3) -> dict[str, Any]:
-    """The family graph of the zoo's models (every model a victim row; references: the independents,
-    each left out when judged itself) against the zoo's known parents."""
+def lineage_bench(rows: list[dict], comps: dict[str, np.ndarray], victims: list[int],
+                  alpha: float = 1e-3) -> dict[str, Any]:
+    """The family graph of the zoo's models against the zoo's known parents. Every pair has its field
+    distance; the output components are known on the victim rows that were probed (the victims and
+    the independents), NaN elsewhere (left out by the rule). References: the independents, each left
+    out when judged itself."""
     from ..analysis.lineage import graph_from_components, lineage_scores
 
     names = [r["name"] for r in rows]
     handles = [as_handle(r["spec"]) for r in rows]
+    m = len(rows)
+    full = {"modelgif": comps["field_matrix"]}
+    for c in COMPONENTS[1:]:
+        full[c] = np.full((m, m), np.nan)
+        full[c][victims] = comps[c]
     ref_cols = [i for i, r in enumerate(rows) if r["role"].startswith("independent")]
-    graph = graph_from_components(names, handles, comps, ref_cols, alpha)
+    graph = graph_from_components(names, handles, full, ref_cols, alpha)
     parents = {r["name"]: r["parent"] for r in rows}
     out = lineage_scores(graph, parents)
     truth = {frozenset((c, p)) for c, p in parents.items() if p}
