@@ -73,3 +73,18 @@ def test_family_graph_links_a_near_copy_to_its_parent_with_the_kurtosis_arrow(tm
     assert [(e.parent, e.child) for e in graph.edges] == [(v, c)]
     assert graph.edges[0].decided_by == "kurtosis"
     assert graph.families() == [[v, c]]
+
+
+def test_lineage_edges_draws_a_line_per_edge_and_an_arrow_where_the_direction_is_known():
+    import plotly.graph_objects as go
+
+    from modelgif_core.analysis.lineage import Edge
+    from modelgif_core.viz.figures import lineage_edges
+
+    edges = [Edge("V", "A", "V", "A", 9.0, 1e-5, "known", "kurtosis"),
+             Edge("V", "B", None, None, 8.0, 1e-5, "unknown", "none"),
+             Edge("V", "Z", None, None, 8.0, 1e-5, "unknown", "none")]  # Z is not on the map
+    fig = lineage_edges(go.Figure(), edges, {"V": (0, 0), "A": (1, 0), "B": (0, 1)})
+    line = fig.data[-1]
+    assert [v for v in line.x if v is not None] == [0.0, 1.0, 0.0, 0.0]
+    assert len(fig.layout.annotations) == 1 and fig.layout.annotations[0].x == 1.0
