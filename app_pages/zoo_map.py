@@ -22,8 +22,26 @@ details = [_ui.model_details(m) for m in ready.models]
 groups = [str(d.get(color_by) or "unknown") for d in details]
 names = figures.unique_labels([_ui.model_label(m) for m in ready.models])
 hover = [{k: v for k, v in d.items() if k != color_by} for d in details]
-st.plotly_chart(
-    figures.embedding_scatter(coords, names, groups, details=hover, color_label=color_by,
-                              title=f"{len(names)} models · {method}"),
-    key="zoo_map",
-)
+fig = figures.embedding_scatter(coords, names, groups, details=hover, color_label=color_by,
+                                title=f"{len(names)} models · {method}")
+# Family edges (analysis.lineage.family_graph): pairwise triage of the map's models in the worker.
+edges_key = _ui.request_key("lineage", models=list(ready.models))
+if st.toggle("Family edges (pairwise triage; arrows where the parent can be told)", key="map_edges"):
+    job = _ui.worker().job(edges_key)
+    if job is None:
+        from modelgif_core import family_graph
+
+        models = list(ready.models)
+        _ui.worker().submit_task(edges_key, f"family graph of {len(models)} models",
+                                 lambda progress, w: family_graph(models, store=w.store, progress=progress).to_dict())
+    job = _ui.task_panel(edges_key)
+    if job is not None and job.result:
+        from modelgif_core.analysis.lineage import Edge
+
+        label = dict(zip(ready.models, names, strict=True))
+        fig = figures.lineage_edges(fig, [Edge(**e) for e in job.result["edges"]],
+                                    {label[m]: coords[i] for i, m in enumerate(ready.models)} |
+                                    {m: coords[i] for i, m in enumerate(ready.models)})
+        st.caption(f"{len(job.result['edges'])} family edges; arrows point from parent to child where weight "
+                   "kurtosis tells them apart (same architecture), plain lines where the direction is unknown.")
+st.plotly_chart(fig, key="zoo_map")
