@@ -8,7 +8,7 @@ the median -log10 p), and the 132 null pairs among the calibration models (each 
 other 10 as references). The rule kept: no null pair derived, then the most surrogates derived, then
 the largest median -log10 p.
 
-Usage: python research/13_choose_joint_rule.py [--store DIR]   (MODELGIF_HOME: where the full zoo is)
+Usage: python research/13_confirm_choose_joint_rule.py [--store DIR]   (MODELGIF_HOME: where the full zoo is)
 """
 
 from __future__ import annotations
