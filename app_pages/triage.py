@@ -27,6 +27,16 @@ def _zoo_suspects(victim: str, zoo_rows: list[dict[str, Any]]) -> tuple[list[str
     return derived + [f"zoo:{r['name']}" for r in zoo_rows if r["role"] == "independent-test"], len(derived)
 
 
+def _not_derived(victim: str, specs: list[str], zoo_rows: list[dict[str, Any]]) -> list[str]:
+    """The specs not derived from (nor an ancestor of) the victim as far as the store knows: the zoo's
+    lineage (family) rules its own models out; other models carry no lineage and stay in."""
+    family = {f"zoo:{r['name']}": r["family"] for r in zoo_rows}
+    fam = family.get(victim)
+    if fam is None or fam == "independent":
+        return specs
+    return [s for s in specs if family.get(s) != fam]
+
+
 def _label(spec: str) -> str:
     return spec.removeprefix("zoo:")
 
@@ -58,9 +68,13 @@ if example:
               on_click=lambda: st.session_state.update(tri_suspects=example))
 suspects = st.multiselect("Suspects", others, format_func=_label, key="tri_suspects")
 references = st.multiselect(
-    "Independent reference models (optional)", [c for c in others if c not in suspects],
+    "Independent reference models (optional)",
+    _not_derived(victim, [c for c in others if c not in suspects], zoo_rows),
     format_func=_label, key="tri_refs",
-    help="Leave empty for a digits victim: the zoo's calibration models serve as references.")
+    help="Stored models not derived from the victim as far as the store knows (the zoo's lineage). "
+         "Leave empty for a digits victim: the zoo's independent models serve as references.")
+rule = st.radio("Verdict rule", ["joint", "minz"], horizontal=True, key="tri_rule",
+                help="joint: the components' joint null (default); minz: the Sidak-corrected minimum z.")
 use_sidebar = st.toggle("Use the sidebar's anchors and field settings (else triage's tuned defaults)",
                         key="tri_sidebar")
 if not suspects:
@@ -70,14 +84,15 @@ if not suspects:
 kwargs: dict[str, Any] = {}
 if use_sidebar:
     kwargs = {"anchors": _ui.anchors_spec(), "cfg": _ui.field_config()}
-key = _ui.request_key("triage", victim=victim, suspects=suspects, references=references,
+key = _ui.request_key("triage", victim=victim, suspects=suspects, references=references, rule=rule,
                       anchors=kwargs.get("anchors"), config=kwargs["cfg"].key() if kwargs else None)
 if st.button("Run triage", type="primary") and _ui.submit_task(
         key, f"triage of {len(suspects)} suspect(s)",
-        triage_task(victim, suspects, references or None, kwargs.get("anchors"), kwargs.get("cfg"))):
+        triage_task(victim, suspects, references or None, kwargs.get("anchors"), kwargs.get("cfg"), rule=rule)):
     st.session_state["tri_key"] = key
 
-report = TriageReport.from_dict(_ui.task_result(key, asked="tri_key"))
+result = _ui.task_result(key, asked="tri_key")
+report = TriageReport.from_dict(result)
 
 st.subheader("Verdicts")
 cols = st.columns(min(4, len(report.suspects)))
@@ -96,6 +111,10 @@ st.plotly_chart(
     key="triage_plot",
 )
 st.caption(report.explanation())
-c1, c2 = st.columns(2)
+c1, c2, c3 = st.columns(3)
 c1.download_button("Report (JSON)", _ui.json_bytes(report.to_dict()), "triage.json", "application/json")
 c2.download_button("Report (Markdown)", report.to_markdown(), "triage.md", "text/markdown")
+if result.get("html"):
+    c3.download_button("Download report", result["html"], "triage.html", "text/html",
+                       help="One self-contained HTML file: verdicts, per-component z and p, the reference "
+                            "distributions, anchors and probe points, fingerprints and the command.")

@@ -27,7 +27,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from . import zoo  # registers the zoo: spec scheme with the engine
-from .analysis.calibration import TriageRule
+from .analysis.calibration import JointRule, TriageRule
 from .analysis.nearest import nearest_models
 from .analysis.triage import TriageReport, Verdict, triage
 from .analysis.unlearning import UnlearningReport, verify_unlearning
@@ -68,13 +68,18 @@ _LAZY = {
     "demo_task": "service.tasks", "probe_task": "service.tasks", "relatedness_task": "service.tasks",
     "TASK_ZOO_KEY": "service.tasks",
     "extract_on_cluster": "service.cluster", "ClusterField": "service.cluster", "cluster_from_env": "service.cluster",
-    "TaskSpec": "service.tasks", "triage_task": "service.tasks", "unlearning_task": "service.tasks",
+    "TaskSpec": "service.tasks", "triage_task": "service.tasks", "lineage_task": "service.tasks",
+    "unlearning_task": "service.tasks",
     "zoo_task": "service.tasks", "hold_task": "service.tasks",
     "JobTable": "service.jobs", "QueueFull": "service.jobs",
     "ServerWorker": "service.runner", "server_worker": "service.runner",
+    "family_graph": "analysis.lineage", "FamilyGraph": "analysis.lineage",
+    "render_triage_report": "analysis.report", "write_triage_report": "analysis.report",
 }
 
 if TYPE_CHECKING:  # what the lazy names are, for IDEs and type checkers
+    from .analysis.lineage import FamilyGraph, family_graph
+    from .analysis.report import render_triage_report, write_triage_report
     from .bench.relatedness import last_relatedness_result, zoos_truth_name
     from .service.cluster import ClusterField, cluster_from_env, extract_on_cluster
     from .service.jobs import JobTable, QueueFull
@@ -84,6 +89,7 @@ if TYPE_CHECKING:  # what the lazy names are, for IDEs and type checkers
         TaskSpec,
         demo_task,
         hold_task,
+        lineage_task,
         probe_task,
         relatedness_task,
         triage_task,
@@ -109,13 +115,14 @@ __all__ = [
     # zoo
     "zoo", "build_zoo", "ensure_zoo", "list_zoo", "zoo_root", "assets_root", "shipped_zoo_root", "verify_zoo",
     # analysis
-    "triage", "TriageReport", "TriageRule", "Verdict", "verify_unlearning", "UnlearningReport", "nearest_models",
+    "triage", "TriageReport", "TriageRule", "JointRule", "Verdict", "verify_unlearning", "UnlearningReport",
+    "nearest_models", "family_graph", "FamilyGraph", "render_triage_report", "write_triage_report",
     # loaded on first use (the _LAZY table below): viz, bench, service
     "figures", "cluster_order", "last_relatedness_result", "zoos_truth_name",
     "Worker", "Job", "get_worker", "QUEUED", "RUNNING", "DONE", "FAILED",
     "demo_task", "probe_task", "relatedness_task", "TASK_ZOO_KEY",
     "extract_on_cluster", "ClusterField", "cluster_from_env",  # service/cluster.py (needs the extra `cluster`)
-    "TaskSpec", "triage_task", "unlearning_task", "zoo_task", "hold_task", "JobTable", "QueueFull",
+    "TaskSpec", "triage_task", "lineage_task", "unlearning_task", "zoo_task", "hold_task", "JobTable", "QueueFull",
     "ServerWorker", "server_worker",
     "__version__",
 ]

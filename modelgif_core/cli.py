@@ -9,6 +9,7 @@ import argparse
 import csv
 import io
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -220,9 +221,14 @@ def cmd_triage(args: argparse.Namespace) -> int:
     try:
         report = triage(args.victim, args.suspect, references=args.reference or None,
                         cfg=cfg, store=_store(args),
-                        progress=bar, **kwargs)
+                        progress=bar, rule=args.rule, **kwargs)
     finally:
         bar.close()
+    report.command = "modelgif " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
+    if args.report:
+        from .analysis.report import write_triage_report
+
+        write_triage_report(report, args.report, store=_store(args))
     print(json.dumps(report.to_dict(), indent=2) if args.format == "json" else report.to_text())
     return 0
 
@@ -347,12 +353,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
         kwargs: dict[str, Any] = {"size": args.size}
         if counts:
             kwargs["anchor_counts"] = counts
+        from .bench.verdicts import format_verdicts, run_verdict_bench
+
         bar = _Progress("bench ip")
+        result: dict[str, Any] = {}
         try:
-            result = run_ip_bench(progress=bar, **kwargs)
+            if args.part in ("all", "auc"):
+                result = run_ip_bench(progress=bar, **kwargs)
+            if args.part in ("all", "verdicts"):
+                verdicts = run_verdict_bench(size=args.size, progress=bar)
+                result["verdicts"] = verdicts
+                result["lineage"] = {k: verdicts["lineage"][k] for k in ("precision", "recall", "direction_accuracy")}
         finally:
             bar.close()
-        print(json.dumps(result, indent=2) if args.format == "json" else format_ip_table(result))
+        if args.format == "json":
+            print(json.dumps(result, indent=2))
+        else:
+            text = [format_ip_table(result)] if "auc" in result else []
+            text += [format_verdicts(result["verdicts"])] if "verdicts" in result else []
+            print("\n\n".join(text))
         return 0
     if args.bench_command == "scale":
         return _bench_scale(args)
@@ -484,6 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_field_options(p, anchors_required=False)
     p.add_argument("--custom-config", action="store_true",
                    help="use the field options given here (--steps, --target, ...) instead of triage's defaults")
+    p.add_argument("--rule", default="joint", choices=["joint", "minz"],
+                   help="verdict rule: joint null of the components (default) or the Sidak-corrected minimum z")
+    p.add_argument("--report", default=None, metavar="PATH",
+                   help="also write a self-contained HTML evidence report to PATH")
     _add_common(p, formats=("table", "json"))
     p.set_defaults(func=cmd_triage)
 
@@ -546,6 +569,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "ip":
             bp.add_argument("--size", default="small", choices=["small", "full"])
             bp.add_argument("--anchor-counts", default=None, help="e.g. 8,16,32,64")
+            bp.add_argument("--part", default="all", choices=["all", "auc", "verdicts"],
+                            help="AUC tables, verdict rates at alpha with null-pair false alarms and the "
+                                 "family graph's lineage scores, or both (default)")
     bp = bsub.add_parser("demo", help="'Run the demo' from an empty store to 'Demo ready', the app's way")
     bp.add_argument("--format", default="table", choices=["table", "json"])
     bp.add_argument("--anchors", default="digits:64", help="the app's default anchors")
@@ -573,7 +599,9 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
+        args.argv = argv  # the command as typed (the triage report quotes it)
         return int(args.func(args) or 0)
     except UserError as err:
         print(f"modelgif: error: {err}", file=sys.stderr)

@@ -276,6 +276,10 @@ def test_triage_page_gives_verdicts_and_reports(home):
     at.multiselect(key="tri_suspects").set_value(["zoo:resnet-finetune-all-0",
                                                   "zoo:indep-test-05-convnext"])
     at.toggle(key="tri_sidebar").set_value(True).run()
+    # the reference picker offers no model the zoo knows to be derived from the victim
+    offered = at.multiselect(key="tri_refs").options
+    names = [o.removeprefix("zoo:") for o in offered]
+    assert any(n.startswith("indep-") for n in names) and not any(n.startswith("resnet-") for n in names), names
     next(b for b in at.button if b.label == "Run triage").click().run()
     _ok(at)
     _wait_all(home)
@@ -286,7 +290,7 @@ def test_triage_page_gives_verdicts_and_reports(home):
     fig = _charts(at)[0]
     marked = [t for t in fig["data"] if t.get("marker", {}).get("symbol") == "diamond"]
     assert len(marked) == 2
-    assert [d.label for d in at.download_button] == ["Report (JSON)", "Report (Markdown)"]
+    assert [d.label for d in at.download_button] == ["Report (JSON)", "Report (Markdown)", "Download report"]
     p_texts = [c.value.split(" · ")[1] for c in at.caption if c.value.startswith("score ")]
     assert len(p_texts) == 2 and "p = 0" not in p_texts  # an underflowed tail reads "p < 1e-300"
 

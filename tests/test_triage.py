@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -198,14 +199,15 @@ def models(tmp_path, monkeypatch):
     return specs
 
 
-def test_triage_report_follows_the_json_contract(models, tmp_path):
+@pytest.mark.parametrize("rule", ["joint", "minz"])
+def test_triage_report_follows_the_json_contract(models, tmp_path, rule):
     from modelgif_core import FieldStore
 
     refs = [models[f"ref{i}"] for i in range(3)]
     calls = []
     report = triage(models["victim"], [models["copy"], models["ref3"]], references=refs,
                     anchors="digits:6", cfg=FieldConfig(steps=4), store=FieldStore(tmp_path / "s"),
-                    progress=lambda d, t: calls.append((d, t)))
+                    progress=lambda d, t: calls.append((d, t)), rule=rule, points="digits:16:0")
     out = json.loads(json.dumps(report.to_dict()))
     assert out["victim"] == models["victim"]
     assert [s["model"] for s in out["suspects"]] == [models["copy"], models["ref3"]]
@@ -223,6 +225,9 @@ def test_triage_report_follows_the_json_contract(models, tmp_path):
     assert all(a <= b for (a, _), (b, _) in zip(calls, calls[1:], strict=False))
     assert out["components"][0] == "modelgif"
     assert "modelgif" in out["suspects"][0]["evidence"]
+    assert out["suspects"][0]["rule"] == rule and (out["rule"].get("name") == "joint") == (rule == "joint")
+    back = type(report).from_dict(out)
+    assert back.to_dict()["suspects"] == out["suspects"] and type(back.rule) is type(report.rule)
 
 
 def test_a_non_digits_victim_without_references_is_told_to_bring_them(models):
@@ -280,7 +285,8 @@ def test_extracting_an_output_field_leaves_the_model_in_eval_mode_with_its_batch
 
 def test_default_triage_uses_the_margin_field_and_victim_boundary_points(models):
     refs = [models[f"ref{i}"] for i in range(3)]
-    out = triage(models["victim"], [models["copy"]], references=refs, anchors="digits:4").to_dict()
+    out = triage(models["victim"], [models["copy"]], references=refs, anchors="digits:4",
+                 points="digits:16:0").to_dict()
     assert out["config"]["field_output"] == "margin" and out["config"]["log_prob"] is False
     assert out["config"]["steps"] == 50
     assert out["components"][0] == "modelgif" and set(out["components"]) <= {"modelgif", "boundary-js",
@@ -292,5 +298,69 @@ def test_default_triage_uses_the_margin_field_and_victim_boundary_points(models)
         assert e["z"] < -1.5, c
     assert len(out["reference_components"]["adversarial-js"]) == 3
     logp = triage(models["victim"], [models["copy"]], references=refs, anchors="digits:4",
-                  log_prob=True, components=["modelgif", "output-kl"]).to_dict()
+                  log_prob=True, components=["modelgif", "output-kl"], rule="minz").to_dict()
     assert logp["config"]["field_output"] == "logprob" and logp["config"]["log_prob"] is True
+
+
+# ----------------------------------------------------------------------------------- the joint rule
+
+
+def _refs(rng, n=23, m=3, scale=0.05):
+    x = np.exp(rng.standard_normal((n, m)) * scale)  # log-normal distances around 1
+    return {f"c{j}": list(x[:, j]) for j in range(m)}
+
+
+def test_joint_rule_far_below_is_derived_among_is_independent():
+    from modelgif_core.analysis.calibration import JointRule, judge_joint
+
+    rng = np.random.default_rng(0)
+    refs = {"modelgif": _refs(rng)["c0"], "boundary-js": _refs(rng)["c1"]}
+    far = judge_joint({"modelgif": 0.5, "boundary-js": 1.0}, refs, JointRule())
+    assert far["verdict"] == "derived" and far["p_value"] < 1e-3
+    assert far["evidence"]["modelgif"]["z"] < -10 and far["rule"] == "joint"
+    lo, hi = far["score_interval"]
+    assert lo <= hi and lo > 5
+    among = judge_joint({"modelgif": 1.0, "boundary-js": 1.0}, refs, JointRule())
+    assert among["verdict"] == "independent" and among["p_value"] > 0.1
+    # a component far on the independent side is no alibi: the other one alone decides
+    alibi = judge_joint({"modelgif": 0.5, "boundary-js": 5.0}, refs, JointRule())
+    assert alibi["verdict"] == "derived"
+    # an undefined component (another label space) is left out
+    undefined = judge_joint({"modelgif": 0.5, "boundary-js": None}, refs, JointRule())
+    assert set(undefined["evidence"]) == {"modelgif"} and undefined["verdict"] == "derived"
+
+
+def test_joint_rule_p_values_are_calibrated_on_gaussian_nulls():
+    """Independent suspects drawn like the references: the share with p < 0.05 is about 0.05."""
+    from modelgif_core.analysis.calibration import JointRule, judge_joint
+
+    rng = np.random.default_rng(1)
+    rule = JointRule(alpha=0.05, bootstrap=0)
+    hits, trials = 0, 300
+    for _ in range(trials):
+        x = np.exp(rng.standard_normal((13, 3)) * 0.05)  # 12 references + one suspect, same law
+        refs = {f"c{j}": list(x[1:, j]) for j in range(3)}
+        hits += judge_joint({f"c{j}": float(x[0, j]) for j in range(3)}, refs, rule)["verdict"] == "derived"
+    assert 0.015 <= hits / trials <= 0.10  # binomial(300, 0.05): 15 expected, 5..30 is > 99.9 %
+
+
+def test_clopper_pearson_matches_the_closed_form_at_zero_successes():
+    from modelgif_core.analysis.calibration import clopper_pearson
+
+    lo, hi = clopper_pearson(0, 552)
+    assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** (1 / 552), rel=1e-6)
+    lo, hi = clopper_pearson(5, 10)
+    assert 0.18 < lo < 0.19 and 0.81 < hi < 0.82
+
+
+def test_unknown_rule_is_a_user_error(models):
+    with pytest.raises(UserError, match="rule"):
+        triage(models["victim"], [models["copy"]], references=[models["ref0"]], rule="fisher")
+
+
+def test_imagenet_victim_without_references_gets_named_checkpoints_of_other_families():
+    from modelgif_core.analysis.triage import imagenet_references
+
+    refs = imagenet_references("resnet50")
+    assert len(refs) >= 5 and not any(r.startswith("resnet") for r in refs)
+    assert all(r in set(timm.list_pretrained()) for r in refs)

@@ -134,3 +134,196 @@ def judge_components(distances: dict[str, float | None], refs: dict[str, Sequenc
             "empirical_p": min(e["empirical_p"] for e in ev.values()),
             "margin": main["margin"], "closer_references": main["closer_references"],
             "evidence": ev}
+
+
+# ----------------------------------------------------------------------------------- joint rule
+#
+# The "joint" rule (docs/BENCHMARKS.md, "Decisive verdicts"): the components are taken together
+# instead of one at a time. Each distance is put on a log scale (the divergences are skewed), each
+# component gets its z among the references, and the statistic
+#
+#     T = max(-min_c z_c, -sum_c min(z_c, 0) / sqrt(m))      (the strongest single component, or
+#                                                            the pooled evidence of all that point
+#                                                            toward derivation, whichever is larger)
+#
+# is compared with its distribution when the suspect is one more independent model: the references'
+# log-distances are Gaussian with their own correlation R (shrunk toward identity), the suspect is a
+# fresh draw, and the z's are computed from the n simulated references exactly as from the real ones
+# (so the small-sample spread of the mean and std is inside the null, not assumed away). p = the
+# share of simulated independents with T at least the suspect's; derived if p < alpha, independent if
+# p >= p_independent, else inconclusive. Both halves of T are one-sided: a component far on the
+# independent side (an output divergence of a transferred copy, say) is no alibi.
+
+RULES = ("joint", "minz")
+JOINT_STATISTICS = ("max", "min", "stouffer")  # max(min-z, truncated Stouffer) | min-z only | Stouffer only
+_NULL_DRAWS = 40_000  # simulated independents per null (40 at or beyond the 1e-3 quantile)
+_SHRINK = 0.3  # weight of the identity in the references' correlation (few references, 3 components)
+
+
+@dataclass(frozen=True)
+class JointRule:
+    """The joint null rule (see the comment above `RULES`)."""
+
+    alpha: float = 1e-3
+    p_independent: float = 0.1  # at or above this joint p the suspect sits among the references
+    statistic: str = "max"
+    min_references: int = 3
+    log_scale: bool = True
+    bootstrap: int = 200  # reference resamples for the score's interval (0: none)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.alpha < 1.0:
+            raise UserError(f"The triage level alpha must lie strictly between 0 and 1 (default 1e-3); "
+                            f"got {self.alpha!r}.")
+        if self.statistic not in JOINT_STATISTICS:
+            raise UserError(f"Unknown joint statistic {self.statistic!r}; choose from "
+                            f"{', '.join(JOINT_STATISTICS)}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": "joint", **asdict(self)}
+
+
+def joint_statistic(z: np.ndarray, statistic: str = "max") -> np.ndarray:
+    """T for z-vectors [..., m] (NaN = undefined component, left out): larger = more derived."""
+    z = np.asarray(z, dtype=float)
+    ok = np.isfinite(z)
+    zmin = np.where(ok, z, np.inf).min(-1)
+    m = np.maximum(ok.sum(-1), 1)
+    stouffer = -np.where(ok, np.minimum(z, 0.0), 0.0).sum(-1) / np.sqrt(m)
+    if statistic == "min":
+        return -zmin
+    if statistic == "stouffer":
+        return stouffer
+    return np.maximum(-zmin, stouffer)
+
+
+def _transform(d: np.ndarray, log_scale: bool) -> np.ndarray:
+    d = np.asarray(d, dtype=float)
+    return np.log(np.maximum(d, 1e-12)) if log_scale else d
+
+
+def _zs(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """z of x [..., m] among ref [..., n, m] (std floor as in reference_stats)."""
+    mu = ref.mean(-2)
+    sd = ref.std(-2, ddof=1)
+    sd = np.maximum(sd, 1e-6 * np.maximum(1.0, np.abs(mu)))
+    return (x - mu) / sd
+
+
+def _shrunk_correlation(ref: np.ndarray) -> np.ndarray:
+    m = ref.shape[1]
+    if m == 1 or len(ref) < 3:
+        return np.eye(m)
+    c = np.corrcoef(ref, rowvar=False)
+    c = np.nan_to_num(c, nan=0.0)
+    np.fill_diagonal(c, 1.0)
+    return (1 - _SHRINK) * c + _SHRINK * np.eye(m)
+
+
+_NULL_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def joint_null(n: int, corr: np.ndarray, statistic: str, draws: int = _NULL_DRAWS) -> np.ndarray:
+    """Sorted T of `draws` simulated independents among n simulated references (seeded, cached)."""
+    key = (n, statistic, draws, np.round(corr, 6).tobytes())
+    if key not in _NULL_CACHE:
+        m = corr.shape[0]
+        rng = np.random.default_rng(20_240_917 + n * 31 + m)
+        chol = np.linalg.cholesky(corr + 1e-9 * np.eye(m))
+        sims = rng.standard_normal((draws, n + 1, m)) @ chol.T  # [draws, n+1, m]
+        z = _zs(sims[:, 0], sims[:, 1:])
+        _NULL_CACHE[key] = np.sort(joint_statistic(z, statistic))
+        if len(_NULL_CACHE) > 512:
+            _NULL_CACHE.pop(next(iter(_NULL_CACHE)))
+    return _NULL_CACHE[key]
+
+
+def judge_joint(distances: dict[str, float | None], refs: dict[str, Sequence[float | None]],
+                rule: JointRule | None = None, seed: int = 0) -> dict[str, Any]:
+    """Verdict of one suspect under the joint rule; the same keys as `judge_components` plus
+    "score_interval" (5 %..95 % over reference resamples) and "rule": "joint"."""
+    rule = rule or JointRule()
+    comps = [c for c, d in distances.items() if d is not None and math.isfinite(d)]
+    # Only references defined on every usable component (a reference with another label space has
+    # no output divergence); components with too few such references are left out.
+    def rows(cs: list[str]) -> list[int]:
+        n = len(refs[cs[0]]) if cs else 0
+        return [i for i in range(n) if all(refs[c][i] is not None and math.isfinite(refs[c][i]) for c in cs)]
+
+    while comps and len(rows(comps)) < rule.min_references:
+        comps = comps[:-1] if comps[-1] != "modelgif" else comps[1:]
+    if "modelgif" in distances and "modelgif" not in comps:
+        raise UserError("The field distance could not be calibrated: too few usable references.")
+    idx = rows(comps)
+    ref = _transform(np.array([[refs[c][i] for c in comps] for i in idx], dtype=float), rule.log_scale)
+    x = _transform(np.array([distances[c] for c in comps], dtype=float), rule.log_scale)
+    z = _zs(x, ref)
+    t = float(joint_statistic(z, rule.statistic))
+    null = joint_null(len(ref), _shrunk_correlation(ref), rule.statistic)
+    p = (1 + int(len(null) - np.searchsorted(null, t, side="left"))) / (1 + len(null))
+    verdict = "derived" if p < rule.alpha else ("independent" if p >= rule.p_independent else "inconclusive")
+    interval = None
+    if rule.bootstrap:
+        rng = np.random.default_rng(seed)
+        pick = rng.integers(0, len(ref), size=(rule.bootstrap, len(ref)))
+        tb = joint_statistic(_zs(x[None], ref[pick]), rule.statistic)
+        tb = tb[np.isfinite(tb)]
+        if len(tb):
+            interval = [float(np.quantile(tb, 0.05)), float(np.quantile(tb, 0.95))]
+    raw = np.array([[refs[c][i] for c in comps] for i in idx], dtype=float)
+    ev = {}
+    for j, c in enumerate(comps):
+        zc = float(z[j])
+        ev[c] = {"distance": float(distances[c]), "z": zc, "p_value": _phi(zc),
+                 "empirical_p": (1 + int((raw[:, j] <= distances[c]).sum())) / (1 + len(raw)),
+                 "score": -zc}
+    main = "modelgif" if "modelgif" in comps else comps[0]
+    r_main = raw[:, comps.index(main)]
+    return {"distance": float(distances[main]), "score": t, "verdict": verdict,
+            "z": float(min(z)), "p_value": float(p),
+            "empirical_p": min(e["empirical_p"] for e in ev.values()),
+            "margin": float(r_main.min() - distances[main]),
+            "closer_references": int((r_main <= distances[main]).sum()),
+            "evidence": ev, "score_interval": interval, "rule": "joint"}
+
+
+def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact two-sided binomial confidence interval of k successes in n trials."""
+    from scipy.stats import beta
+
+    if n <= 0:
+        return (0.0, 1.0)
+    a = (1 - confidence) / 2
+    lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
+    return lo, hi
+
+
+def joint_scores(x: np.ndarray, ref: np.ndarray, rule: JointRule | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The joint rule for many suspects against one set of references at once: x [S, m] and ref [n, m]
+    raw distances (NaN = undefined; a reference must be defined on every component) -> (T [S], p [S]).
+    Suspects with the same defined components share one simulated null."""
+    rule = rule or JointRule()
+    x = np.atleast_2d(np.asarray(x, dtype=float)).copy()
+    ref = np.asarray(ref, dtype=float)
+    usable = np.isfinite(ref).any(0)  # a component no reference defines (no boundary) is left out
+    x[:, ~usable] = np.nan
+    ref = ref[np.isfinite(ref[:, usable]).all(1)]
+    ref = np.where(np.isfinite(ref), ref, 1.0)  # (the unusable columns: never read)
+    if len(ref) < rule.min_references:
+        raise UserError(f"Triage needs at least {rule.min_references} independent reference models; "
+                        f"got {len(ref)} defined on every component.")
+    ref = _transform(ref, rule.log_scale)
+    xt = np.where(np.isfinite(x), _transform(np.where(np.isfinite(x), x, 1.0), rule.log_scale), np.nan)
+    z = _zs(xt, ref)  # [S, m]; NaN where x is undefined
+    t = joint_statistic(z, rule.statistic)
+    p = np.ones(len(x))
+    pattern = np.isfinite(z)
+    for key in {tuple(r) for r in pattern}:
+        cols = np.array(key, dtype=bool)
+        if not cols.any():
+            continue
+        rows = (pattern == cols).all(1)
+        null = joint_null(len(ref), _shrunk_correlation(ref[:, cols]), rule.statistic)
+        p[rows] = (1 + len(null) - np.searchsorted(null, t[rows], side="left")) / (1 + len(null))
+    return t, p

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..engine.anchors import load_anchors
 from ..engine.cache import cached_field
 from ..engine.distance import distances_to
@@ -35,7 +37,17 @@ from ..engine.models import ModelHandle, as_handle
 from ..engine.progress import Progress, sub_progress
 from ..engine.text import dict_table
 from ..zoo import ensure_zoo, list_zoo, zoo_is_built
-from .calibration import TriageRule, judge_components, per_component_rule, reference_stats, thresholds
+from .calibration import (
+    RULES,
+    JointRule,
+    TriageRule,
+    judge_components,
+    judge_joint,
+    per_component_rule,
+    reference_stats,
+    thresholds,
+)
+from .evidence import DEFAULT_POINTS, pair_components
 from .probes import (
     FIELD_OUTPUTS,
     adversarial_boundary_points,
@@ -69,6 +81,8 @@ class Verdict:
     margin: float  # min(ref) - d: positive when closer than every reference
     closer_references: int  # references at least as close to the victim as the suspect
     evidence: dict[str, Any] = field(default_factory=dict)  # per component: its own judge()
+    score_interval: list[float] | None = None  # joint rule: 5..95 % of the score over reference resamples
+    rule: str = "minz"
 
 
 @dataclass
@@ -84,12 +98,14 @@ class TriageReport:
     n_anchors: int
     method: str
     config: dict[str, Any]
-    rule: TriageRule
+    rule: TriageRule | JointRule
     threshold: float  # distances below this are "derived"
     independent_above: float  # distances at or above this are "independent"
     stats: dict[str, float] = field(default_factory=dict)
     components: tuple[str, ...] = ("modelgif",)
     reference_components: dict[str, list[float | None]] = field(default_factory=dict)
+    points: str | None = None  # the output probe points' anchors (joint rule; else the anchors)
+    command: str | None = None  # the command line that reproduces it, when known
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,20 +124,26 @@ class TriageReport:
             "independent_above": self.independent_above,
             "components": list(self.components),
             "reference_components": self.reference_components,
+            "points": self.points,
+            "command": self.command,
             "explanation": self.explanation(),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TriageReport:
         """The report back from its `to_dict()` (e.g. a job's JSON result)."""
+        rule_d = dict(data["rule"])
+        rule: TriageRule | JointRule = (JointRule(**{k: v for k, v in rule_d.items() if k != "name"})
+                                        if rule_d.get("name") == "joint" else TriageRule(**rule_d))
         return cls(
             victim=data["victim"], victim_name=data["victim_name"],
             suspects=[Verdict(**v) for v in data["suspects"]], references=data["references"],
             reference_source=data["reference_source"], anchors=data["anchors"], n_anchors=data["n_anchors"],
-            method=data["method"], config=data["config"], rule=TriageRule(**data["rule"]),
+            method=data["method"], config=data["config"], rule=rule,
             threshold=data["threshold"], independent_above=data["independent_above"],
             stats=data["reference_stats"], components=tuple(data["components"]),
-            reference_components=data["reference_components"])
+            reference_components=data["reference_components"], points=data.get("points"),
+            command=data.get("command"))
 
     def to_markdown(self) -> str:
         """The report as Markdown: settings, explanation, one row per suspect, the reference distances."""
@@ -143,6 +165,16 @@ class TriageReport:
 
     def explanation(self) -> str:
         s = self.stats
+        if isinstance(self.rule, JointRule):
+            return (f"{len(self.references)} independent reference models ({self.reference_source}) lie at "
+                    f"field distances {s['min']:.4f}..{s['max']:.4f} from the victim on {self.n_anchors} "
+                    f"anchors. Each component ({', '.join(self.components)}) is a z-score of the log-distance "
+                    f"among the references; the score is the larger of the lowest z (negated) and the "
+                    f"pooled evidence of the components pointing toward derivation, and its p-value comes "
+                    f"from the score's distribution for one more independent model (the references' own "
+                    f"correlation, their number included). Derived below p = {self.rule.alpha:g} "
+                    f"(the overall false-alarm level), independent at p >= {self.rule.p_independent:g}, "
+                    f"inconclusive between.")
         text = (f"{len(self.references)} independent reference models ({self.reference_source}) lie "
                 f"at field distances {s['min']:.4f}..{s['max']:.4f} (mean {s['mean']:.4f}, std "
                 f"{s['std']:.4f}) from the victim on {self.n_anchors} anchors. A suspect is derived "
@@ -163,19 +195,134 @@ def _spec(model: str | ModelHandle) -> str:
     return model if isinstance(model, str) else (model.spec or model.name)
 
 
-def _is_digits_victim(victim: ModelHandle, anchors_spec: str) -> bool:
+def _resolve_references(v: ModelHandle, anchors_spec: str, references: Sequence[Any] | None,
+                        minimum: int, every_independent: bool) -> tuple[list[Any], str]:
+    if references:
+        return list(references), "given"
+    if not is_digits_victim(v, anchors_spec):
+        raise UserError("Triage needs independent reference models for this victim (only digits "
+                        "victims can use the built-in zoo's); pass at least "
+                        f"{minimum} models trained independently of it with --reference."
+                        + reference_hint(v))
+    if every_independent:
+        return zoo_references(every=True), "zoo-independents"
+    return zoo_references(), "zoo-calibration"
+
+
+# Independent ImageNet-1k checkpoints of distinct families in timm's pretrained list: references for an
+# ImageNet victim (one of another family than the victim's is proposed; none is downloaded here).
+IMAGENET_REFERENCES = (
+    "resnet50.a1_in1k", "convnext_tiny.fb_in1k", "efficientnet_b0.ra_in1k", "vit_small_patch16_224.augreg_in1k",
+    "deit_small_patch16_224.fb_in1k", "mobilenetv3_large_100.ra_in1k", "regnety_008.pycls_in1k",
+    "densenet121.tv_in1k", "resnext50_32x4d.a1h_in1k", "swin_tiny_patch4_window7_224.ms_in1k",
+)
+
+
+def _family(arch: str) -> str:
+    import re
+
+    return re.split(r"[\d_.]", arch.lower(), maxsplit=1)[0]
+
+
+def imagenet_references(victim_arch: str, n: int = 6) -> list[str]:
+    """n independent ImageNet-1k checkpoints from timm's pretrained list, none of the victim's family."""
+    import timm
+
+    known = set(timm.list_pretrained())
+    fam = _family(victim_arch)
+    return [r for r in IMAGENET_REFERENCES if r in known and _family(r) != fam][:n]
+
+
+def reference_hint(v: ModelHandle) -> str:
+    """One sentence proposing references for an ImageNet victim ("" for any other)."""
+    if v.num_classes != 1000:
+        return ""
+    refs = imagenet_references(v.arch)
+    if not refs:
+        return ""
+    return (f" For an ImageNet victim, independent ImageNet-1k checkpoints of other families serve: "
+            f"--reference {' '.join(refs)} (timm fetches each from the Hugging Face Hub once, e.g. "
+            f"`python -c \"import timm; timm.create_model('{refs[0]}', pretrained=True)\"` while online; "
+            f"offline, with HF_HUB_OFFLINE=1, they load from the local cache).")
+
+
+def is_digits_victim(victim: ModelHandle, anchors_spec: str) -> bool:
     if victim.meta.get("zoo"):
         return True
     digit_anchors = anchors_spec.startswith(("digits:", "cutmix:digits:"))
     return digit_anchors and victim.num_classes == 10 and victim.input_cfg.input_size[1] <= 64
 
 
-def zoo_references(size: str | None = None) -> list[str]:
-    """Specs of the zoo's independent calibration models (the full zoo's if built, else small's)."""
+def zoo_references(size: str | None = None, every: bool = False) -> list[str]:
+    """Specs of the zoo's independent calibration models (the full zoo's if built, else small's);
+    every=True: all its independent models, calibration and test (the joint rule's references)."""
     if size is None:
         size = "full" if zoo_is_built("full") else "small"
     ensure_zoo(size)
-    return [f"zoo:{r['name']}" for r in list_zoo(size) if r["role"] == "independent-calibration"]
+    roles = ("independent-calibration", "independent-test") if every else ("independent-calibration",)
+    return [f"zoo:{r['name']}" for r in list_zoo(size) if r["role"] in roles]
+
+
+def _triage_joint(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle] | str | ModelHandle,
+                  references: Sequence[str | ModelHandle] | None, anchors: str | Any, cfg: FieldConfig | None,
+                  store: Any, progress: Progress | None, rule: JointRule, components: Sequence[str] | None,
+                  points: str | None) -> TriageReport:
+    """triage() under the joint rule: every pair's components from `pair_components` (one Gram product
+    for the field distances, batched forwards for the outputs), judged by `judge_joint`."""
+    components = tuple(components or DEFAULT_COMPONENTS)
+    unknown = sorted(set(components) - set(DEFAULT_COMPONENTS))
+    if unknown or "modelgif" not in components:
+        raise UserError(f"The joint rule takes the components {', '.join(DEFAULT_COMPONENTS)} "
+                        f"(modelgif always); got {list(components)}.")
+    if isinstance(suspects, (str, ModelHandle)):
+        suspects = [suspects]
+    if not suspects:
+        raise UserError("Triage needs at least one suspect model.")
+    anchor_set = load_anchors(anchors) if isinstance(anchors, str) else anchors
+    anchors_spec = anchors if isinstance(anchors, str) else getattr(anchors, "spec", "custom")
+    v = as_handle(victim)
+    references, source = _resolve_references(v, anchors_spec, references, rule.min_references, True)
+    s_handles = [as_handle(s) for s in suspects]
+    r_handles = [as_handle(r) for r in references]
+    taken = {v.fingerprint, *(h.fingerprint for h in s_handles)}
+    keep = [i for i, h in enumerate(r_handles) if h.fingerprint not in taken]
+    r_handles = [r_handles[i] for i in keep]
+    r_specs = [_spec(references[i]) for i in keep]
+    if len(r_handles) < rule.min_references:
+        raise UserError(f"Triage needs at least {rule.min_references} independent reference models "
+                        f"distinct from the victim and the suspects; got {len(r_handles)}.")
+    if points is None:
+        points = DEFAULT_POINTS if anchors_spec.startswith("digits:") and is_digits_victim(v, anchors_spec) \
+            else anchor_set
+    cfg = cfg or DEFAULT_FIELD
+    if cfg.target not in ("predicted", "label"):
+        raise UserError(f"A margin field needs a class target (predicted or label), not {cfg.target!r}.")
+    everyone = [v, *s_handles, *r_handles]
+    comp = pair_components(everyone, [0], anchors=anchor_set, points=points, cfg=cfg, store=store,
+                           progress=progress)
+    comp = {c: comp[c] for c in components}
+    ns = len(s_handles)
+    vals = {c: [None if not np.isfinite(x) else float(x) for x in comp[c][0, 1:]] for c in comp}
+    d_sus = {c: x[:ns] for c, x in vals.items()}
+    d_ref = {c: x[ns:] for c, x in vals.items()}
+    used = [c for c in components if any(x is not None for x in d_sus[c])]
+    verdicts = [Verdict(model=_spec(s), name=h.name,
+                        **judge_joint({c: d_sus[c][i] for c in comp}, d_ref, rule, seed=i))
+                for i, (s, h) in enumerate(zip(suspects, s_handles, strict=True))]
+    ref_field = [float(d) for d in d_ref["modelgif"]]
+    # the field distance alone at the joint level: what "derived below" means on the field's own axis
+    below = [x for x in ref_field]
+    return TriageReport(
+        victim=_spec(victim), victim_name=v.name, suspects=verdicts,
+        references=[{"model": s, "name": h.name, "distance": d, "fingerprint": h.fingerprint,
+                     **{c: d_ref[c][i] for c in comp if c != "modelgif"}}
+                    for i, (s, h, d) in enumerate(zip(r_specs, r_handles, ref_field, strict=True))],
+        reference_source=source, anchors=anchors_spec, n_anchors=len(anchor_set),
+        method="joint:" + "+".join(used), config={**cfg.to_dict(), "log_prob": False, "field_output": "margin"},
+        rule=rule, threshold=float(min(below)), independent_above=float(np.median(below)),
+        stats=reference_stats(ref_field), components=tuple(used),
+        reference_components={c: list(x) for c, x in d_ref.items()},
+        points=points if isinstance(points, str) else getattr(points, "spec", "custom"))
 
 
 # ----------------------------------------------------------------------------------- distances
@@ -200,16 +347,27 @@ def _fields(handles: list[ModelHandle], anchors: Any, cfg: FieldConfig, store: A
 def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
            references: Sequence[str | ModelHandle] | None = None,
            anchors: str | Any = DEFAULT_ANCHORS, cfg: FieldConfig | None = None, store: Any = None,
-           progress: Progress | None = None, rule: TriageRule | None = None,
+           progress: Progress | None = None, rule: TriageRule | JointRule | str | None = None,
            components: Sequence[str] | None = None, log_prob: bool | None = None,
-           field_output: str | None = None) -> TriageReport:
+           field_output: str | None = None, points: str | None = None) -> TriageReport:
     """Verdicts for each suspect: is it derived from the victim? See the module docstring.
 
     field_output: what the field differentiates, "logit", "logprob" or "margin" (default: "margin"
     when `cfg` is not given, i.e. triage's tuned defaults; a caller's own cfg runs on the logits).
     log_prob=True is the older spelling of field_output="logprob" (False: "logit").
+    rule: "joint" (default: the components' joint null, `calibration.judge_joint`), "minz" (the
+    Sidak-corrected minimum z), or a JointRule / TriageRule. points: the anchors spec of the output
+    probe points under the joint rule (default: 256 held-out digits for a digits victim, else the
+    anchors).
     """
-    rule = rule or TriageRule()
+    if rule is None or isinstance(rule, str):
+        name = rule or "joint"
+        if name not in RULES:
+            raise UserError(f"Unknown triage rule {name!r}; choose from {', '.join(RULES)}.")
+        rule = JointRule() if name == "joint" else TriageRule()
+    if isinstance(rule, JointRule):
+        return _triage_joint(victim, suspects, references, anchors, cfg, store, progress, rule,
+                             components, points)
     components = tuple(components or DEFAULT_COMPONENTS)
     unknown = sorted(set(components) - set(COMPONENTS))
     if unknown or "modelgif" not in components:
@@ -222,15 +380,7 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
     anchor_set = load_anchors(anchors) if isinstance(anchors, str) else anchors
     anchors_spec = anchors if isinstance(anchors, str) else getattr(anchors, "spec", "custom")
     v = as_handle(victim)
-    source = "given"
-    if not references:
-        if not _is_digits_victim(v, anchors_spec):
-            raise UserError("Triage needs independent reference models for this victim (only digits "
-                            "victims can use the built-in zoo's); pass at least "
-                            f"{rule.min_references} models trained independently of it with "
-                            "--reference.")
-        references = zoo_references()
-        source = "zoo-calibration"
+    references, source = _resolve_references(v, anchors_spec, references, rule.min_references, False)
     s_handles = [as_handle(s) for s in suspects]
     r_handles = [as_handle(r) for r in references]
     # A reference that is the victim or a suspect would calibrate against itself.
@@ -283,7 +433,7 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
     derived_below, independent_above = thresholds(ref_field, sub)
     return TriageReport(
         victim=_spec(victim), victim_name=v.name, suspects=verdicts,
-        references=[{"model": s, "name": h.name, "distance": d,
+        references=[{"model": s, "name": h.name, "distance": d, "fingerprint": h.fingerprint,
                      **{c: d_ref[c][i] for c in comp if c != "modelgif"}}
                     for i, (s, h, d) in enumerate(zip(r_specs, r_handles, ref_field, strict=True))],
         reference_source=source, anchors=anchors_spec, n_anchors=len(anchor_set),

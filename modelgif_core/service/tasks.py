@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis.lineage import family_graph
+from ..analysis.report import render_triage_report
 from ..analysis.triage import triage
 from ..analysis.unlearning import verify_unlearning
 from ..bench import relatedness
@@ -117,21 +119,34 @@ def _run_probe(progress: Progress, worker: Any, model: str, anchors: str, config
 
 
 def triage_task(victim: str, suspects: list[str], references: list[str] | None, anchors: str | None,
-                cfg: FieldConfig | None) -> TaskSpec:
-    """`analysis.triage` of model specs; returns the report as a dict (TriageReport.from_dict reads it)."""
+                cfg: FieldConfig | None, rule: str = "joint") -> TaskSpec:
+    """`analysis.triage` of model specs; returns the report as a dict (TriageReport.from_dict reads it) with
+    its self-contained HTML evidence report under "html"."""
     return TaskSpec("triage", {"victim": victim, "suspects": list(suspects), "references": references,
-                               "anchors": anchors, "config": cfg.to_dict() if cfg else None})
+                               "anchors": anchors, "config": cfg.to_dict() if cfg else None, "rule": rule})
 
 
 @_task
 def _run_triage(progress: Progress, worker: Any, victim: str, suspects: list[str], references: list[str] | None,
-                anchors: str | None, config: dict | None) -> dict:
+                anchors: str | None, config: dict | None, rule: str = "joint") -> dict:
     kwargs: dict[str, Any] = {}
     if anchors is not None:
         kwargs["anchors"] = anchors
     if config is not None:
         kwargs["cfg"] = config_from_dict(config)
-    return triage(victim, suspects, references=references, store=worker.store, progress=progress, **kwargs).to_dict()
+    report = triage(victim, suspects, references=references, store=worker.store, progress=progress, rule=rule,
+                    **kwargs)
+    return {**report.to_dict(), "html": render_triage_report(report, store=worker.store)}
+
+
+def lineage_task(models: list[str]) -> TaskSpec:
+    """`analysis.lineage.family_graph` of model specs; returns the graph as a dict (its "edges")."""
+    return TaskSpec("lineage", {"models": list(models)})
+
+
+@_task
+def _run_lineage(progress: Progress, worker: Any, models: list[str]) -> dict:
+    return family_graph(models, store=worker.store, progress=progress).to_dict()
 
 
 def unlearning_task(original: str, claimed: str, forgotten_class: int, anchors: str | None, steps: int,

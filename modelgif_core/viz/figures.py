@@ -483,3 +483,27 @@ def reference_distribution(
                       margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
                       legend={"orientation": "h", "y": -0.3})
     return fig
+
+
+def lineage_edges(fig: go.Figure, edges: Sequence[object], xy: Mapping[str, Sequence[float]],
+                  name: str = "family edges") -> go.Figure:
+    """Draw a family graph's edges (`analysis.lineage.Edge`: a, b, parent, child, direction, decided_by)
+    on a 2-D scatter whose points sit at xy[model]: one line per edge, an arrowhead at the child where the
+    direction is known. Edges with an endpoint not on the map are skipped. Returns the same figure."""
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    for e in edges:
+        a, b = e.a, e.b
+        if a not in xy or b not in xy:
+            continue
+        xs += [float(xy[a][0]), float(xy[b][0]), None]
+        ys += [float(xy[a][1]), float(xy[b][1]), None]
+        parent, child = getattr(e, "parent", None), getattr(e, "child", None)
+        if parent in xy and child in xy:
+            fig.add_annotation(x=float(xy[child][0]), y=float(xy[child][1]), ax=float(xy[parent][0]),
+                               ay=float(xy[parent][1]), xref="x", yref="y", axref="x", ayref="y", showarrow=True,
+                               arrowhead=2, arrowsize=1.2, arrowwidth=1.2, arrowcolor="#555", text="",
+                               hovertext=f"{parent} -> {child} ({getattr(e, 'decided_by', '')})")
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "#888", "width": 1}, name=name,
+                             hoverinfo="skip"))
+    return fig

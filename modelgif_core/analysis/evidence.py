@@ -1,0 +1,91 @@
+"""Triage evidence for many (victim, model) pairs at once: the component distances as matrices.
+
+`pair_components(models, victims)` gives, for each victim row and every model column, the distances
+triage's components measure (`analysis.triage`): the margin field distance (one field per model from
+the store, every pair from one Gram product), and the Jensen-Shannon divergences of the softmax
+outputs at points on each victim's own boundary (`boundary-js`) and at its adversarial boundary
+points (`adversarial-js`), one batched forward per (victim, model) and the divergences of all models
+at once. The bench's verdict rates, the null pairs (every independent model as a pseudo-victim) and
+the family graph of a workspace all read these matrices.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..engine.anchors import load_anchors
+from ..engine.cache import cached_field
+from ..engine.distance import distance_matrix
+from ..engine.fields import FieldConfig
+from ..engine.models import ModelHandle, as_handle
+from ..engine.progress import Progress, sub_progress
+from .probes import adversarial_boundary_points, boundary_points, log_probs, output_handle
+
+# Output probe points: 256 held-out digits (a superset of digits:64:0, the field's anchors); the
+# probes are forwards only, so 4x the field's anchors cost little (docs/BENCHMARKS.md, the lever).
+DEFAULT_POINTS = "digits:256:0"
+FIELD_ANCHORS = "digits:64:0"
+FIELD_CFG = FieldConfig(steps=50, method="gausslegendre", baseline="black", target="predicted")
+OUTPUT_COMPONENTS = ("boundary-js", "adversarial-js")
+
+
+def js_rows(victim_logp: torch.Tensor, logps: torch.Tensor) -> np.ndarray:
+    """Mean JS divergence [M] of each model's log-probs logps [M, n, C] to the victim's [n, C]."""
+    v = victim_logp[None]  # [1, n, C]
+    mid = torch.logaddexp(v, logps) - math.log(2.0)  # [M, n, C]
+    js = 0.5 * (v.exp() * (v - mid)).sum(-1) + 0.5 * (logps.exp() * (logps - mid)).sum(-1)  # [M, n]
+    return js.mean(-1).double().numpy()
+
+
+def victim_points(victim: ModelHandle, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The victim's own probe points on `images` (chosen with the victim alone): one per image each."""
+    classes = log_probs(victim, images).argmax(1)
+    out = {"adversarial-js": adversarial_boundary_points(victim, images)}
+    if len(set(classes.tolist())) >= 2:
+        out["boundary-js"] = boundary_points(victim, images, classes, len(images))
+    return out
+
+
+def pair_components(models: Sequence[str | ModelHandle], victims: Sequence[int],
+                    anchors: str | Any = FIELD_ANCHORS, points: str | Any = DEFAULT_POINTS,
+                    cfg: FieldConfig | None = None, store: Any = None, progress: Progress | None = None,
+                    outputs: dict | None = None) -> dict[str, np.ndarray]:
+    """Component distances {component: [V, M]} from each victim (indices into models) to every model.
+
+    The diagonal-like entries (a victim to itself) are 0; output divergences to a model with another
+    label space are NaN. "field_matrix" is the field distance of every pair [M, M] (it costs nothing
+    more: the same Gram product). `outputs`, if given, is filled with {(victim, component): [M, n, C] log-probs
+    or None} for callers that show the outputs themselves (the evidence report).
+    """
+    handles = [as_handle(m) for m in models]
+    cfg = cfg or FIELD_CFG
+    anchor_set = load_anchors(anchors) if isinstance(anchors, str) else anchors
+    m = len(handles)
+    # progress in (anchor, step) points over all fields, as triage's field extraction reports it
+    fields = [cached_field(output_handle(h, "margin"), anchor_set, cfg, store=store,
+                           progress=sub_progress(progress, i, m)) for i, h in enumerate(handles)]
+    dist = distance_matrix(fields)  # [M, M] one Gram product
+    vi = list(victims)
+    res: dict[str, np.ndarray] = {"modelgif": dist[vi], "field_matrix": dist}
+    images = (load_anchors(points) if isinstance(points, str) else points).images
+    for c in OUTPUT_COMPONENTS:
+        res[c] = np.full((len(vi), len(handles)), np.nan)
+    for r, v in enumerate(vi):
+        pts = victim_points(handles[v], images)
+        for c, x in pts.items():
+            lps = [log_probs(h, x) for h in handles]  # each [n, C_h]
+            c_v = lps[v].shape[1]
+            same = [j for j, lp in enumerate(lps) if lp.shape[1] == c_v]
+            res[c][r, same] = js_rows(lps[v], torch.stack([lps[j] for j in same]))
+            res[c][r, v] = 0.0
+            if outputs is not None:
+                outputs[(v, c)] = (x, lps)
+    if progress is not None:
+        points_total = m * len(anchor_set) * cfg.steps
+        progress(points_total, points_total)
+    return res

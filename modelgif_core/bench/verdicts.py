@@ -1,0 +1,226 @@
+"""Verdict rates of triage's rules on the zoo, and the false-alarm rate measured on null pairs.
+
+`modelgif bench ip` reports AUCs (does a derived model rank closer than an independent one?). This
+part asks what a user gets: the share of each attack kind's models called *derived* at the overall
+level alpha, and how often an independent model is called derived when it should not be.
+
+Leak-free protocol. The zoo's independent models are split into a calibration half and a test half.
+Everything that chose the joint rule (its statistic, the log scale, the number of output probe
+points) was chosen on the *choice* set only: null pairs among calibration independents (each as a
+pseudo-victim, the other calibration models as references) and the owner's surrogate students
+against their victim. The rates below are measured on the derived models and the test
+independents, which never entered a choice.
+
+Null pairs: every independent model as a pseudo-victim against every other independent model, with
+all the remaining independents as references (leave-two-out): 24 x 23 = 552 ordered pairs on the
+full zoo. The realised false-alarm rate is the share called derived, with its Clopper-Pearson 95 %
+interval (pairs share models, so the interval is optimistic about independence).
+
+References per pair ("refs"): "all" = every independent model of the zoo but the suspect (what the
+CLI does for a digits victim), "calibration" = the 12 calibration models only (the old default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..analysis.calibration import (
+    JointRule,
+    TriageRule,
+    clopper_pearson,
+    judge_components,
+    judge_joint,
+)
+from ..analysis.evidence import DEFAULT_POINTS, pair_components
+from ..engine.models import as_handle
+from ..engine.progress import Progress
+from ..engine.store import default_store_root
+from ..zoo import ATTACK_KINDS, ensure_zoo, list_zoo
+
+STRONG_KINDS = ("finetune-all", "finetune-last", "prune", "weight-noise", "shift", "transfer", "adv-extract",
+                "extract-label-strong", "extract-prob-strong")
+COMPONENTS = ("modelgif", "boundary-js", "adversarial-js")
+
+
+def _cache_path(specs: list[str], fps: list[str], points: str, victims: list[int]) -> Path:
+    blob = json.dumps({"fps": fps, "points": points, "victims": victims, "v": 1})
+    return Path(default_store_root()) / "ipbench" / f"pairs-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.npz"
+
+
+def collect(models: list[str], victims: list[int], points: str = DEFAULT_POINTS,
+            progress: Progress | None = None) -> dict[str, np.ndarray]:
+    """pair_components for these models, kept under <store root>/ipbench/ (recomputed if missing)."""
+    fps = [as_handle(m).fingerprint for m in models]
+    path = _cache_path(models, fps, points, victims)
+    if path.is_file():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    comps = pair_components(models, victims, points=points, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **comps)
+    return comps
+
+
+def judge(rule: Any, comps: dict[str, np.ndarray], row: int, col: int, refs: list[int]) -> dict[str, Any]:
+    """One verdict: victim row `row`, suspect column `col`, reference columns `refs`."""
+    d = {c: _val(comps[c][row, col]) for c in COMPONENTS if c in comps}
+    r = {c: [_val(comps[c][row, j]) for j in refs] for c in d}
+    if isinstance(rule, JointRule):
+        return judge_joint(d, r, rule)
+    return judge_components(d, r, rule)
+
+
+def _val(x: float) -> float | None:
+    return None if not math.isfinite(float(x)) else float(x)
+
+
+def rates(rows: list[dict], comps: dict[str, np.ndarray], models: list[str], victims: list[int],
+          rule: Any, refs_policy: str = "all") -> dict[str, Any]:
+    """Per-kind verdict counts, the null pairs' false alarms and the scores (for AUCs) under `rule`."""
+    col = {r["name"]: i for i, r in enumerate(rows)}
+    vrow = {models[v]: k for k, v in enumerate(victims)}
+    indep = [r["name"] for r in rows if r["role"].startswith("independent")]
+    cal = [r["name"] for r in rows if r["role"] == "independent-calibration"]
+    real = [r["name"] for r in rows if r["role"] == "victim"]
+
+    def refs_for(victim: str, suspect: str) -> list[int]:
+        pool = cal if refs_policy == "calibration" else indep
+        return [col[n] for n in pool if n not in (victim, suspect)]
+
+    out: dict[str, Any] = {"kinds": {}, "null": {}, "choice": {}}
+    scores: dict[str, list[float]] = {}
+    for k in (*ATTACK_KINDS, "surrogate", "independent-test"):
+        sel = [r for r in rows if (r["attack"] == k and r["role"] == "derived") or r["role"] == k]
+        if not sel:
+            continue
+        verdicts, sc = [], []
+        for r in sel:
+            victims_of = [r["parent"]] if r["parent"] else real
+            for v in victims_of:
+                j = judge(rule, comps, vrow[_spec(rows, v)], col[r["name"]], refs_for(v, r["name"]))
+                verdicts.append(j["verdict"])
+                sc.append(j["score"])
+        scores[k] = sc
+        out["kinds"][k] = {"n": len(verdicts), "derived": verdicts.count("derived"),
+                           "inconclusive": verdicts.count("inconclusive"),
+                           "independent": verdicts.count("independent")}
+    # null pairs: each independent as a pseudo-victim against each other independent
+    null = {"all": [], "test-suspect": [], "calibration": []}
+    for a in indep:
+        for b in indep:
+            if a == b:
+                continue
+            refs = [col[n] for n in indep if n not in (a, b)]
+            j = judge(rule, comps, vrow[_spec(rows, a)], col[b], refs)
+            null["all"].append(j["verdict"])
+            if b not in cal:
+                null["test-suspect"].append(j["verdict"])
+            elif a in cal:
+                # the choice set: calibration pairs judged against the other calibration models only
+                jc = judge(rule, comps, vrow[_spec(rows, a)], col[b], [col[n] for n in cal if n not in (a, b)])
+                null["calibration"].append(jc["verdict"])
+    for key, vs in null.items():
+        k = vs.count("derived")
+        lo, hi = clopper_pearson(k, len(vs))
+        out["null"][key] = {"pairs": len(vs), "derived": k, "rate": k / max(len(vs), 1), "ci95": [lo, hi],
+                            "inconclusive": vs.count("inconclusive"), "independent": vs.count("independent")}
+    neg = scores.get("independent-test", [])
+    out["auc"] = {k: _auc(s, neg) for k, s in scores.items() if k != "independent-test"}
+    return out
+
+
+def _auc(pos: list[float], neg: list[float]) -> float:
+    """P(a derived score > an independent score), ties 1/2 (higher score = more derived)."""
+    if not pos or not neg:
+        return float("nan")
+    p, n = np.asarray(pos)[:, None], np.asarray(neg)[None, :]
+    return float((p > n).mean() + 0.5 * (p == n).mean())
+
+
+def _spec(rows: list[dict], name: str) -> str:
+    return next(r["spec"] for r in rows if r["name"] == name)
+
+
+RULE_CHOICES = {"joint": JointRule(bootstrap=0), "minz": TriageRule()}
+
+
+def run_verdict_bench(size: str = "full", points: str = DEFAULT_POINTS, refs_policy: str = "all",
+                      rules: dict[str, Any] | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Verdict rates per kind at alpha, null-pair false alarms, per rule (see the module docstring)."""
+    start = time.perf_counter()
+    ensure_zoo(size)
+    rows = [r for r in list_zoo(size) if r["role"] != "unlearned"]
+    models = [r["spec"] for r in rows]
+    # victim rows: the two victims and every independent (the null pairs); the family graph reads the
+    # field distance of every pair and the output components of these rows
+    victims = [i for i, r in enumerate(rows) if r["role"] == "victim" or r["role"].startswith("independent")]
+    comps = collect(models, victims, points, progress)
+    rules = rules or RULE_CHOICES
+    res = {name: rates(rows, comps, models, victims, rule, refs_policy) for name, rule in rules.items()}
+    alpha = next(iter(rules.values())).alpha
+    return {"rules": res, "alpha": alpha, "points": points, "refs": refs_policy,
+            "rule_settings": {n: r.to_dict() for n, r in rules.items()},
+            "lineage": lineage_bench(rows, comps, victims, alpha),
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def lineage_bench(rows: list[dict], comps: dict[str, np.ndarray], victims: list[int],
+                  alpha: float = 1e-3) -> dict[str, Any]:
+    """The family graph of the zoo's models against the zoo's known parents. Every pair has its field
+    distance; the output components are known on the victim rows that were probed (the victims and
+    the independents), NaN elsewhere (left out by the rule). References: the independents, each left
+    out when judged itself."""
+    from ..analysis.lineage import graph_from_components, lineage_scores
+
+    names = [r["name"] for r in rows]
+    handles = [as_handle(r["spec"]) for r in rows]
+    m = len(rows)
+    full = {"modelgif": comps["field_matrix"]}
+    for c in COMPONENTS[1:]:
+        full[c] = np.full((m, m), np.nan)
+        full[c][victims] = comps[c]
+    ref_cols = [i for i, r in enumerate(rows) if r["role"].startswith("independent")]
+    graph = graph_from_components(names, handles, full, ref_cols, alpha)
+    parents = {r["name"]: r["parent"] for r in rows}
+    out = lineage_scores(graph, parents)
+    truth = {frozenset((c, p)) for c, p in parents.items() if p}
+    out["missed"] = sorted(c for c, p in parents.items() if p and not any(
+        frozenset((e.a, e.b)) == frozenset((c, p)) for e in graph.edges))
+    out["false_edges"] = [[e.a, e.b] for e in graph.edges if frozenset((e.a, e.b)) not in truth]
+    out["wrong_direction"] = [[e.parent, e.child] for e in graph.edges
+                              if e.direction == "known" and frozenset((e.a, e.b)) in truth
+                              and parents.get(e.child) != e.parent]
+    return out
+
+
+def format_verdicts(result: dict[str, Any]) -> str:
+    """Per rule: per kind derived / inconclusive / independent at alpha, AUC of the rule's score, the
+    null pairs' false-alarm rate with its 95 % interval."""
+    lines = [f"Verdicts at overall alpha = {result['alpha']:g} (refs: {result['refs']}, output points: "
+             f"{result['points']})"]
+    for name, r in result["rules"].items():
+        lines.append(f"rule {name}:")
+        lines.append(f"  {'kind':<22} {'n':>4} {'derived':>8} {'rate':>6} {'inconcl':>8} {'indep':>6} {'AUC':>6}")
+        for k, c in r["kinds"].items():
+            a = r["auc"].get(k, float("nan"))
+            lines.append(f"  {k:<22} {c['n']:>4} {c['derived']:>8} {c['derived'] / max(c['n'], 1):>6.2f} "
+                         f"{c['inconclusive']:>8} {c['independent']:>6} {a:>6.2f}")
+        for key, n in r["null"].items():
+            lo, hi = n["ci95"]
+            lines.append(f"  null pairs ({key}): {n['derived']}/{n['pairs']} derived, rate {n['rate']:.4f} "
+                         f"(95% CI {lo:.4f}..{hi:.4f}); inconclusive {n['inconclusive']}, "
+                         f"independent {n['independent']}")
+    lin = result.get("lineage")
+    if lin:
+        lines.append(f"lineage (family graph vs the zoo's parents): precision {lin['precision']:.3f}, recall "
+                     f"{lin['recall']:.3f} ({lin['edges']} edges, {lin['true_edges']} true), direction accuracy "
+                     f"{lin['direction_accuracy']:.3f} on {lin['directed']} directed true edges")
+    lines.append(f"({result['seconds']} s)")
+    return "\n".join(lines)

@@ -1,0 +1,133 @@
+"""Verdict rates of both triage rules on fresh models nobody has looked at, and the false-alarm rate on
+every null pair of the full zoo's and the fresh independents.
+
+The fresh models are those of `02_confirm_triage.py` (the zoo's recipes for the hard kinds with seeds
++7777 / +8888, and 8 independent-test recipes with new seeds), trained into --home/fresh by that
+script. Nothing here chooses anything: the joint rule's statistic, log scale and output points were
+chosen on the zoo's calibration split and the owner's surrogates (docs/BENCHMARKS.md).
+
+References for a fresh suspect: the full zoo's 24 independents (what `triage` uses for a digits victim).
+Null pairs: each of the 40 independents (24 zoo + 16 fresh) as a pseudo-victim against each other, the
+remaining 38 as references (1,560 ordered pairs); also reported for the pairs whose suspect is fresh.
+
+Usage: python research/13_confirm_verdicts.py --zoo DIR/zoo-full --home DIR/confirm [--store DIR] [--out F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from modelgif_core import FieldStore, zoo
+from modelgif_core.analysis.calibration import JointRule, TriageRule, clopper_pearson
+from modelgif_core.analysis.evidence import DEFAULT_POINTS, pair_components
+from modelgif_core.bench.verdicts import judge
+from modelgif_core.zoo.paths import list_zoo, read_meta
+
+RULES = {"joint": JointRule(bootstrap=0), "minz": TriageRule()}
+
+
+def auc(pos: list[float], neg: list[float]) -> float:
+    p, n = np.asarray(pos)[:, None], np.asarray(neg)[None, :]
+    return float((p > n).mean() + 0.5 * (p == n).mean()) if p.size and n.size else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--zoo", required=True)
+    ap.add_argument("--home", required=True, help="02_confirm_triage.py's --home (fresh models in fresh/)")
+    ap.add_argument("--store", default=None, help="field store (default: <home>/store)")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    zoo_dir, home = Path(args.zoo), Path(args.home)
+    rows = [r for r in list_zoo("full", root=zoo_dir) if r["role"] != "unlearned"]
+    for r in rows:
+        r["origin"] = "zoo"
+    for folder in sorted((home / "fresh").iterdir()):
+        meta = read_meta(folder)
+        if meta is None:
+            continue
+        rows.append({"name": folder.name, "spec": f"local-dir:{folder}", "role": meta.get("role"),
+                     "attack": meta.get("attack"), "parent": meta.get("parent"), "origin": "fresh"})
+    models = [r["spec"] for r in rows]
+    col = {r["name"]: i for i, r in enumerate(rows)}
+    indep = [r["name"] for r in rows if r["role"].startswith("independent")]
+    zoo_indep = [n for n in indep if rows[col[n]]["origin"] == "zoo"]
+    victims = [col[n] for n in ("resnet-victim", "effnet-victim")] + [col[n] for n in indep]
+    vrow = {c: k for k, c in enumerate(victims)}
+    store = FieldStore(args.store) if args.store else FieldStore(home / "store")
+    cache = home / "verdict_pairs.npz"
+    if cache.is_file():
+        with np.load(cache) as z:
+            comps = {k: z[k] for k in z.files}
+    else:
+        comps = pair_components(models, victims, points=DEFAULT_POINTS, store=store)
+        np.savez(cache, **comps)
+    t_pairs = time.perf_counter() - t0
+    result: dict = {"rules": {}}
+    lines = []
+    for name, rule in RULES.items():
+        out: dict = {"kinds": {}, "null": {}}
+        scores: dict[str, list[float]] = {}
+        fresh = [r for r in rows if r["origin"] == "fresh"]
+        kinds = sorted({r["attack"] for r in fresh if r["role"] == "derived"}) + ["independent"]
+        for kind in kinds:
+            verdicts, sc = [], []
+            for r in fresh:
+                if kind == "independent" and r["role"].startswith("independent"):
+                    vs = ["resnet-victim", "effnet-victim"]
+                elif r["role"] == "derived" and r["attack"] == kind:
+                    vs = [r["parent"]]
+                else:
+                    continue
+                for v in vs:
+                    refs = [col[n] for n in zoo_indep if n != r["name"]]
+                    j = judge(rule, comps, vrow[col[v]], col[r["name"]], refs)
+                    verdicts.append(j["verdict"])
+                    sc.append(j["score"])
+            scores[kind] = sc
+            out["kinds"][kind] = {"n": len(verdicts), **{x: verdicts.count(x) for x in
+                                                        ("derived", "inconclusive", "independent")}}
+        out["auc"] = {k: auc(s, scores["independent"]) for k, s in scores.items() if k != "independent"}
+        null = {"all": [], "fresh-suspect": []}
+        for a in indep:
+            for b in indep:
+                if a == b:
+                    continue
+                refs = [col[n] for n in indep if n not in (a, b)]
+                v = judge(rule, comps, vrow[col[a]], col[b], refs)["verdict"]
+                null["all"].append(v)
+                if rows[col[b]]["origin"] == "fresh":
+                    null["fresh-suspect"].append(v)
+        for key, vs in null.items():
+            k = vs.count("derived")
+            lo, hi = clopper_pearson(k, len(vs))
+            out["null"][key] = {"pairs": len(vs), "derived": k, "rate": k / len(vs), "ci95": [lo, hi],
+                                "inconclusive": vs.count("inconclusive")}
+        result["rules"][name] = out
+        lines.append(f"rule {name} (alpha {rule.alpha:g}):")
+        lines.append(f"  {'kind':<22} {'n':>3} {'derived':>8} {'rate':>6} {'inconcl':>8} {'indep':>6} {'AUC':>6}")
+        for k, c in out["kinds"].items():
+            lines.append(f"  {k:<22} {c['n']:>3} {c['derived']:>8} {c['derived'] / max(c['n'], 1):>6.2f} "
+                         f"{c['inconclusive']:>8} {c['independent']:>6} {out['auc'].get(k, float('nan')):>6.2f}")
+        for key, n in out["null"].items():
+            lines.append(f"  null pairs ({key}): {n['derived']}/{n['pairs']} derived, rate {n['rate']:.4f} "
+                         f"(95% CI {n['ci95'][0]:.4f}..{n['ci95'][1]:.4f}); inconclusive {n['inconclusive']}")
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    result["pair_seconds"] = round(t_pairs, 1)
+    lines.append(f"({len(rows)} models, {len(indep)} independents; pairs {t_pairs:.0f} s, total "
+                 f"{result['seconds']:.0f} s)")
+    print("\n".join(lines))
+    out_path = Path(args.out) if args.out else home / "confirm_verdicts.json"
+    out_path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {out_path}")
+
+
+if __name__ == "__main__":
+    zoo.recipes("full")  # (the zoo's scheme registered before any zoo: spec is read)
+    main()
