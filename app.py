@@ -13,8 +13,7 @@ import numpy as np
 import streamlit as st
 
 from app_pages import _ui
-from modelgif_core import figures, make_baseline, resolve_device, warm_umap
-from modelgif_core.engine.embedding import umap_cache_is_warm
+from modelgif_core import figures, make_baseline, resolve_device, umap_cache_is_warm, warm_umap
 
 st.set_page_config(page_title="ModelGiF Explorer", page_icon=":material/blur_on:", layout="wide")
 

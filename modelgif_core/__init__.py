@@ -37,7 +37,14 @@ from .engine.blocks import Blocks, block_distances, signature_blocks
 from .engine.cache import cached_field, compute_field, field_store_key
 from .engine.device import resolve_device
 from .engine.distance import DistanceTable, distance_matrix, distances_to, field_distance, unit_field
-from .engine.embedding import Embedding, embed_distances, embed_signatures, unit_signatures, warm_umap
+from .engine.embedding import (
+    Embedding,
+    embed_distances,
+    embed_signatures,
+    umap_cache_is_warm,
+    unit_signatures,
+    warm_umap,
+)
 from .engine.errors import UserError
 from .engine.fields import BASELINES, METHODS, TARGETS, FieldConfig, extract_field, make_baseline, quadrature
 from .engine.models import (
@@ -108,7 +115,7 @@ __all__ = [
     "unit_field", "distance_matrix", "distances_to", "field_distance", "DistanceTable",
     "FieldStore", "StoredField", "field_key", "default_store_root", "cached_field", "field_store_key",
     "compute_field",
-    "Embedding", "embed_distances", "warm_umap",
+    "Embedding", "embed_distances", "warm_umap", "umap_cache_is_warm",
     "embed_signatures", "unit_signatures", "Blocks", "block_distances", "signature_blocks",
     "LAYOUT_DIMS", "SignatureSetInfo", "signature_sets", "save_signature_set", "load_signature_set",
     "signature", "signature_distances", "fold_signatures", "projection", "default_sketch", "SIGNATURE_DIMS",
