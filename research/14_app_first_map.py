@@ -2,7 +2,7 @@
 already there): seconds from opening the page to the drawn markers, in real Chromium, for this checkout and
 for another one side by side (e.g. the commit before UMAP's kernels were cached).
 
-    python research/13_app_first_map.py --home DIR [--before OTHER_CHECKOUT] [--restarts 2]
+    python research/14_app_first_map.py --home DIR [--before OTHER_CHECKOUT] [--restarts 2]
 
 DIR gets the small zoo (copied from assets/, so any checkout can read it) and the 31 fields at
 digits:8, K = 8; every server then starts fresh on it. The first start of this checkout also fills the store's
