@@ -63,10 +63,11 @@ def measure_map(sizes: Sequence[int] = SIZES, dims: int = LAYOUT_DIMS, seed: int
         payload, json_s = _timed(fig.to_json)
         blocks, blocks_s = _timed(lambda x=x: signature_blocks(x, seed=seed))
         _, heat_s = _timed(lambda b=blocks: figures.block_heatmap(b.distance, b.names, b.sizes).to_json())
-        row = {"models": int(m), "dims": int(dims), "layout_s": round(layout_s, 2),
-               "figure_s": round(figure_s + json_s, 2), "map_s": round(layout_s + figure_s + json_s, 2),
+        # seconds to 4 significant digits: a 60-model run takes milliseconds, and ratios of rounded values stay true
+        row = {"models": int(m), "dims": int(dims), "layout_s": _sig(layout_s),
+               "figure_s": _sig(figure_s + json_s), "map_s": _sig(layout_s + figure_s + json_s),
                "figure_mb": round(len(payload) / 1e6, 2), "blocks": len(blocks.names),
-               "block_view_s": round(blocks_s + heat_s, 2), "dense_s": None, "dense_over_map": None}
+               "block_view_s": _sig(blocks_s + heat_s), "dense_s": None, "dense_over_map": None}
         if m <= DENSE_MAX:
             def dense(x: np.ndarray = x) -> Any:
                 d = np.clip(1.0 - x.astype(np.float64) @ x.T.astype(np.float64), 0.0, 2.0)
@@ -74,10 +75,14 @@ def measure_map(sizes: Sequence[int] = SIZES, dims: int = LAYOUT_DIMS, seed: int
                 return embed_distances(d, seed=seed)
 
             _, dense_s = _timed(dense)
-            row["dense_s"] = round(dense_s, 2)
+            row["dense_s"] = _sig(dense_s)
             row["dense_over_map"] = round(dense_s / layout_s, 3)
         rows.append(row)
     return {"compile_s": round(compile_s, 2), "sizes": rows, "target_map_s_10k": 10.0}
+
+
+def _sig(seconds: float) -> float:
+    return float(f"{seconds:.4g}")
 
 
 def run_bench(quick: bool = False, seeds: int | None = None) -> dict[str, Any]:
