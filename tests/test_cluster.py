@@ -1,5 +1,6 @@
 """Extraction on a real local Ray cluster (service/cluster.py): no mock of Ray, one cluster per module."""
 
+import json
 import os
 import signal
 import sys
@@ -173,7 +174,11 @@ def test_triage_on_the_cluster_gives_the_plain_report(cluster, models, tmp_path,
     stored = FieldStore(tmp_path / "a").list()
     assert len(stored) == 5 and all(r["model_name"].endswith("(margin)") for r in stored)
     assert main([*args, "--store", str(tmp_path / "b")]) == 0
-    assert capsys.readouterr().out == on_cluster
+    plain, clustered = json.loads(capsys.readouterr().out), json.loads(on_cluster)
+    # the report names the command that reproduces it: the only line allowed to differ
+    assert clustered.pop("command").endswith(f"{tmp_path / 'a'} --cluster local")
+    assert plain.pop("command").endswith(str(tmp_path / "b"))
+    assert plain == clustered
 
 
 def test_an_address_without_its_token_gets_one_sentence(cluster, models, tmp_path):

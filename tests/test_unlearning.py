@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -402,11 +403,14 @@ def test_a_gray_model_sees_the_digits_unchanged_and_its_gradient_is_the_gray_par
 
 
 def _after_the_worker(at) -> None:
-    """The page runs its check in the background worker: wait for the worker's jobs, then rerun the page."""
-    from modelgif_core import get_worker
+    """The page runs its check in the server's worker process: wait for the store's jobs, then rerun the page."""
+    from modelgif_core import server_worker
 
-    worker = get_worker()
-    assert worker.wait([j.key for j in worker.jobs()], timeout=300)
+    worker = server_worker()  # the page's store: $MODELGIF_HOME
+    deadline = time.monotonic() + 300
+    while worker.pending() and time.monotonic() < deadline:
+        worker.wait([j.key for j in worker.jobs()], timeout=5)
+    assert not worker.pending()
     at.run()
 
 
