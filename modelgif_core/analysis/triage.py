@@ -263,6 +263,31 @@ def zoo_references(size: str | None = None, every: bool = False) -> list[str]:
     return [f"zoo:{r['name']}" for r in list_zoo(size) if r["role"] in roles]
 
 
+def _triage_models(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
+                   references: Sequence[str | ModelHandle] | None, anchors: str | Any, min_references: int,
+                   all_independents: bool) -> tuple[Any, str, ModelHandle, list[ModelHandle], list[ModelHandle],
+                                                    list[str], str]:
+    """What both rules start from: the anchors, the victim, suspects and references as handles (with the
+    references' specs and where they came from), checked."""
+    if not suspects:
+        raise UserError("Triage needs at least one suspect model.")
+    anchor_set = load_anchors(anchors) if isinstance(anchors, str) else anchors
+    anchors_spec = anchors if isinstance(anchors, str) else getattr(anchors, "spec", "custom")
+    v = as_handle(victim)
+    references, source = _resolve_references(v, anchors_spec, references, min_references, all_independents)
+    s_handles = [as_handle(s) for s in suspects]
+    r_handles = [as_handle(r) for r in references]
+    # A reference that is the victim or a suspect would calibrate against itself.
+    taken = {v.fingerprint, *(h.fingerprint for h in s_handles)}
+    keep = [i for i, h in enumerate(r_handles) if h.fingerprint not in taken]
+    r_handles = [r_handles[i] for i in keep]
+    r_specs = [_spec(references[i]) for i in keep]
+    if len(r_handles) < min_references:
+        raise UserError(f"Triage needs at least {min_references} independent reference models "
+                        f"distinct from the victim and the suspects; got {len(r_handles)}.")
+    return anchor_set, anchors_spec, v, s_handles, r_handles, r_specs, source
+
+
 def _triage_joint(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle] | str | ModelHandle,
                   references: Sequence[str | ModelHandle] | None, anchors: str | Any, cfg: FieldConfig | None,
                   store: Any, progress: Progress | None, rule: JointRule, components: Sequence[str] | None,
@@ -274,23 +299,9 @@ def _triage_joint(victim: str | ModelHandle, suspects: Sequence[str | ModelHandl
     if unknown or "modelgif" not in components:
         raise UserError(f"The joint rule takes the components {', '.join(DEFAULT_COMPONENTS)} "
                         f"(modelgif always); got {list(components)}.")
-    if isinstance(suspects, (str, ModelHandle)):
-        suspects = [suspects]
-    if not suspects:
-        raise UserError("Triage needs at least one suspect model.")
-    anchor_set = load_anchors(anchors) if isinstance(anchors, str) else anchors
-    anchors_spec = anchors if isinstance(anchors, str) else getattr(anchors, "spec", "custom")
-    v = as_handle(victim)
-    references, source = _resolve_references(v, anchors_spec, references, rule.min_references, True)
-    s_handles = [as_handle(s) for s in suspects]
-    r_handles = [as_handle(r) for r in references]
-    taken = {v.fingerprint, *(h.fingerprint for h in s_handles)}
-    keep = [i for i, h in enumerate(r_handles) if h.fingerprint not in taken]
-    r_handles = [r_handles[i] for i in keep]
-    r_specs = [_spec(references[i]) for i in keep]
-    if len(r_handles) < rule.min_references:
-        raise UserError(f"Triage needs at least {rule.min_references} independent reference models "
-                        f"distinct from the victim and the suspects; got {len(r_handles)}.")
+    suspects = [suspects] if isinstance(suspects, (str, ModelHandle)) else suspects
+    anchor_set, anchors_spec, v, s_handles, r_handles, r_specs, source = _triage_models(
+        victim, suspects, references, anchors, rule.min_references, True)
     if points is None:
         points = DEFAULT_POINTS if anchors_spec.startswith("digits:") and is_digits_victim(v, anchors_spec) \
             else anchor_set
@@ -373,24 +384,9 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
     if unknown or "modelgif" not in components:
         raise UserError(f"Unknown or missing triage components {unknown or list(components)}; "
                         f"choose from {', '.join(COMPONENTS)} (modelgif is always included).")
-    if isinstance(suspects, (str, ModelHandle)):
-        suspects = [suspects]
-    if not suspects:
-        raise UserError("Triage needs at least one suspect model.")
-    anchor_set = load_anchors(anchors) if isinstance(anchors, str) else anchors
-    anchors_spec = anchors if isinstance(anchors, str) else getattr(anchors, "spec", "custom")
-    v = as_handle(victim)
-    references, source = _resolve_references(v, anchors_spec, references, rule.min_references, False)
-    s_handles = [as_handle(s) for s in suspects]
-    r_handles = [as_handle(r) for r in references]
-    # A reference that is the victim or a suspect would calibrate against itself.
-    taken = {v.fingerprint, *(h.fingerprint for h in s_handles)}
-    keep = [i for i, h in enumerate(r_handles) if h.fingerprint not in taken]
-    r_handles = [r_handles[i] for i in keep]
-    r_specs = [_spec(references[i]) for i in keep]
-    if len(r_handles) < rule.min_references:
-        raise UserError(f"Triage needs at least {rule.min_references} independent reference models "
-                        f"distinct from the victim and the suspects; got {len(r_handles)}.")
+    suspects = [suspects] if isinstance(suspects, (str, ModelHandle)) else suspects
+    anchor_set, anchors_spec, v, s_handles, r_handles, r_specs, source = _triage_models(
+        victim, suspects, references, anchors, rule.min_references, False)
     if field_output is None:
         field_output = ("logprob" if log_prob else "logit") if log_prob is not None else (
             "margin" if cfg is None else "logit")
