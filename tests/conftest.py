@@ -57,3 +57,18 @@ def write_hostile(folder):
     subprocess.run([sys.executable, "-c", code, str(path), str(marker)], check=True)
     assert path.is_file() and not marker.exists()
     return path, marker
+
+
+# Debian's Chromium for the real-browser tests (never `playwright install`), and the flags it needs here.
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()

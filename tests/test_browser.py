@@ -18,14 +18,12 @@ from pathlib import Path
 
 import pytest
 from _app_fixtures import quick_zoo_home
-from conftest import tiny_bench_config, write_hostile
+from conftest import CHROMIUM, tiny_bench_config, write_hostile
 
 from modelgif_core.zoo import recipes
 
-CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
 N_ZOO = len(recipes("small"))
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking"]
 
 pytestmark = [
     pytest.mark.browser,
@@ -92,14 +90,6 @@ def server(tmp_path_factory):
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def _shot(page, name: str) -> None:
@@ -348,4 +338,3 @@ def test_checkpoint_uploads_through_the_real_upload_path(tmp_path, browser):
         _no_exception(page)
         _shot(page, "10-uploads")
         page.close()
-

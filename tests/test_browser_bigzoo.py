@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_browser import ARGS, CHROMIUM, _shot, _streamlit
+from conftest import CHROMIUM
+from test_browser import _shot, _streamlit
 
 from modelgif_core import save_signature_set
 
@@ -45,14 +46,6 @@ def big_server(tmp_path_factory):
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 PLOTS = "[...document.querySelectorAll('.js-plotly-plot')].filter(g => g.data && g.data.length)"

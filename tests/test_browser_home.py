@@ -11,7 +11,8 @@ import re
 from pathlib import Path
 
 import pytest
-from test_browser import ARGS, CHROMIUM, N_ZOO, _no_exception, _shot, _streamlit
+from conftest import CHROMIUM
+from test_browser import N_ZOO, _no_exception, _shot, _streamlit
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -78,13 +79,3 @@ def test_home_has_no_empty_box_before_or_after_the_demo(tmp_path, browser, monke
         _no_exception(page)
         _shot(page, "home-after-demo")
         page.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()

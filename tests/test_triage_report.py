@@ -10,12 +10,10 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from conftest import ARGS, CHROMIUM
 
 from modelgif_core import FieldConfig, FieldStore, InputConfig, save_model_dir, triage
 from modelgif_core.analysis.report import render_triage_report, strip_svg, write_triage_report
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking"]
 
 
 def _save(tmp_path: Path, name: str, module: torch.nn.Module) -> str:
