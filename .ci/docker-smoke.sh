@@ -73,6 +73,13 @@ if docker build -t "$image" . >"$work/build.log" 2>&1; then
   build_s=$(($(date +%s) - start))
   size=$(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.2f GB", $1 / 1e9}')
   ok "build: ${build_s} s, image ${size}"
+  # What the build warns about (pyproject's license as a table was one): none of setuptools' deprecations.
+  if grep -qi "deprecat" "$work/build.log"; then
+    grep -i "deprecat" "$work/build.log" | head -5 >&2
+    fail "build: the log has deprecation warnings (above)"
+  else
+    ok "build: no deprecation warning in the build log"
+  fi
 else
   tail -30 "$work/build.log" >&2
   fail "build (log above)"
