@@ -73,12 +73,18 @@ if docker build -t "$image" . >"$work/build.log" 2>&1; then
   build_s=$(($(date +%s) - start))
   size=$(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.2f GB", $1 / 1e9}')
   ok "build: ${build_s} s, image ${size}"
-  # What the build warns about (pyproject's license as a table was one): none of setuptools' deprecations.
-  if grep -qi "deprecat" "$work/build.log"; then
-    grep -i "deprecat" "$work/build.log" | head -5 >&2
-    fail "build: the log has deprecation warnings (above)"
+  # What the package's build warns about (pyproject's license as a table was one). The image's pip install hides
+  # the build backend's output, so build the wheel again in the image, verbosely, and read that.
+  if docker run --rm --user 0 --entrypoint sh "$image" -c \
+      'cp -r /app /tmp/src && pip wheel --no-deps -v /tmp/src -w /tmp/wheel' >"$work/wheel.log" 2>&1; then
+    if grep -qiE "deprecat|warn.*license" "$work/wheel.log"; then
+      grep -iE "deprecat|warn.*license" "$work/wheel.log" | head -5 >&2
+      fail "build: the package's build warns (above)"
+    else
+      ok "build: the package builds without a deprecation or license warning ($(grep -o 'setuptools-[0-9.]*' "$work/wheel.log" | head -1))"
+    fi
   else
-    ok "build: no deprecation warning in the build log"
+    tail -20 "$work/wheel.log" >&2; fail "build: pip wheel of the package failed in the image"
   fi
 else
   tail -30 "$work/build.log" >&2
