@@ -15,7 +15,7 @@ import os
 import resource
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,17 +89,27 @@ def _one_run(anchors: str, cfg: FieldConfig, assets: bool) -> dict[str, Any]:
 
 
 def run_demo_bench(anchors: str = APP_ANCHORS, steps: int = APP_STEPS, device: str = "auto",
-                   train: bool = False) -> dict[str, Any]:
-    """Time the demo from an empty store (shipped assets); with `train`, also without them (training)."""
+                   train: bool = False, slots: Sequence[int] = ()) -> dict[str, Any]:
+    """Time the demo from an empty store (shipped assets); with `train`, also without them (training).
+
+    `slots`: run the shipped demo once per runner setting (jobs at once, each on cores // slots torch threads),
+    side by side, instead of once with the runner's default.
+    """
     cfg = FieldConfig(steps=steps, device=device)
-    runs = [_one_run(anchors, cfg, assets=True)]
+    settings = [{"MODELGIF_WORKER_SLOTS": str(n)} for n in slots] or [{}]
+    runs = []
+    for env in settings:
+        with _env(**env):
+            runs.append({**_one_run(anchors, cfg, assets=True), **dict(zip(("slots", "threads"), worker_slots(),
+                                                                          strict=True))})
     if train:
-        runs.append(_one_run(anchors, cfg, assets=False))
-    slots, threads = worker_slots()
-    out: dict[str, Any] = {"anchors": anchors, "steps": steps, "device": device, "runs": runs,
-                           "slots": slots, "threads": threads}
+        runs.append({**_one_run(anchors, cfg, assets=False), **dict(zip(("slots", "threads"), worker_slots(),
+                                                                       strict=True))})
+    out: dict[str, Any] = {"anchors": anchors, "steps": steps, "device": device, "runs": runs}
+    if len(settings) > 1:
+        out["over_first"] = [round(r["seconds"] / max(runs[0]["seconds"], 1e-9), 2) for r in runs[:len(settings)]]
     if train:
-        out["trained_over_shipped"] = round(runs[1]["seconds"] / max(runs[0]["seconds"], 1e-9), 2)
+        out["trained_over_shipped"] = round(runs[-1]["seconds"] / max(runs[0]["seconds"], 1e-9), 2)
     return out
 
 
@@ -109,16 +119,16 @@ def _cpu_seconds() -> float:
 
 
 def format_demo_bench(result: dict[str, Any]) -> str:
-    lines = [f"Demo from an empty store ({result['anchors']}, K = {result['steps']}, "
-             f"device {result['device']}, the runner's {result['slots']} job(s) at once of "
-             f"{result['threads']} torch thread(s)):"]
+    lines = [f"Demo from an empty store ({result['anchors']}, K = {result['steps']}, device {result['device']}):"]
     for run in result["runs"]:
         phases = ", ".join(f"{k} {v:.1f} s" for k, v in run["phases"].items())
         f = run["field_seconds"]
-        lines.append(f"  zoo from {run['zoo']}: Demo ready in {run['seconds']:.1f} s ({phases}; "
-                     f"{run['cpu_seconds']:.0f} CPU seconds); "
-                     f"{run['models']} fields, {run['passes']:,} passes, {run['passes_per_second']:,}/s; "
+        lines.append(f"  zoo from {run['zoo']}, runner {run['slots']} job(s) at once x {run['threads']} torch "
+                     f"thread(s): Demo ready in {run['seconds']:.1f} s ({phases}; {run['cpu_seconds']:.0f} CPU "
+                     f"seconds); {run['models']} fields, {run['passes']:,} passes, {run['passes_per_second']:,}/s; "
                      f"per field median {f['median']:.2f} s, max {f['max']:.2f} s; store {run['store_mb']} MB")
+    if "over_first" in result:
+        lines.append("  seconds over the first run's: " + ", ".join(f"{r:.2f}" for r in result["over_first"]))
     if "trained_over_shipped" in result:
         lines.append(f"  training the zoo instead: {result['trained_over_shipped']}x the shipped run")
     return "\n".join(lines)
