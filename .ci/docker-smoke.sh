@@ -110,7 +110,7 @@ pid1_uid() { docker exec "$1" awk '/^Uid:/ {print $2}' /proc/1/status; }
 fast_health=(--health-interval=2s)
 
 # ---------------------------------------------------------------- bind: the README's command, a fresh folder
-# A tiny timm checkpoint made in the container (the image ships no zoo yet, and nothing is downloaded).
+# A tiny timm checkpoint made in the container (an upload's path; nothing is downloaded).
 make_checkpoint="
 import timm, torch
 from safetensors.torch import save_file
@@ -164,6 +164,13 @@ check_bind() {
     fi
   else
     cat "$work/extract.err" >&2; fail "bind: modelgif extract failed in the container"
+  fi
+  # The shipped zoo (/app/assets), read as the host user: the demo's models.
+  if docker exec "$prefix-bind" modelgif extract zoo:resnet-victim --anchors digits:8 --steps 4 -q \
+      >"$work/zoo.out" 2>&1; then
+    ok "bind: a field of the shipped zoo's zoo:resnet-victim extracted as the host user"
+  else
+    tail -5 "$work/zoo.out" >&2; fail "bind: the shipped zoo's zoo:resnet-victim cannot be extracted (above)"
   fi
   if docker exec -w /app "$prefix-bind" python -c "$check_pages" >"$work/pages.log" 2>&1; then
     ok "bind: Home and the $(grep -o '^[0-9]* pages' "$work/pages.log") run without an error on the mounted store"
