@@ -47,7 +47,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 if ! docker info >/dev/null 2>&1; then
   echo "docker-smoke: starting dockerd (log: /var/log/dockerd.log)"
-  nohup dockerd >/var/log/dockerd.log 2>&1 &
+  # Without this script's open files: a daemon that inherits a caller's lock (flock LOCK cmd) holds it forever.
+  ( for fd in /proc/self/fd/*; do n=${fd##*/}; [ "$n" -gt 2 ] 2>/dev/null && eval "exec $n>&-"; done 2>/dev/null
+    exec nohup dockerd >/var/log/dockerd.log 2>&1 ) &
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || die "dockerd did not start; see /var/log/dockerd.log"
 fi
