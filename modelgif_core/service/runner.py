@@ -5,7 +5,8 @@
 (`runner.lock`) makes it exactly one per store, whichever server or session started it; it exits when idle
 for `MODELGIF_RUNNER_IDLE` seconds (default 300) or when the server that started it is gone, and the next
 submission starts it again. Sessions' Python never shares its interpreter, so a room of polling tabs cannot
-slow an extraction down; torch uses every core here (`MODELGIF_WORKER_THREADS` to change that).
+slow an extraction down; torch uses every core but one here, which the web server has
+(`MODELGIF_WORKER_THREADS` to change that).
 
 With `MODELGIF_CLUSTER` set, field jobs go to the cluster backend (`service/cluster.py`) instead of this
 process's device, up to 16 on one anchor set and settings in one call (`MODELGIF_CLUSTER_BATCH`); tasks always
@@ -35,17 +36,26 @@ from ..engine.device import resolve_device
 from ..engine.errors import UserError
 from ..engine.models import load_model
 from ..engine.store import FieldStore
-from .jobs import SESSION, TASK, JobTable
+from .jobs import SESSION, TASK, JobTable, lapse_seconds
 from .tasks import TaskSpec, config_from_dict
 from .worker import DONE, FAILED, Job, pick_speed, speed_key, store_has, stored_rates
 
 log = logging.getLogger(__name__)
 LOCK_FILE = "runner.lock"
 IDLE_SECONDS = float(os.environ.get("MODELGIF_RUNNER_IDLE", "300"))
-_PROGRESS_EVERY = 0.25  # seconds between progress writes to the table
+_PROGRESS_EVERY = 0.5  # seconds between progress writes to the table (by a thread: never the compute's wait)
+_SWEEP_EVERY = 5.0  # seconds between sweeps for lapsed sessions (a read unless someone lapsed)
 _LOCAL = SESSION + "local"  # the requester of calls that name none (the CLI, tests)
 _UNCAPPED = 2**62  # follow-ups of a running task are the server's own work, never refused
+TOUCH_EVERY = 10.0  # seconds between a session's heartbeat writes (it lapses after jobs.LAPSE_SECONDS)
 CLUSTER_BATCH = int(os.environ.get("MODELGIF_CLUSTER_BATCH", "16"))  # field jobs handed to the cluster at once
+
+
+def runner_threads() -> int:
+    """Torch threads of the runner: `MODELGIF_WORKER_THREADS`, else every core but one. The web server shares
+    the machine: with every core taken, each of the pages' ticks stalls the extraction's parallel regions
+    (threads wait at their barriers for the one the scheduler gave to the server)."""
+    return int(os.environ.get("MODELGIF_WORKER_THREADS") or max(1, (os.cpu_count() or 1) - 1))
 
 
 def runner_alive(root: str | Path) -> bool:
@@ -77,6 +87,7 @@ class ServerWorker:
         self._proc: subprocess.Popen | None = None
         self._ready: set[str] = set()
         self._stored: tuple[float, dict] | None = None
+        self._touched: dict[str, float] = {}  # requester -> when this process last wrote its heartbeat
 
     # ------------------------------------------------------------------ submitting
 
@@ -101,8 +112,14 @@ class ServerWorker:
         return job
 
     def touch(self, requester: str) -> None:
-        """The session is still here (each poll); also restarts the runner if jobs wait and none runs."""
-        self.table.touch(requester)
+        """The session is still here (each poll); also restarts the runner if jobs wait and none runs.
+
+        Written at most every TOUCH_EVERY seconds per session (a write per tick of every tab would queue the
+        pages behind one another on the table's write lock; a session lapses only after LAPSE_SECONDS)."""
+        now, every = time.monotonic(), min(TOUCH_EVERY, lapse_seconds() / 4)
+        if now - self._touched.get(requester, -every) >= every:
+            self.table.touch(requester)
+            self._touched[requester] = now
         self.ensure_runner()
 
     # ------------------------------------------------------------------ reading
@@ -224,6 +241,9 @@ class _Runner:
         self._models: OrderedDict[str, Any] = OrderedDict()
         self._anchors: OrderedDict[str, Any] = OrderedDict()
         self._current: Job | None = None
+        # (key, done, total) of the running job, written to the table by _flush_progress: the extraction never
+        # waits for the table's write lock, which the pages' sessions take too
+        self._progress: tuple[str, int, int] | None = None
 
     # what tasks call
     def submit_field(self, model: Any, anchors: Any, cfg: Any) -> Job:
@@ -251,6 +271,7 @@ class _Runner:
         self.table.requeue_running()
         # Sessions lapse while a long job runs too: sweep on a thread of its own.
         threading.Thread(target=self._sweep, name="lapsed-sessions", daemon=True).start()
+        threading.Thread(target=self._flush_progress, name="progress", daemon=True).start()
         last_work = time.monotonic()
         while True:
             if parent is not None and not _alive(parent):
@@ -271,9 +292,23 @@ class _Runner:
                 self._run(job, payload)
             last_work = time.monotonic()
 
+    def _flush_progress(self) -> None:
+        written = None
+        while True:
+            time.sleep(_PROGRESS_EVERY)
+            now = self._progress
+            if now is None or now == written:
+                continue
+            try:
+                self.table.progress(*now)
+            except Exception:  # a busy table now; the next tick writes the newer state
+                log.exception("writing progress failed")
+                continue
+            written = now
+
     def _sweep(self) -> None:
         while True:
-            time.sleep(1.0)
+            time.sleep(_SWEEP_EVERY)
             try:
                 dropped = self.table.drop_lapsed()
             except Exception:  # a locked or busy table now; the next sweep tries again
@@ -284,13 +319,9 @@ class _Runner:
 
     def _run(self, job: Job, payload: dict) -> None:
         self._current = job
-        last = [0.0]
 
         def progress(done: int, total: int) -> None:
-            now = time.monotonic()
-            if now - last[0] >= _PROGRESS_EVERY or done >= total:
-                last[0] = now
-                self.table.progress(job.key, done, total)
+            self._progress = (job.key, int(done), int(total))  # the progress thread writes it
 
         try:
             if job.kind == "field":
@@ -305,7 +336,7 @@ class _Runner:
         else:
             self.table.finish(job.key, DONE, result=result)
         finally:
-            self._current = None
+            self._current = self._progress = None
 
     def _run_on_cluster(self, address: str, batch: list[tuple[Job, dict]]) -> None:
         """Field jobs on one anchor set and settings, extracted together by the cluster backend
@@ -382,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0  # another runner serves this store: exactly one
         import torch
 
-        torch.set_num_threads(int(os.environ.get("MODELGIF_WORKER_THREADS") or os.cpu_count() or 1))
+        torch.set_num_threads(runner_threads())
         log.info("serving %s with %d torch thread(s)", root, torch.get_num_threads())
         _Runner(root).serve(args.parent, args.idle)
     return 0
