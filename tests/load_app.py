@@ -149,24 +149,27 @@ def _runner_pids(home: Path) -> list[int]:
     return pids
 
 
-def _idle_seconds(home: Path, specs: list[str], steps: list[int]) -> list[float]:
-    """Seconds per field on the idle machine: the runner's thread count, nothing else running."""
+def _idle_seconds(home: Path, specs: list[str], steps: list[int], threads: int) -> list[float]:
+    """Seconds per field on the idle machine with `threads` torch threads, nothing else running."""
     import torch
 
     from modelgif_core import FieldConfig, extract_field, load_anchors, load_model
-    from modelgif_core.service.runner import runner_threads
 
-    torch.set_num_threads(runner_threads())
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     anchors = load_anchors(ANCHORS)
     out = []
-    with store_at(home):
-        for spec in specs:
-            model = load_model(spec)
-            extract_field(model, anchors.images[:1], FieldConfig(steps=2))  # warm-up, as the runner's first field
-            for k in steps:
-                start = time.perf_counter()
-                extract_field(model, anchors.images, FieldConfig(steps=k))
-                out.append(time.perf_counter() - start)
+    try:
+        with store_at(home):
+            for spec in specs:
+                model = load_model(spec)
+                extract_field(model, anchors.images[:1], FieldConfig(steps=2))  # warm-up, as the runner's first
+                for k in steps:
+                    start = time.perf_counter()
+                    extract_field(model, anchors.images, FieldConfig(steps=k))
+                    out.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
     return out
 
 
@@ -184,7 +187,11 @@ def run(tabs: int, configs: int, timeout: float, workdir: Path, browser_nice: in
         handles = [load_model(s) for s in specs]
     steps = [8 + i % configs for i in range(tabs)]
     anchors = load_anchors(ANCHORS)
-    idle = _idle_seconds(home, specs[:2], sorted(set(steps))[:2])
+    from modelgif_core.service.runner import runner_threads
+
+    # idle: the runner's thread count (the target's reference), and every core (the fastest an idle runner gets)
+    idle = _idle_seconds(home, specs[:2], sorted(set(steps))[:2], runner_threads())
+    idle_all = _idle_seconds(home, specs[:2], sorted(set(steps))[:2], os.cpu_count() or 1)
     keys = {k: [field_store_key(m, anchors, FieldConfig(steps=k)) for m in handles] for k in set(steps)}
 
     from playwright.sync_api import sync_playwright
@@ -201,7 +208,7 @@ def run(tabs: int, configs: int, timeout: float, workdir: Path, browser_nice: in
             page.add_init_script(HEATMAP_CLOCK)
             if browser_nice:
                 lower_browser(browser_nice, server_pid)  # before its page loads: the tab's renderer too
-            page.goto(f"{url}/distances?{query}&steps={k}")
+            page.goto(f"{url}/distances?{query}&steps={k}", timeout=timeout * 1000)
             pages.append(page)
         start = time.monotonic()
         for page in pages:  # every tab asks for its fields (shared with tabs of the same K)
@@ -247,6 +254,9 @@ def run(tabs: int, configs: int, timeout: float, workdir: Path, browser_nice: in
         "field_s_load_max": round(max(loaded), 3) if loaded else None,
         "field_s_idle_median": round(statistics.median(idle), 3),
         "load_over_idle": round(statistics.median(loaded) / statistics.median(idle), 2) if loaded else None,
+        "runner_threads": runner_threads(), "field_s_idle_all_cores_median": round(statistics.median(idle_all), 3),
+        "load_over_idle_all_cores": (round(statistics.median(loaded) / statistics.median(idle_all), 2)
+                                     if loaded else None),
         "job_s_median": round(statistics.median(job_s), 3) if job_s else None,
         "stale_s_max": round(max(stale), 1) if stale else None,
         "stale_s_median": round(statistics.median(stale), 1) if stale else None,
@@ -259,7 +269,7 @@ def run(tabs: int, configs: int, timeout: float, workdir: Path, browser_nice: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tabs", type=int, nargs="+", default=[2, 5, 10, 20])
     parser.add_argument("--configs", type=int, default=5, help="distinct steps K among the tabs")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per run at most")
