@@ -36,6 +36,8 @@ def lapse_seconds() -> float:
     """How long a silent session is kept (MODELGIF_LAPSE_SECONDS, read now: a server's env may differ from
     the runner's at import)."""
     return float(os.environ.get("MODELGIF_LAPSE_SECONDS") or LAPSE_SECONDS)
+
+
 SESSION, TASK = "session:", "task:"
 
 _SCHEMA = """
