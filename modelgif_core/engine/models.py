@@ -537,6 +537,9 @@ def save_model_dir(module: torch.nn.Module, path: str | Path, *, arch: str, num_
               "modelgif": dict(extra or {})}
     tmp_weights = folder / ".model.safetensors.tmp"
     save_file(state, str(tmp_weights))
+    # safetensors writes owner-only files (0600); a model folder is read by others too (the image's app runs
+    # as any uid and read the shipped zoo's so), like the config.json beside it.
+    os.chmod(tmp_weights, 0o644)
     os.replace(tmp_weights, folder / "model.safetensors")
     tmp_config = folder / ".config.json.tmp"
     tmp_config.write_text(json.dumps(config, indent=2))
