@@ -187,10 +187,11 @@ def run(tabs: int, configs: int, timeout: float, workdir: Path, browser_nice: in
         handles = [load_model(s) for s in specs]
     steps = [8 + i % configs for i in range(tabs)]
     anchors = load_anchors(ANCHORS)
-    from modelgif_core.service.runner import runner_threads
+    from modelgif_core.service.runner import worker_slots
 
     # idle: the runner's thread count (the target's reference), and every core (the fastest an idle runner gets)
-    idle = _idle_seconds(home, specs[:2], sorted(set(steps))[:2], runner_threads())
+    slots, threads = worker_slots()  # the runner's, read from the same environment
+    idle = _idle_seconds(home, specs[:2], sorted(set(steps))[:2], threads)
     idle_all = _idle_seconds(home, specs[:2], sorted(set(steps))[:2], os.cpu_count() or 1)
     keys = {k: [field_store_key(m, anchors, FieldConfig(steps=k)) for m in handles] for k in set(steps)}
 
@@ -254,7 +255,8 @@ def run(tabs: int, configs: int, timeout: float, workdir: Path, browser_nice: in
         "field_s_load_max": round(max(loaded), 3) if loaded else None,
         "field_s_idle_median": round(statistics.median(idle), 3),
         "load_over_idle": round(statistics.median(loaded) / statistics.median(idle), 2) if loaded else None,
-        "runner_threads": runner_threads(), "field_s_idle_all_cores_median": round(statistics.median(idle_all), 3),
+        "runner_slots": slots, "runner_threads": threads,
+        "field_s_idle_all_cores_median": round(statistics.median(idle_all), 3),
         "load_over_idle_all_cores": (round(statistics.median(loaded) / statistics.median(idle_all), 2)
                                      if loaded else None),
         "job_s_median": round(statistics.median(job_s), 3) if job_s else None,
