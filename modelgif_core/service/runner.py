@@ -257,6 +257,9 @@ class _Runner:
         self._state = threading.Condition()
         self._busy = 0
         self._last_work = time.monotonic()
+        # job key -> (done, total) of the running jobs, written to the table by _flush_progress: an extraction
+        # never waits for the table's write lock, which the pages' sessions take too
+        self._progress: dict[str, tuple[int, int]] = {}
 
     @property
     def _current(self) -> Job | None:
@@ -270,9 +273,6 @@ class _Runner:
         if not hasattr(self._local, name):
             setattr(self._local, name, OrderedDict())
         return getattr(self._local, name)
-        # job key -> (done, total) of the running jobs, written to the table by _flush_progress: an extraction
-        # never waits for the table's write lock, which the pages' sessions take too
-        self._progress: dict[str, tuple[int, int]] = {}
 
     # what tasks call
     def submit_field(self, model: Any, anchors: Any, cfg: Any) -> Job:
