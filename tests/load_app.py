@@ -6,8 +6,9 @@ For each N: a fresh store with the small zoo's stand-in (every recipe's architec
 extraction cost of the real zoo), `streamlit run app.py` on loopback, and N tabs of Debian's Chromium each
 opening Distances on 8 zoo models with `digits:16` and its own steps K (M distinct configs, K = 8 .. 8+M-1,
 so 128-224 passes a field) and clicking "Compute missing fields". It reports the seconds to the last tab's
-heatmap, the seconds per field under load (the runner's extraction times from the store) against the same
-fields extracted idle in this process just before, the longest a tab stayed stale after its last field
+heatmap, the seconds per field under load (the runner's extraction times, as the store records them) against
+the same fields extracted idle in this process just before (on the runner's torch threads per job, and on
+every core), the longest a tab stayed stale after its last field
 landed (timed in the page: when its heatmap was drawn), the web server's and the runner's CPU, and the
 peak memory (VmHWM) of the web server and of the runner. Bounded: at most 40 tabs, and every wait has the
 timeout.
