@@ -8,10 +8,10 @@ opening Distances on 8 zoo models with `digits:16` and its own steps K (M distin
 so 128-224 passes a field) and clicking "Compute missing fields". It reports the seconds to the last tab's
 heatmap, the seconds per field under load (the runner's extraction times, as the store records them) against
 the same fields extracted idle in this process just before (on the runner's torch threads per job, and on
-every core), the longest a tab stayed stale after its last field
-landed (timed in the page: when its heatmap was drawn), the web server's and the runner's CPU, and the
-peak memory (VmHWM) of the web server and of the runner. Bounded: at most 40 tabs, and every wait has the
-timeout.
+every core), how long each tab stayed stale after its last field landed (until the heatmap's message reached
+the tab, from the browser's network log: the server's part; and until the page had drawn it, which adds the
+browser's own time on these shared cores), the web server's and the runner's CPU, and the peak memory
+(VmHWM) of the web server and of the runner. Bounded: at most 40 tabs, and every wait has the timeout.
 
 In a class the tabs run on the students' machines, not on the server. Here they share its cores, so by
 default the browser (Chromium and the Playwright driver that steers it) runs at the lowest priority: nice 19
@@ -174,6 +174,33 @@ def _idle_seconds(home: Path, specs: list[str], steps: list[int], threads: int) 
     return out
 
 
+def _watch_delivery(page, index: int, sent: dict[int, float]) -> None:
+    """Record in `sent[index]` when the tab's browser received the server's message carrying the heatmap (the
+    network stack's timestamp, via the DevTools protocol): how stale the server left the tab, apart from the
+    time the browser, sharing this machine's cores, took to draw it."""
+    import base64
+
+    cdp = page.context.new_cdp_session(page)
+    wall: list[float] = []  # the protocol's monotonic clock -> the wall clock, from the page's first request
+
+    def request(event: dict) -> None:
+        if not wall and event.get("wallTime"):
+            wall.append(event["wallTime"] - event["timestamp"])
+
+    def frame(event: dict) -> None:
+        response = event.get("response") or {}
+        if index in sent or not wall or response.get("opcode") != 2:
+            return
+        with contextlib.suppress(ValueError):
+            data = base64.b64decode(response.get("payloadData") or "")
+            if b'"heatmap"' in data and b"hovertemplate" in data:
+                sent[index] = event["timestamp"] + wall[0]
+
+    cdp.on("Network.requestWillBeSent", request)
+    cdp.on("Network.webSocketFrameReceived", frame)
+    cdp.send("Network.enable")
+
+
 def run(tabs: int, configs: int, timeout: float, workdir: Path, browser_nice: int = 19) -> dict:
     from modelgif_core import FieldConfig, FieldStore, field_store_key, load_anchors, load_model
     from modelgif_core.service.jobs import JobTable
@@ -203,11 +230,13 @@ def run(tabs: int, configs: int, timeout: float, workdir: Path, browser_nice: in
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         peak = {"server": 0, "runner": 0}
         cpu = {"server": _cpu_seconds(server_pid), "runner": 0.0}
-        pages = []
+        pages: list = []
+        sent: dict[int, float] = {}
         query = "&".join([f"anchors={ANCHORS}"] + [f"m={s}" for s in specs])
         for k in steps:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             page.add_init_script(HEATMAP_CLOCK)
+            _watch_delivery(page, len(pages), sent)
             if browser_nice:
                 lower_browser(browser_nice, server_pid)  # before its page loads: the tab's renderer too
             page.goto(f"{url}/distances?{query}&steps={k}", timeout=timeout * 1000)
@@ -247,6 +276,8 @@ def run(tabs: int, configs: int, timeout: float, workdir: Path, browser_nice: in
               if manifests.get(key, {}).get("seconds") is not None]
     job_s = [j.seconds for ks in keys.values() for j in table.jobs(ks) if j.seconds is not None]
     stale = [shown[i] - landed[k] for i, k in enumerate(steps) if i in shown]
+    # the server's part: from the last field landing to the heatmap's message reaching the tab
+    served = [sent[i] - landed[k] for i, k in enumerate(steps) if i in sent]
     last = max(shown.values()) - min(j.submitted for ks in keys.values() for j in table.jobs(ks)) if shown else None
     result.update({
         "heatmaps": len(shown), "last_heatmap_s": round(elapsed, 1) if len(shown) == len(pages) else None,
@@ -263,6 +294,9 @@ def run(tabs: int, configs: int, timeout: float, workdir: Path, browser_nice: in
         "job_s_median": round(statistics.median(job_s), 3) if job_s else None,
         "stale_s_max": round(max(stale), 1) if stale else None,
         "stale_s_median": round(statistics.median(stale), 1) if stale else None,
+        "delivered": len(served),
+        "served_s_median": round(statistics.median(served), 1) if served else None,
+        "served_s_max": round(max(served), 1) if served else None,
         "server_cpu_s": round(cpu["server"], 1), "runner_cpu_s": round(cpu["runner"], 1),
         "server_cpu_per_tab": round(cpu["server"] / elapsed / tabs, 3),
         "server_peak_mb": round(peak["server"] / 1024), "runner_peak_mb": round(peak["runner"] / 1024),
@@ -294,14 +328,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(run(n, args.configs, args.timeout, args.workdir / stamp, args.browser_nice))
         print(json.dumps(rows[-1]), flush=True)
     print("| tabs (configs) | fields | heatmaps | last heatmap | s/field under load (median, max) | idle median "
-          "| load/idle | stale after landing (median, max) | server CPU per tab | orphaned fragments, tracebacks "
-          "| server peak | runner peak |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| load/idle | heatmap received after landing (median, max) | drawn after landing (median, max) "
+          "| server CPU per tab | orphaned fragments, tracebacks | server peak | runner peak |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         last = f"{r['last_heatmap_s']} s" if r["last_heatmap_s"] is not None else f"never ({args.timeout:.0f} s)"
         print(f"| {r['tabs']} ({r['configs']}) | {r['fields']} | {r['heatmaps']}/{r['tabs']} | {last} | "
               f"{r['field_s_load_median']}, {r['field_s_load_max']} | {r['field_s_idle_median']} | "
-              f"{r['load_over_idle']}x | {r['stale_s_median']}, {r['stale_s_max']} s | "
+              f"{r['load_over_idle']}x | {r['served_s_median']}, {r['served_s_max']} s ({r['delivered']} tabs) | "
+              f"{r['stale_s_median']}, {r['stale_s_max']} s | "
               f"{100 * r['server_cpu_per_tab']:.1f}% | {r['orphaned_fragment_lines']}, {r['tracebacks']} | "
               f"{r['server_peak_mb']} MB | {r['runner_peak_mb']} MB |")
     return 0
