@@ -321,9 +321,12 @@ def _zoo_verify(args: argparse.Namespace) -> int:
 def _zoo_bar(desc: str):
     from tqdm import tqdm
 
-    bar = tqdm(total=0, desc=desc, file=sys.stderr, unit="model")
+    bar = None  # made on the first report, so a command that fails first prints no empty bar
 
     def progress(done: int, total: int, name: str) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, file=sys.stderr, unit="model")
         bar.total, bar.n = total, done
         bar.set_postfix_str(name)
         bar.refresh()

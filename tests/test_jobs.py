@@ -7,6 +7,7 @@ second. A `hold` task keeps the runner busy while a test queues what it wants to
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
@@ -148,6 +149,36 @@ def _lapse(server, tmp_path, tiny):
 def test_closures_are_refused_by_the_server_worker(server):
     with pytest.raises(TypeError, match="named tasks"):
         server.submit_task("x", "x", lambda progress, w: None)
+
+
+def test_a_late_progress_write_never_moves_a_finished_job_back(tmp_path):
+    # the runner writes progress from a thread: its last write may come after the job finished
+    table = jobs_module.JobTable(tmp_path)
+    table.submit("f", "field", "f", {}, "session:a", points=8, total=8)
+    job, _ = table.claim_next()
+    table.progress(job.key, 3, 8)
+    assert table.job("f").done == 3
+    table.finish("f", DONE)
+    table.progress(job.key, 5, 8)
+    assert table.job("f").state == DONE and table.job("f").done == 8
+
+
+def test_a_session_heartbeat_is_written_at_most_every_few_seconds(tmp_path, monkeypatch):
+    import sqlite3
+
+    def last_seen() -> float:
+        with contextlib.closing(sqlite3.connect(server.table.path)) as db:
+            return db.execute("SELECT last_seen FROM requesters WHERE id='session:a'").fetchone()[0]
+
+    monkeypatch.setenv("MODELGIF_LAPSE_SECONDS", "60")
+    server = ServerWorker(tmp_path / "store")
+    server.touch("session:a")
+    first = last_seen()
+    server.touch("session:a")  # the next tick, a moment later: no write (a write per tick queued the tabs)
+    assert last_seen() == first
+    monkeypatch.setenv("MODELGIF_LAPSE_SECONDS", "0.0001")  # heartbeats due at once
+    server.touch("session:a")
+    assert last_seen() > first
 
 
 def test_two_slots_run_two_jobs_at_once_and_a_field_beside_a_held_one(tmp_path, tiny, monkeypatch):

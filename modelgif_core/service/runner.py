@@ -40,16 +40,18 @@ from ..engine.device import resolve_device
 from ..engine.errors import UserError
 from ..engine.models import load_model
 from ..engine.store import FieldStore
-from .jobs import SESSION, TASK, JobTable
+from .jobs import SESSION, TASK, JobTable, lapse_seconds
 from .tasks import TaskSpec, config_from_dict
 from .worker import DONE, FAILED, Job, pick_speed, speed_key, store_has, stored_rates
 
 log = logging.getLogger(__name__)
 LOCK_FILE = "runner.lock"
 IDLE_SECONDS = float(os.environ.get("MODELGIF_RUNNER_IDLE", "300"))
-_PROGRESS_EVERY = 0.25  # seconds between progress writes to the table
+_PROGRESS_EVERY = 0.5  # seconds between progress writes to the table (by a thread: never the compute's wait)
+_SWEEP_EVERY = 5.0  # seconds between sweeps for lapsed sessions (a read unless someone lapsed)
 _LOCAL = SESSION + "local"  # the requester of calls that name none (the CLI, tests)
 _UNCAPPED = 2**62  # follow-ups of a running task are the server's own work, never refused
+TOUCH_EVERY = 10.0  # seconds between a session's heartbeat writes (it lapses after jobs.LAPSE_SECONDS)
 CLUSTER_BATCH = int(os.environ.get("MODELGIF_CLUSTER_BATCH", "16"))  # field jobs handed to the cluster at once
 _KEEP_LOADED = 32  # models (and anchor sets) the runner keeps loaded
 _MAX_DEFAULT_SLOTS = 4  # more jobs at once than this hold more fields in memory for little gain
@@ -97,6 +99,7 @@ class ServerWorker:
         self._proc: subprocess.Popen | None = None
         self._ready: set[str] = set()
         self._stored: tuple[float, dict] | None = None
+        self._touched: dict[str, float] = {}  # requester -> when this process last wrote its heartbeat
 
     # ------------------------------------------------------------------ submitting
 
@@ -121,8 +124,14 @@ class ServerWorker:
         return job
 
     def touch(self, requester: str) -> None:
-        """The session is still here (each poll); also restarts the runner if jobs wait and none runs."""
-        self.table.touch(requester)
+        """The session is still here (each poll); also restarts the runner if jobs wait and none runs.
+
+        Written at most every TOUCH_EVERY seconds per session (a write per tick of every tab would queue the
+        pages behind one another on the table's write lock; a session lapses only after LAPSE_SECONDS)."""
+        now, every = time.monotonic(), min(TOUCH_EVERY, lapse_seconds() / 4)
+        if now - self._touched.get(requester, -every) >= every:
+            self.table.touch(requester)
+            self._touched[requester] = now
         self.ensure_runner()
 
     # ------------------------------------------------------------------ reading
@@ -248,6 +257,9 @@ class _Runner:
         self._state = threading.Condition()
         self._busy = 0
         self._last_work = time.monotonic()
+        # job key -> (done, total) of the running jobs, written to the table by _flush_progress: an extraction
+        # never waits for the table's write lock, which the pages' sessions take too
+        self._progress: dict[str, tuple[int, int]] = {}
 
     @property
     def _current(self) -> Job | None:
@@ -288,6 +300,7 @@ class _Runner:
         self.table.requeue_running()
         # Sessions lapse while a long job runs too: sweep on a thread of its own.
         threading.Thread(target=self._sweep, name="lapsed-sessions", daemon=True).start()
+        threading.Thread(target=self._flush_progress, name="progress", daemon=True).start()
         self._last_work = time.monotonic()
         slots = [threading.Thread(target=self._slot, args=(parent, idle), name=f"slot-{i}") for i in range(self.slots)]
         for thread in slots:
@@ -324,9 +337,25 @@ class _Runner:
                     self._busy -= 1
                     self._last_work = time.monotonic()
 
+    def _flush_progress(self) -> None:
+        written: dict[str, tuple[int, int]] = {}
+        while True:
+            time.sleep(_PROGRESS_EVERY)
+            now = dict(self._progress)  # the slots' latest (a copy: they update it meanwhile)
+            for key, state in now.items():
+                if written.get(key) == state:
+                    continue
+                try:
+                    self.table.progress(key, *state)
+                except Exception:  # a busy table now; the next tick writes the newer state
+                    log.exception("writing progress failed")
+                    continue
+                written[key] = state
+            written = {k: v for k, v in written.items() if k in now}
+
     def _sweep(self) -> None:
         while True:
-            time.sleep(1.0)
+            time.sleep(_SWEEP_EVERY)
             try:
                 dropped = self.table.drop_lapsed()
             except Exception:  # a locked or busy table now; the next sweep tries again
@@ -337,13 +366,9 @@ class _Runner:
 
     def _run(self, job: Job, payload: dict) -> None:
         self._current = job
-        last = [0.0]
 
         def progress(done: int, total: int) -> None:
-            now = time.monotonic()
-            if now - last[0] >= _PROGRESS_EVERY or done >= total:
-                last[0] = now
-                self.table.progress(job.key, done, total)
+            self._progress[job.key] = (int(done), int(total))  # the progress thread writes it
 
         try:
             if job.kind == "field":
@@ -359,6 +384,7 @@ class _Runner:
             self.table.finish(job.key, DONE, result=result)
         finally:
             self._current = None
+            self._progress.pop(job.key, None)
 
     def _run_on_cluster(self, address: str, batch: list[tuple[Job, dict]]) -> None:
         """Field jobs on one anchor set and settings, extracted together by the cluster backend
