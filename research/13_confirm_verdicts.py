@@ -11,12 +11,15 @@ Null pairs: each of the 40 independents (24 zoo + 16 fresh) as a pseudo-victim a
 remaining 38 as references (1,560 ordered pairs); also reported for the pairs whose suspect is fresh.
 
 Usage: python research/13_confirm_verdicts.py --zoo DIR/zoo-full --home DIR/confirm [--store DIR] [--out F]
+                                              [--budget-s S]   (exit 3 when S ran out; rerun to resume)
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -24,8 +27,19 @@ import numpy as np
 
 from modelgif_core import FieldStore, zoo
 from modelgif_core.analysis.calibration import JointRule, TriageRule, clopper_pearson
-from modelgif_core.analysis.evidence import DEFAULT_POINTS, pair_components
+from modelgif_core.analysis.evidence import (
+    DEFAULT_POINTS,
+    FIELD_ANCHORS,
+    FIELD_CFG,
+    OUTPUT_COMPONENTS,
+    output_rows,
+)
+from modelgif_core.analysis.probes import output_handle
 from modelgif_core.bench.verdicts import judge
+from modelgif_core.engine.anchors import load_anchors
+from modelgif_core.engine.cache import cached_field
+from modelgif_core.engine.distance import distance_matrix
+from modelgif_core.engine.models import as_handle
 from modelgif_core.zoo.paths import list_zoo, read_meta
 
 RULES = {"joint": JointRule(bootstrap=0), "minz": TriageRule()}
@@ -36,12 +50,53 @@ def auc(pos: list[float], neg: list[float]) -> float:
     return float((p > n).mean() + 0.5 * (p == n).mean()) if p.size and n.size else float("nan")
 
 
+def resumable_pairs(models: list[str], victims: list[int], folder: Path, store: FieldStore,
+                    budget_s: float) -> dict[str, np.ndarray] | None:
+    """`pair_components(models, victims)` computed in pieces that survive a stop: the fields go to the
+    store one by one, the field matrix and each victim's output row to `folder` (keyed by the models'
+    fingerprints). None when `budget_s` ran out before the end."""
+    start = time.perf_counter()
+    handles = [as_handle(m) for m in models]
+    tag = hashlib.sha256(json.dumps([h.fingerprint for h in handles] + [DEFAULT_POINTS]).encode()).hexdigest()[:12]
+    folder = folder / tag
+    folder.mkdir(parents=True, exist_ok=True)
+    fm_path = folder / "field_matrix.npy"
+    if not fm_path.is_file():
+        anchors = load_anchors(FIELD_ANCHORS)
+        fields = []
+        for i, h in enumerate(handles):
+            if time.perf_counter() - start > budget_s:
+                return None
+            fields.append(cached_field(output_handle(h, "margin"), anchors, FIELD_CFG, store=store))
+            print(f"field {i + 1}/{len(handles)}", flush=True)
+        np.save(fm_path, distance_matrix(fields))
+        del fields
+    fm = np.load(fm_path)
+    images = load_anchors(DEFAULT_POINTS).images
+    rows = {}
+    for v in victims:
+        path = folder / f"row-{v}.npz"
+        if not path.is_file():
+            if time.perf_counter() - start > budget_s:
+                return None
+            np.savez(path, **output_rows(handles, v, images))
+            print(f"output row {len(rows) + 1}/{len(victims)}", flush=True)
+        with np.load(path) as z:
+            rows[v] = {k: z[k] for k in z.files}
+    comps = {"modelgif": fm[victims], "field_matrix": fm}
+    for c in OUTPUT_COMPONENTS:
+        comps[c] = np.stack([rows[v][c] for v in victims])
+    return comps
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--zoo", required=True)
     ap.add_argument("--home", required=True, help="02_confirm_triage.py's --home (fresh models in fresh/)")
     ap.add_argument("--store", default=None, help="field store (default: <home>/store)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--budget-s", type=float, default=float("inf"),
+                    help="stop computing after this many seconds (exit 3); a rerun resumes where it stopped")
     args = ap.parse_args()
     t0 = time.perf_counter()
     zoo_dir, home = Path(args.zoo), Path(args.home)
@@ -61,13 +116,10 @@ def main() -> None:
     victims = [col[n] for n in ("resnet-victim", "effnet-victim")] + [col[n] for n in indep]
     vrow = {c: k for k, c in enumerate(victims)}
     store = FieldStore(args.store) if args.store else FieldStore(home / "store")
-    cache = home / "verdict_pairs.npz"
-    if cache.is_file():
-        with np.load(cache) as z:
-            comps = {k: z[k] for k in z.files}
-    else:
-        comps = pair_components(models, victims, points=DEFAULT_POINTS, store=store)
-        np.savez(cache, **comps)
+    comps = resumable_pairs(models, victims, home / "pairs", store, args.budget_s)
+    if comps is None:
+        print(f"budget of {args.budget_s:.0f} s spent; run again to resume")
+        sys.exit(3)
     t_pairs = time.perf_counter() - t0
     result: dict = {"rules": {}}
     lines = []
