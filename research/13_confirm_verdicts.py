@@ -8,7 +8,8 @@ chosen on the zoo's calibration split and the owner's surrogates (docs/BENCHMARK
 
 References for a fresh suspect: the full zoo's 24 independents (what `triage` uses for a digits victim).
 Null pairs: each of the 40 independents (24 zoo + 16 fresh) as a pseudo-victim against each other, the
-remaining 38 as references (1,560 ordered pairs); also reported for the pairs whose suspect is fresh.
+remaining 38 as references (1,560 ordered pairs); also reported for the pairs whose suspect is fresh and
+for those of two fresh models (240). Rules: bench.verdicts.RULE_CHOICES (joint-arch, joint, minz).
 
 Usage: python research/13_confirm_verdicts.py --zoo DIR/zoo-full --home DIR/confirm [--store DIR] [--out F]
                                               [--budget-s S]   (exit 3 when S ran out; rerun to resume)
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from modelgif_core import FieldStore, zoo
-from modelgif_core.analysis.calibration import JointRule, TriageRule, clopper_pearson
+from modelgif_core.analysis.calibration import clopper_pearson
 from modelgif_core.analysis.evidence import (
     DEFAULT_POINTS,
     FIELD_ANCHORS,
@@ -35,14 +36,12 @@ from modelgif_core.analysis.evidence import (
     output_rows,
 )
 from modelgif_core.analysis.probes import output_handle
-from modelgif_core.bench.verdicts import judge
+from modelgif_core.bench.verdicts import RULE_CHOICES, judge
 from modelgif_core.engine.anchors import load_anchors
 from modelgif_core.engine.cache import cached_field
 from modelgif_core.engine.distance import distance_matrix
 from modelgif_core.engine.models import as_handle
 from modelgif_core.zoo.paths import list_zoo, read_meta
-
-RULES = {"joint": JointRule(bootstrap=0), "minz": TriageRule()}
 
 
 def auc(pos: list[float], neg: list[float]) -> float:
@@ -107,7 +106,8 @@ def main() -> None:
         meta = read_meta(folder)
         if meta is None:
             continue
-        rows.append({"name": folder.name, "spec": f"local-dir:{folder}", "role": meta.get("role"),
+        arch = meta.get("arch") or json.loads((folder / "config.json").read_text())["architecture"]
+        rows.append({"name": folder.name, "spec": f"local-dir:{folder}", "role": meta.get("role"), "arch": arch,
                      "attack": meta.get("attack"), "parent": meta.get("parent"), "origin": "fresh"})
     models = [r["spec"] for r in rows]
     col = {r["name"]: i for i, r in enumerate(rows)}
@@ -115,6 +115,7 @@ def main() -> None:
     zoo_indep = [n for n in indep if rows[col[n]]["origin"] == "zoo"]
     victims = [col[n] for n in ("resnet-victim", "effnet-victim")] + [col[n] for n in indep]
     vrow = {c: k for k, c in enumerate(victims)}
+    archs = [r["arch"] for r in rows]
     store = FieldStore(args.store) if args.store else FieldStore(home / "store")
     comps = resumable_pairs(models, victims, home / "pairs", store, args.budget_s)
     if comps is None:
@@ -123,7 +124,7 @@ def main() -> None:
     t_pairs = time.perf_counter() - t0
     result: dict = {"rules": {}}
     lines = []
-    for name, rule in RULES.items():
+    for name, rule in RULE_CHOICES.items():
         out: dict = {"kinds": {}, "null": {}}
         scores: dict[str, list[float]] = {}
         fresh = [r for r in rows if r["origin"] == "fresh"]
@@ -139,23 +140,25 @@ def main() -> None:
                     continue
                 for v in vs:
                     refs = [col[n] for n in zoo_indep if n != r["name"]]
-                    j = judge(rule, comps, vrow[col[v]], col[r["name"]], refs)
+                    j = judge(rule, comps, vrow[col[v]], col[r["name"]], refs, archs, col[v])
                     verdicts.append(j["verdict"])
                     sc.append(j["score"])
             scores[kind] = sc
             out["kinds"][kind] = {"n": len(verdicts), **{x: verdicts.count(x) for x in
                                                         ("derived", "inconclusive", "independent")}}
         out["auc"] = {k: auc(s, scores["independent"]) for k, s in scores.items() if k != "independent"}
-        null = {"all": [], "fresh-suspect": []}
+        null = {"all": [], "fresh-suspect": [], "fresh-pairs": []}
         for a in indep:
             for b in indep:
                 if a == b:
                     continue
                 refs = [col[n] for n in indep if n not in (a, b)]
-                v = judge(rule, comps, vrow[col[a]], col[b], refs)["verdict"]
+                v = judge(rule, comps, vrow[col[a]], col[b], refs, archs, col[a])["verdict"]
                 null["all"].append(v)
                 if rows[col[b]]["origin"] == "fresh":
                     null["fresh-suspect"].append(v)
+                    if rows[col[a]]["origin"] == "fresh":
+                        null["fresh-pairs"].append(v)
         for key, vs in null.items():
             k = vs.count("derived")
             lo, hi = clopper_pearson(k, len(vs))
