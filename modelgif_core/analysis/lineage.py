@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -131,8 +132,11 @@ def edges_from_scores(names: Sequence[str], score: np.ndarray, related: np.ndarr
 
 def family_graph(models: Sequence[str | ModelHandle], *, references: Sequence[str | ModelHandle] | None = None,
                  store: Any = None, alpha: float = 1e-3, progress: Progress | None = None,
-                 anchors: str | None = None, points: str | None = None) -> FamilyGraph:
+                 anchors: str | None = None, points: str | None = None, steps: int | None = None) -> FamilyGraph:
     """Pairwise triage over `models` -> the family graph (see the module docstring).
+
+    anchors, steps: the field's anchors and quadrature steps (default: triage's, digits:64:0 and 50);
+    points: the output probe points (default: 256 held-out digits).
 
     references: models known to be independent of every model here (default: the built-in zoo's
     independent models for digits classifiers; any other domain must bring them). A model that is
@@ -162,8 +166,11 @@ def family_graph(models: Sequence[str | ModelHandle], *, references: Sequence[st
         else:
             ref_cols.append(len(handles) + k)
             k += 1
+    from .evidence import FIELD_CFG
+
+    cfg = dataclasses.replace(FIELD_CFG, steps=int(steps)) if steps else FIELD_CFG
     comps = pair_components(everyone, list(range(len(handles))), anchors=anchors or FIELD_ANCHORS,
-                            points=points or DEFAULT_POINTS, store=store, progress=progress)
+                            points=points or DEFAULT_POINTS, cfg=cfg, store=store, progress=progress)
     graph = graph_from_components(names, handles, comps, ref_cols, alpha)
     graph.references = [r if isinstance(r, str) else r.spec for r in references]
     return graph
@@ -227,3 +234,28 @@ def lineage_scores(graph: FamilyGraph, parents: dict[str, str | None]) -> dict[s
             "edges": len(found), "true_edges": len(truth), "directed": len(directed),
             "direction_coverage": len(directed) / tp if tp else float("nan")}
 
+
+
+# What decides an arrow, in words (family_table's "decided_by").
+ARROW_REASONS = {
+    "kurtosis": "weight kurtosis: same architecture, the child's weights have the higher excess kurtosis",
+    "none": "unknown: different architectures (or equal kurtosis), so no weight-space evidence",
+}
+
+
+def family_table(graph: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per edge of a family graph (`FamilyGraph.to_dict()`), grouped by family: "family" (1, 2, ...
+    by size), "from" and "to" (parent -> child where the direction is known, else the pair as found),
+    "arrow" ("parent → child" or "unknown"), "decided_by" (ARROW_REASONS), "score", "p_value". Families
+    are the connected components of the edges; a model without an edge is in none."""
+    families = sorted(graph.get("families", []), key=lambda f: (-len(f), sorted(f)))
+    family_of = {m: i + 1 for i, f in enumerate(families) for m in f}
+    rows = []
+    for e in graph.get("edges", []):
+        known = e.get("direction") == "known" and e.get("parent")
+        a, b = (e["parent"], e["child"]) if known else (e["a"], e["b"])
+        rows.append({"family": family_of.get(e["a"], 0), "from": a, "to": b,
+                     "arrow": "parent → child" if known else "unknown",
+                     "decided_by": ARROW_REASONS.get(e.get("decided_by", "none"), e.get("decided_by")),
+                     "score": float(e["score"]), "p_value": float(e["p_value"])})
+    return sorted(rows, key=lambda r: (r["family"], -r["score"]))
