@@ -28,7 +28,7 @@ import numpy as np
 from ..engine.errors import UserError
 from ..engine.models import ModelHandle, as_handle
 from ..engine.progress import Progress
-from .calibration import JointRule, joint_scores
+from .calibration import JointRule, joint_scores, matched_references
 from .evidence import pair_components
 
 COMPONENTS = ("modelgif", "boundary-js", "adversarial-js")
@@ -171,34 +171,46 @@ def family_graph(models: Sequence[str | ModelHandle], *, references: Sequence[st
     cfg = dataclasses.replace(FIELD_CFG, steps=int(steps)) if steps else FIELD_CFG
     comps = pair_components(everyone, list(range(len(handles))), anchors=anchors or FIELD_ANCHORS,
                             points=points or DEFAULT_POINTS, cfg=cfg, store=store, progress=progress)
-    graph = graph_from_components(names, handles, comps, ref_cols, alpha)
+    graph = graph_from_components(names, handles, comps, ref_cols, alpha, ref_archs=[h.arch for h in r_handles])
     graph.references = [r if isinstance(r, str) else r.spec for r in references]
     return graph
 
 
 def graph_from_components(names: list[str], handles: list[ModelHandle], comps: dict[str, np.ndarray],
-                          ref_cols: list[int], alpha: float = 1e-3) -> FamilyGraph:
+                          ref_cols: list[int], alpha: float = 1e-3, ref_archs: Sequence[str] | None = None,
+                          match_architecture: bool = True) -> FamilyGraph:
     """The family graph from stored pair evidence: comps[c] is [M, M + extra] with the M models as
     victim rows (and, beyond column M, reference models that are not among them); ref_cols are the
-    references' columns. No extraction here: one vectorised joint-rule call per victim row."""
+    references' columns, ref_archs their architectures (default: the handles' for columns < M). No
+    extraction here: one vectorised joint-rule call per victim row and reference set. With
+    match_architecture (triage's joint-arch rule) each pair is judged against the references of the
+    suspect's architecture, and a same-architecture pair without 3 such references is never related."""
     m = len(names)
     d = np.stack([comps[c][:, :m] for c in COMPONENTS], -1)  # [M, M, 3] victim row, suspect column
     r_all = np.stack([comps[c] for c in COMPONENTS], -1)  # [M, M+extra, 3]
     rule = JointRule(alpha=alpha, bootstrap=0)
+    col_arch = dict(zip(ref_cols, ref_archs, strict=True)) if ref_archs is not None else \
+        {c: handles[c].arch if c < m else "" for c in ref_cols}
+    arch = [h.arch for h in handles]
     t = np.full((m, m), -np.inf)
     p = np.ones((m, m))
-    ref_set = set(ref_cols)
     for i in range(m):
         base = [c for c in ref_cols if c != i]
-        others = [j for j in range(m) if j != i and j not in ref_set]
-        if len(base) >= rule.min_references and others:
-            ti, pi = joint_scores(d[i, others], _defined(r_all[i, base]), rule)
-            t[i, others], p[i, others] = ti, pi
-        for j in (j for j in range(m) if j != i and j in ref_set):  # leave the suspect out of its references
-            sub = [c for c in base if c != j]
-            if len(sub) >= rule.min_references:
-                tj, pj = joint_scores(d[i, [j]], _defined(r_all[i, sub]), rule)
-                t[i, j], p[i, j] = tj[0], pj[0]
+        groups: dict[tuple[tuple[int, ...], bool], list[int]] = {}
+        for j in range(m):
+            if j == i:
+                continue
+            pool = [c for c in base if c != j]  # a suspect that is a reference is left out of them
+            cap = False
+            if match_architecture:
+                idx, note = matched_references(arch[i], arch[j], [col_arch[c] for c in pool], rule.min_references)
+                pool, cap = [pool[k] for k in idx], note == "too-few-same-architecture"
+            groups.setdefault((tuple(pool), cap), []).append(j)
+        for (pool, cap), js in groups.items():
+            if len(pool) < rule.min_references:
+                continue
+            tj, pj = joint_scores(d[i, js], _defined(r_all[i, list(pool)]), rule)
+            t[i, js], p[i, js] = tj, (np.maximum(pj, 1.0) if cap else pj)  # cap: no derived verdict, no edge
     score = np.maximum(t, t.T)
     pmin = np.minimum(p, p.T)
     related = pmin < alpha
