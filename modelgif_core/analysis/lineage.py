@@ -132,11 +132,13 @@ def edges_from_scores(names: Sequence[str], score: np.ndarray, related: np.ndarr
 
 def family_graph(models: Sequence[str | ModelHandle], *, references: Sequence[str | ModelHandle] | None = None,
                  store: Any = None, alpha: float = 1e-3, progress: Progress | None = None,
-                 anchors: str | None = None, points: str | None = None, steps: int | None = None) -> FamilyGraph:
+                 anchors: str | None = None, points: str | None = None, steps: int | None = None,
+                 match_architecture: bool = False) -> FamilyGraph:
     """Pairwise triage over `models` -> the family graph (see the module docstring).
 
     anchors, steps: the field's anchors and quadrature steps (default: triage's, digits:64:0 and 50);
-    points: the output probe points (default: 256 held-out digits).
+    points: the output probe points (default: 256 held-out digits). match_architecture: judge each pair
+    by the joint-arch rule (see graph_from_components).
 
     references: models known to be independent of every model here (default: the built-in zoo's
     independent models for digits classifiers; any other domain must bring them). A model that is
@@ -171,20 +173,22 @@ def family_graph(models: Sequence[str | ModelHandle], *, references: Sequence[st
     cfg = dataclasses.replace(FIELD_CFG, steps=int(steps)) if steps else FIELD_CFG
     comps = pair_components(everyone, list(range(len(handles))), anchors=anchors or FIELD_ANCHORS,
                             points=points or DEFAULT_POINTS, cfg=cfg, store=store, progress=progress)
-    graph = graph_from_components(names, handles, comps, ref_cols, alpha, ref_archs=[h.arch for h in r_handles])
+    graph = graph_from_components(names, handles, comps, ref_cols, alpha, ref_archs=[h.arch for h in r_handles],
+                                  match_architecture=match_architecture)
     graph.references = [r if isinstance(r, str) else r.spec for r in references]
     return graph
 
 
 def graph_from_components(names: list[str], handles: list[ModelHandle], comps: dict[str, np.ndarray],
                           ref_cols: list[int], alpha: float = 1e-3, ref_archs: Sequence[str] | None = None,
-                          match_architecture: bool = True) -> FamilyGraph:
+                          match_architecture: bool = False) -> FamilyGraph:
     """The family graph from stored pair evidence: comps[c] is [M, M + extra] with the M models as
     victim rows (and, beyond column M, reference models that are not among them); ref_cols are the
     references' columns, ref_archs their architectures (default: the handles' for columns < M). No
     extraction here: one vectorised joint-rule call per victim row and reference set. With
     match_architecture (triage's joint-arch rule) each pair is judged against the references of the
-    suspect's architecture, and a same-architecture pair without 3 such references is never related."""
+    suspect's architecture, and a same-architecture pair without 3 such references is never related.
+    Off by default: on the full zoo it lowered edge precision and recall (docs/BENCHMARKS.md)."""
     m = len(names)
     d = np.stack([comps[c][:, :m] for c in COMPONENTS], -1)  # [M, M, 3] victim row, suspect column
     r_all = np.stack([comps[c] for c in COMPONENTS], -1)  # [M, M+extra, 3]
