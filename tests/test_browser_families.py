@@ -30,8 +30,9 @@ def test_family_edges_on_the_zoo_map_and_families_on_distances(tmp_path, browser
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{url}/zoo_map?anchors=digits:8&steps=8&{query}")
         page.get_by_role("heading", name="Zoo map").first.wait_for(timeout=60_000)
+        page.get_by_role("button", name="Compute missing fields").click()  # the workspace's own fields first
         toggle = page.get_by_text("Family edges", exact=True)
-        toggle.wait_for(timeout=120_000)  # the workspace's fields are extracted first
+        toggle.wait_for(timeout=120_000)
         toggle.click()
         _settle(page)
         page.wait_for_function(f"() => ({SEGMENTS}) > 0", timeout=120_000)
