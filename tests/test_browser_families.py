@@ -9,7 +9,7 @@ from urllib.parse import quote
 import pytest
 from _app_fixtures import quick_zoo_home
 from conftest import CHROMIUM
-from test_browser import PLOTS, _no_exception, _settle, _streamlit
+from test_browser import PLOTS, _no_exception, _settle, _shot, _streamlit
 
 pytestmark = [
     pytest.mark.browser,
@@ -42,6 +42,7 @@ def test_family_edges_on_the_zoo_map_and_families_on_distances(tmp_path, browser
         caption = page.get_by_text("family edges; each points parent").first.inner_text()
         assert int(caption.split()[0]) == segments
         _no_exception(page)
+        _shot(page, "families-1-zoo-map")
 
         page.locator('[data-testid="stSidebarNav"] a', has_text="Distances").first.click()
         page.get_by_role("heading", name="Families").wait_for(timeout=60_000)
@@ -52,4 +53,5 @@ def test_family_edges_on_the_zoo_map_and_families_on_distances(tmp_path, browser
         grid = page.locator('[data-testid="stDataFrame"]').first
         grid.wait_for()
         _no_exception(page)
+        _shot(page, "families-2-distances")
         page.close()
