@@ -16,7 +16,7 @@ test independents, the derived models or the fresh models is read.
 The rule kept: fewest null pairs derived, then the most surrogates derived.
 Reads the pair matrices `modelgif bench ip --size full --part verdicts` keeps (computed if missing).
 
-Usage: python research/15_confirm_choose_reference_match.py      (MODELGIF_HOME: where the full zoo is)
+Usage: python research/16_confirm_choose_reference_match.py      (MODELGIF_HOME: where the full zoo is)
 """
 
 from __future__ import annotations
