@@ -81,9 +81,10 @@ if st.toggle("Find families", key="dist_families",
         known = sum(r["arrow"] != "unknown" for r in table)
         n_fam = len(graph["families"])
         st.caption(f"{n_fam} famil{'y' if n_fam == 1 else 'ies'} among {len(names)} models ({len(table)} edges, "
-                   f"{known} with a direction). Each edge links a model to the relative it is most clearly derived "
-                   "from or into (pairwise triage against independent references, the strongest links kept); the arrow is "
-                   "told only by weight kurtosis between checkpoints of one architecture, a hint, not proof.")
+                   f"{known} with a direction). Each edge links a model to the relative it is most clearly "
+                   "derived from or into (pairwise triage against independent references, the strongest links "
+                   "kept); the arrow is told only by weight kurtosis between checkpoints of one architecture, "
+                   "a hint, not proof.")
         st.dataframe(table, hide_index=True, column_config={
             "score": st.column_config.NumberColumn(format="%.2f"),
             "p_value": st.column_config.NumberColumn(format="%.1e")})
