@@ -20,6 +20,7 @@ import numpy as np
 from ..engine.bigzoo import LAYOUT_DIMS
 from ..engine.blocks import signature_blocks
 from ..engine.embedding import LARGE_MAP_MODELS, embed_distances, embed_signatures
+from ..engine.sketch import signature_distances
 from ..viz import figures
 
 SIZES = (1_000, 10_000)
@@ -70,7 +71,7 @@ def measure_map(sizes: Sequence[int] = SIZES, dims: int = LAYOUT_DIMS, seed: int
                "block_view_s": _sig(blocks_s + heat_s), "dense_s": None, "dense_over_map": None}
         if m <= DENSE_MAX:
             def dense(x: np.ndarray = x) -> Any:
-                d = np.clip(1.0 - x.astype(np.float64) @ x.T.astype(np.float64), 0.0, 2.0)
+                d = signature_distances(x, exact=True)
                 np.fill_diagonal(d, 0.0)
                 return embed_distances(d, seed=seed)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
+from .sketch import signature_gram
 from .store import default_store_root
 
 # UMAP's neighbourhood graph is meaningless below this many points: fall back to MDS.
@@ -257,7 +258,7 @@ def unit_signatures(matrix: object) -> np.ndarray:
 def _dense_distances(matrix: object) -> np.ndarray:
     """Dense distances 1 - <s_i, s_j> [M, M] (float64, zero diagonal) of a few signatures (M < 4 here)."""
     x = unit_signatures(matrix).astype(np.float64)
-    d = np.clip(1.0 - x @ x.T, 0.0, 2.0)
+    d = np.clip(1.0 - signature_gram(x, exact=True), 0.0, 2.0)
     np.fill_diagonal(d, 0.0)
     return d
 
