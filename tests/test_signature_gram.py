@@ -88,3 +88,18 @@ def test_small_index_reads_the_full_matrix():
     assert index.folded is None
     idx, _ = index.shortlist(x[3], 2, 0.0)
     assert idx[0] == 3 and len(idx) == 2
+
+
+def test_exact_knn_for_big_maps_is_the_brute_force_one(monkeypatch):
+    from modelgif_core.engine.embedding import _exact_knn
+
+    x = _families(np.random.default_rng(4), 700, 64)
+    monkeypatch.setattr(sketch, "_FAST_MIN_MACS", 0)  # through the fast (int8 here) path, as at 10,000
+    idx, dist = _exact_knn(x, 8, block=256)
+    d = 1.0 - x.astype(np.float64) @ x.T.astype(np.float64)
+    np.fill_diagonal(d, -1.0)
+    want = np.argsort(d, axis=1, kind="stable")[:, :8]
+    assert (idx[:, 0] == np.arange(len(x))).all() and dist[:, 0].max() < 1e-3
+    assert (np.sort(idx, 1) == np.sort(want, 1)).mean() > 0.99  # int8 rounding may swap near-ties
+    assert np.abs(dist[:, 1:] - np.take_along_axis(d, idx, 1)[:, 1:]).max() < 5e-3
+    assert np.all(np.diff(dist, axis=1) >= 0)
