@@ -247,8 +247,10 @@ def format_scale(result: dict[str, Any]) -> str:
              f"at 3x224x224 {s['compression_224']:.1f}x smaller",
              f"signature S={g['dims']}: mean |error| {g['mean_abs_error']:.4f}, max {g['max_abs_error']:.4f} "
              f"over {g['pairs']} zoo pairs; recall {[v for k, v in g.items() if k.startswith('recall')][0]:.2f}",
-             f"gram (s): {g['gram_s']}; folded to {FOLD_DIMS}: {g[f'gram_folded_{FOLD_DIMS}_s']}",
-             f"top-10 query (s): {g['query_s']}"]
+             f"gram (s, {g['gram_kind']}, {g['threads']} thread(s)): {g['gram_s']}; folded to {FOLD_DIMS}: "
+             f"{g[f'gram_folded_{FOLD_DIMS}_s']}",
+             f"top-10 query (s, first pass folded to {g['query_fold']}): {g['query_s']}; index build (s): "
+             f"{g['query_index_build_s']}; shortlist = full pass: {g['query_shortlist_same_as_full_pass']}"]
     if "cluster" in result:
         lines.append(f"cluster: {result['cluster']}")
     return "\n".join(lines)
