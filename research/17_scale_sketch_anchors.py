@@ -7,7 +7,7 @@ One extraction per model (the bench's 224-px models: random-init timm archs and 
 n anchors' rows, n in {4, 8, 16, 32}: max and mean |error| over the 15 pairs, the per-row cosine error's
 std, and std / sqrt(rows) (the independent-rows prediction for a pair's error).
 
-    OMP_NUM_THREADS=2 python research/15_scale_sketch_anchors.py [--anchors 32] [--steps 2]
+    OMP_NUM_THREADS=2 python research/17_scale_sketch_anchors.py [--anchors 32] [--steps 2]
 """
 
 from __future__ import annotations
