@@ -32,6 +32,7 @@ from modelgif_core import (
     distance_matrix,
     embed_distances,
     field_store_key,
+    lineage_task,
     load_anchors,
     load_model,
     nearest_models,
@@ -44,10 +45,10 @@ from modelgif_core import (
 ANCHOR_PRESETS = ("digits:64", "digits:32", "digits:16", "natural:16", "noise:16:0",
                   "cutmix:digits:500:64:0")
 STEP_CHOICES = (8, 16, 25, 32, 50, 64, 100)
-POLL_SECONDS = 1.0  # while a job moves
+POLL_SECONDS = 1.0  # at first
 # after a few ticks with nothing changed (queued behind other sessions); short enough that a page shows its
 # result within a few seconds of its last field landing even when that field ran between two slow ticks
-SLOW_POLL_SECONDS = 3.0
+SLOW_POLL_SECONDS = 2.0
 SIDEBAR_POLL_SECONDS = 5.0
 _STILL_TICKS = 5
 # Session keys of the sidebar widgets, and their query-parameter names (a view is a URL).
@@ -59,10 +60,11 @@ SETTINGS = {"anchors": "digits:64", "steps": 50, "method": "gausslegendre", "bas
 
 
 def store_root() -> str:
-    """The store directory this server uses ($MODELGIF_HOME, read per run so tests can set it)."""
-    from modelgif_core import FieldStore
+    """The store directory this server uses ($MODELGIF_HOME, read per run so tests can set it). Only the path:
+    every poll of every tab asks, and opening the store's index each time cost more than the poll's reads."""
+    from modelgif_core import default_store_root
 
-    return str(FieldStore().root)
+    return str(default_store_root())
 
 
 @st.cache_resource(show_spinner=False)
@@ -530,19 +532,25 @@ def _interval(name: str) -> float:
 
 
 def _observe(name: str, signature: Any) -> None:
-    """One tick of the poller `name`: after a few ticks with nothing changed it slows to SLOW_POLL_SECONDS, and
-    speeds up again on a change (a fragment's interval is fixed per full run, hence the one app rerun)."""
+    """One tick of the poller `name`: after a few ticks with nothing changed it slows to SLOW_POLL_SECONDS for as
+    long as the page waits. A fragment's interval is fixed per full run, so each switch costs a full app rerun:
+    one, not one per change (speeding up again on every change cost a tab a full rerun per field it waited
+    for, which with a room of tabs slowed everyone's ticks more than the faster ticks gained)."""
     seen = st.session_state.setdefault(f"_seen_{name}", [None, 0])
     if signature != seen[0]:
         seen[0], seen[1] = signature, 0
-        if _interval(name) != POLL_SECONDS:
-            st.session_state[f"_poll_{name}"] = POLL_SECONDS
-            st.rerun(scope="app")
         return
     seen[1] += 1
     if seen[1] >= _STILL_TICKS and _interval(name) != SLOW_POLL_SECONDS:
         st.session_state[f"_poll_{name}"] = SLOW_POLL_SECONDS
         st.rerun(scope="app")
+
+
+def _done_waiting(name: str) -> None:
+    """The poller `name` saw its jobs finish: the page again, and the next wait starts at POLL_SECONDS."""
+    st.session_state.pop(f"_poll_{name}", None)
+    st.session_state.pop(f"_seen_{name}", None)
+    st.rerun(scope="app")
 
 
 def _wait_for_demo() -> None:
@@ -554,7 +562,7 @@ def _wait_for_demo() -> None:
         worker().touch(requester())
         job = worker().job(key)
         if job is None or not job.active:  # listed (the sidebar adopts its models) or failed: the page again
-            st.rerun(scope="app")
+            _done_waiting("demo")
         text = demo_progress(key)
         st.info(f"{text}. This page shows its results when they land ({demo_link(key)}).")
         _observe("demo", text)
@@ -574,7 +582,7 @@ def progress_panel(keys: list[str], rerun_when_done: bool = True) -> None:
         jobs = w.jobs(keys)
         active = [j for j in jobs if j.active]
         if not active and rerun_when_done:
-            st.rerun(scope="app")
+            _done_waiting("fields")
         done = sum(j.state == DONE for j in jobs)
         st.progress(done / max(1, len(keys)), text=f"{done} of {len(keys)} fields ready")
         for job in active[:6]:
@@ -618,7 +626,7 @@ def task_panel(key: str) -> Any:
         w.touch(requester())
         now = w.job(key)
         if now is None or not now.active:
-            st.rerun(scope="app")
+            _done_waiting("task")
         text = f"{now.label}: {'running' if now.state == RUNNING else 'queued'}"
         if now.total:
             text += f" ({now.done}/{now.total})"
@@ -844,3 +852,16 @@ def closest_models_panel(specs: list[str], *, key: str, k: int = 5) -> None:
                   for r in result["results"]], hide_index=True, key=f"{key}_table")
     st.caption(f"Among {result['candidates']} stored models: {result['shortlist']} picked by signature, "
                "ranked by exact field distance.")
+
+
+def family_graph_job(ready: Ready) -> dict[str, Any] | None:
+    """The workspace's family graph (pairwise triage in the worker, on the workspace's anchors and steps),
+    shared by Zoo map and Distances: the graph's dict once done, None while it runs (progress shown)."""
+    specs = [m.spec for m in ready.models]
+    anchors, steps = ready.anchors.spec, int(ready.cfg.steps)
+    key = request_key("lineage", models=specs, anchors=anchors, steps=steps)
+    if worker().job(key) is None and not submit_task(key, f"family graph of {len(specs)} models",
+                                                     lineage_task(specs, anchors, steps)):
+        return None
+    job = task_panel(key)
+    return job.result if job is not None and job.result else None

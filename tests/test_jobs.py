@@ -7,6 +7,7 @@ second. A `hold` task keeps the runner busy while a test queues what it wants to
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
@@ -43,6 +44,7 @@ def tiny(tmp_path_factory):
 @pytest.fixture()
 def server(tmp_path, monkeypatch):
     monkeypatch.setenv("MODELGIF_WORKER_THREADS", "1")
+    monkeypatch.setenv("MODELGIF_WORKER_SLOTS", "1")  # one job at a time: a hold task holds the whole queue
     monkeypatch.setenv("MODELGIF_RUNNER_IDLE", "30")
     monkeypatch.setenv("MODELGIF_LAPSE_SECONDS", "60")
     w = ServerWorker(tmp_path / "store")
@@ -114,6 +116,7 @@ def test_the_queue_cap_is_one_sentence_and_keeps_what_was_queued(server, tmp_pat
 
 def test_a_lapsed_session_leaves_its_running_job_and_drops_what_only_it_wanted(tmp_path, tiny, monkeypatch):
     monkeypatch.setenv("MODELGIF_WORKER_THREADS", "1")
+    monkeypatch.setenv("MODELGIF_WORKER_SLOTS", "1")
     monkeypatch.setenv("MODELGIF_LAPSE_SECONDS", "2")  # the runner's: a session silent for 2 s has left
     server = ServerWorker(tmp_path / "store")
     try:
@@ -146,3 +149,60 @@ def _lapse(server, tmp_path, tiny):
 def test_closures_are_refused_by_the_server_worker(server):
     with pytest.raises(TypeError, match="named tasks"):
         server.submit_task("x", "x", lambda progress, w: None)
+
+
+def test_a_late_progress_write_never_moves_a_finished_job_back(tmp_path):
+    # the runner writes progress from a thread: its last write may come after the job finished
+    table = jobs_module.JobTable(tmp_path)
+    table.submit("f", "field", "f", {}, "session:a", points=8, total=8)
+    job, _ = table.claim_next()
+    table.progress(job.key, 3, 8)
+    assert table.job("f").done == 3
+    table.finish("f", DONE)
+    table.progress(job.key, 5, 8)
+    assert table.job("f").state == DONE and table.job("f").done == 8
+
+
+def test_a_session_heartbeat_is_written_at_most_every_few_seconds(tmp_path, monkeypatch):
+    import sqlite3
+
+    def last_seen() -> float:
+        with contextlib.closing(sqlite3.connect(server.table.path)) as db:
+            return db.execute("SELECT last_seen FROM requesters WHERE id='session:a'").fetchone()[0]
+
+    monkeypatch.setenv("MODELGIF_LAPSE_SECONDS", "60")
+    server = ServerWorker(tmp_path / "store")
+    server.touch("session:a")
+    first = last_seen()
+    server.touch("session:a")  # the next tick, a moment later: no write (a write per tick queued the tabs)
+    assert last_seen() == first
+    monkeypatch.setenv("MODELGIF_LAPSE_SECONDS", "0.0001")  # heartbeats due at once
+    server.touch("session:a")
+    assert last_seen() > first
+
+
+def test_two_slots_run_two_jobs_at_once_and_a_field_beside_a_held_one(tmp_path, tiny, monkeypatch):
+    monkeypatch.setenv("MODELGIF_WORKER_SLOTS", "2")
+    monkeypatch.setenv("MODELGIF_WORKER_THREADS", "1")
+    monkeypatch.setenv("MODELGIF_RUNNER_IDLE", "30")
+    server = ServerWorker(tmp_path / "store")
+    try:
+        _hold(server, tmp_path)  # one slot held until "release" exists
+        key = server.submit_field(tiny, load_anchors("digits:2"), CFG, requester="session:a").key
+        assert server.wait([key], timeout=120)  # the other slot ran it meanwhile
+        assert server.job(key).state == DONE and server.store.get(key) is not None
+        assert server.job("hold").state == "running"
+        demo_release = tmp_path / "demo-release"
+        server.submit_task("second", "hold too", hold_task(demo_release, 120), "session:b")
+        deadline = time.monotonic() + 60
+        while server.job("second").state != "running":
+            assert time.monotonic() < deadline, "the second slot never started the second hold task"
+            time.sleep(0.05)
+        assert server.job("hold").state == "running"  # both at once
+        demo_release.touch()
+        (tmp_path / "release").touch()
+        assert server.wait(["hold", "second"], timeout=60)
+        assert server.job("hold").state == DONE and server.job("second").state == DONE
+    finally:
+        (tmp_path / "release").touch()
+        server.stop()

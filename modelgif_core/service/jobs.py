@@ -30,6 +30,14 @@ LAPSE_SECONDS = float(os.environ.get("MODELGIF_LAPSE_SECONDS", "60"))
 # The most forward+backward passes the server holds queued at once, summed over every session.
 MAX_QUEUED_POINTS = int(os.environ.get("MODELGIF_MAX_QUEUED_POINTS", "2000000"))
 _KEEP_FINISHED = 2000
+
+
+def lapse_seconds() -> float:
+    """How long a silent session is kept (MODELGIF_LAPSE_SECONDS, read now: a server's env may differ from
+    the runner's at import)."""
+    return float(os.environ.get("MODELGIF_LAPSE_SECONDS") or LAPSE_SECONDS)
+
+
 SESSION, TASK = "session:", "task:"
 
 _SCHEMA = """
@@ -61,15 +69,16 @@ class JobTable:
         self.root.mkdir(parents=True, exist_ok=True)
         self.path = self.root / TABLE_FILE
         with self._db() as db:
+            db.execute("PRAGMA journal_mode=WAL")  # kept in the file: readers never wait for the writer
             db.executescript(_SCHEMA)
 
     @contextlib.contextmanager
     def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        # A page's tick is a read: a connection and one query, no pragma (WAL is the file's; sync is the writer's).
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
             if write:
+                db.execute("PRAGMA synchronous=NORMAL")
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     yield db
@@ -211,6 +220,9 @@ class JobTable:
 
     def claim_next(self) -> tuple[Job, dict] | None:
         """The next queued job, round-robin over requesters (the one served longest ago first), now running."""
+        with self._db() as db:  # the idle runner polls: a read, no write lock, until something is queued
+            if db.execute("SELECT 1 FROM jobs WHERE state=? LIMIT 1", (QUEUED,)).fetchone() is None:
+                return None
         now = time.time()
         with self._db(write=True) as db:
             row = db.execute(
@@ -251,9 +263,9 @@ class JobTable:
         return out
 
     def progress(self, key: str, done: int, total: int) -> None:
-        with self._db(write=True) as db:
-            db.execute("UPDATE jobs SET done=?, total=?, updated=? WHERE key=?",
-                       (int(done), int(total), time.time(), key))
+        with self._db(write=True) as db:  # a late write never moves a finished job back
+            db.execute("UPDATE jobs SET done=?, total=?, updated=? WHERE key=? AND state=?",
+                       (int(done), int(total), time.time(), key, RUNNING))
 
     def finish(self, key: str, state: str, result: Any = None, error: str | None = None) -> None:
         now = time.time()
@@ -269,6 +281,12 @@ class JobTable:
     def drop_lapsed(self, timeout: float | None = None) -> list[str]:
         """Forget sessions that stopped polling; drop queued jobs nobody wants any more. Returns their keys."""
         cutoff = time.time() - (LAPSE_SECONDS if timeout is None else timeout)
+        with self._db() as db:  # swept every few seconds: write only when someone lapsed
+            if db.execute("SELECT 1 FROM requesters WHERE last_seen < ? AND id LIKE ? LIMIT 1",
+                          (cutoff, SESSION + "%")).fetchone() is None and db.execute(
+                    "SELECT 1 FROM jobs j WHERE state=? AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.key=j.key) "
+                    "LIMIT 1", (QUEUED,)).fetchone() is None:
+                return []
         with self._db(write=True) as db:
             gone = [r[0] for r in db.execute("SELECT id FROM requesters WHERE last_seen < ? AND id LIKE ?",
                                              (cutoff, SESSION + "%"))]
