@@ -57,7 +57,16 @@ from .engine.models import (
     save_model_dir,
 )
 from .engine.progress import Progress
-from .engine.sketch import SIGNATURE_DIMS, default_sketch, fold_signatures, projection, signature, signature_distances
+from .engine.sketch import (
+    SIGNATURE_DIMS,
+    SignatureIndex,
+    default_sketch,
+    fold_signatures,
+    projection,
+    signature,
+    signature_distances,
+    signature_gram,
+)
 from .engine.store import FieldStore, StoredField, default_store_root, field_key
 from .zoo import assets_root, build_zoo, ensure_zoo, list_zoo, shipped_zoo_root, verify_zoo, zoo_root
 
@@ -118,7 +127,8 @@ __all__ = [
     "Embedding", "embed_distances", "warm_umap", "umap_cache_is_warm",
     "embed_signatures", "unit_signatures", "Blocks", "block_distances", "signature_blocks",
     "LAYOUT_DIMS", "SignatureSetInfo", "signature_sets", "save_signature_set", "load_signature_set",
-    "signature", "signature_distances", "fold_signatures", "projection", "default_sketch", "SIGNATURE_DIMS",
+    "signature", "signature_distances", "signature_gram", "SignatureIndex", "fold_signatures", "projection",
+    "default_sketch", "SIGNATURE_DIMS",
     # zoo
     "zoo", "build_zoo", "ensure_zoo", "list_zoo", "zoo_root", "assets_root", "shipped_zoo_root", "verify_zoo",
     # analysis

@@ -35,7 +35,7 @@ print(json.dumps(missing))
 
 
 def test_there_are_research_scripts_to_check():
-    subjects = ("relatedness_", "unlearning_", "confirm_", "app_")
+    subjects = ("relatedness_", "unlearning_", "confirm_", "app_", "scale_")
     assert len(SCRIPTS) >= 8 and all(s.stem.partition("_")[2].startswith(subjects) for s in SCRIPTS)
 
 

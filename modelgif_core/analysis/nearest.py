@@ -19,28 +19,21 @@ from ..engine.errors import UserError
 from ..engine.fields import FieldConfig
 from ..engine.models import ModelHandle, load_model
 from ..engine.progress import Progress
+from ..engine.sketch import SignatureIndex
 from ..engine.store import FieldStore
 from ..zoo import list_zoo
 
 # The signature estimate is off by at most ~0.03 (measured: docs/SCALE.md); everything whose estimate
 # is within twice that of the k-th best goes to the exact re-rank, so the exact top k is kept.
-_MARGIN = 0.06
+NEAREST_MARGIN = 0.06
 
 
-def shortlist(query: np.ndarray, matrix: np.ndarray, k: int, margin: float = _MARGIN,
+def shortlist(query: np.ndarray, matrix: np.ndarray | SignatureIndex, k: int, margin: float = NEAREST_MARGIN,
               at_least: int | None = None) -> np.ndarray:
-    """Row indices of `matrix` [M, S] worth an exact look for the top k to `query` [S]: the k best by
-    signature and all within `margin` of the k-th, best first (no loop over rows)."""
-    m = matrix.shape[0]
-    if m == 0:
-        return np.zeros(0, dtype=np.int64)
-    est = 1.0 - matrix @ np.asarray(query, dtype=matrix.dtype)  # [M] estimated distances
-    want = min(m, max(k, at_least or 0))
-    top = np.argpartition(est, want - 1)[:want] if want < m else np.arange(m)
-    kth = float(np.sort(est[top])[min(k, len(top)) - 1])
-    extra = np.flatnonzero(est <= kth + margin)
-    idx = np.union1d(top, extra)
-    return idx[np.argsort(est[idx], kind="stable")]
+    """Row indices of `matrix` [M, S] (or of a SignatureIndex of it) worth an exact look for the top k
+    to `query` [S]: the k best by signature and all within `margin` of the k-th, best first."""
+    index = matrix if isinstance(matrix, SignatureIndex) else SignatureIndex(matrix)
+    return index.shortlist(query, k, margin, at_least)[0]
 
 
 def _zoo_meta() -> dict[str, dict[str, Any]]:
@@ -87,11 +80,11 @@ def nearest_models(query: str | ModelHandle, among: str | Sequence[str] = "store
     keep = [j for j, r in enumerate(rows)
             if r["key"] != q.key and r["fingerprint"] != handle.fingerprint and (keys is None or r["key"] in keys)]
     rows, matrix = [rows[j] for j in keep], matrix[keep]
-    picked = shortlist(q_sig, matrix, k)
+    picked, est = SignatureIndex(matrix).shortlist(q_sig, k, NEAREST_MARGIN)
+    est = dict(zip(picked.tolist(), est.tolist(), strict=True))
     fields = [store.get(rows[j]["key"]) for j in picked]
     present = [(j, f) for j, f in zip(picked, fields, strict=True) if f is not None]
     exact = distances_to(q, [f for _, f in present]) if present else np.zeros(0)
-    est = 1.0 - matrix @ q_sig if len(rows) else np.zeros(0)
     order = np.argsort(exact, kind="stable")[:k]
     results = []
     for rank, o in enumerate(order, 1):

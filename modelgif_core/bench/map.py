@@ -1,8 +1,10 @@
 """`modelgif bench map`: how long the Zoo map and the block view take for big zoos, from signatures.
 
 Synthetic signatures in families (the store's 16,384 dims folded to the 1,024 the app lays out) at
-each size: the UMAP layout on signatures (cosine, nearest-neighbour descent), the WebGL figure and its
-JSON (what the browser receives), and the block view (k-means blocks, block mean distances, heatmap).
+each size: the UMAP layout on signatures (cosine; above LARGE_MAP_MODELS on exact neighbours from
+blocks of the signature Gram), how well it keeps families together (share of each model's 10 nearest
+points on the map in its own family), the WebGL figure and its JSON (what the browser receives), and
+the block view (k-means blocks, block mean distances, heatmap).
 Where a dense M x M matrix still fits, the old path (distances from signatures, then UMAP on the
 precomputed matrix) runs beside it in the same process, so the ratio is measured, not assumed.
 numba compiles UMAP's code on the first fit of a process: a warm-up fit runs first and is reported
@@ -20,6 +22,7 @@ import numpy as np
 from ..engine.bigzoo import LAYOUT_DIMS
 from ..engine.blocks import signature_blocks
 from ..engine.embedding import LARGE_MAP_MODELS, embed_distances, embed_signatures
+from ..engine.sketch import signature_distances
 from ..viz import figures
 
 SIZES = (1_000, 10_000)
@@ -47,7 +50,7 @@ def measure_map(sizes: Sequence[int] = SIZES, dims: int = LAYOUT_DIMS, seed: int
                 warm: bool = True) -> dict[str, Any]:
     """Seconds per step of the big-zoo map and block view at each size (the "map" section of a bench);
     warm=False skips the compile warm-up (then the first size pays numba's compilation)."""
-    def warm_up() -> None:  # both of UMAP's neighbour paths: exact (small) and nn-descent (large)
+    def warm_up() -> None:  # both of UMAP's paths: its own neighbours (small) and given ones (large)
         embed_signatures(synthetic_signatures(300, dims, seed)[0], seed=seed)
         embed_signatures(synthetic_signatures(LARGE_MAP_MODELS + 100, 64, seed)[0], seed=seed)
 
@@ -58,6 +61,7 @@ def measure_map(sizes: Sequence[int] = SIZES, dims: int = LAYOUT_DIMS, seed: int
         names = [f"model-{i}" for i in range(m)]
         groups = [f"family-{k}" for k in fam]
         emb, layout_s = _timed(lambda x=x: embed_signatures(x, seed=seed))
+        purity = map_purity(emb.coords, fam)
         fig, figure_s = _timed(lambda emb=emb, names=names, groups=groups: figures.signature_map(
             emb.coords, names, groups, details=[{"role": "derived"}] * len(names)))
         payload, json_s = _timed(fig.to_json)
@@ -66,11 +70,12 @@ def measure_map(sizes: Sequence[int] = SIZES, dims: int = LAYOUT_DIMS, seed: int
         # seconds to 4 significant digits: a 60-model run takes milliseconds, and ratios of rounded values stay true
         row = {"models": int(m), "dims": int(dims), "layout_s": _sig(layout_s),
                "figure_s": _sig(figure_s + json_s), "map_s": _sig(layout_s + figure_s + json_s),
-               "figure_mb": round(len(payload) / 1e6, 2), "blocks": len(blocks.names),
+               "figure_mb": round(len(payload) / 1e6, 2), "family_purity_10nn": round(purity, 4),
+               "blocks": len(blocks.names),
                "block_view_s": _sig(blocks_s + heat_s), "dense_s": None, "dense_over_map": None}
         if m <= DENSE_MAX:
             def dense(x: np.ndarray = x) -> Any:
-                d = np.clip(1.0 - x.astype(np.float64) @ x.T.astype(np.float64), 0.0, 2.0)
+                d = signature_distances(x, exact=True)
                 np.fill_diagonal(d, 0.0)
                 return embed_distances(d, seed=seed)
 
@@ -79,6 +84,16 @@ def measure_map(sizes: Sequence[int] = SIZES, dims: int = LAYOUT_DIMS, seed: int
             row["dense_over_map"] = round(dense_s / layout_s, 3)
         rows.append(row)
     return {"compile_s": round(compile_s, 2), "sizes": rows, "target_map_s_10k": 10.0}
+
+
+def map_purity(coords: np.ndarray, families: np.ndarray, k: int = 10) -> float:
+    """How well the map keeps families together: the share of each model's k nearest points on the map
+    that are of its own family (1.0: every family is its own island)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(k, len(coords) - 1)
+    _, idx = NearestNeighbors(n_neighbors=k + 1).fit(coords).kneighbors(coords)
+    return float((families[idx[:, 1:]] == families[:, None]).mean())
 
 
 def _sig(seconds: float) -> float:
@@ -91,7 +106,7 @@ def run_bench(quick: bool = False, seeds: int | None = None) -> dict[str, Any]:
 
 
 def format_table(result: dict[str, Any]) -> str:
-    lines = ["Zoo map from signatures: UMAP (cosine, nn-descent) + WebGL figure; block view: k-means blocks "
+    lines = ["Zoo map from signatures: UMAP (cosine) + WebGL figure; block view: k-means blocks "
              f"+ block means. numba's one-off compile: {result['compile_s']:.1f} s (not counted below).", "",
              f"{'models':>7}  {'dims':>5}  {'layout s':>8}  {'figure s':>8}  {'map s':>6}  {'figure MB':>9}  "
              f"{'blocks':>6}  {'block view s':>13}  {'dense path s':>12}  {'dense/map':>9}"]

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..analysis.nearest import shortlist
+from ..analysis.nearest import NEAREST_MARGIN, shortlist
 from ..engine.anchors import load_anchors
 from ..engine.cache import cached_field
 from ..engine.device import available_host_bytes
@@ -28,7 +28,15 @@ from ..engine.distance import distance_matrix
 from ..engine.errors import UserError
 from ..engine.fields import FieldConfig, extract_field
 from ..engine.models import InputConfig, ModelHandle, load_model
-from ..engine.sketch import SIGNATURE_DIMS, fold_signatures, projection
+from ..engine.sketch import (
+    QUERY_FOLD,
+    SIGNATURE_DIMS,
+    SignatureIndex,
+    fold_signatures,
+    gram_kind,
+    projection,
+    signature_gram,
+)
 from ..engine.store import FieldStore
 from ..zoo import ensure_zoo, list_zoo
 
@@ -142,33 +150,44 @@ def _synthetic(m: int, dims: int, seed: int = 0) -> np.ndarray:
 
 
 def _speed(size: dict, note: Callable[[str], None]) -> dict[str, Any]:
-    gram, query, gram_folded, skipped = {}, {}, {}, {}
+    gram, query, index_s, gram_folded, skipped = {}, {}, {}, {}, {}
+    same = True
     for m in sorted({*size["gram"], *size["query"], 10000}):
         free = available_host_bytes()
-        # the matrix, the chunks it is made from, and the Gram where one is timed
-        need = 1.15 * m * SIGNATURE_DIMS * 4 + (8 * m * m if m in size["gram"] or m == 10000 else 0) + 5e8
+        # the matrix, the chunks it is made from, its fold, and the Gram where one is timed
+        need = 1.3 * m * SIGNATURE_DIMS * 4 + (8 * m * m if m in size["gram"] or m == 10000 else 0) + 5e8
         if free is not None and need > free:
             need = m * SIGNATURE_DIMS * 4 / 1e9
             skipped[str(m)] = f"{m} x {SIGNATURE_DIMS} float32 signatures need {need:.1f} GB; {free / 1e9:.1f} GB free"
             continue
         note(f"signatures: {m}")
         sigs = _synthetic(m, SIGNATURE_DIMS, seed=m)
-        t = torch.from_numpy(sigs)
         if m in size["gram"]:
-            gram[m] = _timed(lambda t=t: t @ t.T, repeat=1 if m >= 10000 else 2)
+            gram[m] = _timed(lambda s=sigs: signature_gram(s), repeat=1 if m >= 10000 else 2)
         if m == 10000:
-            folded = torch.from_numpy(fold_signatures(sigs, FOLD_DIMS))
-            gram_folded[m] = _timed(lambda f=folded: f @ f.T, repeat=2)
+            folded = fold_signatures(sigs, FOLD_DIMS)
+            gram_folded[m] = _timed(lambda f=folded: signature_gram(f), repeat=2)
         if m in size["query"]:
             q = sigs[7] + 0.01 * np.random.default_rng(0).standard_normal(SIGNATURE_DIMS).astype(np.float32)
             q /= np.linalg.norm(q)
-            query[m] = _timed(lambda s=sigs, q=q: np.argpartition(1.0 - s @ q, 10)[:10])
-        del sigs, t
+            t = time.perf_counter()
+            index = SignatureIndex(sigs)
+            index_s[m] = time.perf_counter() - t
+            # what a query does once the index is in memory: fold the query, the folded pass, exact
+            # products on the rows that pass, the shortlist (k = 10, the nearest command's margin)
+            query[m] = _timed(lambda i=index, q=q: i.shortlist(q, 10, NEAREST_MARGIN))
+            exact = 1.0 - sigs @ q  # the full pass, for the check that the fold changed nothing
+            want = np.flatnonzero(exact <= np.partition(exact, 9)[9] + NEAREST_MARGIN)
+            same = same and np.array_equal(np.sort(index.shortlist(q, 10, NEAREST_MARGIN)[0]), want)
+            del index
+        del sigs
         gc.collect()
     out: dict[str, Any] = {
-        "dims": SIGNATURE_DIMS, "threads": torch.get_num_threads(),
+        "dims": SIGNATURE_DIMS, "threads": torch.get_num_threads(), "gram_kind": gram_kind(),
         "gram_s": {str(k): round(v, 3) for k, v in gram.items()},
         "query_s": {str(k): round(v, 4) for k, v in query.items()},
+        "query_index_build_s": {str(k): round(v, 3) for k, v in index_s.items()},
+        "query_fold": QUERY_FOLD, "query_shortlist_same_as_full_pass": bool(same),
         f"gram_folded_{FOLD_DIMS}_s": {str(k): round(v, 3) for k, v in gram_folded.items()},
     }
     if skipped:
@@ -204,7 +223,7 @@ def measure_scale(size: str = "small", store: FieldStore | None = None,
 
     note("signatures of the zoo")
     sigs = np.stack([store.signature(f.key) for f in stored])
-    est = 1.0 - sigs @ sigs.T
+    est = 1.0 - signature_gram(sigs, exact=True)
     err = np.abs(_pairs(est) - _pairs(d_full))
     k = min(10, len(names) - 1)
     hits = 0
@@ -228,8 +247,10 @@ def format_scale(result: dict[str, Any]) -> str:
              f"at 3x224x224 {s['compression_224']:.1f}x smaller",
              f"signature S={g['dims']}: mean |error| {g['mean_abs_error']:.4f}, max {g['max_abs_error']:.4f} "
              f"over {g['pairs']} zoo pairs; recall {[v for k, v in g.items() if k.startswith('recall')][0]:.2f}",
-             f"gram (s): {g['gram_s']}; folded to {FOLD_DIMS}: {g[f'gram_folded_{FOLD_DIMS}_s']}",
-             f"top-10 query (s): {g['query_s']}"]
+             f"gram (s, {g['gram_kind']}, {g['threads']} thread(s)): {g['gram_s']}; folded to {FOLD_DIMS}: "
+             f"{g[f'gram_folded_{FOLD_DIMS}_s']}",
+             f"top-10 query (s, first pass folded to {g['query_fold']}): {g['query_s']}; index build (s): "
+             f"{g['query_index_build_s']}; shortlist = full pass: {g['query_shortlist_same_as_full_pass']}"]
     if "cluster" in result:
         lines.append(f"cluster: {result['cluster']}")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ import numpy as np
 
 from .embedding import MAX_LAYOUT_DIM, reduce_signatures, unit_signatures
 from .errors import UserError
+from .sketch import signature_gram
 
 # Enough blocks to tell families apart, few enough that the block heatmap stays readable.
 DEFAULT_MAX_BLOCKS = 40
@@ -57,7 +58,7 @@ def block_distances(matrix: object, labels: Sequence[int] | np.ndarray) -> tuple
         raise UserError("Block labels must be 0..B-1 with every block used.")
     onehot = csr_matrix((np.ones(lab.size, np.float64), (lab, np.arange(lab.size))), shape=(b, lab.size))
     means = np.asarray(onehot @ x.astype(np.float64)) / sizes[:, None]  # [B, S]
-    gram = means @ means.T  # [B, B] mean cosine between blocks
+    gram = signature_gram(means, exact=True)  # [B, B] mean cosine between blocks (B is small)
     n = sizes.astype(np.float64)
     within = np.where(n > 1, (n * np.diag(gram) - 1.0) / np.maximum(n - 1.0, 1.0), 1.0)
     np.fill_diagonal(gram, within)

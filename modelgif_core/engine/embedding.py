@@ -1,5 +1,5 @@
 """2-D maps of models: UMAP on a precomputed distance matrix (metric MDS for tiny zoos), or UMAP on
-signatures (cosine metric, its own nearest-neighbour descent) for zoos of thousands of models."""
+signatures (cosine metric, exact neighbours from blocks of the signature Gram) for zoos of thousands of models."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
+from .sketch import signature_gram
 from .store import default_store_root
 
 # UMAP's neighbourhood graph is meaningless below this many points: fall back to MDS.
@@ -226,8 +227,9 @@ def embed_distances(
     return Embedding(coords, name, note)
 
 
-# Above this many signatures UMAP finds neighbours by nearest-neighbour descent (its own switch point)
-# and the map uses UMAP's large-data settings: fewer epochs, PCA start (spectral init of many disconnected
+# Above this many signatures (UMAP's own switch point from exact neighbours to nearest-neighbour
+# descent) the neighbours come from blocks of the signature Gram (`_exact_knn`) and the map uses UMAP's
+# large-data settings: fewer epochs, PCA start (spectral init of many disconnected
 # families lays out every component separately and takes longer than the whole fit).
 LARGE_MAP_MODELS = 4096
 LARGE_MAP_EPOCHS = 200
@@ -257,7 +259,7 @@ def unit_signatures(matrix: object) -> np.ndarray:
 def _dense_distances(matrix: object) -> np.ndarray:
     """Dense distances 1 - <s_i, s_j> [M, M] (float64, zero diagonal) of a few signatures (M < 4 here)."""
     x = unit_signatures(matrix).astype(np.float64)
-    d = np.clip(1.0 - x @ x.T, 0.0, 2.0)
+    d = np.clip(1.0 - signature_gram(x, exact=True), 0.0, 2.0)
     np.fill_diagonal(d, 0.0)
     return d
 
@@ -270,13 +272,30 @@ def reduce_signatures(x: np.ndarray, dim: int, seed: int) -> np.ndarray:
     return (u * s).astype(np.float32)  # [M, dim]: the rows' coordinates in the leading directions
 
 
+def _exact_knn(x: np.ndarray, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k nearest rows by cosine distance, itself first: indices [M, k] int64 and distances
+    [M, k] float32, ascending (ties by index), from one block of Gram rows at a time (never M x M)."""
+    z = x / np.linalg.norm(x, axis=1, keepdims=True)
+    m = z.shape[0]
+    idx, dist = np.empty((m, k), np.int64), np.empty((m, k), np.float32)
+    for i0 in range(0, m, block):
+        d = 1.0 - signature_gram(z[i0:i0 + block], z)  # [b, M]
+        d[np.arange(d.shape[0]), np.arange(i0, i0 + d.shape[0])] = -1.0  # itself first, whatever rounding did
+        part = np.argpartition(d, k - 1, axis=1)[:, :k]
+        order = np.lexsort((part, np.take_along_axis(d, part, 1)), axis=1)
+        idx[i0:i0 + block] = np.take_along_axis(part, order, 1)
+        dist[i0:i0 + block] = np.clip(np.take_along_axis(d, idx[i0:i0 + block], 1), 0.0, 2.0)
+    return idx, dist
+
+
 def embed_signatures(
     matrix: object, seed: int = 0, n_neighbors: int | None = None, *, max_dim: int = MAX_LAYOUT_DIM
 ) -> Embedding:
     """Place M models in 2-D from their signatures [M, S] (unit rows, 1 - <s_A, s_B> ~ d(A, B)).
 
     UMAP with metric="cosine" on the signatures themselves: below LARGE_MAP_MODELS it computes exact
-    neighbours, above it runs nearest-neighbour descent, so no M x M matrix is ever formed. Tiny zoos
+    neighbours itself, above it gets the exact neighbours from one block of Gram rows at a time
+    (`signature_gram`), so no M x M matrix is ever formed. Tiny zoos
     (M < MIN_UMAP_MODELS) go through `embed_distances` on their few distances. Seeded and reproducible.
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -297,14 +316,18 @@ def embed_signatures(
     if x.shape[1] > max_dim:
         x = reduce_signatures(x, max_dim, int(seed))
     large = m > LARGE_MAP_MODELS
+    # Big maps: the exact neighbours from blocks of one Gram (signature_gram: seconds at 10,000) replace
+    # UMAP's nearest-neighbour descent, which took most of the layout's time and only approximates them.
+    knn = _exact_knn(x, neighbors) if large else None
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", module=r"(umap|pynndescent|numba|sklearn)(\.|$)")
-        warnings.filterwarnings("ignore", message=r".*(n_jobs|Tensorflow|disconnected)")
+        warnings.filterwarnings("ignore", message=r".*(n_jobs|Tensorflow|disconnected|precomputed)")
         import umap
 
         reducer = umap.UMAP(
             n_components=2, metric="cosine", n_neighbors=neighbors, random_state=int(seed), verbose=False,
             n_epochs=LARGE_MAP_EPOCHS if large else None, init="pca" if large else "spectral",
+            precomputed_knn=(None, None, None) if knn is None else (*knn, None),
         )
         coords = np.asarray(reducer.fit_transform(x), dtype=np.float64)
     coords = coords - coords.mean(axis=0)

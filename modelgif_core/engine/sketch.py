@@ -206,11 +206,96 @@ def signature(phi: Any, dims: int = SIGNATURE_DIMS, seed: int = 0) -> np.ndarray
     return out.float().numpy()
 
 
-def signature_distances(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-    """Estimated distances 1 - <s_a, s_b>: [Ma, Mb] (b=None: a against itself), clipped to [0, 2]."""
-    a = np.asarray(a, dtype=np.float32)
-    b = a if b is None else np.asarray(b, dtype=np.float32)
-    return np.clip(1.0 - a @ b.T, 0.0, 2.0)
+# Rows per block of a Gram: big enough for the BLAS to run at full speed, small enough that only the
+# upper-triangle blocks of a symmetric Gram (i <= j) cost much less than the full square.
+_GRAM_BLOCK = 1024
+# Below this many multiply-adds a Gram is quick in float32 anyway, so it is computed exactly.
+_FAST_MIN_MACS = 1 << 31
+
+
+@lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def gram_kind(device: torch.device | str | None = None) -> str:
+    """How `signature_gram` multiplies on `device` (default CPU): "int8" where the CPU has native int8
+    dot products (VNNI), else "float32" (a GPU does a 10k x 10k Gram at S=16,384 in well under a
+    second in float32)."""
+    dev = torch.device(device or "cpu")
+    if dev.type == "cpu" and {"avx512_vnni", "avx_vnni", "amx_int8"} & _cpu_flags():
+        return "int8"
+    return "float32"
+
+
+def _quantized(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [M, S] as int8 rows and their float64 scales (x ~ q * scale, per-row symmetric)."""
+    scale = (x.abs().amax(dim=1, keepdim=True).double() / 127).clamp_min(1e-30)
+    return torch.round(x.double() / scale).to(torch.int8), scale
+
+
+def signature_gram(a: Any, b: Any | None = None, *, exact: bool = False,
+                   device: torch.device | str | None = None) -> np.ndarray:
+    """Inner products of signature rows: a [Ma, S] against b [Mb, S] (b=None: a against itself),
+    float32 [Ma, Mb] (float64 with exact=True, computed in float64).
+
+    The one place every Gram of signatures is computed. Big Grams (>= 2^31 multiply-adds) take the
+    fast path of `gram_kind`: on CPUs with native int8 dot products the rows are rounded to int8 with
+    one scale per row and summed exactly in int32, which moves an inner product of unit rows at
+    S = 16,384 by ~1e-4 (max ~6e-4; tested against float64), far below the signatures' own error
+    (~0.03); bfloat16 would be as fast but PyTorch returns its products in bfloat16, which rounds
+    0.99 by up to 0.002. Smaller Grams and other machines use float32. a against itself computes
+    only the blocks on and above the diagonal and mirrors them.
+    """
+    x = torch.as_tensor(np.asarray(a, dtype=np.float64 if exact else np.float32))
+    y = None if b is None else torch.as_tensor(np.asarray(b, dtype=np.float64 if exact else np.float32))
+    if x.dim() != 2 or (y is not None and (y.dim() != 2 or y.shape[1] != x.shape[1])):
+        raise UserError(f"Signature Grams need matrices [M, S] of equal S; got {tuple(x.shape)} and "
+                        f"{None if y is None else tuple(y.shape)}.")
+    if exact:
+        return (x @ (x if y is None else y).T).numpy()
+    dev = torch.device(device or "cpu")
+    ma, mb = x.shape[0], (x if y is None else y).shape[0]
+    kind = gram_kind(dev) if ma * mb * x.shape[1] >= _FAST_MIN_MACS else "float32"
+    if kind == "int8":
+        qx, sx = _quantized(x)
+        qy, sy = (qx, sx) if y is None else _quantized(y)
+        qyt = qy.T.contiguous()  # [S, Mb]: _int_mm's right operand
+
+        def product(i0: int, i1: int, j0: int, j1: int) -> torch.Tensor:
+            q = torch._int_mm(qx[i0:i1], qyt[:, j0:j1]) if i1 - i0 > 16 else \
+                (qx[i0:i1].int() @ qyt[:, j0:j1].int())
+            return (q.double() * sx[i0:i1] * sy[j0:j1].T).float()
+    else:
+        xd = x.to(dev)
+        yd = xd if y is None else y.to(dev)
+
+        def product(i0: int, i1: int, j0: int, j1: int) -> torch.Tensor:
+            return (xd[i0:i1] @ yd[j0:j1].T).cpu()
+    out = torch.empty(ma, mb, dtype=torch.float32)
+    step = _GRAM_BLOCK
+    for i0 in range(0, ma, step):
+        i1 = min(ma, i0 + step)
+        for j0 in range(i0 if y is None else 0, mb, step):
+            j1 = min(mb, j0 + step)
+            block = product(i0, i1, j0, j1)
+            out[i0:i1, j0:j1] = block
+            if y is None and j0 != i0:
+                out[j0:j1, i0:i1] = block.T
+    return out.numpy()
+
+
+def signature_distances(a: np.ndarray, b: np.ndarray | None = None, *, exact: bool = False) -> np.ndarray:
+    """Estimated distances 1 - <s_a, s_b>: [Ma, Mb] (b=None: a against itself), clipped to [0, 2];
+    the products come from `signature_gram`."""
+    return np.clip(1.0 - signature_gram(a, b, exact=exact), 0.0, 2.0)
 
 
 def fold_signatures(matrix: np.ndarray, dims: int) -> np.ndarray:
@@ -225,3 +310,63 @@ def fold_signatures(matrix: np.ndarray, dims: int) -> np.ndarray:
     before, after = np.linalg.norm(matrix, axis=1), np.linalg.norm(folded, axis=1)
     scale = np.divide(before, after, out=np.zeros_like(before), where=after > 0)
     return (folded * scale[:, None]).astype(np.float32)
+
+
+# A top-k query among many signatures first reads them folded to QUERY_FOLD dims (8x less memory to
+# stream than S = 16,384), then takes exact S-dim products on the rows that pass.
+QUERY_FOLD = 2048
+_INDEX_MIN_ROWS = 4096  # below this a query reads the full matrix: folding would save microseconds
+
+
+class SignatureIndex:
+    """Signatures [M, S] ready for top-k queries: the matrix and, for big M, its fold to QUERY_FOLD dims.
+
+    Folding is a coarser count-sketch of the same vectors: on a pair of unit vectors it moves the
+    estimate by about N(0, 1/F - 1/S) (std 0.021 at F = 2048). The first pass keeps every row whose
+    folded estimate is within `margin` + 10 of those std (5 on each side, for the row and the k-th) of
+    the k-th best; rows that then pass `margin` on their exact S-dim estimate are the shortlist. So the
+    shortlist is the one a full pass gives, unless a fold is off by more than 5 std. If the first pass
+    keeps more than a quarter of the rows (the k-th best is among unrelated models), the query reads the
+    full matrix instead.
+    """
+
+    def __init__(self, matrix: np.ndarray, fold: int = QUERY_FOLD) -> None:
+        self.matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        m, s = self.matrix.shape
+        self.folded = None
+        self.slack = 0.0
+        if m >= _INDEX_MIN_ROWS and s > fold and s % fold == 0:
+            self.folded = fold_signatures(self.matrix, fold)
+            self.slack = 10.0 * math.sqrt(1.0 / fold - 1.0 / s)
+
+    def __len__(self) -> int:
+        return self.matrix.shape[0]
+
+    def shortlist(self, query: np.ndarray, k: int, margin: float,
+                  at_least: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(row indices, their estimated distances 1 - <s, query>) of the k best rows and every row
+        within `margin` of the k-th best (at least `at_least` rows), best first."""
+        m = len(self)
+        if m == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        want = min(m, max(k, at_least or 0))
+        rows = None
+        if self.folded is not None:
+            qf = fold_signatures(q[None], self.folded.shape[1])[0]
+            rows = _within(1.0 - self.folded @ qf, k, want, margin + self.slack)
+            if len(rows) > m // 4:
+                rows = None
+        est = 1.0 - (self.matrix @ q if rows is None else self.matrix[rows] @ q)
+        picked = _within(est, k, want, margin)
+        order = np.argsort(est[picked], kind="stable")
+        picked = picked[order]
+        return (picked if rows is None else rows[picked]), est[picked]
+
+
+def _within(est: np.ndarray, k: int, want: int, margin: float) -> np.ndarray:
+    """Indices (ascending) of the `want` smallest of est and all within margin of its k-th smallest."""
+    m = est.shape[0]
+    top = np.argpartition(est, want - 1)[:want] if want < m else np.arange(m)
+    kth = float(np.partition(est[top], min(k, len(top)) - 1)[min(k, len(top)) - 1])
+    return np.union1d(top, np.flatnonzero(est <= kth + margin))
