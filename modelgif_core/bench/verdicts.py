@@ -24,7 +24,8 @@ test independents, 132: no model of these pairs entered a choice), "calibration"
 Rules side by side: "joint-arch" (the joint null against the references of the suspect's
 architecture, `calibration.matched_references`; the default), "joint" (against all references) and
 "minz" (the Sidak-corrected minimum z). joint-arch was chosen over a "same or other architecture than
-the victim" pooling on the choice set (0/132 null pairs derived against 1/132; docs/BENCHMARKS.md).
+the victim" pooling on the choice set (0/132 null pairs derived against 1/132;
+research/16_confirm_choose_reference_match.py).
 """
 
 from __future__ import annotations
