@@ -32,6 +32,7 @@ from modelgif_core import (
     distance_matrix,
     embed_distances,
     field_store_key,
+    lineage_task,
     load_anchors,
     load_model,
     nearest_models,
@@ -851,3 +852,16 @@ def closest_models_panel(specs: list[str], *, key: str, k: int = 5) -> None:
                   for r in result["results"]], hide_index=True, key=f"{key}_table")
     st.caption(f"Among {result['candidates']} stored models: {result['shortlist']} picked by signature, "
                "ranked by exact field distance.")
+
+
+def family_graph_job(ready: Ready) -> dict[str, Any] | None:
+    """The workspace's family graph (pairwise triage in the worker, on the workspace's anchors and steps),
+    shared by Zoo map and Distances: the graph's dict once done, None while it runs (progress shown)."""
+    specs = [m.spec for m in ready.models]
+    anchors, steps = ready.anchors.spec, int(ready.cfg.steps)
+    key = request_key("lineage", models=specs, anchors=anchors, steps=steps)
+    if worker().job(key) is None and not submit_task(key, f"family graph of {len(specs)} models",
+                                                     lineage_task(specs, anchors, steps)):
+        return None
+    job = task_panel(key)
+    return job.result if job is not None and job.result else None

@@ -7,7 +7,7 @@ import numpy as np
 import streamlit as st
 
 from app_pages import _bigzoo, _ui
-from modelgif_core import DistanceTable, figures
+from modelgif_core import DistanceTable, family_table, figures
 
 
 def _block_view(root: str, source, rows: list[dict], matrix: np.ndarray) -> None:
@@ -65,6 +65,30 @@ names = figures.unique_labels([_ui.model_label(m) for m in ready.models])
 
 st.plotly_chart(figures.distance_heatmap(dist, names), key="heatmap")
 
+st.subheader("Families")
+family_of: dict[str, int] = {}
+if st.toggle("Find families", key="dist_families",
+             help="Pairwise triage of these models in the background worker (the family graph the Zoo map draws): "
+                  "which models are derived from which, and the arrow's direction where weight-space evidence "
+                  "tells it."):
+    graph = _ui.family_graph_job(ready)
+    if graph is not None:
+        label = dict(zip([m.spec for m in ready.models], names, strict=True))
+        table = [{**r, "from": label.get(r["from"], r["from"]), "to": label.get(r["to"], r["to"])}
+                 for r in family_table(graph)]
+        family_of = {label.get(m, m): i + 1 for i, f in enumerate(
+            sorted(graph["families"], key=lambda f: (-len(f), sorted(f)))) for m in f}
+        known = sum(r["arrow"] != "unknown" for r in table)
+        n_fam = len(graph["families"])
+        st.caption(f"{n_fam} famil{'y' if n_fam == 1 else 'ies'} among {len(names)} models ({len(table)} edges, "
+                   f"{known} with a direction). Each edge links a model to the relative it is most clearly "
+                   "derived from or into (pairwise triage against independent references, the strongest links "
+                   "kept); the arrow is told only by weight kurtosis between checkpoints of one architecture, "
+                   "a hint, not proof.")
+        st.dataframe(table, hide_index=True, column_config={
+            "score": st.column_config.NumberColumn(format="%.2f"),
+            "p_value": st.column_config.NumberColumn(format="%.1e")})
+
 left, right = st.columns([2, 3])
 with left:
     st.subheader("Nearest neighbours")
@@ -74,7 +98,8 @@ with left:
     st.dataframe(
         {"model": [names[j] for j in order], "distance": [float(dist[i, j]) for j in order],
          "family": [ready.models[j].meta.get("family", "") for j in order],
-         "role": [ready.models[j].meta.get("role", "") for j in order]},
+         "role": [ready.models[j].meta.get("role", "") for j in order],
+         **({"graph family": [family_of.get(names[j], 0) for j in order]} if family_of else {})},
         hide_index=True, column_config={"distance": st.column_config.NumberColumn(format="%.5f")},
     )
 with right:

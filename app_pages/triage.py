@@ -73,8 +73,9 @@ references = st.multiselect(
     format_func=_label, key="tri_refs",
     help="Stored models not derived from the victim as far as the store knows (the zoo's lineage). "
          "Leave empty for a digits victim: the zoo's independent models serve as references.")
-rule = st.radio("Verdict rule", ["joint", "minz"], horizontal=True, key="tri_rule",
-                help="joint: the components' joint null (default); minz: the Sidak-corrected minimum z.")
+rule = st.radio("Verdict rule", ["joint-arch", "joint", "minz"], horizontal=True, key="tri_rule",
+                help="joint-arch: the components' joint null against references of the suspect's architecture "
+                     "(default); joint: the same against all references; minz: the Sidak-corrected minimum z.")
 use_sidebar = st.toggle("Use the sidebar's anchors and field settings (else triage's tuned defaults)",
                         key="tri_sidebar")
 if not suspects:

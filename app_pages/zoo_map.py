@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages import _bigzoo, _ui
-from modelgif_core import figures, lineage_task
+from modelgif_core import figures
 
 st.title("Zoo map")
 st.caption("Each point is a model; nearby points have similar gradient fields. The layout comes from "
@@ -14,20 +14,16 @@ st.caption("Each point is a model; nearby points have similar gradient fields. T
 _ui.task_zoo_section("map")
 
 
-def _edges(models: list[str]) -> list[tuple[int, int]] | None:
-    """Index pairs (parent -> child where the direction is known) of the workspace's family graph: pairwise
-    triage in the worker (analysis.lineage.family_graph); None while it runs."""
-    key = _ui.request_key("lineage", models=list(models))
-    if _ui.worker().job(key) is None and not _ui.submit_task(key, f"family graph of {len(models)} models",
-                                                             lineage_task(models)):
+def _edges(ready: _ui.Ready) -> list[tuple[int, int]] | None:
+    """Index pairs (parent -> child where the direction is known) of the workspace's family graph; None
+    while it runs."""
+    graph = _ui.family_graph_job(ready)
+    if graph is None:
         return None
-    job = _ui.task_panel(key)
-    if job is None or not job.result:
-        return None
-    index = {m: i for i, m in enumerate(models)}
-    pairs = [(e["parent"], e["child"]) if e["parent"] else (e["a"], e["b"]) for e in job.result["edges"]]
+    index = {m.spec: i for i, m in enumerate(ready.models)}
+    pairs = [(e["parent"], e["child"]) if e["parent"] else (e["a"], e["b"]) for e in graph["edges"]]
     st.caption(f"{len(pairs)} family edges; each points parent → child where weight kurtosis tells them apart "
-               "(same architecture), else the direction is unknown.")
+               "(same architecture), else the direction is unknown. Distances lists them by family.")
     return [(index[a], index[b]) for a, b in pairs if a in index and b in index]
 
 
@@ -72,7 +68,7 @@ with right:
                            help="Parent → child links of the family graph (pairwise triage of the workspace's "
                                 "models)." if source is None else "The family graph needs the models' fields: "
                                 "pick the workspace.")
-edges = _edges(list(ready.models)) if show_edges and source is None else None
+edges = _edges(ready) if show_edges and source is None else None
 groups = [str(d.get(color_by) or "unknown") for d in details]
 hits = figures.search_matches(query, names, details)
 if query.strip():

@@ -80,12 +80,12 @@ _LAZY = {
     "zoo_task": "service.tasks", "hold_task": "service.tasks",
     "JobTable": "service.jobs", "QueueFull": "service.jobs",
     "ServerWorker": "service.runner", "server_worker": "service.runner",
-    "family_graph": "analysis.lineage", "FamilyGraph": "analysis.lineage",
+    "family_graph": "analysis.lineage", "FamilyGraph": "analysis.lineage", "family_table": "analysis.lineage",
     "render_triage_report": "analysis.report", "write_triage_report": "analysis.report",
 }
 
 if TYPE_CHECKING:  # what the lazy names are, for IDEs and type checkers
-    from .analysis.lineage import FamilyGraph, family_graph
+    from .analysis.lineage import FamilyGraph, family_graph, family_table
     from .analysis.report import render_triage_report, write_triage_report
     from .bench.relatedness import last_relatedness_result, zoos_truth_name
     from .service.cluster import ClusterField, cluster_from_env, extract_on_cluster
@@ -123,7 +123,7 @@ __all__ = [
     "zoo", "build_zoo", "ensure_zoo", "list_zoo", "zoo_root", "assets_root", "shipped_zoo_root", "verify_zoo",
     # analysis
     "triage", "TriageReport", "TriageRule", "JointRule", "Verdict", "verify_unlearning", "UnlearningReport",
-    "nearest_models", "family_graph", "FamilyGraph", "render_triage_report", "write_triage_report",
+    "nearest_models", "family_graph", "FamilyGraph", "family_table", "render_triage_report", "write_triage_report",
     # loaded on first use (the _LAZY table below): viz, bench, service
     "figures", "cluster_order", "last_relatedness_result", "zoos_truth_name",
     "Worker", "Job", "get_worker", "QUEUED", "RUNNING", "DONE", "FAILED",

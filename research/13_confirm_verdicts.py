@@ -8,32 +8,84 @@ chosen on the zoo's calibration split and the owner's surrogates (docs/BENCHMARK
 
 References for a fresh suspect: the full zoo's 24 independents (what `triage` uses for a digits victim).
 Null pairs: each of the 40 independents (24 zoo + 16 fresh) as a pseudo-victim against each other, the
-remaining 38 as references (1,560 ordered pairs); also reported for the pairs whose suspect is fresh.
+remaining 38 as references (1,560 ordered pairs); also reported for the pairs whose suspect is fresh and
+for those of two fresh models (240). Rules: bench.verdicts.RULE_CHOICES (joint-arch, joint, minz).
 
 Usage: python research/13_confirm_verdicts.py --zoo DIR/zoo-full --home DIR/confirm [--store DIR] [--out F]
+                                              [--budget-s S]   (exit 3 when S ran out; rerun to resume)
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from modelgif_core import FieldStore, zoo
-from modelgif_core.analysis.calibration import JointRule, TriageRule, clopper_pearson
-from modelgif_core.analysis.evidence import DEFAULT_POINTS, pair_components
-from modelgif_core.bench.verdicts import judge
+from modelgif_core.analysis.calibration import clopper_pearson
+from modelgif_core.analysis.evidence import (
+    DEFAULT_POINTS,
+    FIELD_ANCHORS,
+    FIELD_CFG,
+    OUTPUT_COMPONENTS,
+    output_rows,
+)
+from modelgif_core.analysis.probes import output_handle
+from modelgif_core.bench.verdicts import RULE_CHOICES, judge
+from modelgif_core.engine.anchors import load_anchors
+from modelgif_core.engine.cache import cached_field
+from modelgif_core.engine.distance import distance_matrix
+from modelgif_core.engine.models import as_handle
 from modelgif_core.zoo.paths import list_zoo, read_meta
-
-RULES = {"joint": JointRule(bootstrap=0), "minz": TriageRule()}
 
 
 def auc(pos: list[float], neg: list[float]) -> float:
     p, n = np.asarray(pos)[:, None], np.asarray(neg)[None, :]
     return float((p > n).mean() + 0.5 * (p == n).mean()) if p.size and n.size else float("nan")
+
+
+def resumable_pairs(models: list[str], victims: list[int], folder: Path, store: FieldStore,
+                    budget_s: float) -> dict[str, np.ndarray] | None:
+    """`pair_components(models, victims)` computed in pieces that survive a stop: the fields go to the
+    store one by one, the field matrix and each victim's output row to `folder` (keyed by the models'
+    fingerprints). None when `budget_s` ran out before the end."""
+    start = time.perf_counter()
+    handles = [as_handle(m) for m in models]
+    tag = hashlib.sha256(json.dumps([h.fingerprint for h in handles] + [DEFAULT_POINTS]).encode()).hexdigest()[:12]
+    folder = folder / tag
+    folder.mkdir(parents=True, exist_ok=True)
+    fm_path = folder / "field_matrix.npy"
+    if not fm_path.is_file():
+        anchors = load_anchors(FIELD_ANCHORS)
+        fields = []
+        for i, h in enumerate(handles):
+            if time.perf_counter() - start > budget_s:
+                return None
+            fields.append(cached_field(output_handle(h, "margin"), anchors, FIELD_CFG, store=store))
+            print(f"field {i + 1}/{len(handles)}", flush=True)
+        np.save(fm_path, distance_matrix(fields))
+        del fields
+    fm = np.load(fm_path)
+    images = load_anchors(DEFAULT_POINTS).images
+    rows = {}
+    for v in victims:
+        path = folder / f"row-{v}.npz"
+        if not path.is_file():
+            if time.perf_counter() - start > budget_s:
+                return None
+            np.savez(path, **output_rows(handles, v, images))
+            print(f"output row {len(rows) + 1}/{len(victims)}", flush=True)
+        with np.load(path) as z:
+            rows[v] = {k: z[k] for k in z.files}
+    comps = {"modelgif": fm[victims], "field_matrix": fm}
+    for c in OUTPUT_COMPONENTS:
+        comps[c] = np.stack([rows[v][c] for v in victims])
+    return comps
 
 
 def main() -> None:
@@ -42,6 +94,8 @@ def main() -> None:
     ap.add_argument("--home", required=True, help="02_confirm_triage.py's --home (fresh models in fresh/)")
     ap.add_argument("--store", default=None, help="field store (default: <home>/store)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--budget-s", type=float, default=float("inf"),
+                    help="stop computing after this many seconds (exit 3); a rerun resumes where it stopped")
     args = ap.parse_args()
     t0 = time.perf_counter()
     zoo_dir, home = Path(args.zoo), Path(args.home)
@@ -52,7 +106,8 @@ def main() -> None:
         meta = read_meta(folder)
         if meta is None:
             continue
-        rows.append({"name": folder.name, "spec": f"local-dir:{folder}", "role": meta.get("role"),
+        arch = meta.get("arch") or json.loads((folder / "config.json").read_text())["architecture"]
+        rows.append({"name": folder.name, "spec": f"local-dir:{folder}", "role": meta.get("role"), "arch": arch,
                      "attack": meta.get("attack"), "parent": meta.get("parent"), "origin": "fresh"})
     models = [r["spec"] for r in rows]
     col = {r["name"]: i for i, r in enumerate(rows)}
@@ -60,18 +115,16 @@ def main() -> None:
     zoo_indep = [n for n in indep if rows[col[n]]["origin"] == "zoo"]
     victims = [col[n] for n in ("resnet-victim", "effnet-victim")] + [col[n] for n in indep]
     vrow = {c: k for k, c in enumerate(victims)}
+    archs = [r["arch"] for r in rows]
     store = FieldStore(args.store) if args.store else FieldStore(home / "store")
-    cache = home / "verdict_pairs.npz"
-    if cache.is_file():
-        with np.load(cache) as z:
-            comps = {k: z[k] for k in z.files}
-    else:
-        comps = pair_components(models, victims, points=DEFAULT_POINTS, store=store)
-        np.savez(cache, **comps)
+    comps = resumable_pairs(models, victims, home / "pairs", store, args.budget_s)
+    if comps is None:
+        print(f"budget of {args.budget_s:.0f} s spent; run again to resume")
+        sys.exit(3)
     t_pairs = time.perf_counter() - t0
     result: dict = {"rules": {}}
     lines = []
-    for name, rule in RULES.items():
+    for name, rule in RULE_CHOICES.items():
         out: dict = {"kinds": {}, "null": {}}
         scores: dict[str, list[float]] = {}
         fresh = [r for r in rows if r["origin"] == "fresh"]
@@ -87,23 +140,25 @@ def main() -> None:
                     continue
                 for v in vs:
                     refs = [col[n] for n in zoo_indep if n != r["name"]]
-                    j = judge(rule, comps, vrow[col[v]], col[r["name"]], refs)
+                    j = judge(rule, comps, vrow[col[v]], col[r["name"]], refs, archs, col[v])
                     verdicts.append(j["verdict"])
                     sc.append(j["score"])
             scores[kind] = sc
             out["kinds"][kind] = {"n": len(verdicts), **{x: verdicts.count(x) for x in
                                                         ("derived", "inconclusive", "independent")}}
         out["auc"] = {k: auc(s, scores["independent"]) for k, s in scores.items() if k != "independent"}
-        null = {"all": [], "fresh-suspect": []}
+        null = {"all": [], "fresh-suspect": [], "fresh-pairs": []}
         for a in indep:
             for b in indep:
                 if a == b:
                     continue
                 refs = [col[n] for n in indep if n not in (a, b)]
-                v = judge(rule, comps, vrow[col[a]], col[b], refs)["verdict"]
+                v = judge(rule, comps, vrow[col[a]], col[b], refs, archs, col[a])["verdict"]
                 null["all"].append(v)
                 if rows[col[b]]["origin"] == "fresh":
                     null["fresh-suspect"].append(v)
+                    if rows[col[a]]["origin"] == "fresh":
+                        null["fresh-pairs"].append(v)
         for key, vs in null.items():
             k = vs.count("derived")
             lo, hi = clopper_pearson(k, len(vs))

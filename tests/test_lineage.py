@@ -88,3 +88,22 @@ def test_lineage_edges_draws_a_line_per_edge_and_an_arrow_where_the_direction_is
     line = fig.data[-1]
     assert [v for v in line.x if v is not None] == [0.0, 1.0, 0.0, 0.0]
     assert len(fig.layout.annotations) == 1 and fig.layout.annotations[0].x == 1.0
+
+
+def test_family_table_groups_edges_by_family_and_says_what_decided_each_arrow():
+    from modelgif_core import family_table
+    from modelgif_core.analysis.lineage import ARROW_REASONS, FamilyGraph
+
+    names = ["V", "A", "B", "W", "C", "I"]
+    score = np.zeros((6, 6))
+    for (i, j), s in {(0, 1): 10, (0, 2): 9, (3, 4): 7}.items():
+        score[i, j] = score[j, i] = s
+    direction = np.zeros((6, 6), dtype=int)
+    direction[0, 1], direction[1, 0] = 1, -1  # V is A's parent; V-B and W-C: unknown
+    graph = FamilyGraph(models=names, edges=edges_from_scores(names, score, score > 5, direction))
+    rows = family_table(graph.to_dict())
+    assert [(r["family"], r["from"], r["to"], r["arrow"]) for r in rows] == [
+        (1, "V", "A", "parent → child"), (1, "V", "B", "unknown"), (2, "W", "C", "unknown")]
+    assert rows[0]["decided_by"] == ARROW_REASONS["kurtosis"] and rows[1]["decided_by"] == ARROW_REASONS["none"]
+    assert rows[0]["score"] == 10.0 and "I" not in {r["from"] for r in rows} | {r["to"] for r in rows}
+    assert family_table({"edges": [], "families": []}) == []

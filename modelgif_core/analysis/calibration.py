@@ -154,7 +154,7 @@ def judge_components(distances: dict[str, float | None], refs: dict[str, Sequenc
 # p >= p_independent, else inconclusive. Both halves of T are one-sided: a component far on the
 # independent side (an output divergence of a transferred copy, say) is no alibi.
 
-RULES = ("joint", "minz")
+RULES = ("joint-arch", "joint", "minz")  # joint-arch: the joint rule with architecture-matched references
 JOINT_STATISTICS = ("max", "min", "stouffer")  # max(min-z, truncated Stouffer) | min-z only | Stouffer only
 _NULL_DRAWS = 40_000  # simulated independents per null (40 at or beyond the 1e-3 quantile)
 _SHRINK = 0.3  # weight of the identity in the references' correlation (few references, 3 components)
@@ -170,6 +170,10 @@ class JointRule:
     min_references: int = 3
     log_scale: bool = True
     bootstrap: int = 200  # reference resamples for the score's interval (0: none)
+    # Judge each suspect against the references of its own architecture (`matched_references`): two
+    # independent models of one architecture sit far closer than models of different ones, so
+    # references of mixed architectures called same-architecture independents derived.
+    match_architecture: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
@@ -179,8 +183,12 @@ class JointRule:
             raise UserError(f"Unknown joint statistic {self.statistic!r}; choose from "
                             f"{', '.join(JOINT_STATISTICS)}.")
 
+    @property
+    def name(self) -> str:
+        return "joint-arch" if self.match_architecture else "joint"
+
     def to_dict(self) -> dict[str, Any]:
-        return {"name": "joint", **asdict(self)}
+        return {"name": self.name, **asdict(self)}
 
 
 def joint_statistic(z: np.ndarray, statistic: str = "max") -> np.ndarray:
@@ -284,7 +292,44 @@ def judge_joint(distances: dict[str, float | None], refs: dict[str, Sequence[flo
             "empirical_p": min(e["empirical_p"] for e in ev.values()),
             "margin": float(r_main.min() - distances[main]),
             "closer_references": int((r_main <= distances[main]).sum()),
-            "evidence": ev, "score_interval": interval, "rule": "joint"}
+            "evidence": ev, "score_interval": interval, "rule": rule.name}
+
+
+# The reference choice of the joint-arch rule, and what each outcome means for the verdict.
+MATCH_NOTES = {
+    "suspect-architecture": "references of the suspect's architecture",
+    "other-architectures": "references of architectures other than the victim's (too few of the suspect's)",
+    "too-few-same-architecture": ("all references, and no derived verdict: the suspect shares the victim's "
+                                  "architecture and too few references do (an independent model of the same "
+                                  "architecture sits far closer than references of other architectures)"),
+}
+
+
+def matched_references(victim_arch: str, suspect_arch: str, ref_archs: Sequence[str],
+                        minimum: int = 3) -> tuple[list[int], str]:
+    """Which references calibrate a suspect under the joint-arch rule: (indices into ref_archs, the
+    MATCH_NOTES key). Those of the suspect's architecture when at least `minimum` exist; else, for a
+    suspect of another architecture than the victim's, those of architectures other than the victim's
+    (all if too few); else all, with the derived verdict withheld ("too-few-same-architecture")."""
+    idx = [i for i, a in enumerate(ref_archs) if a == suspect_arch]
+    if len(idx) >= minimum:
+        return idx, "suspect-architecture"
+    if suspect_arch != victim_arch:
+        other = [i for i, a in enumerate(ref_archs) if a != victim_arch]
+        return (other if len(other) >= minimum else list(range(len(ref_archs)))), "other-architectures"
+    return list(range(len(ref_archs))), "too-few-same-architecture"
+
+
+def judge_matched(distances: dict[str, float | None], refs: dict[str, Sequence[float | None]],
+                  rule: JointRule, victim_arch: str, suspect_arch: str, ref_archs: Sequence[str],
+                  seed: int = 0) -> dict[str, Any]:
+    """`judge_joint` against the references `matched_references` picks; adds "reference_match" (the
+    MATCH_NOTES key) and "references_used" (indices into the references)."""
+    idx, note = matched_references(victim_arch, suspect_arch, ref_archs, rule.min_references)
+    out = judge_joint(distances, {c: [r[i] for i in idx] for c, r in refs.items()}, rule, seed)
+    if note == "too-few-same-architecture" and out["verdict"] == "derived":
+        out["verdict"] = "inconclusive"
+    return {**out, "reference_match": note, "references_used": idx}
 
 
 def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

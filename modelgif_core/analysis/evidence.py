@@ -51,6 +51,22 @@ def victim_points(victim: ModelHandle, images: torch.Tensor) -> dict[str, torch.
     return out
 
 
+def output_rows(handles: Sequence[ModelHandle], v: int, images: torch.Tensor,
+                outputs: dict | None = None) -> dict[str, np.ndarray]:
+    """The output components {component: [M]} from victim handles[v] to every handle (NaN for another
+    label space): one row of `pair_components`, so long runs can keep each victim's row as it comes."""
+    res = {c: np.full(len(handles), np.nan) for c in OUTPUT_COMPONENTS}
+    for c, x in victim_points(handles[v], images).items():
+        lps = [log_probs(h, x) for h in handles]  # each [n, C_h]
+        c_v = lps[v].shape[1]
+        same = [j for j, lp in enumerate(lps) if lp.shape[1] == c_v]
+        res[c][same] = js_rows(lps[v], torch.stack([lps[j] for j in same]))
+        res[c][v] = 0.0
+        if outputs is not None:
+            outputs[(v, c)] = (x, lps)
+    return res
+
+
 def pair_components(models: Sequence[str | ModelHandle], victims: Sequence[int],
                     anchors: str | Any = FIELD_ANCHORS, points: str | Any = DEFAULT_POINTS,
                     cfg: FieldConfig | None = None, store: Any = None, progress: Progress | None = None,
@@ -76,15 +92,8 @@ def pair_components(models: Sequence[str | ModelHandle], victims: Sequence[int],
     for c in OUTPUT_COMPONENTS:
         res[c] = np.full((len(vi), len(handles)), np.nan)
     for r, v in enumerate(vi):
-        pts = victim_points(handles[v], images)
-        for c, x in pts.items():
-            lps = [log_probs(h, x) for h in handles]  # each [n, C_h]
-            c_v = lps[v].shape[1]
-            same = [j for j, lp in enumerate(lps) if lp.shape[1] == c_v]
-            res[c][r, same] = js_rows(lps[v], torch.stack([lps[j] for j in same]))
-            res[c][r, v] = 0.0
-            if outputs is not None:
-                outputs[(v, c)] = (x, lps)
+        for c, row in output_rows(handles, v, images, outputs).items():
+            res[c][r] = row
     if progress is not None:
         points_total = m * len(anchor_set) * cfg.steps
         progress(points_total, points_total)

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -27,7 +28,7 @@ import numpy as np
 from ..engine.errors import UserError
 from ..engine.models import ModelHandle, as_handle
 from ..engine.progress import Progress
-from .calibration import JointRule, joint_scores
+from .calibration import JointRule, joint_scores, matched_references
 from .evidence import pair_components
 
 COMPONENTS = ("modelgif", "boundary-js", "adversarial-js")
@@ -131,8 +132,13 @@ def edges_from_scores(names: Sequence[str], score: np.ndarray, related: np.ndarr
 
 def family_graph(models: Sequence[str | ModelHandle], *, references: Sequence[str | ModelHandle] | None = None,
                  store: Any = None, alpha: float = 1e-3, progress: Progress | None = None,
-                 anchors: str | None = None, points: str | None = None) -> FamilyGraph:
+                 anchors: str | None = None, points: str | None = None, steps: int | None = None,
+                 match_architecture: bool = False) -> FamilyGraph:
     """Pairwise triage over `models` -> the family graph (see the module docstring).
+
+    anchors, steps: the field's anchors and quadrature steps (default: triage's, digits:64:0 and 50);
+    points: the output probe points (default: 256 held-out digits). match_architecture: judge each pair
+    by the joint-arch rule (see graph_from_components).
 
     references: models known to be independent of every model here (default: the built-in zoo's
     independent models for digits classifiers; any other domain must bring them). A model that is
@@ -162,36 +168,53 @@ def family_graph(models: Sequence[str | ModelHandle], *, references: Sequence[st
         else:
             ref_cols.append(len(handles) + k)
             k += 1
+    from .evidence import FIELD_CFG
+
+    cfg = dataclasses.replace(FIELD_CFG, steps=int(steps)) if steps else FIELD_CFG
     comps = pair_components(everyone, list(range(len(handles))), anchors=anchors or FIELD_ANCHORS,
-                            points=points or DEFAULT_POINTS, store=store, progress=progress)
-    graph = graph_from_components(names, handles, comps, ref_cols, alpha)
+                            points=points or DEFAULT_POINTS, cfg=cfg, store=store, progress=progress)
+    graph = graph_from_components(names, handles, comps, ref_cols, alpha, ref_archs=[h.arch for h in r_handles],
+                                  match_architecture=match_architecture)
     graph.references = [r if isinstance(r, str) else r.spec for r in references]
     return graph
 
 
 def graph_from_components(names: list[str], handles: list[ModelHandle], comps: dict[str, np.ndarray],
-                          ref_cols: list[int], alpha: float = 1e-3) -> FamilyGraph:
+                          ref_cols: list[int], alpha: float = 1e-3, ref_archs: Sequence[str] | None = None,
+                          match_architecture: bool = False) -> FamilyGraph:
     """The family graph from stored pair evidence: comps[c] is [M, M + extra] with the M models as
     victim rows (and, beyond column M, reference models that are not among them); ref_cols are the
-    references' columns. No extraction here: one vectorised joint-rule call per victim row."""
+    references' columns, ref_archs their architectures (default: the handles' for columns < M). No
+    extraction here: one vectorised joint-rule call per victim row and reference set. With
+    match_architecture (triage's joint-arch rule) each pair is judged against the references of the
+    suspect's architecture, and a same-architecture pair without 3 such references is never related.
+    Off by default: on the full zoo it lowered edge precision and recall (docs/BENCHMARKS.md)."""
     m = len(names)
     d = np.stack([comps[c][:, :m] for c in COMPONENTS], -1)  # [M, M, 3] victim row, suspect column
     r_all = np.stack([comps[c] for c in COMPONENTS], -1)  # [M, M+extra, 3]
     rule = JointRule(alpha=alpha, bootstrap=0)
+    col_arch = dict(zip(ref_cols, ref_archs, strict=True)) if ref_archs is not None else \
+        {c: handles[c].arch if c < m else "" for c in ref_cols}
+    arch = [h.arch for h in handles]
     t = np.full((m, m), -np.inf)
     p = np.ones((m, m))
-    ref_set = set(ref_cols)
     for i in range(m):
         base = [c for c in ref_cols if c != i]
-        others = [j for j in range(m) if j != i and j not in ref_set]
-        if len(base) >= rule.min_references and others:
-            ti, pi = joint_scores(d[i, others], _defined(r_all[i, base]), rule)
-            t[i, others], p[i, others] = ti, pi
-        for j in (j for j in range(m) if j != i and j in ref_set):  # leave the suspect out of its references
-            sub = [c for c in base if c != j]
-            if len(sub) >= rule.min_references:
-                tj, pj = joint_scores(d[i, [j]], _defined(r_all[i, sub]), rule)
-                t[i, j], p[i, j] = tj[0], pj[0]
+        groups: dict[tuple[tuple[int, ...], bool], list[int]] = {}
+        for j in range(m):
+            if j == i:
+                continue
+            pool = [c for c in base if c != j]  # a suspect that is a reference is left out of them
+            cap = False
+            if match_architecture:
+                idx, note = matched_references(arch[i], arch[j], [col_arch[c] for c in pool], rule.min_references)
+                pool, cap = [pool[k] for k in idx], note == "too-few-same-architecture"
+            groups.setdefault((tuple(pool), cap), []).append(j)
+        for (pool, cap), js in groups.items():
+            if len(pool) < rule.min_references:
+                continue
+            tj, pj = joint_scores(d[i, js], _defined(r_all[i, list(pool)]), rule)
+            t[i, js], p[i, js] = tj, (np.maximum(pj, 1.0) if cap else pj)  # cap: no derived verdict, no edge
     score = np.maximum(t, t.T)
     pmin = np.minimum(p, p.T)
     related = pmin < alpha
@@ -227,3 +250,28 @@ def lineage_scores(graph: FamilyGraph, parents: dict[str, str | None]) -> dict[s
             "edges": len(found), "true_edges": len(truth), "directed": len(directed),
             "direction_coverage": len(directed) / tp if tp else float("nan")}
 
+
+
+# What decides an arrow, in words (family_table's "decided_by").
+ARROW_REASONS = {
+    "kurtosis": "weight kurtosis: same architecture, the child's weights have the higher excess kurtosis",
+    "none": "unknown: different architectures (or equal kurtosis), so no weight-space evidence",
+}
+
+
+def family_table(graph: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per edge of a family graph (`FamilyGraph.to_dict()`), grouped by family: "family" (1, 2, ...
+    by size), "from" and "to" (parent -> child where the direction is known, else the pair as found),
+    "arrow" ("parent → child" or "unknown"), "decided_by" (ARROW_REASONS), "score", "p_value". Families
+    are the connected components of the edges; a model without an edge is in none."""
+    families = sorted(graph.get("families", []), key=lambda f: (-len(f), sorted(f)))
+    family_of = {m: i + 1 for i, f in enumerate(families) for m in f}
+    rows = []
+    for e in graph.get("edges", []):
+        known = e.get("direction") == "known" and e.get("parent")
+        a, b = (e["parent"], e["child"]) if known else (e["a"], e["b"])
+        rows.append({"family": family_of.get(e["a"], 0), "from": a, "to": b,
+                     "arrow": "parent → child" if known else "unknown",
+                     "decided_by": ARROW_REASONS.get(e.get("decided_by", "none"), e.get("decided_by")),
+                     "score": float(e["score"]), "p_value": float(e["p_value"])})
+    return sorted(rows, key=lambda r: (r["family"], -r["score"]))

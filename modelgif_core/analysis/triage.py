@@ -43,6 +43,7 @@ from .calibration import (
     TriageRule,
     judge_components,
     judge_joint,
+    judge_matched,
     per_component_rule,
     reference_stats,
     thresholds,
@@ -64,6 +65,16 @@ DEFAULT_FIELD = FieldConfig(steps=50, method="gausslegendre", baseline="black", 
 DEFAULT_ANCHORS = "digits:64"
 COMPONENTS = ("modelgif", "boundary-js", "adversarial-js", "output-kl")
 DEFAULT_COMPONENTS = ("modelgif", "boundary-js", "adversarial-js")
+DEFAULT_RULE = "joint-arch"
+
+
+def rule_by_name(name: str) -> TriageRule | JointRule:
+    """The verdict rule called `name` (one of calibration.RULES)."""
+    if name not in RULES:
+        raise UserError(f"Unknown triage rule {name!r}; choose from {', '.join(RULES)}.")
+    if name == "minz":
+        return TriageRule()
+    return JointRule(match_architecture=name == "joint-arch")
 
 
 @dataclass
@@ -83,6 +94,8 @@ class Verdict:
     evidence: dict[str, Any] = field(default_factory=dict)  # per component: its own judge()
     score_interval: list[float] | None = None  # joint rule: 5..95 % of the score over reference resamples
     rule: str = "minz"
+    reference_match: str | None = None  # joint-arch rule: which references judged it (calibration.MATCH_NOTES)
+    references_used: list[int] | None = None  # joint-arch rule: their indices into the report's references
 
 
 @dataclass
@@ -134,7 +147,8 @@ class TriageReport:
         """The report back from its `to_dict()` (e.g. a job's JSON result)."""
         rule_d = dict(data["rule"])
         rule: TriageRule | JointRule = (JointRule(**{k: v for k, v in rule_d.items() if k != "name"})
-                                        if rule_d.get("name") == "joint" else TriageRule(**rule_d))
+                                        if str(rule_d.get("name", "")).startswith("joint")
+                                        else TriageRule(**rule_d))
         return cls(
             victim=data["victim"], victim_name=data["victim_name"],
             suspects=[Verdict(**v) for v in data["suspects"]], references=data["references"],
@@ -174,7 +188,12 @@ class TriageReport:
                     f"from the score's distribution for one more independent model (the references' own "
                     f"correlation, their number included). Derived below p = {self.rule.alpha:g} "
                     f"(the overall false-alarm level), independent at p >= {self.rule.p_independent:g}, "
-                    f"inconclusive between.")
+                    f"inconclusive between."
+                    + (" Each suspect is judged against the references of its own architecture (at least "
+                       f"{self.rule.min_references}); a suspect of the victim's architecture with fewer such "
+                       "references is never called derived, since an independent model of the same "
+                       "architecture sits far closer than references of other architectures."
+                       if self.rule.match_architecture else ""))
         text = (f"{len(self.references)} independent reference models ({self.reference_source}) lie "
                 f"at field distances {s['min']:.4f}..{s['max']:.4f} (mean {s['mean']:.4f}, std "
                 f"{s['std']:.4f}) from the victim on {self.n_anchors} anchors. A suspect is derived "
@@ -317,8 +336,15 @@ def _triage_joint(victim: str | ModelHandle, suspects: Sequence[str | ModelHandl
     d_sus = {c: x[:ns] for c, x in vals.items()}
     d_ref = {c: x[ns:] for c, x in vals.items()}
     used = [c for c in components if any(x is not None for x in d_sus[c])]
-    verdicts = [Verdict(model=_spec(s), name=h.name,
-                        **judge_joint({c: d_sus[c][i] for c in comp}, d_ref, rule, seed=i))
+    ref_archs = [h.arch for h in r_handles]
+
+    def judged(i: int, h: ModelHandle) -> dict[str, Any]:
+        d = {c: d_sus[c][i] for c in comp}
+        if rule.match_architecture:
+            return judge_matched(d, d_ref, rule, v.arch, h.arch, ref_archs, seed=i)
+        return judge_joint(d, d_ref, rule, seed=i)
+
+    verdicts = [Verdict(model=_spec(s), name=h.name, **judged(i, h))
                 for i, (s, h) in enumerate(zip(suspects, s_handles, strict=True))]
     ref_field = [float(d) for d in d_ref["modelgif"]]
     # the field distance alone at the joint level: what "derived below" means on the field's own axis
@@ -366,16 +392,14 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
     field_output: what the field differentiates, "logit", "logprob" or "margin" (default: "margin"
     when `cfg` is not given, i.e. triage's tuned defaults; a caller's own cfg runs on the logits).
     log_prob=True is the older spelling of field_output="logprob" (False: "logit").
-    rule: "joint" (default: the components' joint null, `calibration.judge_joint`), "minz" (the
+    rule: "joint-arch" (default: the components' joint null against references of the suspect's
+    architecture, `calibration.judge_matched`), "joint" (the same null against all references), "minz" (the
     Sidak-corrected minimum z), or a JointRule / TriageRule. points: the anchors spec of the output
     probe points under the joint rule (default: 256 held-out digits for a digits victim, else the
     anchors).
     """
     if rule is None or isinstance(rule, str):
-        name = rule or "joint"
-        if name not in RULES:
-            raise UserError(f"Unknown triage rule {name!r}; choose from {', '.join(RULES)}.")
-        rule = JointRule() if name == "joint" else TriageRule()
+        rule = rule_by_name(rule or DEFAULT_RULE)
     if isinstance(rule, JointRule):
         return _triage_joint(victim, suspects, references, anchors, cfg, store, progress, rule,
                              components, points)

@@ -18,6 +18,13 @@ interval (pairs share models, so the interval is optimistic about independence).
 
 References per pair ("refs"): "all" = every independent model of the zoo but the suspect (what the
 CLI does for a digits victim), "calibration" = the 12 calibration models only (the old default).
+Null subsets: "all" (552), "test-suspect" (the suspect a test independent, 276), "test-pairs" (both
+test independents, 132: no model of these pairs entered a choice), "calibration" (the choice set).
+
+Rules side by side: "joint-arch" (the joint null against the references of the suspect's
+architecture, `calibration.matched_references`; the default), "joint" (against all references) and
+"minz" (the Sidak-corrected minimum z). joint-arch was chosen over a "same or other architecture than
+the victim" pooling on the choice set (0/132 null pairs derived against 1/132; docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +45,7 @@ from ..analysis.calibration import (
     clopper_pearson,
     judge_components,
     judge_joint,
+    judge_matched,
 )
 from ..analysis.evidence import DEFAULT_POINTS, pair_components
 from ..engine.models import as_handle
@@ -68,10 +77,16 @@ def collect(models: list[str], victims: list[int], points: str = DEFAULT_POINTS,
     return comps
 
 
-def judge(rule: Any, comps: dict[str, np.ndarray], row: int, col: int, refs: list[int]) -> dict[str, Any]:
-    """One verdict: victim row `row`, suspect column `col`, reference columns `refs`."""
+def judge(rule: Any, comps: dict[str, np.ndarray], row: int, col: int, refs: list[int],
+          archs: Sequence[str] | None = None, victim_col: int | None = None) -> dict[str, Any]:
+    """One verdict: victim row `row` (model column `victim_col`), suspect column `col`, reference columns
+    `refs`; `archs` (every column's architecture) is needed by the joint-arch rule."""
     d = {c: _val(comps[c][row, col]) for c in COMPONENTS if c in comps}
     r = {c: [_val(comps[c][row, j]) for j in refs] for c in d}
+    if isinstance(rule, JointRule) and rule.match_architecture:
+        if archs is None or victim_col is None:
+            raise ValueError("the joint-arch rule needs the models' architectures and the victim's column")
+        return judge_matched(d, r, rule, archs[victim_col], archs[col], [archs[j] for j in refs])
     if isinstance(rule, JointRule):
         return judge_joint(d, r, rule)
     return judge_components(d, r, rule)
@@ -86,6 +101,11 @@ def rates(rows: list[dict], comps: dict[str, np.ndarray], models: list[str], vic
     """Per-kind verdict counts, the null pairs' false alarms and the scores (for AUCs) under `rule`."""
     col = {r["name"]: i for i, r in enumerate(rows)}
     vrow = {models[v]: k for k, v in enumerate(victims)}
+    archs = [r.get("arch", "") for r in rows]
+
+    def verdict(victim: str, suspect: str, refs: list[int]) -> dict[str, Any]:
+        return judge(rule, comps, vrow[_spec(rows, victim)], col[suspect], refs, archs, col[victim])
+
     indep = [r["name"] for r in rows if r["role"].startswith("independent")]
     cal = [r["name"] for r in rows if r["role"] == "independent-calibration"]
     real = [r["name"] for r in rows if r["role"] == "victim"]
@@ -104,7 +124,7 @@ def rates(rows: list[dict], comps: dict[str, np.ndarray], models: list[str], vic
         for r in sel:
             victims_of = [r["parent"]] if r["parent"] else real
             for v in victims_of:
-                j = judge(rule, comps, vrow[_spec(rows, v)], col[r["name"]], refs_for(v, r["name"]))
+                j = verdict(v, r["name"], refs_for(v, r["name"]))
                 verdicts.append(j["verdict"])
                 sc.append(j["score"])
         scores[k] = sc
@@ -112,19 +132,21 @@ def rates(rows: list[dict], comps: dict[str, np.ndarray], models: list[str], vic
                            "inconclusive": verdicts.count("inconclusive"),
                            "independent": verdicts.count("independent")}
     # null pairs: each independent as a pseudo-victim against each other independent
-    null = {"all": [], "test-suspect": [], "calibration": []}
+    null = {"all": [], "test-suspect": [], "test-pairs": [], "calibration": []}
     for a in indep:
         for b in indep:
             if a == b:
                 continue
             refs = [col[n] for n in indep if n not in (a, b)]
-            j = judge(rule, comps, vrow[_spec(rows, a)], col[b], refs)
+            j = verdict(a, b, refs)
             null["all"].append(j["verdict"])
             if b not in cal:
                 null["test-suspect"].append(j["verdict"])
+                if a not in cal:
+                    null["test-pairs"].append(j["verdict"])
             elif a in cal:
                 # the choice set: calibration pairs judged against the other calibration models only
-                jc = judge(rule, comps, vrow[_spec(rows, a)], col[b], [col[n] for n in cal if n not in (a, b)])
+                jc = verdict(a, b, [col[n] for n in cal if n not in (a, b)])
                 null["calibration"].append(jc["verdict"])
     for key, vs in null.items():
         k = vs.count("derived")
@@ -148,7 +170,8 @@ def _spec(rows: list[dict], name: str) -> str:
     return next(r["spec"] for r in rows if r["name"] == name)
 
 
-RULE_CHOICES = {"joint": JointRule(bootstrap=0), "minz": TriageRule()}
+RULE_CHOICES = {"joint-arch": JointRule(bootstrap=0, match_architecture=True), "joint": JointRule(bootstrap=0),
+                "minz": TriageRule()}
 
 
 def run_verdict_bench(size: str = "full", points: str = DEFAULT_POINTS, refs_policy: str = "all",
@@ -187,9 +210,12 @@ def lineage_bench(rows: list[dict], comps: dict[str, np.ndarray], victims: list[
         full[c] = np.full((m, m), np.nan)
         full[c][victims] = comps[c]
     ref_cols = [i for i, r in enumerate(rows) if r["role"].startswith("independent")]
-    graph = graph_from_components(names, handles, full, ref_cols, alpha)
     parents = {r["name"]: r["parent"] for r in rows}
+    # the joint-arch variant beside the default (all references), for the record
+    arch = graph_from_components(names, handles, full, ref_cols, alpha, match_architecture=True)
+    graph = graph_from_components(names, handles, full, ref_cols, alpha)
     out = lineage_scores(graph, parents)
+    out["joint_arch"] = lineage_scores(arch, parents)
     truth = {frozenset((c, p)) for c, p in parents.items() if p}
     out["missed"] = sorted(c for c, p in parents.items() if p and not any(
         frozenset((e.a, e.b)) == frozenset((c, p)) for e in graph.edges))
@@ -222,5 +248,10 @@ def format_verdicts(result: dict[str, Any]) -> str:
         lines.append(f"lineage (family graph vs the zoo's parents): precision {lin['precision']:.3f}, recall "
                      f"{lin['recall']:.3f} ({lin['edges']} edges, {lin['true_edges']} true), direction accuracy "
                      f"{lin['direction_accuracy']:.3f} on {lin['directed']} directed true edges")
+        a = lin.get("joint_arch")
+        if a:
+            lines.append(f"  (pairs judged by the joint-arch rule instead: precision {a['precision']:.3f}, recall "
+                         f"{a['recall']:.3f} ({a['edges']} edges), direction accuracy {a['direction_accuracy']:.3f} "
+                         f"on {a['directed']})")
     lines.append(f"({result['seconds']} s)")
     return "\n".join(lines)

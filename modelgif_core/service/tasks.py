@@ -119,7 +119,7 @@ def _run_probe(progress: Progress, worker: Any, model: str, anchors: str, config
 
 
 def triage_task(victim: str, suspects: list[str], references: list[str] | None, anchors: str | None,
-                cfg: FieldConfig | None, rule: str = "joint") -> TaskSpec:
+                cfg: FieldConfig | None, rule: str = "joint-arch") -> TaskSpec:
     """`analysis.triage` of model specs; returns the report as a dict (TriageReport.from_dict reads it) with
     its self-contained HTML evidence report under "html"."""
     return TaskSpec("triage", {"victim": victim, "suspects": list(suspects), "references": references,
@@ -128,7 +128,7 @@ def triage_task(victim: str, suspects: list[str], references: list[str] | None, 
 
 @_task
 def _run_triage(progress: Progress, worker: Any, victim: str, suspects: list[str], references: list[str] | None,
-                anchors: str | None, config: dict | None, rule: str = "joint") -> dict:
+                anchors: str | None, config: dict | None, rule: str = "joint-arch") -> dict:
     kwargs: dict[str, Any] = {}
     if anchors is not None:
         kwargs["anchors"] = anchors
@@ -139,14 +139,17 @@ def _run_triage(progress: Progress, worker: Any, victim: str, suspects: list[str
     return {**report.to_dict(), "html": render_triage_report(report, store=worker.store)}
 
 
-def lineage_task(models: list[str]) -> TaskSpec:
-    """`analysis.lineage.family_graph` of model specs; returns the graph as a dict (its "edges")."""
-    return TaskSpec("lineage", {"models": list(models)})
+def lineage_task(models: list[str], anchors: str | None = None, steps: int | None = None) -> TaskSpec:
+    """`analysis.lineage.family_graph` of model specs (its fields on `anchors` with `steps`, default
+    triage's); returns the graph as a dict (its "edges", "families")."""
+    return TaskSpec("lineage", {"models": list(models), "anchors": anchors, "steps": steps})
 
 
 @_task
-def _run_lineage(progress: Progress, worker: Any, models: list[str]) -> dict:
-    return family_graph(models, store=worker.store, progress=progress).to_dict()
+def _run_lineage(progress: Progress, worker: Any, models: list[str], anchors: str | None = None,
+                 steps: int | None = None) -> dict:
+    graph = family_graph(models, store=worker.store, progress=progress, anchors=anchors, steps=steps)
+    return {**graph.to_dict(), "anchors": anchors, "steps": steps}
 
 
 def unlearning_task(original: str, claimed: str, forgotten_class: int, anchors: str | None, steps: int,
