@@ -411,8 +411,8 @@ def bench_cluster(quick: bool = True, progress: Progress | None = None, *, num_c
     """Fields per minute with 1 and 2 local Ray workers (one torch thread each), measured side by side
     on one local cluster in this process, and whether the fields equal the plain path's bitwise.
 
-    quick: 8 fields per run at 32 anchors x 20 steps (CI size); else 16 fields at 64 anchors x 25 steps.
-    Fields take seconds each, so the per-task overhead (scheduling, loading the model) stays small.
+    quick: 8 fields per run at 32 anchors x 20 steps (CI size, ~0.4 s of extraction each); else 16
+    fields at 64 anchors x 25 steps (~1 s each). Runs alternate 1 and 2 workers; each count's best of 3.
     """
     try:
         import ray  # noqa: F401
@@ -422,7 +422,7 @@ def bench_cluster(quick: bool = True, progress: Progress | None = None, *, num_c
     cfg = FieldConfig(steps=steps, device="cpu")
     anchors = load_anchors(anchors_spec)
     workers = [1, 2]
-    rounds = [1, 2, 2, 1]  # interleaved, so drift in the machine's load hits both alike
+    rounds = [1, 2, 2, 1, 1, 2]  # interleaved, so drift in the machine's load hits both alike; best of 3
     seconds: dict[int, list[float]] = {w: [] for w in workers}
     with tempfile.TemporaryDirectory(prefix="modelgif-cluster-bench-") as tmp:
         specs = _tiny_models(Path(tmp) / "models", n)
@@ -432,7 +432,9 @@ def bench_cluster(quick: bool = True, progress: Progress | None = None, *, num_c
             for r, w in enumerate(rounds):
                 store = FieldStore(Path(tmp) / f"run{r}")
                 start = time.perf_counter()
-                out = extract_on_cluster(specs, anchors, cfg, store=store, max_workers=w)
+                moved: dict[int, int] = {}  # per-model progress, as the CLI's bars and the app get it
+                out = extract_on_cluster(specs, anchors, cfg, store=store, max_workers=w,
+                                         model_progress=lambda i, done, _total, m=moved: m.__setitem__(i, done))
                 seconds[w].append(time.perf_counter() - start)
                 bad = failure_sentence(out)
                 if bad:
