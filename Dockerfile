@@ -30,7 +30,9 @@ COPY requirements.txt .
 RUN pip install -r requirements.txt
 
 COPY --chown=modelgif:modelgif . .
-RUN pip install --no-deps .
+# Readable by any uid (the app runs as the host user with --user): a checkout made under umask 077, or files
+# written owner-only, would otherwise hide the shipped zoo from it.
+RUN pip install --no-deps . && chmod -R a+rX /app
 
 USER modelgif
 VOLUME ["/data"]

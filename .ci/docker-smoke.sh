@@ -47,7 +47,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 if ! docker info >/dev/null 2>&1; then
   echo "docker-smoke: starting dockerd (log: /var/log/dockerd.log)"
-  nohup dockerd >/var/log/dockerd.log 2>&1 &
+  # Without this script's open files: a daemon that inherits a caller's lock (flock LOCK cmd) holds it forever.
+  ( for fd in /proc/self/fd/*; do n=${fd##*/}; [ "$n" -gt 2 ] 2>/dev/null && eval "exec $n>&-"; done 2>/dev/null
+    exec nohup dockerd >/var/log/dockerd.log 2>&1 ) &
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || die "dockerd did not start; see /var/log/dockerd.log"
 fi
@@ -73,6 +75,19 @@ if docker build -t "$image" . >"$work/build.log" 2>&1; then
   build_s=$(($(date +%s) - start))
   size=$(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.2f GB", $1 / 1e9}')
   ok "build: ${build_s} s, image ${size}"
+  # What the package's build warns about (pyproject's license as a table was one). The image's pip install hides
+  # the build backend's output, so build the wheel again in the image, verbosely, and read that.
+  if docker run --rm --user 0 --entrypoint sh "$image" -c \
+      'cp -r /app /tmp/src && pip wheel --no-deps -v /tmp/src -w /tmp/wheel' >"$work/wheel.log" 2>&1; then
+    if grep -qiE "deprecat|warn.*license" "$work/wheel.log"; then
+      grep -iE "deprecat|warn.*license" "$work/wheel.log" | head -5 >&2
+      fail "build: the package's build warns (above)"
+    else
+      ok "build: the package builds without a deprecation or license warning ($(grep -o 'setuptools-[0-9.]*' "$work/wheel.log" | head -1))"
+    fi
+  else
+    tail -20 "$work/wheel.log" >&2; fail "build: pip wheel of the package failed in the image"
+  fi
 else
   tail -30 "$work/build.log" >&2
   fail "build (log above)"
@@ -97,7 +112,7 @@ pid1_uid() { docker exec "$1" awk '/^Uid:/ {print $2}' /proc/1/status; }
 fast_health=(--health-interval=2s)
 
 # ---------------------------------------------------------------- bind: the README's command, a fresh folder
-# A tiny timm checkpoint made in the container (the image ships no zoo yet, and nothing is downloaded).
+# A tiny timm checkpoint made in the container (an upload's path; nothing is downloaded).
 make_checkpoint="
 import timm, torch
 from safetensors.torch import save_file
@@ -151,6 +166,13 @@ check_bind() {
     fi
   else
     cat "$work/extract.err" >&2; fail "bind: modelgif extract failed in the container"
+  fi
+  # The shipped zoo (/app/assets), read as the host user: the demo's models.
+  if docker exec "$prefix-bind" modelgif extract zoo:resnet-victim --anchors digits:8 --steps 4 -q \
+      >"$work/zoo.out" 2>&1; then
+    ok "bind: a field of the shipped zoo's zoo:resnet-victim extracted as the host user"
+  else
+    tail -5 "$work/zoo.out" >&2; fail "bind: the shipped zoo's zoo:resnet-victim cannot be extracted (above)"
   fi
   if docker exec -w /app "$prefix-bind" python -c "$check_pages" >"$work/pages.log" 2>&1; then
     ok "bind: Home and the $(grep -o '^[0-9]* pages' "$work/pages.log") run without an error on the mounted store"

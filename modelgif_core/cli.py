@@ -321,9 +321,12 @@ def _zoo_verify(args: argparse.Namespace) -> int:
 def _zoo_bar(desc: str):
     from tqdm import tqdm
 
-    bar = tqdm(total=0, desc=desc, file=sys.stderr, unit="model")
+    bar = None  # made on the first report, so a command that fails first prints no empty bar
 
     def progress(done: int, total: int, name: str) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, file=sys.stderr, unit="model")
         bar.total, bar.n = total, done
         bar.set_postfix_str(name)
         bar.refresh()
@@ -337,7 +340,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench_command == "demo":
         from .service.demo_bench import format_demo_bench, run_demo_bench
 
-        result = run_demo_bench(anchors=args.anchors, steps=args.steps, device=args.device, train=args.train)
+        result = run_demo_bench(anchors=args.anchors, steps=args.steps, device=args.device, train=args.train,
+                                slots=_ints(args.slots) if args.slots else ())
         print(json.dumps(result, indent=2) if args.format == "json" else format_demo_bench(result))
         return 0
     if args.bench_command == "speed":
@@ -578,6 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--steps", type=_positive_int, default=50, help="the app's default K")
     bp.add_argument("--device", default="auto")
     bp.add_argument("--train", action="store_true", help="also without the shipped assets (trains the zoo: minutes)")
+    bp.add_argument("--slots", default=None,
+                    help="e.g. 1,2: one run per runner setting (jobs at once), side by side; default: the runner's")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("cache", help="the field store")

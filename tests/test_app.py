@@ -210,6 +210,7 @@ def test_offline_hub_pick_says_which_weights_are_missing(tmp_path, monkeypatch):
 
 def test_the_sidebar_names_what_the_worker_is_doing(tmp_path, monkeypatch):
     monkeypatch.setenv("MODELGIF_HOME", str(tmp_path))
+    monkeypatch.setenv("MODELGIF_WORKER_SLOTS", "1")  # one runs, one waits
     worker, release = server_worker(tmp_path), tmp_path / "release"
     worker.submit_task("t:map", "preparing the map", hold_task(release, 60))
     worker.submit_task("t:next", "triage of 1 suspect(s)", hold_task(release, 60))

@@ -130,3 +130,16 @@ def test_zoo_verify_says_which_file_differs(tmp_path):
     out = run_cli("zoo", "verify", "resnet-weight-noise-0", "-q", env={"MODELGIF_ASSETS": str(ASSETS)})
     assert out.returncode == 0, out.stdout + out.stderr
     assert "1 of 1 rebuilt small zoo models match" in out.stdout
+
+
+def test_a_saved_model_folder_is_readable_by_other_users(tmp_path):
+    """safetensors writes owner-only files; the image's app runs as the host's uid and reads models others wrote."""
+    import timm
+
+    from modelgif_core import InputConfig, save_model_dir
+
+    cfg = InputConfig(input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3)
+    folder = save_model_dir(timm.create_model("test_resnet", num_classes=10), tmp_path / "m", arch="test_resnet",
+                            num_classes=10, input_cfg=cfg)
+    for name in ("model.safetensors", "config.json"):
+        assert (folder / name).stat().st_mode & 0o044 == 0o044, name

@@ -43,6 +43,7 @@ def tiny(tmp_path_factory):
 @pytest.fixture()
 def server(tmp_path, monkeypatch):
     monkeypatch.setenv("MODELGIF_WORKER_THREADS", "1")
+    monkeypatch.setenv("MODELGIF_WORKER_SLOTS", "1")  # one job at a time: a hold task holds the whole queue
     monkeypatch.setenv("MODELGIF_RUNNER_IDLE", "30")
     monkeypatch.setenv("MODELGIF_LAPSE_SECONDS", "60")
     w = ServerWorker(tmp_path / "store")
@@ -114,6 +115,7 @@ def test_the_queue_cap_is_one_sentence_and_keeps_what_was_queued(server, tmp_pat
 
 def test_a_lapsed_session_leaves_its_running_job_and_drops_what_only_it_wanted(tmp_path, tiny, monkeypatch):
     monkeypatch.setenv("MODELGIF_WORKER_THREADS", "1")
+    monkeypatch.setenv("MODELGIF_WORKER_SLOTS", "1")
     monkeypatch.setenv("MODELGIF_LAPSE_SECONDS", "2")  # the runner's: a session silent for 2 s has left
     server = ServerWorker(tmp_path / "store")
     try:
@@ -146,3 +148,30 @@ def _lapse(server, tmp_path, tiny):
 def test_closures_are_refused_by_the_server_worker(server):
     with pytest.raises(TypeError, match="named tasks"):
         server.submit_task("x", "x", lambda progress, w: None)
+
+
+def test_two_slots_run_two_jobs_at_once_and_a_field_beside_a_held_one(tmp_path, tiny, monkeypatch):
+    monkeypatch.setenv("MODELGIF_WORKER_SLOTS", "2")
+    monkeypatch.setenv("MODELGIF_WORKER_THREADS", "1")
+    monkeypatch.setenv("MODELGIF_RUNNER_IDLE", "30")
+    server = ServerWorker(tmp_path / "store")
+    try:
+        _hold(server, tmp_path)  # one slot held until "release" exists
+        key = server.submit_field(tiny, load_anchors("digits:2"), CFG, requester="session:a").key
+        assert server.wait([key], timeout=120)  # the other slot ran it meanwhile
+        assert server.job(key).state == DONE and server.store.get(key) is not None
+        assert server.job("hold").state == "running"
+        demo_release = tmp_path / "demo-release"
+        server.submit_task("second", "hold too", hold_task(demo_release, 120), "session:b")
+        deadline = time.monotonic() + 60
+        while server.job("second").state != "running":
+            assert time.monotonic() < deadline, "the second slot never started the second hold task"
+            time.sleep(0.05)
+        assert server.job("hold").state == "running"  # both at once
+        demo_release.touch()
+        (tmp_path / "release").touch()
+        assert server.wait(["hold", "second"], timeout=60)
+        assert server.job("hold").state == DONE and server.job("second").state == DONE
+    finally:
+        (tmp_path / "release").touch()
+        server.stop()

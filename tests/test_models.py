@@ -108,6 +108,8 @@ def test_wrong_architecture_and_unknown_names_are_one_sentence(tmp_path):
         load_model("definitely_not_a_model")
     with pytest.raises(UserError, match="Unknown model"):
         load_model("resnet_bogus.a1_in1k")  # a tag does not make it a file name
+    with pytest.raises(UserError, match="'zoo:NAME'"):
+        load_model("foo:bar")  # an unknown prefix names every scheme, the zoo's too
     with pytest.raises(UserError, match="resnet18.a1_in1k"):
         load_model("resnet18.not_a_tag")  # timm's RuntimeError becomes one sentence with valid tags
     with pytest.raises(UserError, match="No such folder"):

@@ -229,22 +229,25 @@ def fingerprint(module: torch.nn.Module, arch: str, input_cfg: InputConfig) -> s
     return digest.hexdigest()
 
 
+def _unknown_model_sentence(spec: str) -> str:
+    schemes = "".join(f"'{name}:NAME', " for name in registered_schemes())
+    return (f"Unknown model {spec!r}: not a timm architecture (see timm.list_models()), nor "
+            f"'local-dir:PATH', {schemes}'hf-hub:ORG/NAME' "
+            f"or an existing checkpoint file ({', '.join(CHECKPOINT_SUFFIXES)}).")
+
+
 def _load_hub(spec: str, num_classes: int | None, overrides: dict, model_args: dict | None) -> ModelHandle:
     import timm
     from timm.models import get_pretrained_cfg, parse_model_name, split_model_name_tag
 
     try:
         source, model_id = parse_model_name(spec)
-    except ValueError as err:
-        raise UserError(str(err)) from None
+    except ValueError:  # an unknown "prefix:" - timm's sentence would not name the zoo's scheme
+        raise UserError(_unknown_model_sentence(spec)) from None
     if source is None:
         arch_name, _tag = split_model_name_tag(model_id)
         if not timm.is_model(arch_name):
-            schemes = "".join(f"'{name}:NAME', " for name in registered_schemes())
-            raise UserError(
-                f"Unknown model {spec!r}: not a timm architecture (see timm.list_models()), nor "
-                f"'local-dir:PATH', {schemes}'hf-hub:ORG/NAME' "
-                f"or an existing checkpoint file ({', '.join(CHECKPOINT_SUFFIXES)}).")
+            raise UserError(_unknown_model_sentence(spec))
         try:
             cfg = get_pretrained_cfg(model_id)
         except RuntimeError:  # timm's "Invalid pretrained tag"
@@ -534,6 +537,9 @@ def save_model_dir(module: torch.nn.Module, path: str | Path, *, arch: str, num_
               "modelgif": dict(extra or {})}
     tmp_weights = folder / ".model.safetensors.tmp"
     save_file(state, str(tmp_weights))
+    # safetensors writes owner-only files (0600); a model folder is read by others too (the image's app runs
+    # as any uid and read the shipped zoo's so), like the config.json beside it.
+    os.chmod(tmp_weights, 0o644)
     os.replace(tmp_weights, folder / "model.safetensors")
     tmp_config = folder / ".config.json.tmp"
     tmp_config.write_text(json.dumps(config, indent=2))

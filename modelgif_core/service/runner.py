@@ -5,7 +5,12 @@
 (`runner.lock`) makes it exactly one per store, whichever server or session started it; it exits when idle
 for `MODELGIF_RUNNER_IDLE` seconds (default 300) or when the server that started it is gone, and the next
 submission starts it again. Sessions' Python never shares its interpreter, so a room of polling tabs cannot
-slow an extraction down; torch uses every core here (`MODELGIF_WORKER_THREADS` to change that).
+slow an extraction down.
+
+On the CPU it runs several jobs at once, one per core (at most 4: `MODELGIF_WORKER_SLOTS`), each on one torch
+thread (cores // slots: `MODELGIF_WORKER_THREADS`): the demo's small fields kept two cores only ~70% busy as one
+two-thread extraction at a time, and OpenMP threads spin when other processes want the cores. On a GPU (or with
+a cluster) one job at a time owns the device.
 
 With `MODELGIF_CLUSTER` set, field jobs go to the cluster backend (`service/cluster.py`) instead of this
 process's device, up to 16 on one anchor set and settings in one call (`MODELGIF_CLUSTER_BATCH`); tasks always
@@ -46,6 +51,21 @@ _PROGRESS_EVERY = 0.25  # seconds between progress writes to the table
 _LOCAL = SESSION + "local"  # the requester of calls that name none (the CLI, tests)
 _UNCAPPED = 2**62  # follow-ups of a running task are the server's own work, never refused
 CLUSTER_BATCH = int(os.environ.get("MODELGIF_CLUSTER_BATCH", "16"))  # field jobs handed to the cluster at once
+_KEEP_LOADED = 32  # models (and anchor sets) the runner keeps loaded
+_MAX_DEFAULT_SLOTS = 4  # more jobs at once than this hold more fields in memory for little gain
+
+
+def worker_slots() -> tuple[int, int]:
+    """(jobs at once, torch threads) of the runner: from MODELGIF_WORKER_SLOTS / _THREADS, else by the device."""
+    cores = os.cpu_count() or 1
+    if os.environ.get("MODELGIF_WORKER_SLOTS"):
+        slots = max(1, int(os.environ["MODELGIF_WORKER_SLOTS"]))
+    elif os.environ.get("MODELGIF_CLUSTER") or resolve_device("auto").type != "cpu":
+        slots = 1
+    else:
+        slots = min(cores, _MAX_DEFAULT_SLOTS)
+    threads = int(os.environ.get("MODELGIF_WORKER_THREADS") or max(1, cores // slots))
+    return slots, threads
 
 
 def runner_alive(root: str | Path) -> bool:
@@ -218,19 +238,36 @@ def field_payload(model: Any, anchors: Any, cfg: Any) -> dict:
 class _Runner:
     """The loop of the runner process, and the `worker` its tasks see (submit_field, submit_task, store)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, slots: int = 1) -> None:
         self.store = FieldStore(root)
         self.table = JobTable(root)
-        self._models: OrderedDict[str, Any] = OrderedDict()
-        self._anchors: OrderedDict[str, Any] = OrderedDict()
-        self._current: Job | None = None
+        self.slots = slots
+        # Per slot thread: its job (the parent of what a task queues) and its loaded models, so two jobs never
+        # share one module (extraction switches its parameters' requires_grad and its mode while it runs).
+        self._local = threading.local()
+        self._state = threading.Condition()
+        self._busy = 0
+        self._last_work = time.monotonic()
+
+    @property
+    def _current(self) -> Job | None:
+        return getattr(self._local, "current", None)
+
+    @_current.setter
+    def _current(self, job: Job | None) -> None:
+        self._local.current = job
+
+    def _cache(self, name: str) -> OrderedDict:
+        if not hasattr(self._local, name):
+            setattr(self._local, name, OrderedDict())
+        return getattr(self._local, name)
 
     # what tasks call
     def submit_field(self, model: Any, anchors: Any, cfg: Any) -> Job:
         key = field_store_key(model, anchors, cfg)
         points, parent = len(anchors) * cfg.steps, self._current.key if self._current else None
-        self._remember(self._models, model.spec, model)
-        self._remember(self._anchors, anchors.spec, anchors)
+        self._remember(self._cache("models"), model.spec, model)
+        self._remember(self._cache("anchors"), anchors.spec, anchors)
         if store_has(self.store, key):
             return self.table.mark_done(key, model.name, points, parent=parent)
         return self.table.submit(key, "field", model.name, field_payload(model, anchors, cfg), self._requester(),
@@ -251,25 +288,41 @@ class _Runner:
         self.table.requeue_running()
         # Sessions lapse while a long job runs too: sweep on a thread of its own.
         threading.Thread(target=self._sweep, name="lapsed-sessions", daemon=True).start()
-        last_work = time.monotonic()
+        self._last_work = time.monotonic()
+        slots = [threading.Thread(target=self._slot, args=(parent, idle), name=f"slot-{i}") for i in range(self.slots)]
+        for thread in slots:
+            thread.start()
+        for thread in slots:
+            thread.join()
+
+    def _slot(self, parent: int | None, idle: float) -> None:
+        """One slot's loop: claim the next job and run it, until the server is gone or every slot is idle."""
         while True:
             if parent is not None and not _alive(parent):
                 log.info("the server that started this runner is gone; exiting")
                 return
-            claimed = self.table.claim_next()
+            with self._state:
+                claimed = self.table.claim_next()
+                if claimed is None:
+                    if not self._busy and time.monotonic() - self._last_work > idle:
+                        log.info("idle for %.0f s; exiting", idle)
+                        return
+                else:
+                    self._busy += 1
             if claimed is None:
-                if time.monotonic() - last_work > idle:
-                    log.info("idle for %.0f s; exiting", idle)
-                    return
                 time.sleep(0.1)
                 continue
             job, payload = claimed
-            if job.kind == "field" and os.environ.get("MODELGIF_CLUSTER"):
-                self._run_on_cluster(os.environ["MODELGIF_CLUSTER"],
-                                     [claimed, *self.table.claim_like(payload, CLUSTER_BATCH - 1)])
-            else:
-                self._run(job, payload)
-            last_work = time.monotonic()
+            try:
+                if job.kind == "field" and os.environ.get("MODELGIF_CLUSTER"):
+                    self._run_on_cluster(os.environ["MODELGIF_CLUSTER"],
+                                         [claimed, *self.table.claim_like(payload, CLUSTER_BATCH - 1)])
+                else:
+                    self._run(job, payload)
+            finally:
+                with self._state:
+                    self._busy -= 1
+                    self._last_work = time.monotonic()
 
     def _sweep(self) -> None:
         while True:
@@ -314,7 +367,7 @@ class _Runner:
         _, payload = batch[0]
         try:
             cluster = importlib.import_module(f"{__package__}.cluster")
-            anchors = self._load(self._anchors, payload["anchors"], load_anchors)
+            anchors = self._load(self._cache("anchors"), payload["anchors"], load_anchors)
             results = cluster.extract_on_cluster(
                 [p["model"] for _, p in batch], anchors, config_from_dict(payload["config"]), cluster=address,
                 store=self.store, model_progress=lambda i, done, total: self.table.progress(keys[i], done, total),
@@ -335,25 +388,23 @@ class _Runner:
     def _field(self, job: Job, payload: dict, progress: Any) -> None:
         if store_has(self.store, job.key):  # another process finished it meanwhile
             return
-        model = self._load(self._models, payload["model"], load_model)
-        anchors = self._load(self._anchors, payload["anchors"], load_anchors)
+        model = self._load(self._cache("models"), payload["model"], load_model)
+        anchors = self._load(self._cache("anchors"), payload["anchors"], load_anchors)
         cfg = config_from_dict(payload["config"])
         start = time.perf_counter()
         cached_field(model, anchors, cfg, store=self.store, progress=progress)
         seconds = time.perf_counter() - start
         self.record_speed(model, str(resolve_device(cfg.device)), len(anchors) * cfg.steps / max(seconds, 1e-6))
 
-    @staticmethod
-    def _load(cache: OrderedDict, spec: str, load: Any) -> Any:
+    def _load(self, cache: OrderedDict, spec: str, load: Any) -> Any:
         if spec not in cache:
-            _Runner._remember(cache, spec, load(spec))
+            self._remember(cache, spec, load(spec))
         cache.move_to_end(spec)
         return cache[spec]
 
-    @staticmethod
-    def _remember(cache: OrderedDict, spec: str, value: Any, keep: int = 32) -> None:
+    def _remember(self, cache: OrderedDict, spec: str, value: Any) -> None:
         cache[spec] = value
-        while len(cache) > keep:
+        while len(cache) > max(4, _KEEP_LOADED // self.slots):  # the slots together keep about as many
             cache.popitem(last=False)
 
 
@@ -382,9 +433,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0  # another runner serves this store: exactly one
         import torch
 
-        torch.set_num_threads(int(os.environ.get("MODELGIF_WORKER_THREADS") or os.cpu_count() or 1))
-        log.info("serving %s with %d torch thread(s)", root, torch.get_num_threads())
-        _Runner(root).serve(args.parent, args.idle)
+        slots, threads = worker_slots()
+        torch.set_num_threads(threads)  # every slot thread's ops use this many
+        log.info("serving %s, %d job(s) at once, %d torch thread(s) each", root, slots, torch.get_num_threads())
+        _Runner(root, slots).serve(args.parent, args.idle)
     return 0
 
 
