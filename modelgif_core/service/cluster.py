@@ -2,9 +2,11 @@
 
 One Ray task per (model, config): the model loads on the node (Hub, `local-dir:`, `zoo:` and file
 specs by name; models already loaded here, e.g. uploaded checkpoints, travel as object refs), the
-field is extracted there (sketched when the config says so) and comes back to this process, the one
-that writes the store. A task whose worker dies is retried (`max_retries`); the store's content keys
-make reruns idempotent (a node that finds its key among the stored ones returns without extracting).
+field is extracted there (sketched when the config says so) and made into the store's file there
+(float16 unit vectors, norms, checksum, signature: `prepare_field`), which comes back to this
+process, the one that writes the store and only writes. A task whose worker dies is retried
+(`max_retries`); the store's content keys make reruns idempotent (a node that finds its key among
+the stored ones returns without extracting).
 Ray is the optional extra `cluster`; it is imported only when a cluster is asked for.
 
 Ray's token authentication stays on: a local cluster gets Ray's default token, a remote address is
