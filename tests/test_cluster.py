@@ -2,6 +2,7 @@
 
 import json
 import os
+import pickle
 import signal
 import sys
 from dataclasses import replace
@@ -13,9 +14,19 @@ ray = pytest.importorskip("ray")
 
 from conftest import ROOT, run_cli  # noqa: E402
 
-from modelgif_core import FieldConfig, FieldStore, UserError, cached_field, load_anchors, load_model  # noqa: E402
+from modelgif_core import (  # noqa: E402
+    DONE,
+    FieldConfig,
+    FieldStore,
+    ServerWorker,
+    UserError,
+    cached_field,
+    load_anchors,
+    load_model,
+)
 from modelgif_core.cli import main  # noqa: E402
 from modelgif_core.engine.models import InputConfig, save_model_dir  # noqa: E402
+from modelgif_core.engine.store import PreparedField, prepare_field  # noqa: E402
 from modelgif_core.service.cluster import extract_on_cluster  # noqa: E402
 
 CFG = FieldConfig(steps=4, device="cpu")
@@ -200,6 +211,48 @@ def test_turning_token_authentication_off_or_a_bad_address_is_refused(monkeypatc
     monkeypatch.delenv("RAY_AUTH_MODE")
     with pytest.raises(UserError, match="Unknown cluster"):
         extract_on_cluster(models[:1], ANCHORS, CFG, cluster="http://example", store=FieldStore(tmp_path / "s"))
+
+
+def test_a_field_prepared_in_another_process_is_stored_as_put_stores_it(tmp_path):
+    # what a node sends back: the file's bytes and the signature, pickled; the writer only writes them
+    torch.manual_seed(0)
+    phi = torch.randn(3, 4, 50)
+    phi[1, 2] = 0  # a zero vector stays zero, and counts in the signature's norm
+    manifest = {"model_name": "m", "anchors_sha256": "a" * 64, "config": CFG.to_dict(), "config_key": CFG.key(),
+                "created": "2026-01-01T00:00:00+00:00"}
+    plain = FieldStore(tmp_path / "plain").put("k1", phi, dict(manifest))
+    prepared = pickle.loads(pickle.dumps(prepare_field("k1", phi, dict(manifest))))
+    store = FieldStore(tmp_path / "store")
+    got = store.put_prepared(prepared)
+    assert _same(got, plain) and got.manifest == plain.manifest
+    again = store.get("k1", verify=True)
+    assert again is not None and _same(again, plain)
+    assert (store.signature("k1") == FieldStore(tmp_path / "plain").signature("k1")).all()
+    # a key already stored keeps its field; bytes that are not a field file of that key are refused
+    assert _same(store.put_prepared(prepare_field("k1", phi * 2, dict(manifest))), plain)
+    with pytest.raises(UserError, match="not a field file"):
+        store.put_prepared(PreparedField("k2", prepared.data, prepared.signature))
+    assert [r["key"] for r in store.list()] == ["k1"]
+
+
+def test_the_app_runner_with_modelgif_cluster_set_stores_the_cluster_fields(models, plain, tmp_path, monkeypatch):
+    # The app's runner process (service/runner.py) sends field jobs to its own local Ray cluster.
+    monkeypatch.setenv("MODELGIF_CLUSTER", "local")
+    monkeypatch.setenv("MODELGIF_RUNNER_IDLE", "30")
+    server = ServerWorker(tmp_path / "store")
+    anchors = load_anchors(ANCHORS)
+    try:
+        jobs = [server.submit_field(load_model(s), anchors, CFG, requester="session:a") for s in models[:2]]
+        assert server.wait([j.key for j in jobs], timeout=300)
+        for job in jobs:
+            done = server.job(job.key)
+            assert done.state == DONE, done.error
+            assert (done.done, done.total) == (len(anchors) * CFG.steps,) * 2
+            field = server.store.get(job.key, verify=True)
+            assert field is not None and _same(field, plain[job.key])
+            assert "node" in field.manifest  # made on a Ray node, not in the runner
+    finally:
+        server.stop(timeout=30)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from filelock import FileLock, Timeout
 from safetensors import safe_open
+from safetensors.torch import load as _safetensors_load
 from safetensors.torch import save as _safetensors_bytes
 
 from .distance import unit_field
@@ -126,6 +127,17 @@ class _Prepared:
     manifest: dict
 
 
+@dataclass(frozen=True, eq=False)
+class PreparedField:
+    """A field made ready to store where it was computed (a cluster node): the field file's bytes and its
+    signature, from `prepare_field`. `FieldStore.put_prepared` only writes and indexes them, so the one
+    process that writes a store does no per-field arithmetic."""
+
+    key: str
+    data: bytes  # the field file: float16 unit vectors, float32 norms, the manifest in the header
+    signature: np.ndarray  # float32 [SIGNATURE_DIMS]
+
+
 class _Corrupt(Exception):
     """A field file that exists but does not hold a valid field."""
 
@@ -176,6 +188,27 @@ class FieldStore:
             if existing is not None:
                 return existing
             return self._publish(key, prepared)
+
+    def put_prepared(self, prepared: PreparedField) -> StoredField:
+        """Store a field `prepare_field` made (in any process): the same file and signature `put` of
+        that field writes; a key already stored keeps its field."""
+        key = _check_key(prepared.key)
+        try:
+            size = int.from_bytes(prepared.data[:8], "little")
+            header = json.loads(prepared.data[8:8 + size])
+            meta = header.pop("__metadata__", None)
+            unit_h, norm_h = header["unit"], header["norm"]
+            manifest = _check_header(meta, set(header), key, unit_h["shape"], unit_h["dtype"], norm_h["shape"],
+                                     norm_h["dtype"])
+        except (ValueError, KeyError, TypeError, _Corrupt) as exc:
+            raise UserError(f"The prepared field for key {key} is not a field file ({exc}).") from None
+        tensors = _safetensors_load(prepared.data)
+        with self._lock(key):
+            existing = self._get(key, verify=False, locked=True)
+            if existing is not None:
+                return existing
+            return self._publish(key, _Prepared(prepared.data, tensors["unit"], tensors["norm"], manifest),
+                                 sig=prepared.signature)
 
     def get_or_compute(
         self,
@@ -356,8 +389,9 @@ class FieldStore:
             np.zeros((0, SIGNATURE_DIMS), np.float32)
         return out_rows, matrix
 
-    def _save_signature(self, key: str, manifest: dict, stored: Any) -> np.ndarray:
-        vec = signature(stored)
+    def _save_signature(self, key: str, manifest: dict, stored: Any, vec: np.ndarray | None = None) -> np.ndarray:
+        if vec is None or vec.shape != (SIGNATURE_DIMS,) or vec.dtype != np.float32:  # e.g. another version's
+            vec = signature(stored)
         try:
             with self._db() as con:
                 con.execute("INSERT OR REPLACE INTO signatures (key, anchors_sha256, config_key, dims, data) "
@@ -434,7 +468,7 @@ class FieldStore:
 
     # ---------------------------------------------------------------- writing
 
-    def _publish(self, key: str, prepared: _Prepared) -> StoredField:
+    def _publish(self, key: str, prepared: _Prepared, sig: np.ndarray | None = None) -> StoredField:
         """Write to a temp name, fsync, rename into place, index. Caller holds the key lock."""
         path = self._path(key)
         tmp = self.fields_dir / f"{_TMP_PREFIX}{key}-{os.getpid()}-{secrets.token_hex(4)}{_SUFFIX}"
@@ -458,7 +492,7 @@ class FieldStore:
                 "Stored field %s but could not index it (%s); `modelgif cache gc` will.", key, exc
             )
         stored = StoredField(key, prepared.unit, prepared.norm, prepared.manifest, path)
-        self._save_signature(key, prepared.manifest, stored)  # maps and nearest-model queries read these
+        self._save_signature(key, prepared.manifest, stored, sig)  # maps and nearest-model queries read these
         return stored
 
     def _gc_temp_files(self) -> int:
@@ -692,6 +726,14 @@ def _prepare(key: str, field: torch.Tensor, manifest: dict) -> _Prepared:
     metadata = {"format": FORMAT, "manifest": text, "data_sha256": _data_sha256(unit, norm)}
     data = _safetensors_bytes({"unit": unit, "norm": norm}, metadata=metadata)
     return _Prepared(data, unit, norm, full)
+
+
+def prepare_field(key: str, field: torch.Tensor, manifest: dict) -> PreparedField:
+    """`FieldStore.put`'s work before the write, done where the field was computed: the file's bytes
+    (float16 unit vectors, norms, manifest, checksum) and the signature; `put_prepared` stores them."""
+    key = _check_key(key)
+    p = _prepare(key, field, manifest)
+    return PreparedField(key, p.data, signature(StoredField(key, p.unit, p.norm, p.manifest, Path())))
 
 
 def _data_sha256(unit: torch.Tensor, norm: torch.Tensor) -> str:

@@ -2,9 +2,11 @@
 
 One Ray task per (model, config): the model loads on the node (Hub, `local-dir:`, `zoo:` and file
 specs by name; models already loaded here, e.g. uploaded checkpoints, travel as object refs), the
-field is extracted there (sketched when the config says so) and comes back to this process, the one
-that writes the store. A task whose worker dies is retried (`max_retries`); the store's content keys
-make reruns idempotent (a node that finds its key among the stored ones returns without extracting).
+field is extracted there (sketched when the config says so) and made into the store's file there
+(float16 unit vectors, norms, checksum, signature: `prepare_field`), which comes back to this
+process, the one that writes the store and only writes. A task whose worker dies is retried
+(`max_retries`); the store's content keys make reruns idempotent (a node that finds its key among
+the stored ones returns without extracting).
 Ray is the optional extra `cluster`; it is imported only when a cluster is asked for.
 
 Ray's token authentication stays on: a local cluster gets Ray's default token, a remote address is
@@ -33,7 +35,7 @@ from ..engine.errors import UserError
 from ..engine.fields import FieldConfig, extract_field
 from ..engine.models import InputConfig, ModelHandle, load_model, save_model_dir
 from ..engine.progress import Progress
-from ..engine.store import FieldStore, StoredField
+from ..engine.store import FieldStore, StoredField, prepare_field
 
 ENV_VAR = "MODELGIF_CLUSTER"
 _ADDRESS_RE = re.compile(r"(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}")
@@ -141,7 +143,8 @@ def cluster_session(cluster: str = "local", num_cpus: int | None = None, *,
         with warnings.catch_warnings():  # Ray Client warns on stderr before it raises: one sentence is ours
             warnings.simplefilter("ignore")
             if cluster == "local":
-                ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)
+                # address="local": a new cluster even where RAY_ADDRESS or a `ray start` cluster exists
+                ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)
             else:
                 _require_token_auth()
                 ray.init(address=cluster, **kwargs)
@@ -160,22 +163,36 @@ def cluster_session(cluster: str = "local", num_cpus: int | None = None, *,
 
 
 class _Reporter:
-    """Progress of every task, polled by the driver (a Ray actor: tasks cannot call the driver)."""
+    """Progress of every task, polled by the driver (a Ray actor: tasks cannot call the driver). One per
+    Ray job, kept between calls: starting an actor's process takes ~1 s of a CPU the tasks need."""
 
     def __init__(self) -> None:
-        self.state: dict[int, tuple[int, int]] = {}
+        self.state: dict[str, dict[int, tuple[int, int]]] = {}
 
-    def report(self, index: int, done: int, total: int) -> None:
-        self.state[index] = (done, total)
+    def report(self, call: str, index: int, done: int, total: int) -> None:
+        self.state.setdefault(call, {})[index] = (done, total)
 
-    def poll(self) -> dict[int, tuple[int, int]]:
-        return dict(self.state)
+    def poll(self, call: str) -> dict[int, tuple[int, int]]:
+        return dict(self.state.get(call, {}))
+
+    def forget(self, call: str) -> None:
+        self.state.pop(call, None)
+
+
+_REPORT_EVERY = 0.2  # seconds between a task's progress reports (the driver polls every 0.5 s)
+
+
+def _reporter(ray: Any) -> Any:
+    """This Ray job's progress actor (named, so a later call finds it; it ends with the job)."""
+    return ray.remote(_Reporter).options(name="modelgif-progress", get_if_exists=True, num_cpus=0).remote()
 
 
 def _node_extract(index: int, model: str | ModelHandle, load_kwargs: dict, anchors: Any, cfg: FieldConfig,
                   known: frozenset[str], wrap: Callable[[ModelHandle], ModelHandle] | None,
-                  reporter: Any) -> dict[str, Any]:
-    """Runs on a node: load, key, skip if stored, extract. User mistakes come back as a sentence."""
+                  reporter: Any, call: str) -> dict[str, Any]:
+    """Runs on a node: load, key, skip if stored, extract, and prepare the field file (checksum and
+    signature too), so that the one process writing the store only writes. User mistakes come back
+    as a sentence."""
     import ray
 
     from .. import zoo  # noqa: F401  registers the zoo: scheme in this worker process
@@ -190,13 +207,17 @@ def _node_extract(index: int, model: str | ModelHandle, load_kwargs: dict, ancho
         key = field_store_key(handle, anchors, cfg)
         if key in known:
             return {"index": index, "key": key, "cached": True}
+        last = [0.0]
 
         def progress(done: int, total: int, label: str = "") -> None:
-            reporter.report.remote(index, done, total)
+            now = time.monotonic()
+            if reporter is not None and (now - last[0] >= _REPORT_EVERY or done >= total):
+                last[0] = now
+                reporter.report.remote(call, index, done, total)
 
         phi, manifest = compute_field(handle, anchors, cfg, progress)
         manifest["node"] = ray.get_runtime_context().get_node_id()[:12]
-        return {"index": index, "key": key, "field": phi.numpy(), "manifest": manifest}
+        return {"index": index, "key": key, "prepared": prepare_field(key, phi, manifest)}
     except UserError as err:
         return {"index": index, "error": str(err)}
 
@@ -275,55 +296,68 @@ def extract_on_cluster(models: Sequence[str | ModelHandle], anchors: Any, cfg: F
         gpus = ray.cluster_resources().get("GPU", 0) >= 1
         task = ray.remote(_node_extract).options(
             num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1, max_retries=max_retries, retry_exceptions=False)
-        reporter = ray.remote(num_cpus=0)(_Reporter).remote()
+        listening = progress is not None or model_progress is not None
+        reporter = _reporter(ray) if listening else None
+        call = os.urandom(8).hex()  # this call's entries in the reporter
         anchors_ref = ray.put(anchor_set)
         kwargs = dict(load_kwargs or {})
 
         def submit(i: int, known: Any) -> Any:
             model = models[i] if isinstance(models[i], str) else ray.put(models[i])
-            return task.remote(i, model, kwargs, anchors_ref, cfg, known, wrap, reporter)
+            return task.remote(i, model, kwargs, anchors_ref, cfg, known, wrap, reporter, call)
 
         keys = _known_keys(store, anchor_set.sha256)
         known = ray.put(keys)  # once, not once per task
         queue, pending, retried = list(todo), {}, set()
         limit = max_workers or len(queue)
-        while queue or pending:
+        poll = None  # the reporter's answer in flight; never waited for (the actor may still be starting)
+
+        def fill() -> None:
             while queue and len(pending) < limit:
                 i = queue.pop(0)
                 pending[submit(i, known)] = i
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-            with contextlib.suppress(Exception):  # progress is best effort; results are not
-                for i, (done, total) in ray.get(reporter.poll.remote(), timeout=5).items():
-                    if results[i].field is None and results[i].error is None:
-                        report(i, done, total)
-            for ref in ready:
-                i = pending.pop(ref)
-                try:
-                    out = ray.get(ref)
-                except Exception as exc:  # the task raised, or its worker died more than max_retries times
-                    results[i].error = _task_error(ray, exc, results[i].model, max_retries)
-                    continue
-                if "error" in out:
-                    results[i].error = out["error"]
-                    continue
-                key = results[i].key = out["key"]
-                if out.get("cached"):
-                    found = store.get(key)
-                    if found is None and i not in retried:  # removed since we listed it: extract it after all
-                        retried.add(i)
-                        pending[submit(i, keys - {key})] = i
+
+        try:
+            while queue or pending:
+                fill()
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+                finished = [(ref, pending.pop(ref)) for ref in ready]
+                fill()  # the next task starts before this process stores the finished one
+                if reporter is not None:
+                    if poll is not None and ray.wait([poll], timeout=0)[0]:
+                        with contextlib.suppress(Exception):  # progress is best effort; results are not
+                            for i, (done, total) in ray.get(poll).items():
+                                if results[i].field is None and results[i].error is None:
+                                    report(i, done, total)
+                        poll = None
+                    if poll is None:
+                        poll = reporter.poll.remote(call)
+                for ref, i in finished:
+                    try:
+                        out = ray.get(ref)
+                    except Exception as exc:  # the task raised, or its worker died more than max_retries times
+                        results[i].error = _task_error(ray, exc, results[i].model, max_retries)
                         continue
-                    results[i].field, results[i].cached = found, found is not None
-                    if found is None:
-                        results[i].error = "its stored field vanished while the cluster ran"
+                    if "error" in out:
+                        results[i].error = out["error"]
                         continue
-                else:
-                    field = out["field"]
-                    phi = torch.from_numpy(field if field.flags.writeable else field.copy())
-                    results[i].field = store.put(key, phi, out["manifest"])  # a key stored meanwhile keeps its field
-                report(i, points, points)
-        with contextlib.suppress(Exception):
-            ray.kill(reporter)
+                    key = results[i].key = out["key"]
+                    if out.get("cached"):
+                        found = store.get(key)
+                        if found is None and i not in retried:  # removed since we listed it: extract it after all
+                            retried.add(i)
+                            pending[submit(i, ray.put(keys - {key}))] = i
+                            continue
+                        results[i].field, results[i].cached = found, found is not None
+                        if found is None:
+                            results[i].error = "its stored field vanished while the cluster ran"
+                            continue
+                    else:
+                        results[i].field = store.put_prepared(out["prepared"])  # a key stored meanwhile keeps its field
+                    report(i, points, points)
+        finally:
+            if reporter is not None:
+                reporter.forget.remote(call)
     return results
 
 
@@ -379,8 +413,8 @@ def bench_cluster(quick: bool = True, progress: Progress | None = None, *, num_c
     """Fields per minute with 1 and 2 local Ray workers (one torch thread each), measured side by side
     on one local cluster in this process, and whether the fields equal the plain path's bitwise.
 
-    quick: 8 fields per run at 32 anchors x 20 steps (CI size); else 16 fields at 64 anchors x 25 steps.
-    Fields take seconds each, so the per-task overhead (scheduling, loading the model) stays small.
+    quick: 8 fields per run at 32 anchors x 20 steps (CI size, ~0.4 s of extraction each); else 16
+    fields at 64 anchors x 25 steps (~1 s each). Runs alternate 1 and 2 workers; each count's best of 3.
     """
     try:
         import ray  # noqa: F401
@@ -390,7 +424,7 @@ def bench_cluster(quick: bool = True, progress: Progress | None = None, *, num_c
     cfg = FieldConfig(steps=steps, device="cpu")
     anchors = load_anchors(anchors_spec)
     workers = [1, 2]
-    rounds = [1, 2, 2, 1]  # interleaved, so drift in the machine's load hits both alike
+    rounds = [1, 2, 2, 1, 1, 2]  # interleaved, so drift in the machine's load hits both alike; best of 3
     seconds: dict[int, list[float]] = {w: [] for w in workers}
     with tempfile.TemporaryDirectory(prefix="modelgif-cluster-bench-") as tmp:
         specs = _tiny_models(Path(tmp) / "models", n)
@@ -400,7 +434,9 @@ def bench_cluster(quick: bool = True, progress: Progress | None = None, *, num_c
             for r, w in enumerate(rounds):
                 store = FieldStore(Path(tmp) / f"run{r}")
                 start = time.perf_counter()
-                out = extract_on_cluster(specs, anchors, cfg, store=store, max_workers=w)
+                moved: dict[int, int] = {}  # per-model progress, as the CLI's bars and the app get it
+                out = extract_on_cluster(specs, anchors, cfg, store=store, max_workers=w,
+                                         model_progress=lambda i, done, _total, m=moved: m.__setitem__(i, done))
                 seconds[w].append(time.perf_counter() - start)
                 bad = failure_sentence(out)
                 if bad:
