@@ -109,7 +109,8 @@ def pick_source(page: str) -> Any | None:
     if not available:
         return None
     default = WORKSPACE if _ui.workspace() else STORED
-    choice = st.segmented_control("Models", [WORKSPACE, STORED], default=default, key=f"{page}_source",
+    # keyed by the default: a choice made while the workspace was empty does not outlive it (a demo adopted later)
+    choice = st.segmented_control("Models", [WORKSPACE, STORED], default=default, key=f"{page}_source_{default}",
                                   help="The workspace's models (exact distances), or every model whose "
                                        "signature is stored, whatever their number.") or default
     if choice == WORKSPACE:
