@@ -108,7 +108,9 @@ def pick_source(page: str) -> Any | None:
     available = sets(root)
     if not available:
         return None
-    default = WORKSPACE if _ui.workspace() else STORED
+    # a session waiting on its demo (or a reload that joined it) wants the demo's models, even while the
+    # first of its fields already sit in the store
+    default = WORKSPACE if _ui.workspace() or st.session_state.get("demo") else STORED
     # keyed by the default: a choice made while the workspace was empty does not outlive it (a demo adopted later)
     choice = st.segmented_control("Models", [WORKSPACE, STORED], default=default, key=f"{page}_source_{default}",
                                   help="The workspace's models (exact distances), or every model whose "

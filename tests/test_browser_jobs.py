@@ -39,9 +39,6 @@ def browser():  # per test: the load test starts Playwright itself, and one sync
         b.close()
 
 
-@pytest.mark.xfail(strict=False, reason="known race: since the runner runs two jobs at once, a reload during the "
-                   "demo sometimes does not adopt the demo's workspace (the page shows the stored models instead); "
-                   "about 1 run in 3 on a 2-core machine, cause not yet found")
 def test_a_reload_during_the_demo_adopts_it_and_shows_the_heatmap(tmp_path, browser):
     from load_app import HEATMAP, streamlit_server
 
