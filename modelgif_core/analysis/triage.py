@@ -282,12 +282,13 @@ def zoo_references(size: str | None = None, every: bool = False) -> list[str]:
     return [f"zoo:{r['name']}" for r in list_zoo(size) if r["role"] in roles]
 
 
-def _triage_models(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
+def _triage_models(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle] | str | ModelHandle,
                    references: Sequence[str | ModelHandle] | None, anchors: str | Any, min_references: int,
                    all_independents: bool) -> tuple[Any, str, ModelHandle, list[ModelHandle], list[ModelHandle],
                                                     list[str], str]:
     """What both rules start from: the anchors, the victim, suspects and references as handles (with the
     references' specs and where they came from), checked."""
+    suspects = [suspects] if isinstance(suspects, (str, ModelHandle)) else suspects
     if not suspects:
         raise UserError("Triage needs at least one suspect model.")
     anchor_set = load_anchors(anchors) if isinstance(anchors, str) else anchors
@@ -318,7 +319,6 @@ def _triage_joint(victim: str | ModelHandle, suspects: Sequence[str | ModelHandl
     if unknown or "modelgif" not in components:
         raise UserError(f"The joint rule takes the components {', '.join(DEFAULT_COMPONENTS)} "
                         f"(modelgif always); got {list(components)}.")
-    suspects = [suspects] if isinstance(suspects, (str, ModelHandle)) else suspects
     anchor_set, anchors_spec, v, s_handles, r_handles, r_specs, source = _triage_models(
         victim, suspects, references, anchors, rule.min_references, True)
     if points is None:
@@ -408,7 +408,6 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
     if unknown or "modelgif" not in components:
         raise UserError(f"Unknown or missing triage components {unknown or list(components)}; "
                         f"choose from {', '.join(COMPONENTS)} (modelgif is always included).")
-    suspects = [suspects] if isinstance(suspects, (str, ModelHandle)) else suspects
     anchor_set, anchors_spec, v, s_handles, r_handles, r_specs, source = _triage_models(
         victim, suspects, references, anchors, rule.min_references, False)
     if field_output is None:
