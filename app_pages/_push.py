@@ -61,23 +61,30 @@ def _watch() -> None:
         try:
             for sid in _finished():
                 _rerun(sid)
-        except Exception:  # the pages' own polls still deliver; never let this thread die on one bad read
-            _LOG.exception("checking the jobs that pages wait on failed")
+        except Exception:  # noqa: BLE001 - the pages' polls still deliver; the next wait restarts this thread
+            _LOG.exception("rerunning the pages whose jobs are over failed")
 
 
 def _finished() -> set[str]:
-    """Sessions one of whose waits is over (dropped from the table), after one read per job table."""
+    """Sessions one of whose waits is over, dropped from the table, after one read per job table. A table
+    that cannot be read drops its waits: their pages' own polls still deliver, and say what is wrong."""
     with _lock:
         waiting = dict(_waiting)
     by_worker: dict[int, tuple[Any, set[str]]] = {}
     for worker, keys in waiting.values():
         by_worker.setdefault(id(worker), (worker, set()))[1].update(keys)
     active: set[str] = set()
-    for worker, keys in by_worker.values():
-        active.update(j.key for j in worker.jobs(keys) if j.active)
-    over = [entry for entry, (_w, keys) in waiting.items() if not keys & active]
+    unreadable: set[int] = set()
+    for ident, (worker, keys) in by_worker.items():
+        try:
+            active.update(j.key for j in worker.jobs(keys) if j.active)
+        except Exception as err:  # noqa: BLE001 - a store gone or locked must not stop this thread
+            _LOG.warning("cannot read the job table for waiting pages: %s", err)
+            unreadable.add(ident)
+    readable = {entry for entry, (worker, _keys) in waiting.items() if id(worker) not in unreadable}
+    over = {entry for entry in readable if not waiting[entry][1] & active}
     with _lock:
-        for entry in over:
+        for entry in over | (waiting.keys() - readable):
             if _waiting.get(entry) == waiting[entry]:
                 del _waiting[entry]
     return {sid for sid, _what in over}

@@ -9,8 +9,8 @@ so 128-224 passes a field) and clicking "Compute missing fields". It reports the
 heatmap, the seconds per field under load (the runner's extraction times, as the store records them) against
 the same fields extracted idle in this process just before (on the runner's torch threads per job, and on
 every core), how long each tab stayed stale after its last field landed (until the heatmap's message reached
-the tab, from the browser's network log: the server's part; and until the page had drawn it, which adds the
-browser's own time on these shared cores), the web server's and the runner's CPU, and the peak memory
+the tab, from the browser's network log: the server's part, as long as the browser's network process gets the
+CPU to read it; and until the page had drawn it, which adds the browser's own time on these shared cores), the web server's and the runner's CPU, and the peak memory
 (VmHWM) of the web server and of the runner. Bounded: at most 40 tabs, and every wait has the timeout.
 
 In a class the tabs run on the students' machines, not on the server. Here they share its cores, so by
@@ -175,12 +175,10 @@ def _idle_seconds(home: Path, specs: list[str], steps: list[int], threads: int) 
     return out
 
 
-def _watch_delivery(page, index: int, sent: dict[int, float], answered: dict[int, float]) -> None:
+def _watch_delivery(page, index: int, sent: dict[int, float]) -> None:
     """Record in `sent[index]` when the tab's browser received the server's message carrying the heatmap (the
     network stack's timestamp, via the DevTools protocol): how stale the server left the tab, apart from the
-    time the browser, sharing this machine's cores, took to draw it. And in `answered[index]` the seconds from
-    the tab's last message to the server (the tick that found its fields landed) to that message: the server's
-    response, whatever the browser's timers did (every script run answers a message from the tab)."""
+    time the browser, sharing this machine's cores, took to draw it."""
     import base64
 
     cdp = page.context.new_cdp_session(page)
@@ -198,16 +196,7 @@ def _watch_delivery(page, index: int, sent: dict[int, float], answered: dict[int
             data = base64.b64decode(response.get("payloadData") or "")
             if b'"heatmap"' in data and b"hovertemplate" in data:
                 sent[index] = event["timestamp"] + wall[0]
-                if asked:
-                    answered[index] = event["timestamp"] - asked[0]
 
-    asked: list[float] = []
-
-    def out(event: dict) -> None:
-        if index not in sent:
-            asked[:] = [event["timestamp"]]
-
-    cdp.on("Network.webSocketFrameSent", out)
     cdp.on("Network.requestWillBeSent", request)
     cdp.on("Network.webSocketFrameReceived", frame)
     cdp.send("Network.enable")
@@ -244,12 +233,11 @@ def run(tabs: int, configs: int, timeout: float, workdir: Path, browser_nice: in
         cpu = {"server": _cpu_seconds(server_pid), "runner": 0.0}
         pages: list = []
         sent: dict[int, float] = {}
-        answered: dict[int, float] = {}
         query = "&".join([f"anchors={ANCHORS}"] + [f"m={s}" for s in specs])
         for k in steps:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             page.add_init_script(HEATMAP_CLOCK)
-            _watch_delivery(page, len(pages), sent, answered)
+            _watch_delivery(page, len(pages), sent)
             if browser_nice:
                 lower_browser(browser_nice, server_pid)  # before its page loads: the tab's renderer too
             page.goto(f"{url}/distances?{query}&steps={k}", timeout=timeout * 1000)
@@ -310,8 +298,6 @@ def run(tabs: int, configs: int, timeout: float, workdir: Path, browser_nice: in
         "delivered": len(served),
         "served_s_median": round(statistics.median(served), 1) if served else None,
         "served_s_max": round(max(served), 1) if served else None,
-        "answered_s_median": round(statistics.median(answered.values()), 2) if answered else None,
-        "answered_s_max": round(max(answered.values()), 2) if answered else None,
         "server_cpu_s": round(cpu["server"], 1), "runner_cpu_s": round(cpu["runner"], 1),
         "server_cpu_per_tab": round(cpu["server"] / elapsed / tabs, 3),
         "server_peak_mb": round(peak["server"] / 1024), "runner_peak_mb": round(peak["runner"] / 1024),
@@ -343,16 +329,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(run(n, args.configs, args.timeout, args.workdir / stamp, args.browser_nice))
         print(json.dumps(rows[-1]), flush=True)
     print("| tabs (configs) | fields | heatmaps | last heatmap | s/field under load (median, max) | idle median "
-          "| load/idle | heatmap received after landing (median, max) | server's answer to that tick (median, max) "
-          "| drawn after landing (median, max) "
+          "| load/idle | heatmap received after landing (median, max) | drawn after landing (median, max) "
           "| server CPU per tab | orphaned fragments, tracebacks | server peak | runner peak |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         last = f"{r['last_heatmap_s']} s" if r["last_heatmap_s"] is not None else f"never ({args.timeout:.0f} s)"
         print(f"| {r['tabs']} ({r['configs']}) | {r['fields']} | {r['heatmaps']}/{r['tabs']} | {last} | "
               f"{r['field_s_load_median']}, {r['field_s_load_max']} | {r['field_s_idle_median']} | "
               f"{r['load_over_idle']}x | {r['served_s_median']}, {r['served_s_max']} s ({r['delivered']} tabs) | "
-              f"{r['answered_s_median']}, {r['answered_s_max']} s | {r['stale_s_median']}, {r['stale_s_max']} s | "
+              f"{r['stale_s_median']}, {r['stale_s_max']} s | "
               f"{100 * r['server_cpu_per_tab']:.1f}% | {r['orphaned_fragment_lines']}, {r['tracebacks']} | "
               f"{r['server_peak_mb']} MB | {r['runner_peak_mb']} MB |")
     return 0
