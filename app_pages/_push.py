@@ -59,15 +59,15 @@ def _watch() -> None:
     while True:
         time.sleep(PERIOD_SECONDS)
         try:
-            for sid in _finished():
-                _rerun(sid)
+            for entry, value in _finished().items():
+                _rerun(entry, value)
         except Exception:  # noqa: BLE001 - the pages' polls still deliver; the next wait restarts this thread
             _LOG.exception("rerunning the pages whose jobs are over failed")
 
 
-def _finished() -> set[str]:
-    """Sessions one of whose waits is over, dropped from the table, after one read per job table. A table
-    that cannot be read drops its waits: their pages' own polls still deliver, and say what is wrong."""
+def _finished() -> dict[tuple[str, str], tuple[Any, frozenset[str]]]:
+    """The waits that are over, dropped from the table, after one read per job table. A table that cannot
+    be read drops its waits: their pages' own polls still deliver, and say what is wrong."""
     with _lock:
         waiting = dict(_waiting)
     by_worker: dict[int, tuple[Any, set[str]]] = {}
@@ -87,25 +87,41 @@ def _finished() -> set[str]:
         for entry in over | (waiting.keys() - readable):
             if _waiting.get(entry) == waiting[entry]:
                 del _waiting[entry]
-    return {sid for sid, _what in over}
+    return {entry: waiting[entry] for entry in over}
 
 
-def _rerun(sid: str) -> None:
-    """A full run of session `sid` with the client state of its last run, on the server's event loop."""
+def _rerun(entry: tuple[str, str], value: tuple[Any, frozenset[str]]) -> None:
+    """A full run of session `entry[0]`, with the page and widget state of its last run, on the server's event
+    loop; a session in the middle of a run (which may carry newer widget state) or before its first is left
+    to finish it, and looked at again next time."""
     try:
         from streamlit.proto.ClientState_pb2 import ClientState
         from streamlit.runtime import Runtime
 
         if not Runtime.exists():
             return
-        session = Runtime.instance().get_app_session(sid)
+        session = Runtime.instance().get_app_session(entry[0])
         if session is None:  # closed meanwhile
             return
-        state = ClientState()
-        state.CopyFrom(session._client_state)
-        state.fragment_id = ""  # the last run may have been a poll's fragment: the whole page now
-        state.is_auto_rerun = False
-        del state.cached_message_hashes[:]  # what the browser still holds is its to say: send every message
-        session._event_loop.call_soon_threadsafe(session.request_rerun, state)
+
+        def on_loop() -> None:
+            try:
+                running = session._state.name != "APP_NOT_RUNNING"
+                last = session._client_state
+            except AttributeError as err:  # another Streamlit: polling alone
+                _LOG.debug("server-side rerun unavailable: %s", err)
+                return
+            if running or not last.page_script_hash:
+                with _lock:
+                    _waiting.setdefault(entry, value)
+                return
+            state = ClientState()
+            state.CopyFrom(last)
+            state.fragment_id = ""  # the last run may have been a poll's fragment: the whole page now
+            state.is_auto_rerun = False
+            del state.cached_message_hashes[:]  # what the browser still holds is its to say: send every message
+            session.request_rerun(state)
+
+        session._event_loop.call_soon_threadsafe(on_loop)
     except (AttributeError, ImportError, RuntimeError) as err:  # another Streamlit: polling alone
         _LOG.debug("server-side rerun unavailable: %s", err)

@@ -24,12 +24,12 @@ def test_a_wait_is_over_once_none_of_its_jobs_is_queued_or_running(tmp_path, wai
         table.submit(key, "field", key, {}, requester="session:x")
     waiting[("s1", "fields")] = (table, frozenset({"a", "b"}))
     waiting[("s2", "task")] = (table, frozenset({"b"}))
-    assert _push._finished() == set()
+    assert _push._finished() == {}
     table.finish("b", DONE)
-    assert _push._finished() == {"s2"}
+    assert set(_push._finished()) == {("s2", "task")}
     assert list(waiting) == [("s1", "fields")]  # rerun once, then forgotten
     table.finish("a", FAILED, error="no gradient")  # failed is over too: the page says why
-    assert _push._finished() == {"s1"} and not waiting
+    assert set(_push._finished()) == {("s1", "fields")} and not waiting
 
 
 def test_a_job_table_that_cannot_be_read_drops_its_waits(tmp_path, waiting):
@@ -37,4 +37,4 @@ def test_a_job_table_that_cannot_be_read_drops_its_waits(tmp_path, waiting):
     table.submit("a", "field", "a", {}, requester="session:x")
     waiting[("s1", "fields")] = (table, frozenset({"a"}))
     shutil.rmtree(tmp_path / "store")  # the store is gone: nothing to rerun for, and no retry every tick
-    assert _push._finished() == set() and not waiting
+    assert _push._finished() == {} and not waiting
