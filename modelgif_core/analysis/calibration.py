@@ -153,9 +153,16 @@ def judge_components(distances: dict[str, float | None], refs: dict[str, Sequenc
 # share of simulated independents with T at least the suspect's; derived if p < alpha, independent if
 # p >= p_independent, else inconclusive. Both halves of T are one-sided: a component far on the
 # independent side (an output divergence of a transferred copy, say) is no alibi.
+#
+# The "two" variant (statistic "second") takes T = -(the second smallest z): at least two components
+# must sit below the references (with one usable component, that one). Fresh independents were called
+# derived on ONE output divergence far below a few references (z -5 to -30) while the others said
+# independent: one component's Gaussian tail is too light. research/18_confirm_choose_tail.py chose it
+# on the calibration split over heavier-tailed (Student-t) nulls and a clipped Stouffer.
 
-RULES = ("joint-arch", "joint", "minz")  # joint-arch: the joint rule with architecture-matched references
-JOINT_STATISTICS = ("max", "min", "stouffer")  # max(min-z, truncated Stouffer) | min-z only | Stouffer only
+RULES = ("joint-arch-two", "joint-arch", "joint", "minz")  # -arch: architecture-matched references
+JOINT_STATISTICS = ("max", "min", "stouffer", "second")  # max(min-z, truncated Stouffer) | min-z | Stouffer |
+#                                                           second smallest z (two components agree)
 _NULL_DRAWS = 40_000  # simulated independents per null (40 at or beyond the 1e-3 quantile)
 _SHRINK = 0.3  # weight of the identity in the references' correlation (few references, 3 components)
 
@@ -174,18 +181,25 @@ class JointRule:
     # independent models of one architecture sit far closer than models of different ones, so
     # references of mixed architectures called same-architecture independents derived.
     match_architecture: bool = False
+    # 0: the simulated models' log-distances are Gaussian; > 0: each simulated model is scaled by a
+    # Student-t mixing variable with this many degrees of freedom (a heavier-tailed null; research/18)
+    tail_df: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
             raise UserError(f"The triage level alpha must lie strictly between 0 and 1 (default 1e-3); "
                             f"got {self.alpha!r}.")
+        if self.tail_df < 0:
+            raise UserError(f"The null's tail degrees of freedom must be 0 (Gaussian) or positive; got {self.tail_df!r}.")
         if self.statistic not in JOINT_STATISTICS:
             raise UserError(f"Unknown joint statistic {self.statistic!r}; choose from "
                             f"{', '.join(JOINT_STATISTICS)}.")
 
     @property
     def name(self) -> str:
-        return "joint-arch" if self.match_architecture else "joint"
+        name = "joint-arch" if self.match_architecture else "joint"
+        name += "-two" if self.statistic == "second" else ""
+        return name + (f"-t{self.tail_df:g}" if self.tail_df else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **asdict(self)}
@@ -202,6 +216,11 @@ def joint_statistic(z: np.ndarray, statistic: str = "max") -> np.ndarray:
         return -zmin
     if statistic == "stouffer":
         return stouffer
+    if statistic == "second":
+        zs = np.sort(np.where(ok, z, np.inf), -1)
+        if zs.shape[-1] < 2:
+            return -zs[..., 0]
+        return -np.where(ok.sum(-1) >= 2, zs[..., 1], zs[..., 0])
     return np.maximum(-zmin, stouffer)
 
 
@@ -231,14 +250,17 @@ def _shrunk_correlation(ref: np.ndarray) -> np.ndarray:
 _NULL_CACHE: dict[tuple, np.ndarray] = {}
 
 
-def joint_null(n: int, corr: np.ndarray, statistic: str, draws: int = _NULL_DRAWS) -> np.ndarray:
+def joint_null(n: int, corr: np.ndarray, statistic: str, draws: int = _NULL_DRAWS,
+               tail_df: float = 0.0) -> np.ndarray:
     """Sorted T of `draws` simulated independents among n simulated references (seeded, cached)."""
-    key = (n, statistic, draws, np.round(corr, 6).tobytes())
+    key = (n, statistic, draws, tail_df, np.round(corr, 6).tobytes())
     if key not in _NULL_CACHE:
         m = corr.shape[0]
         rng = np.random.default_rng(20_240_917 + n * 31 + m)
         chol = np.linalg.cholesky(corr + 1e-9 * np.eye(m))
         sims = rng.standard_normal((draws, n + 1, m)) @ chol.T  # [draws, n+1, m]
+        if tail_df:  # multivariate Student-t per simulated model
+            sims *= np.sqrt(tail_df / rng.chisquare(tail_df, (draws, n + 1, 1)))
         z = _zs(sims[:, 0], sims[:, 1:])
         _NULL_CACHE[key] = np.sort(joint_statistic(z, statistic))
         if len(_NULL_CACHE) > 512:
@@ -267,7 +289,7 @@ def judge_joint(distances: dict[str, float | None], refs: dict[str, Sequence[flo
     x = _transform(np.array([distances[c] for c in comps], dtype=float), rule.log_scale)
     z = _zs(x, ref)
     t = float(joint_statistic(z, rule.statistic))
-    null = joint_null(len(ref), _shrunk_correlation(ref), rule.statistic)
+    null = joint_null(len(ref), _shrunk_correlation(ref), rule.statistic, tail_df=rule.tail_df)
     p = (1 + int(len(null) - np.searchsorted(null, t, side="left"))) / (1 + len(null))
     verdict = "derived" if p < rule.alpha else ("independent" if p >= rule.p_independent else "inconclusive")
     interval = None
@@ -369,6 +391,6 @@ def joint_scores(x: np.ndarray, ref: np.ndarray, rule: JointRule | None = None) 
         if not cols.any():
             continue
         rows = (pattern == cols).all(1)
-        null = joint_null(len(ref), _shrunk_correlation(ref[:, cols]), rule.statistic)
+        null = joint_null(len(ref), _shrunk_correlation(ref[:, cols]), rule.statistic, tail_df=rule.tail_df)
         p[rows] = (1 + len(null) - np.searchsorted(null, t[rows], side="left")) / (1 + len(null))
     return t, p

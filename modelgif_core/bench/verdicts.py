@@ -21,8 +21,10 @@ CLI does for a digits victim), "calibration" = the 12 calibration models only (t
 Null subsets: "all" (552), "test-suspect" (the suspect a test independent, 276), "test-pairs" (both
 test independents, 132: no model of these pairs entered a choice), "calibration" (the choice set).
 
-Rules side by side: "joint-arch" (the joint null against the references of the suspect's
-architecture, `calibration.matched_references`; the default), "joint" (against all references) and
+Rules side by side: "joint-arch-two" (the default: as joint-arch, but T is the second smallest z, so
+two components must sit below the references; chosen on the choice set over heavier-tailed nulls,
+research/18_confirm_choose_tail.py), "joint-arch" (the joint null against the references of the suspect's
+architecture, `calibration.matched_references`), "joint" (against all references) and
 "minz" (the Sidak-corrected minimum z). joint-arch was chosen over a "same or other architecture than
 the victim" pooling on the choice set (0/132 null pairs derived against 1/132;
 research/16_confirm_choose_reference_match.py).
@@ -171,7 +173,8 @@ def _spec(rows: list[dict], name: str) -> str:
     return next(r["spec"] for r in rows if r["name"] == name)
 
 
-RULE_CHOICES = {"joint-arch": JointRule(bootstrap=0, match_architecture=True), "joint": JointRule(bootstrap=0),
+RULE_CHOICES = {"joint-arch-two": JointRule(bootstrap=0, match_architecture=True, statistic="second"),
+                "joint-arch": JointRule(bootstrap=0, match_architecture=True), "joint": JointRule(bootstrap=0),
                 "minz": TriageRule()}
 
 

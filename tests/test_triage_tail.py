@@ -1,0 +1,58 @@
+"""The joint-arch-two rule (two components must agree) and the heavier-tailed null (analysis.calibration)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modelgif_core.analysis.calibration import JointRule, joint_statistic, judge_joint, judge_matched
+from modelgif_core.engine.errors import UserError
+
+nan = float("nan")
+
+
+def test_second_statistic_is_the_second_smallest_z():
+    z = np.array([[-30.0, 0.5, -0.1], [-3.0, -4.0, 1.0], [nan, -2.0, -6.0], [nan, -6.0, nan]])
+    assert joint_statistic(z, "second").tolist() == [0.1, 3.0, 2.0, 6.0]  # one usable component: that one
+    assert joint_statistic(np.array([[-5.0]]), "second").tolist() == [5.0]
+    assert joint_statistic(z, "max")[0] == 30.0  # the old statistic: the single far component decides
+
+
+def _refs(rng, n=8):
+    """Three components, log-normal references around 1 with a 3 % spread."""
+    ref = np.exp(0.03 * rng.standard_normal((n, 3)))
+    return {c: list(ref[:, j]) for j, c in enumerate(("modelgif", "boundary-js", "adversarial-js"))}
+
+
+def test_one_component_far_below_is_no_longer_enough():
+    refs = _refs(np.random.default_rng(4))
+    one = {"modelgif": 1.0, "boundary-js": 0.4, "adversarial-js": 1.0}  # the fresh false alarms' pattern
+    old = judge_joint(one, refs, JointRule(bootstrap=0))
+    two = judge_joint(one, refs, JointRule(bootstrap=0, statistic="second"))
+    assert old["verdict"] == "derived" and two["verdict"] != "derived" and two["p_value"] > 0.05
+    copy = {"modelgif": 0.5, "boundary-js": 0.4, "adversarial-js": 1.0}  # two components far below
+    assert judge_joint(copy, refs, JointRule(bootstrap=0, statistic="second"))["verdict"] == "derived"
+
+
+def test_two_with_matched_references_and_its_name():
+    refs = _refs(np.random.default_rng(5), n=6)
+    archs = ["r"] * 3 + ["v"] * 3
+    rule = JointRule(bootstrap=0, match_architecture=True, statistic="second")
+    out = judge_matched({"modelgif": 0.5, "boundary-js": 0.5, "adversarial-js": 1.0}, refs, rule, "r", "v", archs)
+    assert out["rule"] == "joint-arch-two" and out["references_used"] == [3, 4, 5]
+    from modelgif_core.analysis.triage import DEFAULT_RULE, rule_by_name
+
+    assert DEFAULT_RULE == "joint-arch-two"
+    r = rule_by_name("joint-arch-two")
+    assert r.statistic == "second" and r.match_architecture and r.to_dict()["name"] == "joint-arch-two"
+    assert rule_by_name("joint-arch").statistic == "max"
+
+
+def test_heavier_tailed_null_gives_larger_p():
+    refs = _refs(np.random.default_rng(6))
+    one = {"modelgif": 1.0, "boundary-js": 0.85, "adversarial-js": 1.0}
+    gauss = judge_joint(one, refs, JointRule(bootstrap=0))["p_value"]
+    t3 = judge_joint(one, refs, JointRule(bootstrap=0, tail_df=3.0))
+    assert t3["p_value"] > gauss and t3["rule"] == "joint-t3"
+    with pytest.raises(UserError, match="degrees of freedom"):
+        JointRule(tail_df=-1.0)
