@@ -190,7 +190,8 @@ class JointRule:
             raise UserError(f"The triage level alpha must lie strictly between 0 and 1 (default 1e-3); "
                             f"got {self.alpha!r}.")
         if self.tail_df < 0:
-            raise UserError(f"The null's tail degrees of freedom must be 0 (Gaussian) or positive; got {self.tail_df!r}.")
+            raise UserError(f"The null's tail degrees of freedom must be 0 (Gaussian) or positive; "
+                            f"got {self.tail_df!r}.")
         if self.statistic not in JOINT_STATISTICS:
             raise UserError(f"Unknown joint statistic {self.statistic!r}; choose from "
                             f"{', '.join(JOINT_STATISTICS)}.")
