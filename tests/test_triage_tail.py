@@ -42,7 +42,7 @@ def test_two_with_matched_references_and_its_name():
     assert out["rule"] == "joint-arch-two" and out["references_used"] == [3, 4, 5]
     from modelgif_core.analysis.triage import DEFAULT_RULE, rule_by_name
 
-    assert DEFAULT_RULE == "joint-arch-two"
+    assert DEFAULT_RULE == "joint-arch-two-w"
     r = rule_by_name("joint-arch-two")
     assert r.statistic == "second" and r.match_architecture and r.to_dict()["name"] == "joint-arch-two"
     assert rule_by_name("joint-arch").statistic == "max"
@@ -56,3 +56,48 @@ def test_heavier_tailed_null_gives_larger_p():
     assert t3["p_value"] > gauss and t3["rule"] == "joint-t3"
     with pytest.raises(UserError, match="degrees of freedom"):
         JointRule(tail_df=-1.0)
+
+
+def test_weights_component_decides_alone_under_two_w():
+    rng = np.random.default_rng(7)
+    refs = _refs(rng)
+    refs["weights"] = list(0.7 + 0.01 * rng.standard_normal(8))  # independents: different random weights
+    # a pruned copy that no longer behaves like its parent: outputs among the references, weights shared
+    pruned = {"modelgif": 0.97, "boundary-js": 1.0, "adversarial-js": 1.02, "weights": 0.03}
+    two = judge_joint(pruned, refs, JointRule(bootstrap=0, statistic="second"))
+    two_w = judge_joint(pruned, refs, JointRule(bootstrap=0, statistic="second", weights=True))
+    assert "weights" not in two["evidence"] and two["verdict"] != "derived"
+    assert two_w["verdict"] == "derived" and two_w["rule"] == "joint-two-w" and two_w["evidence"]["weights"]["z"] < -10
+    # one OUTPUT component far below still needs a second one
+    one = {"modelgif": 1.0, "boundary-js": 0.4, "adversarial-js": 1.0, "weights": 0.7}
+    assert judge_joint(one, refs, JointRule(bootstrap=0, statistic="second", weights=True))["verdict"] != "derived"
+    # a suspect of another architecture has no weight distance: the component is left out
+    cross = judge_joint({**one, "weights": None}, refs, JointRule(bootstrap=0, statistic="second", weights=True))
+    assert "weights" not in cross["evidence"]
+
+
+def test_second_with_an_alone_component():
+    z = np.array([[-0.5, 0.2, -9.0], [-3.0, -4.0, 1.0]])
+    alone = np.array([False, False, True])
+    assert joint_statistic(z, "second", alone).tolist() == [9.0, 3.0]
+
+
+def test_weight_distance_of_a_copy_and_of_another_init():
+    import timm
+    import torch
+
+    from modelgif_core.analysis.evidence import weight_distance
+    from modelgif_core.engine.models import InputConfig, ModelHandle
+
+    def handle(seed: int, arch: str = "test_resnet") -> ModelHandle:
+        torch.manual_seed(seed)
+        return ModelHandle.from_module(timm.create_model(arch, num_classes=10), arch, InputConfig(), arch, arch)
+
+    a, b = handle(0), handle(1)
+    copy = handle(0)
+    with torch.no_grad():
+        for p in copy.module.parameters():
+            p.mul_(1.0 + 0.01 * torch.randn_like(p))  # weight noise
+    assert weight_distance(a, a) == pytest.approx(0.0, abs=1e-12)
+    assert weight_distance(a, copy) < 1e-3 < 0.1 < weight_distance(a, b)
+    assert np.isnan(weight_distance(a, handle(0, "test_efficientnet")))

@@ -160,7 +160,15 @@ def judge_components(distances: dict[str, float | None], refs: dict[str, Sequenc
 # independent: one component's Gaussian tail is too light. research/18_confirm_choose_tail.py chose it
 # on the calibration split over heavier-tailed (Student-t) nulls and a clipped Stouffer.
 
-RULES = ("joint-arch-two", "joint-arch", "joint", "minz")  # -arch: architecture-matched references
+#
+# The "-w" variant adds the weight-space component "weights" (1 - cosine of the parameters two models of one
+# architecture share; undefined across architectures): a pruned or domain-shifted copy that no longer
+# behaves like its parent keeps its parent's weights, while two independent models start from different
+# random weights (research/20_weight_space_evidence.py). Under the "second" statistic it may decide alone
+# (ALONE_COMPONENTS): T = max(-second smallest z, -z_weights).
+
+RULES = ("joint-arch-two-w", "joint-arch-two", "joint-arch-w", "joint-arch", "joint", "minz")  # -arch: matched references
+ALONE_COMPONENTS = ("weights",)
 JOINT_STATISTICS = ("max", "min", "stouffer", "second")  # max(min-z, truncated Stouffer) | min-z | Stouffer |
 #                                                           second smallest z (two components agree)
 _NULL_DRAWS = 40_000  # simulated independents per null (40 at or beyond the 1e-3 quantile)
@@ -184,6 +192,7 @@ class JointRule:
     # 0: the simulated models' log-distances are Gaussian; > 0: each simulated model is scaled by a
     # Student-t mixing variable with this many degrees of freedom (a heavier-tailed null; research/18)
     tail_df: float = 0.0
+    weights: bool = False  # judge the weight-space component too (where suspect and victim share it)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
@@ -200,14 +209,16 @@ class JointRule:
     def name(self) -> str:
         name = "joint-arch" if self.match_architecture else "joint"
         name += "-two" if self.statistic == "second" else ""
+        name += "-w" if self.weights else ""
         return name + (f"-t{self.tail_df:g}" if self.tail_df else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **asdict(self)}
 
 
-def joint_statistic(z: np.ndarray, statistic: str = "max") -> np.ndarray:
-    """T for z-vectors [..., m] (NaN = undefined component, left out): larger = more derived."""
+def joint_statistic(z: np.ndarray, statistic: str = "max", alone: np.ndarray | None = None) -> np.ndarray:
+    """T for z-vectors [..., m] (NaN = undefined component, left out): larger = more derived. alone [m]
+    (bool): under "second", components whose own -z also counts (T = max(-second smallest z, -z_alone))."""
     z = np.asarray(z, dtype=float)
     ok = np.isfinite(z)
     zmin = np.where(ok, z, np.inf).min(-1)
@@ -219,9 +230,10 @@ def joint_statistic(z: np.ndarray, statistic: str = "max") -> np.ndarray:
         return stouffer
     if statistic == "second":
         zs = np.sort(np.where(ok, z, np.inf), -1)
-        if zs.shape[-1] < 2:
-            return -zs[..., 0]
-        return -np.where(ok.sum(-1) >= 2, zs[..., 1], zs[..., 0])
+        t = -zs[..., 0] if zs.shape[-1] < 2 else -np.where(ok.sum(-1) >= 2, zs[..., 1], zs[..., 0])
+        if alone is not None and np.any(alone):
+            t = np.maximum(t, -np.where(ok & np.asarray(alone, bool), z, np.inf).min(-1))
+        return t
     return np.maximum(-zmin, stouffer)
 
 
@@ -252,9 +264,9 @@ _NULL_CACHE: dict[tuple, np.ndarray] = {}
 
 
 def joint_null(n: int, corr: np.ndarray, statistic: str, draws: int = _NULL_DRAWS,
-               tail_df: float = 0.0) -> np.ndarray:
+               tail_df: float = 0.0, alone: tuple[bool, ...] | None = None) -> np.ndarray:
     """Sorted T of `draws` simulated independents among n simulated references (seeded, cached)."""
-    key = (n, statistic, draws, tail_df, np.round(corr, 6).tobytes())
+    key = (n, statistic, draws, tail_df, alone, np.round(corr, 6).tobytes())
     if key not in _NULL_CACHE:
         m = corr.shape[0]
         rng = np.random.default_rng(20_240_917 + n * 31 + m)
@@ -263,7 +275,7 @@ def joint_null(n: int, corr: np.ndarray, statistic: str, draws: int = _NULL_DRAW
         if tail_df:  # multivariate Student-t per simulated model
             sims *= np.sqrt(tail_df / rng.chisquare(tail_df, (draws, n + 1, 1)))
         z = _zs(sims[:, 0], sims[:, 1:])
-        _NULL_CACHE[key] = np.sort(joint_statistic(z, statistic))
+        _NULL_CACHE[key] = np.sort(joint_statistic(z, statistic, None if alone is None else np.array(alone)))
         if len(_NULL_CACHE) > 512:
             _NULL_CACHE.pop(next(iter(_NULL_CACHE)))
     return _NULL_CACHE[key]
@@ -274,7 +286,8 @@ def judge_joint(distances: dict[str, float | None], refs: dict[str, Sequence[flo
     """Verdict of one suspect under the joint rule; the same keys as `judge_components` plus
     "score_interval" (5 %..95 % over reference resamples) and "rule": "joint"."""
     rule = rule or JointRule()
-    comps = [c for c, d in distances.items() if d is not None and math.isfinite(d)]
+    comps = [c for c, d in distances.items() if d is not None and math.isfinite(d)
+             and (rule.weights or c != "weights")]
     # Only references defined on every usable component (a reference with another label space has
     # no output divergence); components with too few such references are left out.
     def rows(cs: list[str]) -> list[int]:
@@ -289,15 +302,16 @@ def judge_joint(distances: dict[str, float | None], refs: dict[str, Sequence[flo
     ref = _transform(np.array([[refs[c][i] for c in comps] for i in idx], dtype=float), rule.log_scale)
     x = _transform(np.array([distances[c] for c in comps], dtype=float), rule.log_scale)
     z = _zs(x, ref)
-    t = float(joint_statistic(z, rule.statistic))
-    null = joint_null(len(ref), _shrunk_correlation(ref), rule.statistic, tail_df=rule.tail_df)
+    alone = tuple(c in ALONE_COMPONENTS for c in comps) if rule.weights else None
+    t = float(joint_statistic(z, rule.statistic, None if alone is None else np.array(alone)))
+    null = joint_null(len(ref), _shrunk_correlation(ref), rule.statistic, tail_df=rule.tail_df, alone=alone)
     p = (1 + int(len(null) - np.searchsorted(null, t, side="left"))) / (1 + len(null))
     verdict = "derived" if p < rule.alpha else ("independent" if p >= rule.p_independent else "inconclusive")
     interval = None
     if rule.bootstrap:
         rng = np.random.default_rng(seed)
         pick = rng.integers(0, len(ref), size=(rule.bootstrap, len(ref)))
-        tb = joint_statistic(_zs(x[None], ref[pick]), rule.statistic)
+        tb = joint_statistic(_zs(x[None], ref[pick]), rule.statistic, None if alone is None else np.array(alone))
         tb = tb[np.isfinite(tb)]
         if len(tb):
             interval = [float(np.quantile(tb, 0.05)), float(np.quantile(tb, 0.95))]

@@ -65,7 +65,7 @@ DEFAULT_FIELD = FieldConfig(steps=50, method="gausslegendre", baseline="black", 
 DEFAULT_ANCHORS = "digits:64"
 COMPONENTS = ("modelgif", "boundary-js", "adversarial-js", "output-kl")
 DEFAULT_COMPONENTS = ("modelgif", "boundary-js", "adversarial-js")
-DEFAULT_RULE = "joint-arch-two"  # chosen on the calibration split: research/18_confirm_choose_tail.py
+DEFAULT_RULE = "joint-arch-two-w"  # chosen on the calibration split: research/18_confirm_choose_tail.py
 
 
 def rule_by_name(name: str) -> TriageRule | JointRule:
@@ -74,8 +74,8 @@ def rule_by_name(name: str) -> TriageRule | JointRule:
         raise UserError(f"Unknown triage rule {name!r}; choose from {', '.join(RULES)}.")
     if name == "minz":
         return TriageRule()
-    return JointRule(match_architecture=name.startswith("joint-arch"),
-                     statistic="second" if name.endswith("-two") else "max")
+    return JointRule(match_architecture=name.startswith("joint-arch"), weights=name.endswith("-w"),
+                     statistic="second" if name.removesuffix("-w").endswith("-two") else "max")
 
 
 @dataclass
@@ -331,6 +331,8 @@ def _triage_joint(victim: str | ModelHandle, suspects: Sequence[str | ModelHandl
     everyone = [v, *s_handles, *r_handles]
     comp = pair_components(everyone, [0], anchors=anchor_set, points=points, cfg=cfg, store=store,
                            progress=progress)
+    if rule.weights:  # the weight-space component (same architecture only), judged last
+        components = (*components, "weights")
     comp = {c: comp[c] for c in components}
     ns = len(s_handles)
     vals = {c: [None if not np.isfinite(x) else float(x) for x in comp[c][0, 1:]] for c in comp}
