@@ -167,7 +167,8 @@ def judge_components(distances: dict[str, float | None], refs: dict[str, Sequenc
 # random weights (research/20_weight_space_evidence.py). Under the "second" statistic it may decide alone
 # (ALONE_COMPONENTS): T = max(-second smallest z, -z_weights).
 
-RULES = ("joint-arch-two-w", "joint-arch-two", "joint-arch-w", "joint-arch", "joint", "minz")  # -arch: matched references
+# -arch: architecture-matched references
+RULES = ("joint-arch-two-w", "joint-arch-two", "joint-arch-w", "joint-arch", "joint", "minz")
 ALONE_COMPONENTS = ("weights",)
 JOINT_STATISTICS = ("max", "min", "stouffer", "second")  # max(min-z, truncated Stouffer) | min-z | Stouffer |
 #                                                           second smallest z (two components agree)
