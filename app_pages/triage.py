@@ -73,11 +73,11 @@ references = st.multiselect(
     format_func=_label, key="tri_refs",
     help="Stored models not derived from the victim as far as the store knows (the zoo's lineage). "
          "Leave empty for a digits victim: the zoo's independent models serve as references.")
-rule = st.radio("Verdict rule", ["joint-arch-two-w", "joint-arch-two", "joint-arch-w", "joint-arch", "joint", "minz"],
+rule = st.radio("Verdict rule", ["joint-arch-two", "joint-arch-two-w", "joint-arch", "joint-arch-w", "joint", "minz"],
                 horizontal=True, key="tri_rule",
-                help="joint-arch-two-w: the components' joint null against references of the suspect's "
-                     "architecture, two components must agree or the weight-space component alone (default); "
-                     "-two: without the weights; joint-arch(-w): led by the strongest single component; "
+                help="joint-arch-two: the components' joint null against references of the suspect's "
+                     "architecture, two components must agree (default); -w: with the weight-space component, "
+                     "which may decide alone; joint-arch(-w): led by the strongest single component; "
                      "joint: against all references; minz: the Sidak-corrected minimum z.")
 use_sidebar = st.toggle("Use the sidebar's anchors and field settings (else triage's tuned defaults)",
                         key="tri_sidebar")

@@ -507,11 +507,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_field_options(p, anchors_required=False)
     p.add_argument("--custom-config", action="store_true",
                    help="use the field options given here (--steps, --target, ...) instead of triage's defaults")
-    p.add_argument("--rule", default="joint-arch-two-w",
-                   choices=["joint-arch-two-w", "joint-arch-two", "joint-arch-w", "joint-arch", "joint", "minz"],
+    p.add_argument("--rule", default="joint-arch-two",
+                   choices=["joint-arch-two", "joint-arch-two-w", "joint-arch", "joint-arch-w", "joint", "minz"],
                    help="verdict rule: joint null of the components against references of the suspect's "
-                        "architecture, two components required to agree or the weight-space component alone "
-                        "(default); -two without the weights; joint-arch(-w): led by the strongest single "
+                        "architecture, two components required to agree (default); -w: with the weight-space "
+                        "component, which may decide alone; joint-arch(-w): led by the strongest single "
                         "component; joint: against all references; minz: the Sidak-corrected minimum z")
     p.add_argument("--report", default=None, metavar="PATH",
                    help="also write a self-contained HTML evidence report to PATH")

@@ -42,7 +42,7 @@ def test_two_with_matched_references_and_its_name():
     assert out["rule"] == "joint-arch-two" and out["references_used"] == [3, 4, 5]
     from modelgif_core.analysis.triage import DEFAULT_RULE, rule_by_name
 
-    assert DEFAULT_RULE == "joint-arch-two-w"
+    assert DEFAULT_RULE == "joint-arch-two"
     r = rule_by_name("joint-arch-two")
     assert r.statistic == "second" and r.match_architecture and r.to_dict()["name"] == "joint-arch-two"
     assert rule_by_name("joint-arch").statistic == "max"

@@ -168,7 +168,7 @@ def judge_components(distances: dict[str, float | None], refs: dict[str, Sequenc
 # (ALONE_COMPONENTS): T = max(-second smallest z, -z_weights).
 
 # -arch: architecture-matched references
-RULES = ("joint-arch-two-w", "joint-arch-two", "joint-arch-w", "joint-arch", "joint", "minz")
+RULES = ("joint-arch-two", "joint-arch-two-w", "joint-arch", "joint-arch-w", "joint", "minz")
 ALONE_COMPONENTS = ("weights",)
 JOINT_STATISTICS = ("max", "min", "stouffer", "second")  # max(min-z, truncated Stouffer) | min-z | Stouffer |
 #                                                           second smallest z (two components agree)

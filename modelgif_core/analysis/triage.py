@@ -67,7 +67,7 @@ DEFAULT_FIELD = FieldConfig(steps=50, method="gausslegendre", baseline="black", 
 DEFAULT_ANCHORS = "digits:64"
 COMPONENTS = ("modelgif", "boundary-js", "adversarial-js", "output-kl")
 DEFAULT_COMPONENTS = ("modelgif", "boundary-js", "adversarial-js")
-DEFAULT_RULE = "joint-arch-two-w"  # chosen on the calibration split: research/18_confirm_choose_tail.py
+DEFAULT_RULE = "joint-arch-two"  # chosen on the calibration split: research/18_confirm_choose_tail.py
 
 
 def rule_by_name(name: str) -> TriageRule | JointRule:
@@ -403,9 +403,9 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
     field_output: what the field differentiates, "logit", "logprob" or "margin" (default: "margin"
     when `cfg` is not given, i.e. triage's tuned defaults; a caller's own cfg runs on the logits).
     log_prob=True is the older spelling of field_output="logprob" (False: "logit").
-    rule: "joint-arch-two-w" (default: the components' joint null against references of the suspect's
-    architecture, `calibration.judge_matched`, two components required to agree or the weight-space
-    component alone), "joint-arch-two" (without the weight-space component), "joint-arch-w" and "joint-arch" (the same
+    rule: "joint-arch-two" (default: the components' joint null against references of the suspect's
+    architecture, `calibration.judge_matched`, two components required to agree), "joint-arch-two-w" (the
+    weight-space component may decide alone), "joint-arch-w" and "joint-arch" (the same
     led by the strongest single component), "joint" (the same null against all references), "minz" (the
     Sidak-corrected minimum z), or a JointRule / TriageRule. points: the anchors spec of the output
     probe points under the joint rule (default: 256 held-out digits for a digits victim, else the
