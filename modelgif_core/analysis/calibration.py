@@ -164,7 +164,7 @@ def judge_components(distances: dict[str, float | None], refs: dict[str, Sequenc
 # The "-w" variant adds the weight-space component "weights" (1 - cosine of the parameters two models of one
 # architecture share; undefined across architectures): a pruned or domain-shifted copy that no longer
 # behaves like its parent keeps its parent's weights, while two independent models start from different
-# random weights (research/20_weight_space_evidence.py). Under the "second" statistic it may decide alone
+# random weights (research/20_confirm_weight_space_evidence.py). Under the "second" statistic it may decide alone
 # (ALONE_COMPONENTS): T = max(-second smallest z, -z_weights).
 
 # -arch: architecture-matched references

@@ -6,7 +6,7 @@ For each such model against its victim: its test accuracy, the number of referen
 that judge it, each component's z (log distance, among those references; negative = closer to the victim
 than the references are), and the verdict under joint-arch-two and joint-arch.
 
-Usage: python research/19_why_strong_kinds_missed.py      (MODELGIF_HOME: where the full zoo is)
+Usage: python research/19_confirm_why_strong_kinds_missed.py      (MODELGIF_HOME: where the full zoo is)
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ one architecture start from different random weights. Measured here: the cosine 
 parameters (those of equal name and shape in both models) between each victim and every model of its
 architecture, per kind, against the same figure for every pair of same-architecture independents.
 
-Usage: python research/20_weight_space_evidence.py      (MODELGIF_HOME: where the full zoo is)
+Usage: python research/20_confirm_weight_space_evidence.py      (MODELGIF_HOME: where the full zoo is)
 """
 
 from __future__ import annotations
