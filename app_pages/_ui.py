@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+from app_pages import _push
 from modelgif_core import (
     BASELINES,
     DONE,
@@ -45,11 +46,11 @@ from modelgif_core import (
 ANCHOR_PRESETS = ("digits:64", "digits:32", "digits:16", "natural:16", "noise:16:0",
                   "cutmix:digits:500:64:0")
 STEP_CHOICES = (8, 16, 25, 32, 50, 64, 100)
-POLL_SECONDS = 1.0  # at first
-# after a few ticks with nothing changed (queued behind other sessions); short enough that a page shows its
-# result within a few seconds of its last field landing even when that field ran between two slow ticks
-SLOW_POLL_SECONDS = 2.0
-SIDEBAR_POLL_SECONDS = 5.0
+# A waiting page's poll shows progress; the result itself comes by a server-side rerun (_push), so the poll
+# need not be fast. It slows down after a few ticks with nothing changed (queued behind other sessions).
+POLL_SECONDS = float(os.environ.get("MODELGIF_POLL_SECONDS", 2.0))
+SLOW_POLL_SECONDS = max(POLL_SECONDS, 5.0)
+SIDEBAR_POLL_SECONDS = 10.0  # also the session's heartbeat: well inside the job table's lapse (60 s)
 _STILL_TICKS = 5
 # Session keys of the sidebar widgets, and their query-parameter names (a view is a URL).
 SETTINGS = {"anchors": "digits:64", "steps": 50, "method": "gausslegendre", "baseline": "black",
@@ -217,6 +218,7 @@ def anchors_spec() -> str:
 
 def sidebar() -> None:
     """Anchor set and field settings, the cost estimate and the worker's queue (every page)."""
+    _push.forget()  # a full run: each panel that still waits registers again
     _init_from_query()
     worker().touch(requester())
     _adopt_running_demo()
@@ -556,6 +558,7 @@ def _done_waiting(name: str) -> None:
 def _wait_for_demo() -> None:
     """The page waits on the demo (a reload, a second tab): say so, and rerun once it has listed its models."""
     key = st.session_state["demo"]
+    _push.wait_for("demo", worker(), [key])
 
     @st.fragment(run_every=_interval("demo"))
     def _panel() -> None:
@@ -572,8 +575,11 @@ def _wait_for_demo() -> None:
 
 
 def progress_panel(keys: list[str], rerun_when_done: bool = True) -> None:
-    """Progress of the given jobs, read from the job table each tick (1 s, 3 s when nothing moves); reruns the
-    page once none is queued or running, whatever ticks were missed (it reads state, not changes)."""
+    """Progress of the given jobs, read from the job table each tick (POLL_SECONDS, slower when nothing moves);
+    reruns the page once none is queued or running, whatever ticks were missed (it reads state, not changes).
+    The server reruns the page then anyway (_push), without waiting for a tick."""
+    if rerun_when_done:
+        _push.wait_for("fields", worker(), keys)
 
     @st.fragment(run_every=_interval("fields"))
     def _panel() -> None:
@@ -619,6 +625,7 @@ def task_panel(key: str) -> Any:
         return job
     if job.state == DONE:
         return job
+    _push.wait_for("task", worker(), [key])
 
     @st.fragment(run_every=_interval("task"))
     def _panel() -> None:

@@ -54,8 +54,9 @@ HEATMAP_CLOCK = ("(() => { const shown = " + HEATMAP + "; const check = () => { 
 
 
 @contextlib.contextmanager
-def streamlit_server(home: Path):
-    """`streamlit run app.py` on a free loopback port over the store `home`; yields (URL, pid) once healthy."""
+def streamlit_server(home: Path, env: dict[str, str] | None = None):
+    """`streamlit run app.py` on a free loopback port over the store `home` (and the extra environment `env`);
+    yields (URL, pid) once healthy."""
     import socket
     import subprocess
     import urllib.request
@@ -64,7 +65,7 @@ def streamlit_server(home: Path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "MODELGIF_HOME": str(home), "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), **(env or {})}
     with open(home / "streamlit.log", "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",

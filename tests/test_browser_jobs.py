@@ -65,6 +65,26 @@ def test_a_reload_during_the_demo_adopts_it_and_shows_the_heatmap(tmp_path, brow
         page.close()
 
 
+def test_the_server_reruns_a_waiting_page_when_its_fields_land(tmp_path, browser):
+    """The page's own poll is set to 10 minutes: only the server's rerun can show the heatmap in time."""
+    from _app_fixtures import store_at
+    from load_app import HEATMAP, streamlit_server
+
+    from modelgif_core import list_zoo
+
+    home = quick_zoo_home(tmp_path / "home")
+    with store_at(home):
+        specs = [f"zoo:{r['name']}" for r in list_zoo("small")][:3]
+    query = "&".join(["anchors=digits:8", "steps=8"] + [f"m={s}" for s in specs])
+    with streamlit_server(home, env={"MODELGIF_POLL_SECONDS": "600"}) as (url, _pid):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/distances?{query}")
+        page.get_by_role("button", name="Compute missing fields").click()
+        page.wait_for_function(HEATMAP, timeout=120_000)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.close()
+
+
 def test_a_few_tabs_on_one_server_each_get_their_heatmap(tmp_path):
     from load_app import run
 
