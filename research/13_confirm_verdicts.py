@@ -97,6 +97,7 @@ def main() -> None:
     ap.add_argument("--home", required=True, help="02_confirm_triage.py's --home (fresh models in fresh/)")
     ap.add_argument("--store", default=None, help="field store (default: <home>/store)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--rules", default=",".join(RULE_CHOICES), help="comma-separated names of RULE_CHOICES")
     ap.add_argument("--budget-s", type=float, default=float("inf"),
                     help="stop computing after this many seconds (exit 3); a rerun resumes where it stopped")
     args = ap.parse_args()
@@ -127,7 +128,8 @@ def main() -> None:
     t_pairs = time.perf_counter() - t0
     result: dict = {"rules": {}}
     lines = []
-    for name, rule in RULE_CHOICES.items():
+    for name in args.rules.split(","):
+        rule = RULE_CHOICES[name]
         out: dict = {"kinds": {}, "null": {}}
         scores: dict[str, list[float]] = {}
         fresh = [r for r in rows if r["origin"] == "fresh"]

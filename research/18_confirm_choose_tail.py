@@ -11,6 +11,8 @@ references of the suspect's architecture (`calibration.matched_references`):
   joint-arch-two-w  joint-arch-two plus the weight-space component ("weights", same architecture only),
                     which may decide alone: T = max(-second smallest z, -z_weights) (research/20)
   joint-arch-w      joint-arch plus the weight-space component
+  joint-arch-two-ws joint-arch-two, and the weight-space component as a stage of its own (Bonferroni over the
+                    two: p = 2 min(p_two, p_weights)); added after the first run of this script
 
 The choice set: the 132 null pairs among the 12 calibration independents of the full zoo (each as a
 pseudo-victim, the other 10 as references) and the owner's 6 surrogates against their victim (the 12
@@ -48,6 +50,8 @@ CANDIDATES = {
     **{f"joint-arch-t{df}": JointRule(bootstrap=0, match_architecture=True, tail_df=float(df)) for df in (10, 5, 3)},
     "joint-arch-two-w": JointRule(bootstrap=0, match_architecture=True, statistic="second", weights=True),
     "joint-arch-w": JointRule(bootstrap=0, match_architecture=True, weights=True),
+    "joint-arch-two-ws": JointRule(bootstrap=0, match_architecture=True, statistic="second", weights=True,
+                                   weight_stage=True),
 }
 OLD_DEFAULT = "joint-arch"
 

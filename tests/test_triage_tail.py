@@ -101,3 +101,26 @@ def test_weight_distance_of_a_copy_and_of_another_init():
     assert weight_distance(a, a) == pytest.approx(0.0, abs=1e-12)
     assert weight_distance(a, copy) < 1e-3 < 0.1 < weight_distance(a, b)
     assert np.isnan(weight_distance(a, handle(0, "test_efficientnet")))
+
+
+def test_weight_stage_is_a_bonferroni_of_the_two_stages():
+    rng = np.random.default_rng(8)
+    refs = _refs(rng)
+    refs["weights"] = list(0.7 + 0.01 * rng.standard_normal(8))
+    rule = JointRule(bootstrap=0, statistic="second", weights=True, weight_stage=True)
+    pruned = {"modelgif": 0.97, "boundary-js": 1.0, "adversarial-js": 1.02, "weights": 0.03}
+    out = judge_joint(pruned, refs, rule)
+    assert out["verdict"] == "derived" and out["rule"] == "joint-two-ws" and "weights" in out["evidence"]
+    # a student: weights among the references, two output components far below; p = 2 x the two-stage p
+    student = {"modelgif": 1.0, "boundary-js": 0.5, "adversarial-js": 0.5, "weights": 0.7}
+    two = judge_joint({k: v for k, v in student.items() if k != "weights"}, refs,
+                      JointRule(bootstrap=0, statistic="second"))
+    ws = judge_joint(student, refs, rule)
+    assert ws["p_value"] == pytest.approx(min(1.0, 2 * two["p_value"])) and ws["verdict"] == "derived"
+    # one output component far below is still not enough
+    one = {"modelgif": 1.0, "boundary-js": 0.4, "adversarial-js": 1.0, "weights": 0.7}
+    assert judge_joint(one, refs, rule)["verdict"] != "derived"
+    from modelgif_core.analysis.triage import rule_by_name
+
+    assert rule_by_name("joint-arch-two-ws") == JointRule(match_architecture=True, statistic="second", weights=True,
+                                                          weight_stage=True)

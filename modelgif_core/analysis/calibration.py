@@ -165,10 +165,11 @@ def judge_components(distances: dict[str, float | None], refs: dict[str, Sequenc
 # architecture share; undefined across architectures): a pruned or domain-shifted copy that no longer
 # behaves like its parent keeps its parent's weights, while two independent models start from different
 # random weights (research/20_confirm_weight_space_evidence.py). Under the "second" statistic it may decide alone
-# (ALONE_COMPONENTS): T = max(-second smallest z, -z_weights).
+# (ALONE_COMPONENTS): T = max(-second smallest z, -z_weights). The "-ws" variant judges the weights as a
+# stage of their own instead: p = 2 min(p of the other components, p of the weights alone) (Bonferroni).
 
 # -arch: architecture-matched references
-RULES = ("joint-arch-two", "joint-arch-two-w", "joint-arch", "joint-arch-w", "joint", "minz")
+RULES = ("joint-arch-two", "joint-arch-two-ws", "joint-arch-two-w", "joint-arch", "joint-arch-w", "joint", "minz")
 ALONE_COMPONENTS = ("weights",)
 JOINT_STATISTICS = ("max", "min", "stouffer", "second")  # max(min-z, truncated Stouffer) | min-z | Stouffer |
 #                                                           second smallest z (two components agree)
@@ -194,6 +195,9 @@ class JointRule:
     # Student-t mixing variable with this many degrees of freedom (a heavier-tailed null; research/18)
     tail_df: float = 0.0
     weights: bool = False  # judge the weight-space component too (where suspect and victim share it)
+    # with weights: judge it as its own stage (Bonferroni: p = 2 min(p of the other components, p of the
+    # weights alone)) instead of inside T, so it does not widen the other components' null
+    weight_stage: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
@@ -210,7 +214,7 @@ class JointRule:
     def name(self) -> str:
         name = "joint-arch" if self.match_architecture else "joint"
         name += "-two" if self.statistic == "second" else ""
-        name += "-w" if self.weights else ""
+        name += ("-ws" if self.weight_stage else "-w") if self.weights else ""
         return name + (f"-t{self.tail_df:g}" if self.tail_df else "")
 
     def to_dict(self) -> dict[str, Any]:
@@ -287,6 +291,8 @@ def judge_joint(distances: dict[str, float | None], refs: dict[str, Sequence[flo
     """Verdict of one suspect under the joint rule; the same keys as `judge_components` plus
     "score_interval" (5 %..95 % over reference resamples) and "rule": "joint"."""
     rule = rule or JointRule()
+    if rule.weights and rule.weight_stage:
+        return _judge_weight_stage(distances, refs, rule, seed)
     comps = [c for c, d in distances.items() if d is not None and math.isfinite(d)
              and (rule.weights or c != "weights")]
     # Only references defined on every usable component (a reference with another label space has
@@ -356,6 +362,28 @@ def matched_references(victim_arch: str, suspect_arch: str, ref_archs: Sequence[
         other = [i for i, a in enumerate(ref_archs) if a != victim_arch]
         return (other if len(other) >= minimum else list(range(len(ref_archs)))), "other-architectures"
     return list(range(len(ref_archs))), "too-few-same-architecture"
+
+
+def _judge_weight_stage(distances: dict[str, float | None], refs: dict[str, Sequence[float | None]],
+                        rule: JointRule, seed: int) -> dict[str, Any]:
+    """The "-ws" rules: the other components by the rule without weights, the weight-space component by its
+    own one-component null (among the references defining it, at least min_references), Bonferroni-combined."""
+    base = dataclasses.replace(rule, weights=False, weight_stage=False)
+    out = judge_joint({c: d for c, d in distances.items() if c != "weights"}, refs, base, seed)
+    d = distances.get("weights")
+    r = [x for x in refs.get("weights", []) if x is not None and math.isfinite(x)]
+    if d is None or not math.isfinite(d) or len(r) < rule.min_references:
+        return {**out, "rule": rule.name}
+    ref = _transform(np.array(r, dtype=float)[:, None], rule.log_scale)
+    zw = float(_zs(_transform(np.array([d], dtype=float), rule.log_scale), ref)[0])
+    null = joint_null(len(ref), np.eye(1), "min", tail_df=rule.tail_df)
+    pw = (1 + int(len(null) - np.searchsorted(null, -zw, side="left"))) / (1 + len(null))
+    p = min(1.0, 2.0 * min(out["p_value"], pw))
+    verdict = "derived" if p < rule.alpha else ("independent" if p >= rule.p_independent else "inconclusive")
+    ev = {**out["evidence"], "weights": {"distance": float(d), "z": zw, "p_value": _phi(zw), "score": -zw,
+                                         "empirical_p": (1 + sum(x <= d for x in r)) / (1 + len(r))}}
+    return {**out, "score": max(out["score"], -zw), "verdict": verdict, "p_value": p, "z": min(out["z"], zw),
+            "evidence": ev, "rule": rule.name}
 
 
 def judge_matched(distances: dict[str, float | None], refs: dict[str, Sequence[float | None]],

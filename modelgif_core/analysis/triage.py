@@ -76,8 +76,9 @@ def rule_by_name(name: str) -> TriageRule | JointRule:
         raise UserError(f"Unknown triage rule {name!r}; choose from {', '.join(RULES)}.")
     if name == "minz":
         return TriageRule()
-    return JointRule(match_architecture=name.startswith("joint-arch"), weights=name.endswith("-w"),
-                     statistic="second" if name.removesuffix("-w").endswith("-two") else "max")
+    base = name.removesuffix("-w").removesuffix("-ws")
+    return JointRule(match_architecture=name.startswith("joint-arch"), weights=base != name,
+                     weight_stage=name.endswith("-ws"), statistic="second" if base.endswith("-two") else "max")
 
 
 @dataclass
