@@ -199,7 +199,8 @@ def models(tmp_path, monkeypatch):
     return specs
 
 
-@pytest.mark.parametrize("rule", ["joint-arch-two-w", "joint-arch-two", "joint-arch", "joint", "minz"])
+@pytest.mark.parametrize("rule", ["joint-arch-two-ws", "joint-arch-two-w", "joint-arch-two", "joint-arch", "joint",
+                                  "minz"])
 def test_triage_report_follows_the_json_contract(models, tmp_path, rule):
     from modelgif_core import FieldStore
 
