@@ -507,9 +507,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_field_options(p, anchors_required=False)
     p.add_argument("--custom-config", action="store_true",
                    help="use the field options given here (--steps, --target, ...) instead of triage's defaults")
-    p.add_argument("--rule", default="joint-arch", choices=["joint-arch", "joint", "minz"],
+    p.add_argument("--rule", default="joint-arch-two",
+                   choices=["joint-arch-two", "joint-arch-two-ws", "joint-arch-two-w", "joint-arch", "joint-arch-w",
+                            "joint", "minz"],
                    help="verdict rule: joint null of the components against references of the suspect's "
-                        "architecture (default), the joint null against all references, or the "
+                        "architecture, two components required to agree (default); -ws: and the weight-space "
+                        "component as a stage of its own; -w: weights inside the statistic; joint-arch(-w): "
+                        "led by the strongest single component; joint: against all references; minz: the "
                         "Sidak-corrected minimum z")
     p.add_argument("--report", default=None, metavar="PATH",
                    help="also write a self-contained HTML evidence report to PATH")

@@ -9,7 +9,8 @@ chosen on the zoo's calibration split and the owner's surrogates (docs/BENCHMARK
 References for a fresh suspect: the full zoo's 24 independents (what `triage` uses for a digits victim).
 Null pairs: each of the 40 independents (24 zoo + 16 fresh) as a pseudo-victim against each other, the
 remaining 38 as references (1,560 ordered pairs); also reported for the pairs whose suspect is fresh and
-for those of two fresh models (240). Rules: bench.verdicts.RULE_CHOICES (joint-arch, joint, minz).
+for those of two fresh models (240). Rules: bench.verdicts.RULE_CHOICES (joint-arch-two-w, joint-arch-two,
+joint-arch-w, joint-arch, joint, minz).
 
 Usage: python research/13_confirm_verdicts.py --zoo DIR/zoo-full --home DIR/confirm [--store DIR] [--out F]
                                               [--budget-s S]   (exit 3 when S ran out; rerun to resume)
@@ -34,6 +35,7 @@ from modelgif_core.analysis.evidence import (
     FIELD_CFG,
     OUTPUT_COMPONENTS,
     output_rows,
+    weight_rows,
 )
 from modelgif_core.analysis.probes import output_handle
 from modelgif_core.bench.verdicts import RULE_CHOICES, judge
@@ -85,6 +87,7 @@ def resumable_pairs(models: list[str], victims: list[int], folder: Path, store: 
     comps = {"modelgif": fm[victims], "field_matrix": fm}
     for c in OUTPUT_COMPONENTS:
         comps[c] = np.stack([rows[v][c] for v in victims])
+    comps["weights"] = weight_rows(handles, victims)  # (cheap: no forward pass)
     return comps
 
 
@@ -94,6 +97,7 @@ def main() -> None:
     ap.add_argument("--home", required=True, help="02_confirm_triage.py's --home (fresh models in fresh/)")
     ap.add_argument("--store", default=None, help="field store (default: <home>/store)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--rules", default=",".join(RULE_CHOICES), help="comma-separated names of RULE_CHOICES")
     ap.add_argument("--budget-s", type=float, default=float("inf"),
                     help="stop computing after this many seconds (exit 3); a rerun resumes where it stopped")
     args = ap.parse_args()
@@ -124,7 +128,8 @@ def main() -> None:
     t_pairs = time.perf_counter() - t0
     result: dict = {"rules": {}}
     lines = []
-    for name, rule in RULE_CHOICES.items():
+    for name in args.rules.split(","):
+        rule = RULE_CHOICES[name]
         out: dict = {"kinds": {}, "null": {}}
         scores: dict[str, list[float]] = {}
         fresh = [r for r in rows if r["origin"] == "fresh"]

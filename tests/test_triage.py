@@ -199,7 +199,8 @@ def models(tmp_path, monkeypatch):
     return specs
 
 
-@pytest.mark.parametrize("rule", ["joint-arch", "joint", "minz"])
+@pytest.mark.parametrize("rule", ["joint-arch-two-ws", "joint-arch-two-w", "joint-arch-two", "joint-arch", "joint",
+                                  "minz"])
 def test_triage_report_follows_the_json_contract(models, tmp_path, rule):
     from modelgif_core import FieldStore
 
@@ -228,7 +229,7 @@ def test_triage_report_follows_the_json_contract(models, tmp_path, rule):
     assert out["suspects"][0]["rule"] == rule and (out["rule"].get("name") == "joint") == (rule == "joint")
     back = type(report).from_dict(out)
     assert back.to_dict()["suspects"] == out["suspects"] and back.rule == report.rule
-    if rule == "joint-arch":  # every model here is a test_resnet: the 3 references are of the suspects' architecture
+    if rule.startswith("joint-arch"):  # all test_resnets: the 3 references are of the suspects' architecture
         assert [s["reference_match"] for s in out["suspects"]] == ["suspect-architecture"] * 2
         assert out["suspects"][0]["references_used"] == [0, 1, 2]
 

@@ -153,9 +153,26 @@ def judge_components(distances: dict[str, float | None], refs: dict[str, Sequenc
 # share of simulated independents with T at least the suspect's; derived if p < alpha, independent if
 # p >= p_independent, else inconclusive. Both halves of T are one-sided: a component far on the
 # independent side (an output divergence of a transferred copy, say) is no alibi.
+#
+# The "two" variant (statistic "second") takes T = -(the second smallest z): at least two components
+# must sit below the references (with one usable component, that one). Fresh independents were called
+# derived on ONE output divergence far below a few references (z -5 to -30) while the others said
+# independent: one component's Gaussian tail is too light. research/18_confirm_choose_tail.py chose it
+# on the calibration split over heavier-tailed (Student-t) nulls and a clipped Stouffer.
 
-RULES = ("joint-arch", "joint", "minz")  # joint-arch: the joint rule with architecture-matched references
-JOINT_STATISTICS = ("max", "min", "stouffer")  # max(min-z, truncated Stouffer) | min-z only | Stouffer only
+#
+# The "-w" variant adds the weight-space component "weights" (1 - cosine of the parameters two models of one
+# architecture share; undefined across architectures): a pruned or domain-shifted copy that no longer
+# behaves like its parent keeps its parent's weights, while two independent models start from different
+# random weights (research/20_confirm_weight_space_evidence.py). Under the "second" statistic it may decide alone
+# (ALONE_COMPONENTS): T = max(-second smallest z, -z_weights). The "-ws" variant judges the weights as a
+# stage of their own instead: p = 2 min(p of the other components, p of the weights alone) (Bonferroni).
+
+# -arch: architecture-matched references
+RULES = ("joint-arch-two", "joint-arch-two-ws", "joint-arch-two-w", "joint-arch", "joint-arch-w", "joint", "minz")
+ALONE_COMPONENTS = ("weights",)
+JOINT_STATISTICS = ("max", "min", "stouffer", "second")  # max(min-z, truncated Stouffer) | min-z | Stouffer |
+#                                                           second smallest z (two components agree)
 _NULL_DRAWS = 40_000  # simulated independents per null (40 at or beyond the 1e-3 quantile)
 _SHRINK = 0.3  # weight of the identity in the references' correlation (few references, 3 components)
 
@@ -174,25 +191,39 @@ class JointRule:
     # independent models of one architecture sit far closer than models of different ones, so
     # references of mixed architectures called same-architecture independents derived.
     match_architecture: bool = False
+    # 0: the simulated models' log-distances are Gaussian; > 0: each simulated model is scaled by a
+    # Student-t mixing variable with this many degrees of freedom (a heavier-tailed null; research/18)
+    tail_df: float = 0.0
+    weights: bool = False  # judge the weight-space component too (where suspect and victim share it)
+    # with weights: judge it as its own stage (Bonferroni: p = 2 min(p of the other components, p of the
+    # weights alone)) instead of inside T, so it does not widen the other components' null
+    weight_stage: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
             raise UserError(f"The triage level alpha must lie strictly between 0 and 1 (default 1e-3); "
                             f"got {self.alpha!r}.")
+        if self.tail_df < 0:
+            raise UserError(f"The null's tail degrees of freedom must be 0 (Gaussian) or positive; "
+                            f"got {self.tail_df!r}.")
         if self.statistic not in JOINT_STATISTICS:
             raise UserError(f"Unknown joint statistic {self.statistic!r}; choose from "
                             f"{', '.join(JOINT_STATISTICS)}.")
 
     @property
     def name(self) -> str:
-        return "joint-arch" if self.match_architecture else "joint"
+        name = "joint-arch" if self.match_architecture else "joint"
+        name += "-two" if self.statistic == "second" else ""
+        name += ("-ws" if self.weight_stage else "-w") if self.weights else ""
+        return name + (f"-t{self.tail_df:g}" if self.tail_df else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **asdict(self)}
 
 
-def joint_statistic(z: np.ndarray, statistic: str = "max") -> np.ndarray:
-    """T for z-vectors [..., m] (NaN = undefined component, left out): larger = more derived."""
+def joint_statistic(z: np.ndarray, statistic: str = "max", alone: np.ndarray | None = None) -> np.ndarray:
+    """T for z-vectors [..., m] (NaN = undefined component, left out): larger = more derived. alone [m]
+    (bool): under "second", components whose own -z also counts (T = max(-second smallest z, -z_alone))."""
     z = np.asarray(z, dtype=float)
     ok = np.isfinite(z)
     zmin = np.where(ok, z, np.inf).min(-1)
@@ -202,6 +233,12 @@ def joint_statistic(z: np.ndarray, statistic: str = "max") -> np.ndarray:
         return -zmin
     if statistic == "stouffer":
         return stouffer
+    if statistic == "second":
+        zs = np.sort(np.where(ok, z, np.inf), -1)
+        t = -zs[..., 0] if zs.shape[-1] < 2 else -np.where(ok.sum(-1) >= 2, zs[..., 1], zs[..., 0])
+        if alone is not None and np.any(alone):
+            t = np.maximum(t, -np.where(ok & np.asarray(alone, bool), z, np.inf).min(-1))
+        return t
     return np.maximum(-zmin, stouffer)
 
 
@@ -231,16 +268,19 @@ def _shrunk_correlation(ref: np.ndarray) -> np.ndarray:
 _NULL_CACHE: dict[tuple, np.ndarray] = {}
 
 
-def joint_null(n: int, corr: np.ndarray, statistic: str, draws: int = _NULL_DRAWS) -> np.ndarray:
+def joint_null(n: int, corr: np.ndarray, statistic: str, draws: int = _NULL_DRAWS,
+               tail_df: float = 0.0, alone: tuple[bool, ...] | None = None) -> np.ndarray:
     """Sorted T of `draws` simulated independents among n simulated references (seeded, cached)."""
-    key = (n, statistic, draws, np.round(corr, 6).tobytes())
+    key = (n, statistic, draws, tail_df, alone, np.round(corr, 6).tobytes())
     if key not in _NULL_CACHE:
         m = corr.shape[0]
         rng = np.random.default_rng(20_240_917 + n * 31 + m)
         chol = np.linalg.cholesky(corr + 1e-9 * np.eye(m))
         sims = rng.standard_normal((draws, n + 1, m)) @ chol.T  # [draws, n+1, m]
+        if tail_df:  # multivariate Student-t per simulated model
+            sims *= np.sqrt(tail_df / rng.chisquare(tail_df, (draws, n + 1, 1)))
         z = _zs(sims[:, 0], sims[:, 1:])
-        _NULL_CACHE[key] = np.sort(joint_statistic(z, statistic))
+        _NULL_CACHE[key] = np.sort(joint_statistic(z, statistic, None if alone is None else np.array(alone)))
         if len(_NULL_CACHE) > 512:
             _NULL_CACHE.pop(next(iter(_NULL_CACHE)))
     return _NULL_CACHE[key]
@@ -251,7 +291,10 @@ def judge_joint(distances: dict[str, float | None], refs: dict[str, Sequence[flo
     """Verdict of one suspect under the joint rule; the same keys as `judge_components` plus
     "score_interval" (5 %..95 % over reference resamples) and "rule": "joint"."""
     rule = rule or JointRule()
-    comps = [c for c, d in distances.items() if d is not None and math.isfinite(d)]
+    if rule.weights and rule.weight_stage:
+        return _judge_weight_stage(distances, refs, rule, seed)
+    comps = [c for c, d in distances.items() if d is not None and math.isfinite(d)
+             and (rule.weights or c != "weights")]
     # Only references defined on every usable component (a reference with another label space has
     # no output divergence); components with too few such references are left out.
     def rows(cs: list[str]) -> list[int]:
@@ -266,15 +309,16 @@ def judge_joint(distances: dict[str, float | None], refs: dict[str, Sequence[flo
     ref = _transform(np.array([[refs[c][i] for c in comps] for i in idx], dtype=float), rule.log_scale)
     x = _transform(np.array([distances[c] for c in comps], dtype=float), rule.log_scale)
     z = _zs(x, ref)
-    t = float(joint_statistic(z, rule.statistic))
-    null = joint_null(len(ref), _shrunk_correlation(ref), rule.statistic)
+    alone = tuple(c in ALONE_COMPONENTS for c in comps) if rule.weights else None
+    t = float(joint_statistic(z, rule.statistic, None if alone is None else np.array(alone)))
+    null = joint_null(len(ref), _shrunk_correlation(ref), rule.statistic, tail_df=rule.tail_df, alone=alone)
     p = (1 + int(len(null) - np.searchsorted(null, t, side="left"))) / (1 + len(null))
     verdict = "derived" if p < rule.alpha else ("independent" if p >= rule.p_independent else "inconclusive")
     interval = None
     if rule.bootstrap:
         rng = np.random.default_rng(seed)
         pick = rng.integers(0, len(ref), size=(rule.bootstrap, len(ref)))
-        tb = joint_statistic(_zs(x[None], ref[pick]), rule.statistic)
+        tb = joint_statistic(_zs(x[None], ref[pick]), rule.statistic, None if alone is None else np.array(alone))
         tb = tb[np.isfinite(tb)]
         if len(tb):
             interval = [float(np.quantile(tb, 0.05)), float(np.quantile(tb, 0.95))]
@@ -318,6 +362,28 @@ def matched_references(victim_arch: str, suspect_arch: str, ref_archs: Sequence[
         other = [i for i, a in enumerate(ref_archs) if a != victim_arch]
         return (other if len(other) >= minimum else list(range(len(ref_archs)))), "other-architectures"
     return list(range(len(ref_archs))), "too-few-same-architecture"
+
+
+def _judge_weight_stage(distances: dict[str, float | None], refs: dict[str, Sequence[float | None]],
+                        rule: JointRule, seed: int) -> dict[str, Any]:
+    """The "-ws" rules: the other components by the rule without weights, the weight-space component by its
+    own one-component null (among the references defining it, at least min_references), Bonferroni-combined."""
+    base = dataclasses.replace(rule, weights=False, weight_stage=False)
+    out = judge_joint({c: d for c, d in distances.items() if c != "weights"}, refs, base, seed)
+    d = distances.get("weights")
+    r = [x for x in refs.get("weights", []) if x is not None and math.isfinite(x)]
+    if d is None or not math.isfinite(d) or len(r) < rule.min_references:
+        return {**out, "rule": rule.name}
+    ref = _transform(np.array(r, dtype=float)[:, None], rule.log_scale)
+    zw = float(_zs(_transform(np.array([d], dtype=float), rule.log_scale), ref)[0])
+    null = joint_null(len(ref), np.eye(1), "min", tail_df=rule.tail_df)
+    pw = (1 + int(len(null) - np.searchsorted(null, -zw, side="left"))) / (1 + len(null))
+    p = min(1.0, 2.0 * min(out["p_value"], pw))
+    verdict = "derived" if p < rule.alpha else ("independent" if p >= rule.p_independent else "inconclusive")
+    ev = {**out["evidence"], "weights": {"distance": float(d), "z": zw, "p_value": _phi(zw), "score": -zw,
+                                         "empirical_p": (1 + sum(x <= d for x in r)) / (1 + len(r))}}
+    return {**out, "score": max(out["score"], -zw), "verdict": verdict, "p_value": p, "z": min(out["z"], zw),
+            "evidence": ev, "rule": rule.name}
 
 
 def judge_matched(distances: dict[str, float | None], refs: dict[str, Sequence[float | None]],
@@ -369,6 +435,6 @@ def joint_scores(x: np.ndarray, ref: np.ndarray, rule: JointRule | None = None) 
         if not cols.any():
             continue
         rows = (pattern == cols).all(1)
-        null = joint_null(len(ref), _shrunk_correlation(ref[:, cols]), rule.statistic)
+        null = joint_null(len(ref), _shrunk_correlation(ref[:, cols]), rule.statistic, tail_df=rule.tail_df)
         p[rows] = (1 + len(null) - np.searchsorted(null, t[rows], side="left")) / (1 + len(null))
     return t, p

@@ -5,7 +5,8 @@ triage's components measure (`analysis.triage`): the margin field distance (one 
 the store, every pair from one Gram product), and the Jensen-Shannon divergences of the softmax
 outputs at points on each victim's own boundary (`boundary-js`) and at its adversarial boundary
 points (`adversarial-js`), one batched forward per (victim, model) and the divergences of all models
-at once. The bench's verdict rates, the null pairs (every independent model as a pseudo-victim) and
+at once; and the weight-space distance of two models of one architecture (`weights`, NaN across
+architectures). The bench's verdict rates, the null pairs (every independent model as a pseudo-victim) and
 the family graph of a workspace all read these matrices.
 """
 
@@ -32,6 +33,30 @@ DEFAULT_POINTS = "digits:256:0"
 FIELD_ANCHORS = "digits:64:0"
 FIELD_CFG = FieldConfig(steps=50, method="gausslegendre", baseline="black", target="predicted")
 OUTPUT_COMPONENTS = ("boundary-js", "adversarial-js")
+WEIGHT_COMPONENT = "weights"
+
+
+def weight_distance(a: ModelHandle, b: ModelHandle) -> float:
+    """1 - cosine of the parameters present with equal name and shape in both models; NaN across
+    architectures or when none is shared. A copy (fine-tuned, pruned, shifted, transferred) keeps most of
+    its parent's weights; two independent models start from different random weights."""
+    if a.arch != b.arch:
+        return float("nan")
+    pb = dict(b.module.named_parameters())
+    dot = na = nb = 0.0
+    for name, p in a.module.named_parameters():
+        q = pb.get(name)
+        if q is not None and q.shape == p.shape:
+            x, y = p.detach().double().flatten(), q.detach().double().flatten()
+            dot, na, nb = dot + float(x @ y), na + float(x @ x), nb + float(y @ y)
+    if na <= 0 or nb <= 0:
+        return float("nan")
+    return max(0.0, 1.0 - dot / math.sqrt(na * nb))
+
+
+def weight_rows(handles: Sequence[ModelHandle], victims: Sequence[int]) -> np.ndarray:
+    """weight_distance from each victim to every model [V, M] (a victim to itself: 0)."""
+    return np.array([[weight_distance(handles[v], h) for h in handles] for v in victims], dtype=float)
 
 
 def js_rows(victim_logp: torch.Tensor, logps: torch.Tensor) -> np.ndarray:
@@ -94,6 +119,7 @@ def pair_components(models: Sequence[str | ModelHandle], victims: Sequence[int],
     for r, v in enumerate(vi):
         for c, row in output_rows(handles, v, images, outputs).items():
             res[c][r] = row
+    res[WEIGHT_COMPONENT] = weight_rows(handles, vi)
     if progress is not None:
         points_total = m * len(anchor_set) * cfg.steps
         progress(points_total, points_total)

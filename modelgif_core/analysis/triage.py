@@ -13,6 +13,8 @@ Components (DEFAULT_COMPONENTS, chosen with `modelgif bench ip`, see docs/BENCHM
                     between its top two classes (`probes.adversarial_boundary_points`)
     output-kl       KL(victim || suspect) on class-boundary mixups with a random coefficient in
                     [0.35, 0.65] (the previous default, kept as an option)
+    weights         1 - cosine of the parameters suspect and victim share (the "-w" rules; same
+                    architecture only: a copy keeps its parent's weights, research/20)
 The output components are undefined for a suspect with another label space (then left out). The
 verdict rule (Sidak-corrected minimum z, `calibration.judge_components`) is in `calibration`.
 
@@ -65,7 +67,7 @@ DEFAULT_FIELD = FieldConfig(steps=50, method="gausslegendre", baseline="black", 
 DEFAULT_ANCHORS = "digits:64"
 COMPONENTS = ("modelgif", "boundary-js", "adversarial-js", "output-kl")
 DEFAULT_COMPONENTS = ("modelgif", "boundary-js", "adversarial-js")
-DEFAULT_RULE = "joint-arch"
+DEFAULT_RULE = "joint-arch-two"  # chosen on the calibration split: research/18_confirm_choose_tail.py
 
 
 def rule_by_name(name: str) -> TriageRule | JointRule:
@@ -74,7 +76,9 @@ def rule_by_name(name: str) -> TriageRule | JointRule:
         raise UserError(f"Unknown triage rule {name!r}; choose from {', '.join(RULES)}.")
     if name == "minz":
         return TriageRule()
-    return JointRule(match_architecture=name == "joint-arch")
+    base = name.removesuffix("-w").removesuffix("-ws")
+    return JointRule(match_architecture=name.startswith("joint-arch"), weights=base != name,
+                     weight_stage=name.endswith("-ws"), statistic="second" if base.endswith("-two") else "max")
 
 
 @dataclass
@@ -183,8 +187,14 @@ class TriageReport:
             return (f"{len(self.references)} independent reference models ({self.reference_source}) lie at "
                     f"field distances {s['min']:.4f}..{s['max']:.4f} from the victim on {self.n_anchors} "
                     f"anchors. Each component ({', '.join(self.components)}) is a z-score of the log-distance "
-                    f"among the references; the score is the larger of the lowest z (negated) and the "
-                    f"pooled evidence of the components pointing toward derivation, and its p-value comes "
+                    f"among the references; the score is "
+                    + ("the second lowest z (negated: two components must sit below the references)"
+                       + (", or the weight-space z alone (the parameters a copy shares with its parent; same "
+                          "architecture only)" if self.rule.weights else "")
+                       if self.rule.statistic == "second" else
+                       "the larger of the lowest z (negated) and the pooled evidence of the components "
+                       "pointing toward derivation")
+                    + ", and its p-value comes "
                     f"from the score's distribution for one more independent model (the references' own "
                     f"correlation, their number included). Derived below p = {self.rule.alpha:g} "
                     f"(the overall false-alarm level), independent at p >= {self.rule.p_independent:g}, "
@@ -330,6 +340,8 @@ def _triage_joint(victim: str | ModelHandle, suspects: Sequence[str | ModelHandl
     everyone = [v, *s_handles, *r_handles]
     comp = pair_components(everyone, [0], anchors=anchor_set, points=points, cfg=cfg, store=store,
                            progress=progress)
+    if rule.weights:  # the weight-space component (same architecture only), judged last
+        components = (*components, "weights")
     comp = {c: comp[c] for c in components}
     ns = len(s_handles)
     vals = {c: [None if not np.isfinite(x) else float(x) for x in comp[c][0, 1:]] for c in comp}
@@ -392,8 +404,10 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
     field_output: what the field differentiates, "logit", "logprob" or "margin" (default: "margin"
     when `cfg` is not given, i.e. triage's tuned defaults; a caller's own cfg runs on the logits).
     log_prob=True is the older spelling of field_output="logprob" (False: "logit").
-    rule: "joint-arch" (default: the components' joint null against references of the suspect's
-    architecture, `calibration.judge_matched`), "joint" (the same null against all references), "minz" (the
+    rule: "joint-arch-two" (default: the components' joint null against references of the suspect's
+    architecture, `calibration.judge_matched`, two components required to agree), "joint-arch-two-w" (the
+    weight-space component may decide alone), "joint-arch-w" and "joint-arch" (the same
+    led by the strongest single component), "joint" (the same null against all references), "minz" (the
     Sidak-corrected minimum z), or a JointRule / TriageRule. points: the anchors spec of the output
     probe points under the joint rule (default: 256 held-out digits for a digits victim, else the
     anchors).

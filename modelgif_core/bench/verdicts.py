@@ -21,8 +21,10 @@ CLI does for a digits victim), "calibration" = the 12 calibration models only (t
 Null subsets: "all" (552), "test-suspect" (the suspect a test independent, 276), "test-pairs" (both
 test independents, 132: no model of these pairs entered a choice), "calibration" (the choice set).
 
-Rules side by side: "joint-arch" (the joint null against the references of the suspect's
-architecture, `calibration.matched_references`; the default), "joint" (against all references) and
+Rules side by side: "joint-arch-two" (the default: as joint-arch, but T is the second smallest z, so
+two components must sit below the references; chosen on the choice set over heavier-tailed nulls,
+research/18_confirm_choose_tail.py), "joint-arch" (the joint null against the references of the suspect's
+architecture, `calibration.matched_references`), "joint" (against all references) and
 "minz" (the Sidak-corrected minimum z). joint-arch was chosen over a "same or other architecture than
 the victim" pooling on the choice set (0/132 null pairs derived against 1/132;
 research/16_confirm_choose_reference_match.py).
@@ -48,7 +50,7 @@ from ..analysis.calibration import (
     judge_joint,
     judge_matched,
 )
-from ..analysis.evidence import DEFAULT_POINTS, pair_components
+from ..analysis.evidence import DEFAULT_POINTS, OUTPUT_COMPONENTS, pair_components, weight_rows
 from ..engine.models import as_handle
 from ..engine.progress import Progress
 from ..engine.store import default_store_root
@@ -56,7 +58,7 @@ from ..zoo import ATTACK_KINDS, ensure_zoo, list_zoo
 
 STRONG_KINDS = ("finetune-all", "finetune-last", "prune", "weight-noise", "shift", "transfer", "adv-extract",
                 "extract-label-strong", "extract-prob-strong")
-COMPONENTS = ("modelgif", "boundary-js", "adversarial-js")
+COMPONENTS = ("modelgif", "boundary-js", "adversarial-js", "weights")  # weights: the "-w" rules only
 
 
 def _cache_path(specs: list[str], fps: list[str], points: str, victims: list[int]) -> Path:
@@ -71,7 +73,11 @@ def collect(models: list[str], victims: list[int], points: str = DEFAULT_POINTS,
     path = _cache_path(models, fps, points, victims)
     if path.is_file():
         with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+            comps = {k: z[k] for k in z.files}
+        if "weights" not in comps:  # (a cache from before the weight-space component: cheap to add)
+            comps["weights"] = weight_rows([as_handle(m) for m in models], victims)
+            np.savez(path, **comps)
+        return comps
     comps = pair_components(models, victims, points=points, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **comps)
@@ -82,7 +88,8 @@ def judge(rule: Any, comps: dict[str, np.ndarray], row: int, col: int, refs: lis
           archs: Sequence[str] | None = None, victim_col: int | None = None) -> dict[str, Any]:
     """One verdict: victim row `row` (model column `victim_col`), suspect column `col`, reference columns
     `refs`; `archs` (every column's architecture) is needed by the joint-arch rule."""
-    d = {c: _val(comps[c][row, col]) for c in COMPONENTS if c in comps}
+    use = [c for c in COMPONENTS if c in comps and (c != "weights" or getattr(rule, "weights", False))]
+    d = {c: _val(comps[c][row, col]) for c in use}
     r = {c: [_val(comps[c][row, j]) for j in refs] for c in d}
     if isinstance(rule, JointRule) and rule.match_architecture:
         if archs is None or victim_col is None:
@@ -171,7 +178,12 @@ def _spec(rows: list[dict], name: str) -> str:
     return next(r["spec"] for r in rows if r["name"] == name)
 
 
-RULE_CHOICES = {"joint-arch": JointRule(bootstrap=0, match_architecture=True), "joint": JointRule(bootstrap=0),
+RULE_CHOICES = {"joint-arch-two-ws": JointRule(bootstrap=0, match_architecture=True, statistic="second", weights=True,
+                                               weight_stage=True),
+                "joint-arch-two-w": JointRule(bootstrap=0, match_architecture=True, statistic="second", weights=True),
+                "joint-arch-two": JointRule(bootstrap=0, match_architecture=True, statistic="second"),
+                "joint-arch-w": JointRule(bootstrap=0, match_architecture=True, weights=True),
+                "joint-arch": JointRule(bootstrap=0, match_architecture=True), "joint": JointRule(bootstrap=0),
                 "minz": TriageRule()}
 
 
@@ -207,7 +219,7 @@ def lineage_bench(rows: list[dict], comps: dict[str, np.ndarray], victims: list[
     handles = [as_handle(r["spec"]) for r in rows]
     m = len(rows)
     full = {"modelgif": comps["field_matrix"]}
-    for c in COMPONENTS[1:]:
+    for c in OUTPUT_COMPONENTS:
         full[c] = np.full((m, m), np.nan)
         full[c][victims] = comps[c]
     ref_cols = [i for i, r in enumerate(rows) if r["role"].startswith("independent")]

@@ -119,7 +119,7 @@ def _run_probe(progress: Progress, worker: Any, model: str, anchors: str, config
 
 
 def triage_task(victim: str, suspects: list[str], references: list[str] | None, anchors: str | None,
-                cfg: FieldConfig | None, rule: str = "joint-arch") -> TaskSpec:
+                cfg: FieldConfig | None, rule: str = "joint-arch-two") -> TaskSpec:
     """`analysis.triage` of model specs; returns the report as a dict (TriageReport.from_dict reads it) with
     its self-contained HTML evidence report under "html"."""
     return TaskSpec("triage", {"victim": victim, "suspects": list(suspects), "references": references,
@@ -128,7 +128,7 @@ def triage_task(victim: str, suspects: list[str], references: list[str] | None, 
 
 @_task
 def _run_triage(progress: Progress, worker: Any, victim: str, suspects: list[str], references: list[str] | None,
-                anchors: str | None, config: dict | None, rule: str = "joint-arch") -> dict:
+                anchors: str | None, config: dict | None, rule: str = "joint-arch-two") -> dict:
     kwargs: dict[str, Any] = {}
     if anchors is not None:
         kwargs["anchors"] = anchors

@@ -1,0 +1,126 @@
+"""The joint-arch-two rule (two components must agree) and the heavier-tailed null (analysis.calibration)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modelgif_core.analysis.calibration import JointRule, joint_statistic, judge_joint, judge_matched
+from modelgif_core.engine.errors import UserError
+
+nan = float("nan")
+
+
+def test_second_statistic_is_the_second_smallest_z():
+    z = np.array([[-30.0, 0.5, -0.1], [-3.0, -4.0, 1.0], [nan, -2.0, -6.0], [nan, -6.0, nan]])
+    assert joint_statistic(z, "second").tolist() == [0.1, 3.0, 2.0, 6.0]  # one usable component: that one
+    assert joint_statistic(np.array([[-5.0]]), "second").tolist() == [5.0]
+    assert joint_statistic(z, "max")[0] == 30.0  # the old statistic: the single far component decides
+
+
+def _refs(rng, n=8):
+    """Three components, log-normal references around 1 with a 3 % spread."""
+    ref = np.exp(0.03 * rng.standard_normal((n, 3)))
+    return {c: list(ref[:, j]) for j, c in enumerate(("modelgif", "boundary-js", "adversarial-js"))}
+
+
+def test_one_component_far_below_is_no_longer_enough():
+    refs = _refs(np.random.default_rng(4))
+    one = {"modelgif": 1.0, "boundary-js": 0.4, "adversarial-js": 1.0}  # the fresh false alarms' pattern
+    old = judge_joint(one, refs, JointRule(bootstrap=0))
+    two = judge_joint(one, refs, JointRule(bootstrap=0, statistic="second"))
+    assert old["verdict"] == "derived" and two["verdict"] != "derived" and two["p_value"] > 0.05
+    copy = {"modelgif": 0.5, "boundary-js": 0.4, "adversarial-js": 1.0}  # two components far below
+    assert judge_joint(copy, refs, JointRule(bootstrap=0, statistic="second"))["verdict"] == "derived"
+
+
+def test_two_with_matched_references_and_its_name():
+    refs = _refs(np.random.default_rng(5), n=6)
+    archs = ["r"] * 3 + ["v"] * 3
+    rule = JointRule(bootstrap=0, match_architecture=True, statistic="second")
+    out = judge_matched({"modelgif": 0.5, "boundary-js": 0.5, "adversarial-js": 1.0}, refs, rule, "r", "v", archs)
+    assert out["rule"] == "joint-arch-two" and out["references_used"] == [3, 4, 5]
+    from modelgif_core.analysis.triage import DEFAULT_RULE, rule_by_name
+
+    assert DEFAULT_RULE == "joint-arch-two"
+    r = rule_by_name("joint-arch-two")
+    assert r.statistic == "second" and r.match_architecture and r.to_dict()["name"] == "joint-arch-two"
+    assert rule_by_name("joint-arch").statistic == "max"
+
+
+def test_heavier_tailed_null_gives_larger_p():
+    refs = _refs(np.random.default_rng(6))
+    one = {"modelgif": 1.0, "boundary-js": 0.85, "adversarial-js": 1.0}
+    gauss = judge_joint(one, refs, JointRule(bootstrap=0))["p_value"]
+    t3 = judge_joint(one, refs, JointRule(bootstrap=0, tail_df=3.0))
+    assert t3["p_value"] > gauss and t3["rule"] == "joint-t3"
+    with pytest.raises(UserError, match="degrees of freedom"):
+        JointRule(tail_df=-1.0)
+
+
+def test_weights_component_decides_alone_under_two_w():
+    rng = np.random.default_rng(7)
+    refs = _refs(rng)
+    refs["weights"] = list(0.7 + 0.01 * rng.standard_normal(8))  # independents: different random weights
+    # a pruned copy that no longer behaves like its parent: outputs among the references, weights shared
+    pruned = {"modelgif": 0.97, "boundary-js": 1.0, "adversarial-js": 1.02, "weights": 0.03}
+    two = judge_joint(pruned, refs, JointRule(bootstrap=0, statistic="second"))
+    two_w = judge_joint(pruned, refs, JointRule(bootstrap=0, statistic="second", weights=True))
+    assert "weights" not in two["evidence"] and two["verdict"] != "derived"
+    assert two_w["verdict"] == "derived" and two_w["rule"] == "joint-two-w" and two_w["evidence"]["weights"]["z"] < -10
+    # one OUTPUT component far below still needs a second one
+    one = {"modelgif": 1.0, "boundary-js": 0.4, "adversarial-js": 1.0, "weights": 0.7}
+    assert judge_joint(one, refs, JointRule(bootstrap=0, statistic="second", weights=True))["verdict"] != "derived"
+    # a suspect of another architecture has no weight distance: the component is left out
+    cross = judge_joint({**one, "weights": None}, refs, JointRule(bootstrap=0, statistic="second", weights=True))
+    assert "weights" not in cross["evidence"]
+
+
+def test_second_with_an_alone_component():
+    z = np.array([[-0.5, 0.2, -9.0], [-3.0, -4.0, 1.0]])
+    alone = np.array([False, False, True])
+    assert joint_statistic(z, "second", alone).tolist() == [9.0, 3.0]
+
+
+def test_weight_distance_of_a_copy_and_of_another_init():
+    import timm
+    import torch
+
+    from modelgif_core.analysis.evidence import weight_distance
+    from modelgif_core.engine.models import InputConfig, ModelHandle
+
+    def handle(seed: int, arch: str = "test_resnet") -> ModelHandle:
+        torch.manual_seed(seed)
+        return ModelHandle.from_module(timm.create_model(arch, num_classes=10), arch, InputConfig(), arch, arch)
+
+    a, b = handle(0), handle(1)
+    copy = handle(0)
+    with torch.no_grad():
+        for p in copy.module.parameters():
+            p.mul_(1.0 + 0.01 * torch.randn_like(p))  # weight noise
+    assert weight_distance(a, a) == pytest.approx(0.0, abs=1e-12)
+    assert weight_distance(a, copy) < 1e-3 < 0.1 < weight_distance(a, b)
+    assert np.isnan(weight_distance(a, handle(0, "test_efficientnet")))
+
+
+def test_weight_stage_is_a_bonferroni_of_the_two_stages():
+    rng = np.random.default_rng(8)
+    refs = _refs(rng)
+    refs["weights"] = list(0.7 + 0.01 * rng.standard_normal(8))
+    rule = JointRule(bootstrap=0, statistic="second", weights=True, weight_stage=True)
+    pruned = {"modelgif": 0.97, "boundary-js": 1.0, "adversarial-js": 1.02, "weights": 0.03}
+    out = judge_joint(pruned, refs, rule)
+    assert out["verdict"] == "derived" and out["rule"] == "joint-two-ws" and "weights" in out["evidence"]
+    # a student: weights among the references, two output components far below; p = 2 x the two-stage p
+    student = {"modelgif": 1.0, "boundary-js": 0.5, "adversarial-js": 0.5, "weights": 0.7}
+    two = judge_joint({k: v for k, v in student.items() if k != "weights"}, refs,
+                      JointRule(bootstrap=0, statistic="second"))
+    ws = judge_joint(student, refs, rule)
+    assert ws["p_value"] == pytest.approx(min(1.0, 2 * two["p_value"])) and ws["verdict"] == "derived"
+    # one output component far below is still not enough
+    one = {"modelgif": 1.0, "boundary-js": 0.4, "adversarial-js": 1.0, "weights": 0.7}
+    assert judge_joint(one, refs, rule)["verdict"] != "derived"
+    from modelgif_core.analysis.triage import rule_by_name
+
+    assert rule_by_name("joint-arch-two-ws") == JointRule(match_architecture=True, statistic="second", weights=True,
+                                                          weight_stage=True)
