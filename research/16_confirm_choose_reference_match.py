@@ -24,9 +24,8 @@ from __future__ import annotations
 import json
 import math
 
-from modelgif_core import zoo
 from modelgif_core.analysis.calibration import JointRule, judge_joint, judge_matched
-from modelgif_core.bench.verdicts import COMPONENTS, collect
+from modelgif_core.bench.verdicts import COMPONENTS, zoo_evidence
 
 
 def value(x: float) -> float | None:
@@ -41,10 +40,7 @@ def relation_refs(victim_arch: str, suspect_arch: str, ref_archs: list[str],
 
 
 def main() -> None:
-    rows = [r for r in zoo.list_zoo("full") if r["role"] != "unlearned"]
-    models = [r["spec"] for r in rows]
-    victims = [i for i, r in enumerate(rows) if r["role"] == "victim" or r["role"].startswith("independent")]
-    comps = collect(models, victims)
+    rows, models, victims, comps = zoo_evidence("full")
     col = {r["name"]: i for i, r in enumerate(rows)}
     vrow = {c: k for k, c in enumerate(victims)}
     arch = {r["name"]: r["arch"] for r in rows}

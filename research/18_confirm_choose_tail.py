@@ -40,9 +40,8 @@ import math
 import numpy as np
 from scipy.stats import binom
 
-from modelgif_core import zoo
 from modelgif_core.analysis.calibration import JointRule
-from modelgif_core.bench.verdicts import collect, judge
+from modelgif_core.bench.verdicts import judge, zoo_evidence
 
 CANDIDATES = {
     "joint-arch": JointRule(bootstrap=0, match_architecture=True),
@@ -57,10 +56,7 @@ OLD_DEFAULT = "joint-arch"
 
 
 def main() -> None:
-    rows = [r for r in zoo.list_zoo("full") if r["role"] != "unlearned"]
-    models = [r["spec"] for r in rows]
-    victims = [i for i, r in enumerate(rows) if r["role"] == "victim" or r["role"].startswith("independent")]
-    comps = collect(models, victims)
+    rows, models, victims, comps = zoo_evidence("full")
     col = {r["name"]: i for i, r in enumerate(rows)}
     vrow = {c: k for k, c in enumerate(victims)}
     archs = [r["arch"] for r in rows]

@@ -15,18 +15,14 @@ import math
 
 import numpy as np
 
-from modelgif_core import zoo
 from modelgif_core.analysis.calibration import _zs, matched_references
-from modelgif_core.bench.verdicts import COMPONENTS, RULE_CHOICES, collect, judge
+from modelgif_core.bench.verdicts import COMPONENTS, RULE_CHOICES, judge, zoo_evidence
 
 KINDS = ("prune", "shift", "extract-label-strong", "adv-extract")
 
 
 def main() -> None:
-    rows = [r for r in zoo.list_zoo("full") if r["role"] != "unlearned"]
-    models = [r["spec"] for r in rows]
-    victims = [i for i, r in enumerate(rows) if r["role"] == "victim" or r["role"].startswith("independent")]
-    comps = collect(models, victims)
+    rows, models, victims, comps = zoo_evidence("full")
     col = {r["name"]: i for i, r in enumerate(rows)}
     vrow = {c: k for k, c in enumerate(victims)}
     archs = [r["arch"] for r in rows]

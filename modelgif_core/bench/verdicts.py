@@ -187,17 +187,23 @@ RULE_CHOICES = {"joint-arch-two-ws": JointRule(bootstrap=0, match_architecture=T
                 "minz": TriageRule()}
 
 
+def zoo_evidence(size: str = "full", points: str = DEFAULT_POINTS, progress: Progress | None = None
+                 ) -> tuple[list[dict], list[str], list[int], dict[str, np.ndarray]]:
+    """The zoo's rows (unlearned models left out), their specs, the victim rows — the two victims and every
+    independent (the null pairs); the family graph reads the field distance of every pair and the output
+    components of these rows — and the pair evidence (`collect`, from its cache when stored)."""
+    ensure_zoo(size)
+    rows = [r for r in list_zoo(size) if r["role"] != "unlearned"]
+    models = [r["spec"] for r in rows]
+    victims = [i for i, r in enumerate(rows) if r["role"] == "victim" or r["role"].startswith("independent")]
+    return rows, models, victims, collect(models, victims, points, progress)
+
+
 def run_verdict_bench(size: str = "full", points: str = DEFAULT_POINTS, refs_policy: str = "all",
                       rules: dict[str, Any] | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Verdict rates per kind at alpha, null-pair false alarms, per rule (see the module docstring)."""
     start = time.perf_counter()
-    ensure_zoo(size)
-    rows = [r for r in list_zoo(size) if r["role"] != "unlearned"]
-    models = [r["spec"] for r in rows]
-    # victim rows: the two victims and every independent (the null pairs); the family graph reads the
-    # field distance of every pair and the output components of these rows
-    victims = [i for i, r in enumerate(rows) if r["role"] == "victim" or r["role"].startswith("independent")]
-    comps = collect(models, victims, points, progress)
+    rows, models, victims, comps = zoo_evidence(size, points, progress)
     rules = rules or RULE_CHOICES
     res = {name: rates(rows, comps, models, victims, rule, refs_policy) for name, rule in rules.items()}
     alpha = next(iter(rules.values())).alpha
