@@ -245,7 +245,9 @@ def test_the_task_zoo_and_its_scores_in_a_real_browser(_isolated_home, browser):
         assert f"half against half, {level['ground_truth']:.3f}" in text
         assert f"mean over target tasks: {result['spearman_mean']:.3f}" in text
         assert "One zoo:" not in text  # 4 zoos: the other zoos' reference is there instead
-        assert page.locator('[data-testid="stExpander"] [data-testid="stDataFrame"]').count() == 1
+        scores = page.locator('[data-testid="stExpander"] [data-testid="stDataFrame"]')
+        scores.first.wait_for(timeout=30_000)  # the table's component loads after the heatmap's
+        assert scores.count() == 1
         _no_exception(page)
         _shot(page, "6-task-zoo-tree")
 
