@@ -124,3 +124,22 @@ def test_weight_stage_is_a_bonferroni_of_the_two_stages():
 
     assert rule_by_name("joint-arch-two-ws") == JointRule(match_architecture=True, statistic="second", weights=True,
                                                           weight_stage=True)
+
+
+def test_pair_components_leave_the_weights_out_when_no_rule_reads_them():
+    import timm
+    import torch
+
+    from modelgif_core import FieldConfig
+    from modelgif_core.analysis.evidence import pair_components, weight_distance
+    from modelgif_core.engine.models import InputConfig, ModelHandle
+
+    torch.manual_seed(0)
+    handles = [ModelHandle.from_module(timm.create_model("test_resnet", num_classes=10), "test_resnet",
+                                       InputConfig(), f"net{i}", "test_resnet") for i in range(2)]
+    kw = {"anchors": "digits:2", "points": "digits:4:0", "cfg": FieldConfig(steps=2, target="predicted")}
+    both = pair_components(handles, [0], **kw)
+    assert both["weights"][0].tolist() == [0.0, pytest.approx(weight_distance(*handles))]
+    lean = pair_components(handles, [0], weights=False, **kw)
+    assert "weights" not in lean and set(lean) == set(both) - {"weights"}
+    np.testing.assert_array_equal(lean["modelgif"], both["modelgif"])

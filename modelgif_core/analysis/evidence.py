@@ -95,13 +95,15 @@ def output_rows(handles: Sequence[ModelHandle], v: int, images: torch.Tensor,
 def pair_components(models: Sequence[str | ModelHandle], victims: Sequence[int],
                     anchors: str | Any = FIELD_ANCHORS, points: str | Any = DEFAULT_POINTS,
                     cfg: FieldConfig | None = None, store: Any = None, progress: Progress | None = None,
-                    outputs: dict | None = None) -> dict[str, np.ndarray]:
+                    outputs: dict | None = None, weights: bool = True) -> dict[str, np.ndarray]:
     """Component distances {component: [V, M]} from each victim (indices into models) to every model.
 
     The diagonal-like entries (a victim to itself) are 0; output divergences to a model with another
     label space are NaN. "field_matrix" is the field distance of every pair [M, M] (it costs nothing
     more: the same Gram product). `outputs`, if given, is filled with {(victim, component): [M, n, C] log-probs
-    or None} for callers that show the outputs themselves (the evidence report).
+    or None} for callers that show the outputs themselves (the evidence report). weights=False leaves out the
+    weight-space rows (a pass over every shared parameter of each same-architecture pair) for callers that do
+    not judge them.
     """
     handles = [as_handle(m) for m in models]
     cfg = cfg or FIELD_CFG
@@ -119,7 +121,8 @@ def pair_components(models: Sequence[str | ModelHandle], victims: Sequence[int],
     for r, v in enumerate(vi):
         for c, row in output_rows(handles, v, images, outputs).items():
             res[c][r] = row
-    res[WEIGHT_COMPONENT] = weight_rows(handles, vi)
+    if weights:
+        res[WEIGHT_COMPONENT] = weight_rows(handles, vi)
     if progress is not None:
         points_total = m * len(anchor_set) * cfg.steps
         progress(points_total, points_total)

@@ -172,7 +172,8 @@ def family_graph(models: Sequence[str | ModelHandle], *, references: Sequence[st
 
     cfg = dataclasses.replace(FIELD_CFG, steps=int(steps)) if steps else FIELD_CFG
     comps = pair_components(everyone, list(range(len(handles))), anchors=anchors or FIELD_ANCHORS,
-                            points=points or DEFAULT_POINTS, cfg=cfg, store=store, progress=progress)
+                            points=points or DEFAULT_POINTS, cfg=cfg, store=store, progress=progress,
+                            weights=False)  # the graph judges the probes; weights only tell its arrows
     graph = graph_from_components(names, handles, comps, ref_cols, alpha, ref_archs=[h.arch for h in r_handles],
                                   match_architecture=match_architecture)
     graph.references = [r if isinstance(r, str) else r.spec for r in references]

@@ -339,7 +339,7 @@ def _triage_joint(victim: str | ModelHandle, suspects: Sequence[str | ModelHandl
         raise UserError(f"A margin field needs a class target (predicted or label), not {cfg.target!r}.")
     everyone = [v, *s_handles, *r_handles]
     comp = pair_components(everyone, [0], anchors=anchor_set, points=points, cfg=cfg, store=store,
-                           progress=progress)
+                           progress=progress, weights=rule.weights)
     if rule.weights:  # the weight-space component (same architecture only), judged last
         components = (*components, "weights")
     comp = {c: comp[c] for c in components}
