@@ -10,8 +10,9 @@ heatmap, the seconds per field under load (the runner's extraction times, as the
 the same fields extracted idle in this process just before (on the runner's torch threads per job, and on
 every core), how long each tab stayed stale after its last field landed (until the heatmap's message reached
 the tab, from the browser's network log: the server's part, as long as the browser's network process gets the
-CPU to read it; and until the page had drawn it, which adds the browser's own time on these shared cores), the web server's and the runner's CPU, and the peak memory
-(VmHWM) of the web server and of the runner. Bounded: at most 40 tabs, and every wait has the timeout.
+CPU to read it; and until the page had drawn it, which adds the browser's own time on these shared cores),
+the web server's and the runner's CPU, and the peak memory (VmHWM) of the web server and of the runner.
+Bounded: at most 40 tabs, and every wait has the timeout.
 
 In a class the tabs run on the students' machines, not on the server. Here they share its cores, so by
 default the browser (Chromium and the Playwright driver that steers it) runs at the lowest priority: nice 19

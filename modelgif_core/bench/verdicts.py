@@ -189,11 +189,11 @@ RULE_CHOICES = {"joint-arch-two-ws": JointRule(bootstrap=0, match_architecture=T
 
 def zoo_evidence(size: str = "full", points: str = DEFAULT_POINTS, progress: Progress | None = None
                  ) -> tuple[list[dict], list[str], list[int], dict[str, np.ndarray]]:
-    """The zoo's rows (unlearned models left out), their specs, the victim rows — the two victims and every
-    independent (the null pairs); the family graph reads the field distance of every pair and the output
-    components of these rows — and the pair evidence (`collect`, from its cache when stored)."""
+    """The zoo's rows (the unlearners and the owner's copies left out), their specs, the victim rows — the two
+    victims and every independent (the null pairs); the family graph reads the field distance of every pair and
+    the output components of these rows — and the pair evidence (`collect`, from its cache when stored)."""
     ensure_zoo(size)
-    rows = [r for r in list_zoo(size) if r["role"] != "unlearned"]
+    rows = [r for r in list_zoo(size) if r["role"] not in ("unlearned", "owner-copy")]
     models = [r["spec"] for r in rows]
     victims = [i for i, r in enumerate(rows) if r["role"] == "victim" or r["role"].startswith("independent")]
     return rows, models, victims, collect(models, victims, points, progress)

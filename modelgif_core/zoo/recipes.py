@@ -5,7 +5,8 @@ Victims of two architectures; for each, the attack kinds of the SAC benchmark ad
 attacker, adversarial extraction, transfer to another label space, fine-tuning on a shifted
 domain, weight noise); independently trained models (other seeds, data splits, architectures)
 split into a calibration set (what triage and anchor mining may look at) and a test set (what the
-IP benchmark measures on); in the full zoo, the owner's own surrogate students; and each victim's
+IP benchmark measures on); in the full zoo, the owner's own surrogate students and same-architecture
+copies of the victim (both only for choosing triage's rule, never scored); and each victim's
 owner's unlearners of class 9 (exact: retrained without it; relabel and ascent: approximate), the
 Unlearning page's examples (the small zoo has the first victim's).
 """
@@ -22,7 +23,7 @@ from ..engine.errors import UserError
 from ..engine.models import InputConfig
 
 SIZES = ("small", "full")
-ROLES = ("victim", "derived", "surrogate", "independent-calibration", "independent-test", "unlearned")
+ROLES = ("victim", "derived", "surrogate", "owner-copy", "independent-calibration", "independent-test", "unlearned")
 # The Unlearning page's examples: the owner's unlearners of a victim, forgetting the last class as
 # the paper (and `modelgif bench unlearning`) do. Not IP-bench models: they are neither attacks nor
 # independent.
@@ -144,6 +145,16 @@ def _victim_recipes(v: str, full: bool) -> list[Recipe]:
                           method="extract", family=vic, parent=vic, data="owner",
                           seed=90_000 + 10 * idx + VICTIMS.index(v), epochs=6,
                           params={"soft": soft, "strong": True}))
+    # The owner's own copies of the victim (owner's data, the weight-keeping attack recipes): the choice set's
+    # same-architecture positives, so a rule's weight-space stage can be chosen without the test models.
+    copies = [("finetune-all", "finetune", "", tune), ("prune", "prune", "", {"params": {"amount": 0.6}, **tune}),
+              ("weight-noise", "weight-noise", "", {"epochs": 0, "params": {"rel_std": 0.075}})]
+    copies += [("shift", "shift", s, {"params": {"shift": s}, **tune}) for s in ("noise", "blur", "invert")]
+    for idx, (kind, method, variant, how) in enumerate(copies):
+        suffix = f"-{variant}" if variant else ""
+        out.append(Recipe(name=f"{v}-owner-{kind}{suffix}", role="owner-copy", arch=v, method=method,
+                          family=vic, attack=kind, variant=variant, parent=vic, data="owner",
+                          seed=97_000 + 10 * idx + VICTIMS.index(v), **copy.deepcopy(how)))
     return out
 
 
