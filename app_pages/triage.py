@@ -7,7 +7,7 @@ from typing import Any
 import streamlit as st
 
 from app_pages import _ui
-from modelgif_core import TriageReport, figures, list_zoo, triage_task
+from modelgif_core import TRIAGE_RULES, TriageReport, figures, list_zoo, triage_task
 
 BADGE = {"derived": "red", "independent": "green", "inconclusive": "orange"}
 
@@ -73,13 +73,11 @@ references = st.multiselect(
     format_func=_label, key="tri_refs",
     help="Stored models not derived from the victim as far as the store knows (the zoo's lineage). "
          "Leave empty for a digits victim: the zoo's independent models serve as references.")
-rule = st.radio("Verdict rule",
-                ["joint-arch-two", "joint-arch-two-ws", "joint-arch-two-w", "joint-arch", "joint-arch-w", "joint",
-                 "minz"],
-                horizontal=True, key="tri_rule",
-                help="joint-arch-two: the components' joint null against references of the suspect's "
-                     "architecture, two components must agree (default); -ws: and the weight-space component "
-                     "(same architecture) as a stage of its own; -w: weights inside the statistic; joint-arch(-w): "
+rule = st.radio("Verdict rule", TRIAGE_RULES, horizontal=True, key="tri_rule",
+                help="joint-arch-two-ws (default): the components' joint null against references of the suspect's "
+                     "architecture, two components must agree, and the weight-space component (same "
+                     "architecture) as a stage of its own; joint-arch-two: without the weights; -w: weights "
+                     "inside the statistic; joint-arch(-w): "
                      "led by the strongest single component; joint: against all references; minz: the "
                      "Sidak-corrected minimum z.")
 use_sidebar = st.toggle("Use the sidebar's anchors and field settings (else triage's tuned defaults)",

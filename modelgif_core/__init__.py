@@ -27,6 +27,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from . import zoo  # registers the zoo: spec scheme with the engine
+from .analysis.calibration import RULES as TRIAGE_RULES
 from .analysis.calibration import JointRule, TriageRule
 from .analysis.nearest import nearest_models
 from .analysis.triage import TriageReport, Verdict, triage
@@ -132,7 +133,8 @@ __all__ = [
     # zoo
     "zoo", "build_zoo", "ensure_zoo", "list_zoo", "zoo_root", "assets_root", "shipped_zoo_root", "verify_zoo",
     # analysis
-    "triage", "TriageReport", "TriageRule", "JointRule", "Verdict", "verify_unlearning", "UnlearningReport",
+    "triage", "TriageReport", "TriageRule", "JointRule", "TRIAGE_RULES", "Verdict", "verify_unlearning",
+    "UnlearningReport",
     "nearest_models", "family_graph", "FamilyGraph", "family_table", "render_triage_report", "write_triage_report",
     # loaded on first use (the _LAZY table below): viz, bench, service
     "figures", "cluster_order", "last_relatedness_result", "zoos_truth_name",

@@ -18,6 +18,7 @@ from . import (
     BASELINES,
     METHODS,
     TARGETS,
+    TRIAGE_RULES,
     DistanceTable,
     FieldConfig,
     FieldStore,
@@ -507,12 +508,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_field_options(p, anchors_required=False)
     p.add_argument("--custom-config", action="store_true",
                    help="use the field options given here (--steps, --target, ...) instead of triage's defaults")
-    p.add_argument("--rule", default="joint-arch-two",
-                   choices=["joint-arch-two", "joint-arch-two-ws", "joint-arch-two-w", "joint-arch", "joint-arch-w",
-                            "joint", "minz"],
+    p.add_argument("--rule", default=TRIAGE_RULES[0], choices=TRIAGE_RULES,
                    help="verdict rule: joint null of the components against references of the suspect's "
-                        "architecture, two components required to agree (default); -ws: and the weight-space "
-                        "component as a stage of its own; -w: weights inside the statistic; joint-arch(-w): "
+                        "architecture, two components required to agree, and the weight-space component (same "
+                        "architecture) as a stage of its own (default); joint-arch-two: without the weights; "
+                        "-w: weights inside the statistic; joint-arch(-w): "
                         "led by the strongest single component; joint: against all references; minz: the "
                         "Sidak-corrected minimum z")
     p.add_argument("--report", default=None, metavar="PATH",

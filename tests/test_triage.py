@@ -294,7 +294,8 @@ def test_default_triage_uses_the_margin_field_and_victim_boundary_points(models)
     assert out["config"]["field_output"] == "margin" and out["config"]["log_prob"] is False
     assert out["config"]["steps"] == 50
     assert out["components"][0] == "modelgif" and set(out["components"]) <= {"modelgif", "boundary-js",
-                                                                            "adversarial-js"}
+                                                                            "adversarial-js", "weights"}
+    assert "weights" in out["components"]  # the default's weight stage: victim and copy share an architecture
     assert "adversarial-js" in out["components"]  # placed from every anchor, one class or several
     assert out["suspects"][0]["verdict"] == "derived"
     # the copy is within 1e-3 of the victim's weights: every defined component sees it far below the references

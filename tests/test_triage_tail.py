@@ -40,9 +40,11 @@ def test_two_with_matched_references_and_its_name():
     rule = JointRule(bootstrap=0, match_architecture=True, statistic="second")
     out = judge_matched({"modelgif": 0.5, "boundary-js": 0.5, "adversarial-js": 1.0}, refs, rule, "r", "v", archs)
     assert out["rule"] == "joint-arch-two" and out["references_used"] == [3, 4, 5]
+    from modelgif_core import TRIAGE_RULES
     from modelgif_core.analysis.triage import DEFAULT_RULE, rule_by_name
 
-    assert DEFAULT_RULE == "joint-arch-two"
+    # the default (research/21) is listed first: the CLI's --rule and the app's radio take it from there
+    assert DEFAULT_RULE == TRIAGE_RULES[0] == "joint-arch-two-ws"
     r = rule_by_name("joint-arch-two")
     assert r.statistic == "second" and r.match_architecture and r.to_dict()["name"] == "joint-arch-two"
     assert rule_by_name("joint-arch").statistic == "max"

@@ -168,8 +168,8 @@ def judge_components(distances: dict[str, float | None], refs: dict[str, Sequenc
 # (ALONE_COMPONENTS): T = max(-second smallest z, -z_weights). The "-ws" variant judges the weights as a
 # stage of their own instead: p = 2 min(p of the other components, p of the weights alone) (Bonferroni).
 
-# -arch: architecture-matched references
-RULES = ("joint-arch-two", "joint-arch-two-ws", "joint-arch-two-w", "joint-arch", "joint-arch-w", "joint", "minz")
+# -arch: architecture-matched references. The default first (analysis.triage.DEFAULT_RULE).
+RULES = ("joint-arch-two-ws", "joint-arch-two", "joint-arch-two-w", "joint-arch", "joint-arch-w", "joint", "minz")
 ALONE_COMPONENTS = ("weights",)
 JOINT_STATISTICS = ("max", "min", "stouffer", "second")  # max(min-z, truncated Stouffer) | min-z | Stouffer |
 #                                                           second smallest z (two components agree)

@@ -67,7 +67,9 @@ DEFAULT_FIELD = FieldConfig(steps=50, method="gausslegendre", baseline="black", 
 DEFAULT_ANCHORS = "digits:64"
 COMPONENTS = ("modelgif", "boundary-js", "adversarial-js", "output-kl")
 DEFAULT_COMPONENTS = ("modelgif", "boundary-js", "adversarial-js")
-DEFAULT_RULE = "joint-arch-two"  # chosen on the calibration split: research/18_confirm_choose_tail.py
+# Chosen on the choice set only (calibration independents, the owner's students and copies):
+# research/18_confirm_choose_tail.py (two components), research/21_confirm_choose_weight_stage.py (the weight stage)
+DEFAULT_RULE = "joint-arch-two-ws"
 
 
 def rule_by_name(name: str) -> TriageRule | JointRule:
@@ -404,9 +406,11 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
     field_output: what the field differentiates, "logit", "logprob" or "margin" (default: "margin"
     when `cfg` is not given, i.e. triage's tuned defaults; a caller's own cfg runs on the logits).
     log_prob=True is the older spelling of field_output="logprob" (False: "logit").
-    rule: "joint-arch-two" (default: the components' joint null against references of the suspect's
-    architecture, `calibration.judge_matched`, two components required to agree), "joint-arch-two-w" (the
-    weight-space component may decide alone), "joint-arch-w" and "joint-arch" (the same
+    rule: "joint-arch-two-ws" (default: the components' joint null against references of the suspect's
+    architecture, `calibration.judge_matched`, two components required to agree, and the weight-space
+    component, defined between two checkpoints of one architecture, as a stage of its own),
+    "joint-arch-two" (without the weight stage), "joint-arch-two-w" (the weight-space component inside the
+    statistic, where it may decide alone), "joint-arch-w" and "joint-arch" (the same
     led by the strongest single component), "joint" (the same null against all references), "minz" (the
     Sidak-corrected minimum z), or a JointRule / TriageRule. points: the anchors spec of the output
     probe points under the joint rule (default: 256 held-out digits for a digits victim, else the

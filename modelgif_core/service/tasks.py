@@ -19,7 +19,7 @@ import numpy as np
 
 from ..analysis.lineage import family_graph
 from ..analysis.report import render_triage_report
-from ..analysis.triage import triage
+from ..analysis.triage import DEFAULT_RULE, triage
 from ..analysis.unlearning import verify_unlearning
 from ..bench import relatedness
 from ..engine.anchors import load_anchors
@@ -119,7 +119,7 @@ def _run_probe(progress: Progress, worker: Any, model: str, anchors: str, config
 
 
 def triage_task(victim: str, suspects: list[str], references: list[str] | None, anchors: str | None,
-                cfg: FieldConfig | None, rule: str = "joint-arch-two") -> TaskSpec:
+                cfg: FieldConfig | None, rule: str = DEFAULT_RULE) -> TaskSpec:
     """`analysis.triage` of model specs; returns the report as a dict (TriageReport.from_dict reads it) with
     its self-contained HTML evidence report under "html"."""
     return TaskSpec("triage", {"victim": victim, "suspects": list(suspects), "references": references,
@@ -128,7 +128,7 @@ def triage_task(victim: str, suspects: list[str], references: list[str] | None, 
 
 @_task
 def _run_triage(progress: Progress, worker: Any, victim: str, suspects: list[str], references: list[str] | None,
-                anchors: str | None, config: dict | None, rule: str = "joint-arch-two") -> dict:
+                anchors: str | None, config: dict | None, rule: str = DEFAULT_RULE) -> dict:
     kwargs: dict[str, Any] = {}
     if anchors is not None:
         kwargs["anchors"] = anchors
