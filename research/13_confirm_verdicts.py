@@ -103,7 +103,7 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     zoo_dir, home = Path(args.zoo), Path(args.home)
-    rows = [r for r in list_zoo("full", root=zoo_dir) if r["role"] != "unlearned"]
+    rows = [r for r in list_zoo("full", root=zoo_dir) if r["role"] not in ("unlearned", "owner-copy")]
     for r in rows:
         r["origin"] = "zoo"
     for folder in sorted((home / "fresh").iterdir()):
