@@ -38,10 +38,9 @@ import json
 import math
 
 import numpy as np
-from scipy.stats import binom
 
 from modelgif_core.analysis.calibration import JointRule
-from modelgif_core.bench.verdicts import judge, zoo_evidence
+from modelgif_core.bench.verdicts import choice_null_pairs, judge, zoo_evidence
 
 CANDIDATES = {
     "joint-arch": JointRule(bootstrap=0, match_architecture=True),
@@ -66,18 +65,14 @@ def main() -> None:
     def verdict(rule: JointRule, v: str, s: str, refs: list[str]) -> dict:
         return judge(rule, comps, vrow[col[v]], col[s], [col[n] for n in refs], archs, col[v])
 
-    pairs = [(a, b) for a in cal for b in cal if a != b]
-    cap01 = int(binom.ppf(0.95, len(pairs), 0.01))
     table = []
     for name, rule in CANDIDATES.items():
-        null = [verdict(rule, a, b, [n for n in cal if n not in (a, b)]) for a, b in pairs]
+        nulls = choice_null_pairs(lambda v, s, refs, rule=rule: verdict(rule, v, s, refs), cal)
+        cap01 = nulls.pop("cap_p01")
         sv = [verdict(rule, s["parent"], s["name"], cal) for s in sur]
-        p = np.array([j["p_value"] for j in null])
-        t = {"rule": name, "null_pairs": len(null), "null_derived": sum(j["verdict"] == "derived" for j in null),
-             "null_p_below_0.01": int((p < 0.01).sum()), "null_p_below_0.05": int((p < 0.05).sum()),
-             "surrogates": len(sv), "surrogates_derived": sum(j["verdict"] == "derived" for j in sv),
+        t = {"rule": name, **nulls, "surrogates": len(sv),
+             "surrogates_derived": sum(j["verdict"] == "derived" for j in sv),
              "surrogate_median_neglog10_p": float(np.median([-math.log10(max(j["p_value"], 1e-300)) for j in sv]))}
-        t["eligible"] = t["null_derived"] == 0 and t["null_p_below_0.01"] <= cap01
         table.append(t)
     print(f"{'rule':<17} {'null derived':>13} {'p<0.01':>7} {'p<0.05':>7} {'surrogates derived':>19} "
           f"{'median -log10 p':>16} eligible")
@@ -85,8 +80,9 @@ def main() -> None:
         print(f"{t['rule']:<17} {t['null_derived']:>7}/{t['null_pairs']:<5} {t['null_p_below_0.01']:>7} "
               f"{t['null_p_below_0.05']:>7} {t['surrogates_derived']:>12}/{t['surrogates']:<6} "
               f"{t['surrogate_median_neglog10_p']:>16.2f} {t['eligible']}")
-    print(f"(uniform null p on {len(pairs)} pairs: expected {0.01 * len(pairs):.1f} at p < 0.01, 95 % quantile "
-          f"{cap01}; expected {0.05 * len(pairs):.1f} at p < 0.05)")
+    n = table[0]["null_pairs"]
+    print(f"(uniform null p on {n} pairs: expected {0.01 * n:.1f} at p < 0.01, 95 % quantile "
+          f"{cap01}; expected {0.05 * n:.1f} at p < 0.05)")
     ok = [t for t in table if t["eligible"]]
     key = (lambda t: (-t["surrogates_derived"], -round(t["surrogate_median_neglog10_p"], 6),
                       not t["rule"].endswith("-w")))

@@ -29,10 +29,9 @@ import json
 import math
 
 import numpy as np
-from scipy.stats import binom
 
 from modelgif_core.analysis.evidence import DEFAULT_POINTS
-from modelgif_core.bench.verdicts import RULE_CHOICES, collect, judge
+from modelgif_core.bench.verdicts import RULE_CHOICES, choice_null_pairs, collect, judge
 from modelgif_core.zoo import ensure_zoo, list_zoo
 
 CURRENT_DEFAULT = "joint-arch-two"
@@ -55,22 +54,18 @@ def main() -> None:
     def verdict(rule, v: str, s: str, refs: list[str]) -> dict:
         return judge(rule, comps, vrow[col[v]], col[s], [col[n] for n in refs], archs, col[v])
 
-    pairs = [(a, b) for a in cal for b in cal if a != b]
-    cap01 = int(binom.ppf(0.95, len(pairs), 0.01))
     table = []
     for name, rule in CANDIDATES.items():
-        null = [verdict(rule, a, b, [n for n in cal if n not in (a, b)]) for a, b in pairs]
+        nulls = choice_null_pairs(lambda v, s, refs, rule=rule: verdict(rule, v, s, refs), cal)
+        cap01 = nulls.pop("cap_p01")
         pos = {r["name"]: verdict(rule, r["parent"], r["name"], cal) for r in positives}
         students = [j for r, j in zip(positives, pos.values(), strict=True) if r["role"] == "surrogate"]
-        p = np.array([j["p_value"] for j in null])
-        t = {"rule": name, "null_pairs": len(null), "null_derived": sum(j["verdict"] == "derived" for j in null),
-             "null_p_below_0.01": int((p < 0.01).sum()), "null_p_below_0.05": int((p < 0.05).sum()),
-             "positives": len(pos), "positives_derived": sum(j["verdict"] == "derived" for j in pos.values()),
+        t = {"rule": name, **nulls, "positives": len(pos),
+             "positives_derived": sum(j["verdict"] == "derived" for j in pos.values()),
              "students": len(students), "students_derived": sum(j["verdict"] == "derived" for j in students),
              "student_median_neglog10_p": float(np.median([-math.log10(max(j["p_value"], 1e-300))
                                                            for j in students])),
              "verdicts": {n: j["verdict"] for n, j in pos.items()}}
-        t["eligible"] = t["null_derived"] == 0 and t["null_p_below_0.01"] <= cap01
         table.append(t)
     print(f"{'rule':<18} {'null derived':>13} {'p<0.01':>7} {'p<0.05':>7} {'positives':>10} {'students':>9} "
           f"{'students median -log10 p':>25} eligible")
@@ -78,8 +73,9 @@ def main() -> None:
         print(f"{t['rule']:<18} {t['null_derived']:>7}/{t['null_pairs']:<5} {t['null_p_below_0.01']:>7} "
               f"{t['null_p_below_0.05']:>7} {t['positives_derived']:>6}/{t['positives']:<3} "
               f"{t['students_derived']:>5}/{t['students']:<3} {t['student_median_neglog10_p']:>25.2f} {t['eligible']}")
-    print(f"(uniform null p on {len(pairs)} pairs: expected {0.01 * len(pairs):.1f} at p < 0.01, 95 % quantile "
-          f"{cap01}; expected {0.05 * len(pairs):.1f} at p < 0.05)")
+    n = table[0]["null_pairs"]
+    print(f"(uniform null p on {n} pairs: expected {0.01 * n:.1f} at p < 0.01, 95 % quantile "
+          f"{cap01}; expected {0.05 * n:.1f} at p < 0.05)")
     print("per positive:", *(f"  {n}: " + ", ".join(f"{t['rule']}={t['verdicts'][n]}" for t in table)
                              for n in table[0]["verdicts"]), sep="\n")
     ok = [t for t in table if t["eligible"]]

@@ -36,7 +36,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +164,22 @@ def rates(rows: list[dict], comps: dict[str, np.ndarray], models: list[str], vic
     neg = scores.get("independent-test", [])
     out["auc"] = {k: _auc(s, neg) for k, s in scores.items() if k != "independent-test"}
     return out
+
+
+def choice_null_pairs(verdict: Callable[[str, str, list[str]], dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """A leak-free choice's null pairs: each of `names` a pseudo-victim against each other, the rest as references
+    (`verdict(victim, suspect, refs)`). A null pair's p should be uniform, so a rule is eligible when none is
+    derived and its count at p < 0.01 stays within the 95 % quantile of Binomial(pairs, 0.01) ("cap_p01")."""
+    from scipy.stats import binom
+
+    pairs = [(a, b) for a in names for b in names if a != b]
+    null = [verdict(a, b, [n for n in names if n not in (a, b)]) for a, b in pairs]
+    p = np.array([j["p_value"] for j in null])
+    cap = int(binom.ppf(0.95, len(pairs), 0.01))
+    derived = sum(j["verdict"] == "derived" for j in null)
+    return {"null_pairs": len(null), "null_derived": derived, "null_p_below_0.01": int((p < 0.01).sum()),
+            "null_p_below_0.05": int((p < 0.05).sum()), "eligible": derived == 0 and int((p < 0.01).sum()) <= cap,
+            "cap_p01": cap}
 
 
 def _auc(pos: list[float], neg: list[float]) -> float:
