@@ -137,7 +137,7 @@ def family_graph(models: Sequence[str | ModelHandle], *, references: Sequence[st
     """Pairwise triage over `models` -> the family graph (see the module docstring).
 
     anchors, steps: the field's anchors and quadrature steps (default: triage's, digits:64:0 and 50);
-    points: the output probe points (default: 256 held-out digits). match_architecture: judge each pair
+    points: the output probe points (default: the 500 held-out digits). match_architecture: judge each pair
     by the joint-arch rule (see graph_from_components).
 
     references: models known to be independent of every model here (default: the built-in zoo's

@@ -413,7 +413,7 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
     statistic, where it may decide alone), "joint-arch-w" and "joint-arch" (the same
     led by the strongest single component), "joint" (the same null against all references), "minz" (the
     Sidak-corrected minimum z), or a JointRule / TriageRule. points: the anchors spec of the output
-    probe points under the joint rule (default: 256 held-out digits for a digits victim, else the
+    probe points under the joint rule (default: the 500 held-out digits for a digits victim, else the
     anchors).
     """
     if rule is None or isinstance(rule, str):
