@@ -153,12 +153,18 @@ def main() -> None:
                                                         ("derived", "inconclusive", "independent")}}
         out["auc"] = {k: auc(s, scores["independent"]) for k, s in scores.items() if k != "independent"}
         null = {"all": [], "fresh-suspect": [], "fresh-pairs": []}
+        alarms = []
         for a in indep:
             for b in indep:
                 if a == b:
                     continue
                 refs = [col[n] for n in indep if n not in (a, b)]
-                v = judge(rule, comps, vrow[col[a]], col[b], refs, archs, col[a])["verdict"]
+                j = judge(rule, comps, vrow[col[a]], col[b], refs, archs, col[a])
+                v = j["verdict"]
+                if v == "derived":
+                    zs = ", ".join(f"{c} {e['z']:+.1f}" for c, e in j["evidence"].items())
+                    alarms.append(f"    {a} -> {b}: p {j['p_value']:.1e}, {len(j.get('references_used', refs))} "
+                                  f"references ({j.get('reference_match', 'all')}); z: {zs}")
                 null["all"].append(v)
                 if rows[col[b]]["origin"] == "fresh":
                     null["fresh-suspect"].append(v)
@@ -178,6 +184,7 @@ def main() -> None:
         for key, n in out["null"].items():
             lines.append(f"  null pairs ({key}): {n['derived']}/{n['pairs']} derived, rate {n['rate']:.4f} "
                          f"(95% CI {n['ci95'][0]:.4f}..{n['ci95'][1]:.4f}); inconclusive {n['inconclusive']}")
+        lines += ["  the null pairs called derived (pseudo-victim -> suspect):", *alarms] if alarms else []
     result["seconds"] = round(time.perf_counter() - t0, 1)
     result["pair_seconds"] = round(t_pairs, 1)
     lines.append(f"({len(rows)} models, {len(indep)} independents; pairs {t_pairs:.0f} s, total "
