@@ -30,29 +30,18 @@ import math
 
 import numpy as np
 
-from modelgif_core.analysis.evidence import DEFAULT_POINTS
-from modelgif_core.bench.verdicts import RULE_CHOICES, choice_null_pairs, collect, judge
-from modelgif_core.zoo import ensure_zoo, list_zoo
+from modelgif_core.bench.verdicts import RULE_CHOICES, choice_null_pairs, choice_set
 
 CURRENT_DEFAULT = "joint-arch-two"
 CANDIDATES = {k: v for k, v in RULE_CHOICES.items() if k.startswith("joint-arch")}
-CHOICE_ROLES = ("victim", "surrogate", "owner-copy", "independent-calibration")
+POINTS = "digits:256:0"  # the output probe points of the time (research/22 moved the default to 500)
 
 
 def main() -> None:
-    ensure_zoo("full")
-    rows = [r for r in list_zoo("full") if r["role"] in CHOICE_ROLES]
-    models = [r["spec"] for r in rows]
-    victims = [i for i, r in enumerate(rows) if r["role"] in ("victim", "independent-calibration")]
-    comps = collect(models, victims, DEFAULT_POINTS)
-    col = {r["name"]: i for i, r in enumerate(rows)}
-    vrow = {c: k for k, c in enumerate(victims)}
-    archs = [r["arch"] for r in rows]
-    cal = [r["name"] for r in rows if r["role"] == "independent-calibration"]
-    positives = [r for r in rows if r["role"] in ("surrogate", "owner-copy")]
+    cs = choice_set(POINTS)
+    cal, positives = cs.calibration, cs.positives
 
-    def verdict(rule, v: str, s: str, refs: list[str]) -> dict:
-        return judge(rule, comps, vrow[col[v]], col[s], [col[n] for n in refs], archs, col[v])
+    verdict = cs.verdict
 
     table = []
     for name, rule in CANDIDATES.items():

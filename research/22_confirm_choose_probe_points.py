@@ -28,35 +28,25 @@ import math
 
 import numpy as np
 
-from modelgif_core.analysis.evidence import DEFAULT_POINTS, OUTPUT_COMPONENTS
-from modelgif_core.bench.verdicts import RULE_CHOICES, choice_null_pairs, collect, judge
-from modelgif_core.zoo import ensure_zoo, list_zoo
+from modelgif_core.analysis.evidence import OUTPUT_COMPONENTS
+from modelgif_core.bench.verdicts import RULE_CHOICES, choice_null_pairs, choice_set
 
 CANDIDATES = ("digits:128:0", "digits:256:0", "digits:500:0")
+CURRENT_DEFAULT = "digits:256:0"
 RULES = ("joint-arch-two-ws", "joint-arch-two")
-CHOICE_ROLES = ("victim", "surrogate", "owner-copy", "independent-calibration")
 
 
 def main() -> None:
-    ensure_zoo("full")
-    rows = [r for r in list_zoo("full") if r["role"] in CHOICE_ROLES]
-    models = [r["spec"] for r in rows]
-    victims = [i for i, r in enumerate(rows) if r["role"] in ("victim", "independent-calibration")]
-    col = {r["name"]: i for i, r in enumerate(rows)}
-    vrow = {c: k for k, c in enumerate(victims)}
-    archs = [r["arch"] for r in rows]
-    cal = [r["name"] for r in rows if r["role"] == "independent-calibration"]
-    positives = [r for r in rows if r["role"] in ("surrogate", "owner-copy")]
-    students = [r for r in positives if r["role"] == "surrogate"]
-
     table = []
     for points in CANDIDATES:
-        comps = collect(models, victims, points)
+        cs = choice_set(points)
+        cal, positives = cs.calibration, cs.positives
+        students = [r for r in positives if r["role"] == "surrogate"]
         for name in RULES:
             rule = RULE_CHOICES[name]
 
-            def verdict(v: str, s: str, refs: list[str], rule=rule, comps=comps) -> dict:
-                return judge(rule, comps, vrow[col[v]], col[s], [col[n] for n in refs], archs, col[v])
+            def verdict(v: str, s: str, refs: list[str], rule=rule, cs=cs) -> dict:
+                return cs.verdict(rule, v, s, refs)
 
             nulls = choice_null_pairs(verdict, cal)
             cap01 = nulls.pop("cap_p01")
@@ -89,9 +79,9 @@ def main() -> None:
         return (t["students_derived"], t["positives_derived"], round(t["student_median_neglog10_p"], 6))
 
     ok = [t for t in table if t["rule"] == RULES[0] and t["eligible"]]
-    cur = next(t for t in table if t["rule"] == RULES[0] and t["points"] == DEFAULT_POINTS)
+    cur = next(t for t in table if t["rule"] == RULES[0] and t["points"] == CURRENT_DEFAULT)
     best = max(ok, key=rank) if ok else None
-    chosen = best["points"] if best and rank(best) > rank(cur) else DEFAULT_POINTS
+    chosen = best["points"] if best and rank(best) > rank(cur) else CURRENT_DEFAULT
     print(f"best eligible: {best and best['points']}; default: {chosen}")
     print(json.dumps({"table": table, "default": chosen}))
 

@@ -21,9 +21,11 @@ CLI does for a digits victim), "calibration" = the 12 calibration models only (t
 Null subsets: "all" (552), "test-suspect" (the suspect a test independent, 276), "test-pairs" (both
 test independents, 132: no model of these pairs entered a choice), "calibration" (the choice set).
 
-Rules side by side: "joint-arch-two" (the default: as joint-arch, but T is the second smallest z, so
-two components must sit below the references; chosen on the choice set over heavier-tailed nulls,
-research/18_confirm_choose_tail.py), "joint-arch" (the joint null against the references of the suspect's
+Rules side by side: "joint-arch-two-ws" (the default: joint-arch-two with the weight-space distance of
+same-architecture checkpoints as a stage of its own; research/21_confirm_choose_weight_stage.py),
+"joint-arch-two" (as joint-arch, but T is the second smallest z, so two components must sit below the
+references; chosen on the choice set over heavier-tailed nulls, research/18_confirm_choose_tail.py),
+"joint-arch" (the joint null against the references of the suspect's
 architecture, `calibration.matched_references`), "joint" (against all references) and
 "minz" (the Sidak-corrected minimum z). joint-arch was chosen over a "same or other architecture than
 the victim" pooling on the choice set (0/132 null pairs derived against 1/132;
@@ -32,6 +34,8 @@ research/16_confirm_choose_reference_match.py).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -164,6 +168,47 @@ def rates(rows: list[dict], comps: dict[str, np.ndarray], models: list[str], vic
     neg = scores.get("independent-test", [])
     out["auc"] = {k: _auc(s, neg) for k, s in scores.items() if k != "independent-test"}
     return out
+
+
+CHOICE_ROLES = ("victim", "surrogate", "owner-copy", "independent-calibration")
+
+
+@dataclasses.dataclass
+class ChoiceSet:
+    """The full zoo's models a leak-free choice may read: the victims, the owner's students ("surrogate") and
+    copies ("owner-copy"), the calibration independents; their pair evidence from each victim and each
+    calibration independent (the null pairs' pseudo-victims)."""
+
+    rows: list[dict]
+    comps: dict[str, np.ndarray]
+    victims: list[int]
+
+    @property
+    def calibration(self) -> list[str]:
+        return [r["name"] for r in self.rows if r["role"] == "independent-calibration"]
+
+    @property
+    def positives(self) -> list[dict]:
+        """The owner's students and copies (each judged against its parent)."""
+        return [r for r in self.rows if r["role"] in ("surrogate", "owner-copy")]
+
+    @functools.cached_property
+    def _col(self) -> dict[str, int]:
+        return {r["name"]: i for i, r in enumerate(self.rows)}
+
+    def verdict(self, rule: Any, victim: str, suspect: str, refs: Sequence[str]) -> dict[str, Any]:
+        """`judge` of suspect against victim (names), the references `refs` (names)."""
+        col = self._col
+        return judge(rule, self.comps, self.victims.index(col[victim]), col[suspect], [col[n] for n in refs],
+                     [r["arch"] for r in self.rows], col[victim])
+
+
+def choice_set(points: str = DEFAULT_POINTS) -> ChoiceSet:
+    """The full zoo's choice set (built first if missing) and its pair evidence (`collect`, cached)."""
+    ensure_zoo("full")
+    rows = [r for r in list_zoo("full") if r["role"] in CHOICE_ROLES]
+    victims = [i for i, r in enumerate(rows) if r["role"] in ("victim", "independent-calibration")]
+    return ChoiceSet(rows, collect([r["spec"] for r in rows], victims, points), victims)
 
 
 def choice_null_pairs(verdict: Callable[[str, str, list[str]], dict[str, Any]], names: list[str]) -> dict[str, Any]:

@@ -1,0 +1,45 @@
+"""bench.verdicts.ChoiceSet: a leak-free choice's verdicts read the right rows and columns of the pair evidence."""
+
+import numpy as np
+
+from modelgif_core.bench.verdicts import RULE_CHOICES, ChoiceSet, choice_null_pairs, judge
+
+ROWS = [
+    {"name": "victim", "role": "victim", "arch": "resnet", "parent": ""},
+    {"name": "student", "role": "surrogate", "arch": "resnet", "parent": "victim"},
+    {"name": "copy", "role": "owner-copy", "arch": "resnet", "parent": "victim"},
+    *({"name": f"cal-{i}", "role": "independent-calibration", "arch": "resnet", "parent": ""} for i in range(6)),
+]
+
+
+def _comps(victims: list[int]) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    out = {c: rng.uniform(0.5, 1.0, (len(victims), len(ROWS))) for c in ("modelgif", "boundary-js", "adversarial-js")}
+    out["modelgif"][0, 1] = out["boundary-js"][0, 1] = 0.01  # the student: two components far below
+    for c in out.values():
+        c[np.arange(len(victims)), victims] = 0.0
+    return out
+
+
+def test_verdict_is_judge_on_the_named_rows_and_columns():
+    victims = [0, *range(3, len(ROWS))]
+    cs = ChoiceSet(ROWS, _comps(victims), victims)
+    assert cs.calibration == [f"cal-{i}" for i in range(6)]
+    assert [r["name"] for r in cs.positives] == ["student", "copy"]
+    rule = RULE_CHOICES["joint-arch-two"]
+    archs = [r["arch"] for r in ROWS]
+    got = cs.verdict(rule, "victim", "student", cs.calibration)
+    assert got == judge(rule, cs.comps, 0, 1, list(range(3, 9)), archs, 0)
+    assert got["verdict"] == "derived"
+    # a calibration model as the pseudo-victim reads its own row of the evidence
+    assert cs.verdict(rule, "cal-2", "cal-4", ["cal-0", "cal-1", "cal-3", "cal-5"]) == \
+        judge(rule, cs.comps, victims.index(5), 7, [3, 4, 6, 8], archs, 5)
+
+
+def test_choice_null_pairs_counts_every_ordered_pair():
+    victims = [0, *range(3, len(ROWS))]
+    cs = ChoiceSet(ROWS, _comps(victims), victims)
+    rule = RULE_CHOICES["joint-arch-two"]
+    out = choice_null_pairs(lambda v, s, refs: cs.verdict(rule, v, s, refs), cs.calibration)
+    assert out["null_pairs"] == 6 * 5
+    assert 0 <= out["null_derived"] <= out["null_p_below_0.01"] <= out["null_p_below_0.05"] <= 30
