@@ -229,6 +229,8 @@ def test_triage_report_follows_the_json_contract(models, tmp_path, rule):
     assert out["suspects"][0]["rule"] == rule and (out["rule"].get("name") == "joint") == (rule == "joint")
     back = type(report).from_dict(out)
     assert back.to_dict()["suspects"] == out["suspects"] and back.rule == report.rule
+    if rule != "minz":  # the joint rules' explanation says where the output components were measured
+        assert "placed from digits:16:0" in report.explanation()
     if rule.startswith("joint-arch"):  # all test_resnets: the 3 references are of the suspects' architecture
         assert [s["reference_match"] for s in out["suspects"]] == ["suspect-architecture"] * 2
         assert out["suspects"][0]["references_used"] == [0, 1, 2]

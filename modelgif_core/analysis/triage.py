@@ -50,7 +50,7 @@ from .calibration import (
     reference_stats,
     thresholds,
 )
-from .evidence import DEFAULT_POINTS, pair_components
+from .evidence import DEFAULT_POINTS, OUTPUT_COMPONENTS, pair_components
 from .probes import (
     FIELD_OUTPUTS,
     adversarial_boundary_points,
@@ -186,9 +186,13 @@ class TriageReport:
     def explanation(self) -> str:
         s = self.stats
         if isinstance(self.rule, JointRule):
+            outputs = self.points and any(c in OUTPUT_COMPONENTS for c in self.components)
             return (f"{len(self.references)} independent reference models ({self.reference_source}) lie at "
                     f"field distances {s['min']:.4f}..{s['max']:.4f} from the victim on {self.n_anchors} "
-                    f"anchors. Each component ({', '.join(self.components)}) is a z-score of the log-distance "
+                    f"anchors"
+                    + (f"; the output components compare softmax outputs on the victim's decision boundary "
+                       f"and at its adversarial points, placed from {self.points}" if outputs else "")
+                    + f". Each component ({', '.join(self.components)}) is a z-score of the log-distance "
                     f"among the references; the score is "
                     + ("the second lowest z (negated: two components must sit below the references)"
                        + (", or the weight-space z alone (the parameters a copy shares with its parent; same "
