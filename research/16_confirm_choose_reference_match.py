@@ -27,6 +27,8 @@ import math
 from modelgif_core.analysis.calibration import JointRule, judge_joint, judge_matched
 from modelgif_core.bench.verdicts import COMPONENTS, zoo_evidence
 
+POINTS = "digits:256:0"  # the output probe points of the time (research/22 moved the default to 500)
+
 
 def value(x: float) -> float | None:
     return float(x) if math.isfinite(float(x)) else None
@@ -40,7 +42,7 @@ def relation_refs(victim_arch: str, suspect_arch: str, ref_archs: list[str],
 
 
 def main() -> None:
-    rows, models, victims, comps = zoo_evidence("full")
+    rows, models, victims, comps = zoo_evidence("full", POINTS)
     col = {r["name"]: i for i, r in enumerate(rows)}
     vrow = {c: k for k, c in enumerate(victims)}
     arch = {r["name"]: r["arch"] for r in rows}

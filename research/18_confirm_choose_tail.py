@@ -40,7 +40,7 @@ import math
 import numpy as np
 
 from modelgif_core.analysis.calibration import JointRule
-from modelgif_core.bench.verdicts import choice_null_pairs, judge, zoo_evidence
+from modelgif_core.bench.verdicts import choice_null_pairs, choice_set
 
 CANDIDATES = {
     "joint-arch": JointRule(bootstrap=0, match_architecture=True),
@@ -52,18 +52,14 @@ CANDIDATES = {
                                    weight_stage=True),
 }
 OLD_DEFAULT = "joint-arch"
+POINTS = "digits:256:0"  # the output probe points of the time (research/22 moved the default to 500)
 
 
 def main() -> None:
-    rows, models, victims, comps = zoo_evidence("full")
-    col = {r["name"]: i for i, r in enumerate(rows)}
-    vrow = {c: k for k, c in enumerate(victims)}
-    archs = [r["arch"] for r in rows]
-    cal = [r["name"] for r in rows if r["role"] == "independent-calibration"]
-    sur = [r for r in rows if r["role"] == "surrogate"]
-
-    def verdict(rule: JointRule, v: str, s: str, refs: list[str]) -> dict:
-        return judge(rule, comps, vrow[col[v]], col[s], [col[n] for n in refs], archs, col[v])
+    cs = choice_set(POINTS)
+    cal = cs.calibration
+    sur = [r for r in cs.positives if r["role"] == "surrogate"]
+    verdict = cs.verdict
 
     table = []
     for name, rule in CANDIDATES.items():

@@ -196,11 +196,15 @@ class ChoiceSet:
     def _col(self) -> dict[str, int]:
         return {r["name"]: i for i, r in enumerate(self.rows)}
 
+    @functools.cached_property
+    def _archs(self) -> list[str]:
+        return [r["arch"] for r in self.rows]
+
     def verdict(self, rule: Any, victim: str, suspect: str, refs: Sequence[str]) -> dict[str, Any]:
         """`judge` of suspect against victim (names), the references `refs` (names)."""
         col = self._col
         return judge(rule, self.comps, self.victims.index(col[victim]), col[suspect], [col[n] for n in refs],
-                     [r["arch"] for r in self.rows], col[victim])
+                     self._archs, col[victim])
 
 
 def choice_set(points: str = DEFAULT_POINTS) -> ChoiceSet:
