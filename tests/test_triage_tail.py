@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -145,3 +147,17 @@ def test_pair_components_leave_the_weights_out_when_no_rule_reads_them():
     lean = pair_components(handles, [0], weights=False, **kw)
     assert "weights" not in lean and set(lean) == set(both) - {"weights"}
     np.testing.assert_array_equal(lean["modelgif"], both["modelgif"])
+
+
+def test_one_component_far_below_is_not_independent_either():
+    refs = _refs(np.random.default_rng(4))
+    rule = JointRule(bootstrap=0, statistic="second")
+    one = judge_joint({"modelgif": 1.0, "boundary-js": 0.4, "adversarial-js": 1.0}, refs, rule)
+    assert one["p_value"] >= rule.p_independent and one["p_lowest"] < 1e-3
+    assert one["verdict"] == "inconclusive"  # not derived (one component), not independent either
+    among = judge_joint({"modelgif": 1.0, "boundary-js": 1.0, "adversarial-js": 1.0}, refs, rule)
+    assert among["verdict"] == "independent" and among["p_lowest"] >= rule.p_independent
+    ws = dataclasses.replace(rule, weights=True, weight_stage=True)
+    refs["weights"] = list(0.7 + 0.01 * np.random.default_rng(9).standard_normal(8))
+    low_w = judge_joint({"modelgif": 1.0, "boundary-js": 1.0, "adversarial-js": 1.0, "weights": 0.66}, refs, ws)
+    assert low_w["p_lowest"] < rule.p_independent and low_w["verdict"] == "inconclusive"

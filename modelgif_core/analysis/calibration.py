@@ -155,10 +155,12 @@ def judge_components(distances: dict[str, float | None], refs: dict[str, Sequenc
 # independent side (an output divergence of a transferred copy, say) is no alibi.
 #
 # The "two" variant (statistic "second") takes T = -(the second smallest z): at least two components
-# must sit below the references (with one usable component, that one). Fresh independents were called
-# derived on ONE output divergence far below a few references (z -5 to -30) while the others said
-# independent: one component's Gaussian tail is too light. research/18_confirm_choose_tail.py chose it
-# on the calibration split over heavier-tailed (Student-t) nulls and a clipped Stouffer.
+# must sit below the references (with one usable component, that one); "independent" then also needs the
+# lowest component alone at p >= p_independent (a copy singled out by one component is inconclusive, not
+# independent). Fresh independents were called derived on ONE output divergence far below a few references
+# (z -5 to -30) while the others said independent: one component's Gaussian tail is too light.
+# research/18_confirm_choose_tail.py chose it on the calibration split over heavier-tailed (Student-t) nulls
+# and a clipped Stouffer.
 
 #
 # The "-w" variant adds the weight-space component "weights" (1 - cosine of the parameters two models of one
@@ -286,6 +288,19 @@ def joint_null(n: int, corr: np.ndarray, statistic: str, draws: int = _NULL_DRAW
     return _NULL_CACHE[key]
 
 
+def _null_p(t: float, null: np.ndarray) -> float:
+    """Share of the sorted simulated statistics `null` at or above t (at least 1 / (draws + 1))."""
+    return (1 + int(len(null) - np.searchsorted(null, t, side="left"))) / (1 + len(null))
+
+
+def _verdict(p: float, p_lowest: float, rule: JointRule) -> str:
+    """derived below alpha; independent only when the statistic and the lowest component alone both sit among
+    the references (a copy that one component singles out, z -12 say, is no independent model)."""
+    if p < rule.alpha:
+        return "derived"
+    return "independent" if min(p, p_lowest) >= rule.p_independent else "inconclusive"
+
+
 def judge_joint(distances: dict[str, float | None], refs: dict[str, Sequence[float | None]],
                 rule: JointRule | None = None, seed: int = 0) -> dict[str, Any]:
     """Verdict of one suspect under the joint rule; the same keys as `judge_components` plus
@@ -311,9 +326,12 @@ def judge_joint(distances: dict[str, float | None], refs: dict[str, Sequence[flo
     z = _zs(x, ref)
     alone = tuple(c in ALONE_COMPONENTS for c in comps) if rule.weights else None
     t = float(joint_statistic(z, rule.statistic, None if alone is None else np.array(alone)))
-    null = joint_null(len(ref), _shrunk_correlation(ref), rule.statistic, tail_df=rule.tail_df, alone=alone)
-    p = (1 + int(len(null) - np.searchsorted(null, t, side="left"))) / (1 + len(null))
-    verdict = "derived" if p < rule.alpha else ("independent" if p >= rule.p_independent else "inconclusive")
+    corr = _shrunk_correlation(ref)
+    p = _null_p(t, joint_null(len(ref), corr, rule.statistic, tail_df=rule.tail_df, alone=alone))
+    # The lowest component alone, by the same null: "independent" needs it among the references too.
+    p_lowest = p if rule.statistic in ("min", "max") else _null_p(
+        float(-np.nanmin(z)), joint_null(len(ref), corr, "min", tail_df=rule.tail_df))
+    verdict = _verdict(p, p_lowest, rule)
     interval = None
     if rule.bootstrap:
         rng = np.random.default_rng(seed)
@@ -332,7 +350,7 @@ def judge_joint(distances: dict[str, float | None], refs: dict[str, Sequence[flo
     main = "modelgif" if "modelgif" in comps else comps[0]
     r_main = raw[:, comps.index(main)]
     return {"distance": float(distances[main]), "score": t, "verdict": verdict,
-            "z": float(min(z)), "p_value": float(p),
+            "z": float(min(z)), "p_value": float(p), "p_lowest": float(p_lowest),
             "empirical_p": min(e["empirical_p"] for e in ev.values()),
             "margin": float(r_main.min() - distances[main]),
             "closer_references": int((r_main <= distances[main]).sum()),
@@ -376,13 +394,14 @@ def _judge_weight_stage(distances: dict[str, float | None], refs: dict[str, Sequ
         return {**out, "rule": rule.name}
     ref = _transform(np.array(r, dtype=float)[:, None], rule.log_scale)
     zw = float(_zs(_transform(np.array([d], dtype=float), rule.log_scale), ref)[0])
-    null = joint_null(len(ref), np.eye(1), "min", tail_df=rule.tail_df)
-    pw = (1 + int(len(null) - np.searchsorted(null, -zw, side="left"))) / (1 + len(null))
+    pw = _null_p(-zw, joint_null(len(ref), np.eye(1), "min", tail_df=rule.tail_df))
     p = min(1.0, 2.0 * min(out["p_value"], pw))
-    verdict = "derived" if p < rule.alpha else ("independent" if p >= rule.p_independent else "inconclusive")
+    p_lowest = min(out["p_lowest"], pw)
+    verdict = _verdict(p, p_lowest, rule)
     ev = {**out["evidence"], "weights": {"distance": float(d), "z": zw, "p_value": _phi(zw), "score": -zw,
                                          "empirical_p": (1 + sum(x <= d for x in r)) / (1 + len(r))}}
-    return {**out, "score": max(out["score"], -zw), "verdict": verdict, "p_value": p, "z": min(out["z"], zw),
+    return {**out, "score": max(out["score"], -zw), "verdict": verdict, "p_value": p, "p_lowest": p_lowest,
+            "z": min(out["z"], zw),
             "evidence": ev, "rule": rule.name}
 
 

@@ -102,6 +102,7 @@ class Verdict:
     rule: str = "minz"
     reference_match: str | None = None  # joint-arch rule: which references judged it (calibration.MATCH_NOTES)
     references_used: list[int] | None = None  # joint-arch rule: their indices into the report's references
+    p_lowest: float | None = None  # joint rule: p of the lowest component alone ("independent" needs both p's)
 
 
 @dataclass
@@ -203,8 +204,10 @@ class TriageReport:
                     + ", and its p-value comes "
                     f"from the score's distribution for one more independent model (the references' own "
                     f"correlation, their number included). Derived below p = {self.rule.alpha:g} "
-                    f"(the overall false-alarm level), independent at p >= {self.rule.p_independent:g}, "
-                    f"inconclusive between."
+                    f"(the overall false-alarm level), independent at p >= {self.rule.p_independent:g} "
+                    + ("with the lowest component alone at p >= that too, " if self.rule.statistic == "second"
+                       else ", ")
+                    + "inconclusive between."
                     + (" Each suspect is judged against the references of its own architecture (at least "
                        f"{self.rule.min_references}); a suspect of the victim's architecture with fewer such "
                        "references is never called derived, since an independent model of the same "
