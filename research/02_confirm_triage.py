@@ -32,7 +32,7 @@ from modelgif_core import FieldStore, triage, zoo
 from modelgif_core.zoo.build import _run_tasks, _Task  # private: no public call trains recipes the zoo does not list
 from modelgif_core.zoo.paths import read_meta
 
-# Added to each recipe's seed; none gives a seed the zoo uses (derived 1000..11021, independent 500..523,
+# Added to each recipe's seed; none gives a seed the zoo uses (derived 1000..11021, independent 500..535,
 # victims 0..1, surrogates 90000+). The first shift's models are named <name>-confirm, later ones
 # <name>-confirm-<shift>.
 SEED_SHIFTS = (7777, 8888)

@@ -12,14 +12,15 @@ against their victim. The rates below are measured on the derived models and the
 independents, which never entered a choice.
 
 Null pairs: every independent model as a pseudo-victim against every other independent model, with
-all the remaining independents as references (leave-two-out): 24 x 23 = 552 ordered pairs on the
-full zoo. The realised false-alarm rate is the share called derived, with its Clopper-Pearson 95 %
-interval (pairs share models, so the interval is optimistic about independence).
+all the remaining independents as references (leave-two-out): 36 x 35 = 1,260 ordered pairs on the
+full zoo (12 calibration and 24 test independents; every architecture has 7 or more). The realised
+false-alarm rate is the share called derived, with its Clopper-Pearson 95 % interval (pairs share
+models, so the interval is optimistic about independence).
 
 References per pair ("refs"): "all" = every independent model of the zoo but the suspect (what the
 CLI does for a digits victim), "calibration" = the 12 calibration models only (the old default).
-Null subsets: "all" (552), "test-suspect" (the suspect a test independent, 276), "test-pairs" (both
-test independents, 132: no model of these pairs entered a choice), "calibration" (the choice set).
+Null subsets: "all" (1,260), "test-suspect" (the suspect a test independent, 840), "test-pairs" (both
+test independents, 552: no model of these pairs entered a choice), "calibration" (the choice set, 132).
 
 Rules side by side: "joint-arch-two-ws" (the default: joint-arch-two with the weight-space distance of
 same-architecture checkpoints as a stage of its own; research/21_confirm_choose_weight_stage.py),
