@@ -43,3 +43,21 @@ def test_choice_null_pairs_counts_every_ordered_pair():
     out = choice_null_pairs(lambda v, s, refs: cs.verdict(rule, v, s, refs), cs.calibration)
     assert out["null_pairs"] == 6 * 5
     assert 0 <= out["null_derived"] <= out["null_p_below_0.01"] <= out["null_p_below_0.05"] <= 30
+
+
+def test_rates_list_the_null_pairs_called_derived():
+    from modelgif_core.bench.verdicts import format_verdicts, rates
+
+    rows = [{**r, "attack": None, "spec": f"zoo:{r['name']}"} for r in ROWS]
+    victims = [0, *range(3, len(ROWS))]
+    comps = _comps(victims)
+    comps["modelgif"][victims.index(3), 4] = comps["boundary-js"][victims.index(3), 4] = 0.01  # cal-0 ~ cal-1
+    rule = RULE_CHOICES["joint-arch-two"]
+    out = rates(rows, comps, [r["spec"] for r in rows], victims, rule)
+    alarms = out["null_derived"]
+    assert [(a["victim"], a["suspect"]) for a in alarms] == [("cal-0", "cal-1")]
+    assert out["null"]["all"]["derived"] == 1 and alarms[0]["references"] == 4
+    assert alarms[0]["p_value"] < rule.alpha and alarms[0]["z"]["boundary-js"] < -3
+    text = format_verdicts({"alpha": rule.alpha, "refs": "all", "points": "digits:500:0", "seconds": 0.0,
+                            "rules": {"joint-arch-two": out}})
+    assert "derived: cal-0 -> cal-1: p " in text and "among 4 references" in text

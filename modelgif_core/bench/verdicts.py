@@ -146,6 +146,7 @@ def rates(rows: list[dict], comps: dict[str, np.ndarray], models: list[str], vic
                            "independent": verdicts.count("independent")}
     # null pairs: each independent as a pseudo-victim against each other independent
     null = {"all": [], "test-suspect": [], "test-pairs": [], "calibration": []}
+    alarms = []  # the null pairs called derived: what each false alarm rests on
     for a in indep:
         for b in indep:
             if a == b:
@@ -153,6 +154,10 @@ def rates(rows: list[dict], comps: dict[str, np.ndarray], models: list[str], vic
             refs = [col[n] for n in indep if n not in (a, b)]
             j = verdict(a, b, refs)
             null["all"].append(j["verdict"])
+            if j["verdict"] == "derived":
+                alarms.append({"victim": a, "suspect": b, "p_value": j["p_value"],
+                               "references": len(j.get("references_used") or refs),
+                               "z": {c: e["z"] for c, e in j["evidence"].items()}})
             if b not in cal:
                 null["test-suspect"].append(j["verdict"])
                 if a not in cal:
@@ -166,6 +171,7 @@ def rates(rows: list[dict], comps: dict[str, np.ndarray], models: list[str], vic
         lo, hi = clopper_pearson(k, len(vs))
         out["null"][key] = {"pairs": len(vs), "derived": k, "rate": k / max(len(vs), 1), "ci95": [lo, hi],
                             "inconclusive": vs.count("inconclusive"), "independent": vs.count("independent")}
+    out["null_derived"] = alarms
     neg = scores.get("independent-test", [])
     out["auc"] = {k: _auc(s, neg) for k, s in scores.items() if k != "independent-test"}
     return out
@@ -328,6 +334,10 @@ def format_verdicts(result: dict[str, Any]) -> str:
             lines.append(f"  null pairs ({key}): {n['derived']}/{n['pairs']} derived, rate {n['rate']:.4f} "
                          f"(95% CI {lo:.4f}..{hi:.4f}); inconclusive {n['inconclusive']}, "
                          f"independent {n['independent']}")
+        for f in r.get("null_derived", []):
+            zs = ", ".join(f"{c} {z:.1f}" for c, z in f["z"].items())
+            lines.append(f"    derived: {f['victim']} -> {f['suspect']}: p {f['p_value']:.1e} among "
+                         f"{f['references']} references (z: {zs})")
     lin = result.get("lineage")
     if lin:
         lines.append(f"lineage (family graph vs the zoo's parents): precision {lin['precision']:.3f}, recall "
