@@ -1,0 +1,160 @@
+"""A lever measured, nothing chosen: calibrate each pair from both ends ("mutual" references).
+
+Triage places d(victim, suspect) among the distances from the victim to independent references of the
+suspect's architecture: is the suspect closer to the victim than independent models are? The false alarms
+of the full zoo's null pairs (bench ip's listing) are suspects whose outputs sit close to *every* model
+(indep-test-28-convnext is the suspect of 3 of 5): closer to the pseudo-victim than the references are,
+but no closer to it than to anything else. The mirror question asks whether the victim is closer to the
+suspect than independent models of the *victim's* architecture are: d(victim, suspect) among
+d(reference, suspect), each reference as the victim (its own probe points), which the bench's pair
+evidence holds for every independent. "mutual": derived only when both ends say so (an
+intersection-union test: p = max of the two p's, so its level stays alpha).
+
+Read on the full zoo (the choice set: calibration independents, the owner's students and copies; the test
+models; every null pair) and, with --fresh-home, on research/13's fresh models. The rule is not changed
+here: the choice set has no false alarm for a conservative rule to remove, so under research/21's
+criterion (most students among the eligible) it could not win there.
+
+Usage: python research/23_confirm_mutual_references.py [--fresh-home DIR/confirm --store DIR]
+       (MODELGIF_HOME: where the full zoo and its bench pair cache are; the fresh pairs as research/13 left them)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+from modelgif_core.analysis.calibration import clopper_pearson
+from modelgif_core.bench.verdicts import RULE_CHOICES, judge, zoo_evidence
+
+RULES = ("joint-arch-two-ws", "joint-arch-w")
+
+
+def make_judges(rule, comps, rows, victims) -> tuple[Callable, Callable]:
+    """(one-sided, mutual) verdicts by model names: fn(victim, suspect, reference names)."""
+    col = {r["name"]: i for i, r in enumerate(rows)}
+    vrow = {c: k for k, c in enumerate(victims)}
+    archs = [r["arch"] for r in rows]
+
+    def one(v: str, s: str, refs: list[str]) -> dict:
+        return judge(rule, comps, vrow[col[v]], col[s], [col[n] for n in refs], archs, col[v])
+
+    def mutual(v: str, s: str, refs: list[str]) -> dict:
+        a = one(v, s, refs)
+        # the mirror: the same distances d(v, s), among d(r, s) of references r as victims (rows of r), the
+        # references matched to the victim's architecture (judge_matched with the roles swapped)
+        mirror = {c: m.copy() for c, m in comps.items()}
+        rr = [n for n in refs if col[n] in vrow]
+        for c in ("modelgif", "boundary-js", "adversarial-js", "weights"):
+            if c not in comps:
+                continue
+            for n in rr:
+                mirror[c][vrow[col[v]], col[n]] = (comps["field_matrix"][col[n], col[s]] if c == "modelgif"
+                                                   else comps[c][vrow[col[n]], col[s]])
+        b = judge(rule, mirror, vrow[col[v]], col[s], [col[n] for n in rr],
+                  [archs[col[s]] if i == col[v] else (archs[col[v]] if i == col[s] else x)
+                   for i, x in enumerate(archs)], col[v])
+        p = max(a["p_value"], b["p_value"])
+        verdict = "derived" if p < rule.alpha else ("inconclusive" if a["verdict"] != "independent"
+                                                   else "independent")
+        return {**a, "p_value": p, "verdict": verdict, "mirror_p": b["p_value"]}
+
+    return one, mutual
+
+
+def count(judge_fn: Callable, pairs: list[tuple[str, str, list[str]]]) -> tuple[int, int]:
+    verdicts = [judge_fn(v, s, refs)["verdict"] for v, s, refs in pairs]
+    return verdicts.count("derived"), len(verdicts)
+
+
+def report(title: str, judges: dict[str, Callable], groups: dict[str, list]) -> None:
+    print(title)
+    print(f"  {'group':<30} " + " ".join(f"{k:>24}" for k in judges))
+    for g, pairs in groups.items():
+        cells = []
+        for fn in judges.values():
+            k, n = count(fn, pairs)
+            if g.startswith("null"):
+                lo, hi = clopper_pearson(k, n)
+                cells.append(f"{k}/{n} ({100 * lo:.2f}-{100 * hi:.2f}%)")
+            else:
+                cells.append(f"{k}/{n}")
+        print(f"  {g:<30} " + " ".join(f"{c:>24}" for c in cells))
+
+
+def zoo_groups(rows: list[dict]) -> dict[str, list]:
+    indep = [r["name"] for r in rows if r["role"].startswith("independent")]
+    victims = [r["name"] for r in rows if r["role"] == "victim"]
+    groups: dict[str, list] = {}
+    for r in rows:
+        if r["role"] == "derived" or r["role"] == "surrogate":
+            key = r["attack"] if r["role"] == "derived" else "surrogate"
+            groups.setdefault(key, []).append((r["parent"], r["name"], [n for n in indep if n != r["name"]]))
+    groups["independent-test vs victims"] = [(v, n, [m for m in indep if m != n]) for v in victims for n in indep
+                                             if n.startswith("indep-test")]
+    groups["null pairs (all)"] = [(a, b, [n for n in indep if n not in (a, b)]) for a in indep for b in indep
+                                  if a != b]
+    return groups
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fresh-home", default=None, help="research/13's --home (its pair cache is read)")
+    ap.add_argument("--store", default=None, help="research/13's --store")
+    args = ap.parse_args()
+    rows, models, victims, comps = zoo_evidence("full")
+    cal = [r["name"] for r in rows if r["role"] == "independent-calibration"]
+    for name in RULES:
+        rule = RULE_CHOICES[name]
+        one, mutual = make_judges(rule, comps, rows, victims)
+        groups = zoo_groups(rows)
+        groups["null pairs (choice set)"] = [(a, b, [n for n in cal if n not in (a, b)]) for a in cal for b in cal
+                                             if a != b]
+        report(f"full zoo, rule {name} (derived at alpha {rule.alpha:g}):",
+               {"one-sided (triage now)": one, "mutual": mutual}, groups)
+    if args.fresh_home:
+        fresh_main(Path(args.fresh_home), args.store)
+
+
+def fresh_main(home: Path, store: str | None) -> None:
+    """The same on research/13's fresh models and null pairs (its pair cache; nothing recomputed)."""
+    r13 = importlib.import_module("13_confirm_verdicts")
+    from modelgif_core import FieldStore
+    from modelgif_core.zoo import zoo_root
+    from modelgif_core.zoo.paths import list_zoo, read_meta
+
+    rows = [r for r in list_zoo("full", root=zoo_root("full")) if r["role"] not in ("unlearned", "owner-copy")]
+    for folder in sorted((home / "fresh").iterdir()):
+        meta = read_meta(folder)
+        if meta is not None:
+            import json
+
+            arch = meta.get("arch") or json.loads((folder / "config.json").read_text())["architecture"]
+            rows.append({"name": folder.name, "spec": f"local-dir:{folder}", "role": meta.get("role"),
+                         "arch": arch, "attack": meta.get("attack"), "parent": meta.get("parent")})
+    col = {r["name"]: i for i, r in enumerate(rows)}
+    indep = [r["name"] for r in rows if r["role"].startswith("independent")]
+    zoo_indep = [n for n in indep if "-confirm" not in n]
+    victims = [col["resnet-victim"], col["effnet-victim"]] + [col[n] for n in indep]
+    comps = r13.resumable_pairs([r["spec"] for r in rows], victims, home / "pairs",
+                                FieldStore(store) if store else FieldStore(home / "store"), float("inf"))
+    fresh = [r for r in rows if "-confirm" in r["name"]]
+    groups: dict[str, list] = {}
+    for r in fresh:
+        if r["role"] == "derived":
+            groups.setdefault(r["attack"], []).append((r["parent"], r["name"], [n for n in zoo_indep]))
+    groups["independent vs victims"] = [(v, r["name"], zoo_indep) for v in ("resnet-victim", "effnet-victim")
+                                        for r in fresh if r["role"].startswith("independent")]
+    groups["null pairs (all)"] = [(a, b, [n for n in indep if n not in (a, b)]) for a in indep for b in indep
+                                  if a != b]
+    for name in RULES:
+        rule = RULE_CHOICES[name]
+        one, mutual = make_judges(rule, comps, rows, victims)
+        report(f"fresh models, rule {name} (derived at alpha {rule.alpha:g}):",
+               {"one-sided (triage now)": one, "mutual": mutual}, groups)
+
+
+if __name__ == "__main__":
+    main()
