@@ -57,8 +57,10 @@ def make_judges(rule, comps, rows, victims) -> tuple[Callable, Callable]:
                   [archs[col[s]] if i == col[v] else (archs[col[v]] if i == col[s] else x)
                    for i, x in enumerate(archs)], col[v])
         p = max(a["p_value"], b["p_value"])
-        verdict = "derived" if p < rule.alpha else ("inconclusive" if a["verdict"] != "independent"
-                                                   else "independent")
+        # both ends derived (each end's verdict, not only its p: joint-arch withholds "derived" from a suspect
+        # of the victim's architecture with too few such references)
+        both = a["verdict"] == b["verdict"] == "derived"
+        verdict = "derived" if both else ("inconclusive" if a["verdict"] != "independent" else "independent")
         return {**a, "p_value": p, "verdict": verdict, "mirror_p": b["p_value"]}
 
     return one, mutual
