@@ -11,20 +11,17 @@ evidence holds for every independent. "mutual": derived only when both ends say 
 intersection-union test: p = max of the two p's, so its level stays alpha).
 
 Read on the full zoo (the choice set: calibration independents, the owner's students and copies; the test
-models; every null pair) and, with --fresh-home, on research/13's fresh models. The rule is not changed
+models; every null pair). The rule is not changed
 here: the choice set has no false alarm for a conservative rule to remove, so under research/21's
 criterion (most students among the eligible) it could not win there.
 
-Usage: python research/23_confirm_mutual_references.py [--fresh-home DIR/confirm --store DIR]
-       (MODELGIF_HOME: where the full zoo and its bench pair cache are; the fresh pairs as research/13 left them)
+Usage: python research/23_confirm_mutual_references.py   (MODELGIF_HOME: the full zoo and its bench pair cache)
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 from collections.abc import Callable
-from pathlib import Path
 
 from modelgif_core.analysis.calibration import clopper_pearson
 from modelgif_core.bench.verdicts import RULE_CHOICES, judge, zoo_evidence
@@ -102,10 +99,7 @@ def zoo_groups(rows: list[dict]) -> dict[str, list]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fresh-home", default=None, help="research/13's --home (its pair cache is read)")
-    ap.add_argument("--store", default=None, help="research/13's --store")
-    args = ap.parse_args()
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     rows, models, victims, comps = zoo_evidence("full")
     cal = [r["name"] for r in rows if r["role"] == "independent-calibration"]
     for name in RULES:
@@ -115,46 +109,6 @@ def main() -> None:
         groups["null pairs (choice set)"] = [(a, b, [n for n in cal if n not in (a, b)]) for a in cal for b in cal
                                              if a != b]
         report(f"full zoo, rule {name} (derived at alpha {rule.alpha:g}):",
-               {"one-sided (triage now)": one, "mutual": mutual}, groups)
-    if args.fresh_home:
-        fresh_main(Path(args.fresh_home), args.store)
-
-
-def fresh_main(home: Path, store: str | None) -> None:
-    """The same on research/13's fresh models and null pairs (its pair cache; nothing recomputed)."""
-    r13 = importlib.import_module("13_confirm_verdicts")
-    from modelgif_core import FieldStore
-    from modelgif_core.zoo import zoo_root
-    from modelgif_core.zoo.paths import list_zoo, read_meta
-
-    rows = [r for r in list_zoo("full", root=zoo_root("full")) if r["role"] not in ("unlearned", "owner-copy")]
-    for folder in sorted((home / "fresh").iterdir()):
-        meta = read_meta(folder)
-        if meta is not None:
-            import json
-
-            arch = meta.get("arch") or json.loads((folder / "config.json").read_text())["architecture"]
-            rows.append({"name": folder.name, "spec": f"local-dir:{folder}", "role": meta.get("role"),
-                         "arch": arch, "attack": meta.get("attack"), "parent": meta.get("parent")})
-    col = {r["name"]: i for i, r in enumerate(rows)}
-    indep = [r["name"] for r in rows if r["role"].startswith("independent")]
-    zoo_indep = [n for n in indep if "-confirm" not in n]
-    victims = [col["resnet-victim"], col["effnet-victim"]] + [col[n] for n in indep]
-    comps = r13.resumable_pairs([r["spec"] for r in rows], victims, home / "pairs",
-                                FieldStore(store) if store else FieldStore(home / "store"), float("inf"))
-    fresh = [r for r in rows if "-confirm" in r["name"]]
-    groups: dict[str, list] = {}
-    for r in fresh:
-        if r["role"] == "derived":
-            groups.setdefault(r["attack"], []).append((r["parent"], r["name"], [n for n in zoo_indep]))
-    groups["independent vs victims"] = [(v, r["name"], zoo_indep) for v in ("resnet-victim", "effnet-victim")
-                                        for r in fresh if r["role"].startswith("independent")]
-    groups["null pairs (all)"] = [(a, b, [n for n in indep if n not in (a, b)]) for a in indep for b in indep
-                                  if a != b]
-    for name in RULES:
-        rule = RULE_CHOICES[name]
-        one, mutual = make_judges(rule, comps, rows, victims)
-        report(f"fresh models, rule {name} (derived at alpha {rule.alpha:g}):",
                {"one-sided (triage now)": one, "mutual": mutual}, groups)
 
 
