@@ -204,10 +204,10 @@ class TriageReport:
                     + ", and its p-value comes "
                     f"from the score's distribution for one more independent model (the references' own "
                     f"correlation, their number included). Derived below p = {self.rule.alpha:g} "
-                    f"(the overall false-alarm level), independent at p >= {self.rule.p_independent:g} "
-                    + ("with the lowest component alone at p >= that too, " if self.rule.statistic == "second"
-                       else ", ")
-                    + "inconclusive between."
+                    f"(the overall false-alarm level), independent at p >= {self.rule.p_independent:g}"
+                    + (" with the lowest component alone at p >= that too"
+                       if self.rule.statistic not in ("min", "max") else "")
+                    + ", inconclusive between."
                     + (" Each suspect is judged against the references of its own architecture (at least "
                        f"{self.rule.min_references}); a suspect of the victim's architecture with fewer such "
                        "references is never called derived, since an independent model of the same "
