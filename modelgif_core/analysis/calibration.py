@@ -213,6 +213,12 @@ class JointRule:
                             f"{', '.join(JOINT_STATISTICS)}.")
 
     @property
+    def checks_lowest(self) -> bool:
+        """Whether "independent" also needs the lowest component alone among the references: for statistics
+        that can overlook one component ("second", "stouffer"); min and max already include it."""
+        return self.statistic not in ("min", "max")
+
+    @property
     def name(self) -> str:
         name = "joint-arch" if self.match_architecture else "joint"
         name += "-two" if self.statistic == "second" else ""
@@ -288,9 +294,9 @@ def joint_null(n: int, corr: np.ndarray, statistic: str, draws: int = _NULL_DRAW
     return _NULL_CACHE[key]
 
 
-def _null_p(t: float, null: np.ndarray) -> float:
-    """Share of the sorted simulated statistics `null` at or above t (at least 1 / (draws + 1))."""
-    return (1 + int(len(null) - np.searchsorted(null, t, side="left"))) / (1 + len(null))
+def _null_p(t: float | np.ndarray, null: np.ndarray) -> float | np.ndarray:
+    """Share of the sorted simulated statistics `null` at or above t (at least 1 / (draws + 1)); t may be an array."""
+    return (1 + len(null) - np.searchsorted(null, t, side="left")) / (1 + len(null))
 
 
 def _verdict(p: float, p_lowest: float, rule: JointRule) -> str:
@@ -327,10 +333,10 @@ def judge_joint(distances: dict[str, float | None], refs: dict[str, Sequence[flo
     alone = tuple(c in ALONE_COMPONENTS for c in comps) if rule.weights else None
     t = float(joint_statistic(z, rule.statistic, None if alone is None else np.array(alone)))
     corr = _shrunk_correlation(ref)
-    p = _null_p(t, joint_null(len(ref), corr, rule.statistic, tail_df=rule.tail_df, alone=alone))
+    p = float(_null_p(t, joint_null(len(ref), corr, rule.statistic, tail_df=rule.tail_df, alone=alone)))
     # The lowest component alone, by the same null: "independent" needs it among the references too.
-    p_lowest = p if rule.statistic in ("min", "max") else _null_p(
-        float(-np.nanmin(z)), joint_null(len(ref), corr, "min", tail_df=rule.tail_df))
+    p_lowest = p if not rule.checks_lowest else float(_null_p(
+        float(-np.nanmin(z)), joint_null(len(ref), corr, "min", tail_df=rule.tail_df)))
     verdict = _verdict(p, p_lowest, rule)
     interval = None
     if rule.bootstrap:
@@ -394,7 +400,7 @@ def _judge_weight_stage(distances: dict[str, float | None], refs: dict[str, Sequ
         return {**out, "rule": rule.name}
     ref = _transform(np.array(r, dtype=float)[:, None], rule.log_scale)
     zw = float(_zs(_transform(np.array([d], dtype=float), rule.log_scale), ref)[0])
-    pw = _null_p(-zw, joint_null(len(ref), np.eye(1), "min", tail_df=rule.tail_df))
+    pw = float(_null_p(-zw, joint_null(len(ref), np.eye(1), "min", tail_df=rule.tail_df)))
     p = min(1.0, 2.0 * min(out["p_value"], pw))
     p_lowest = min(out["p_lowest"], pw)
     verdict = _verdict(p, p_lowest, rule)
@@ -455,5 +461,5 @@ def joint_scores(x: np.ndarray, ref: np.ndarray, rule: JointRule | None = None) 
             continue
         rows = (pattern == cols).all(1)
         null = joint_null(len(ref), _shrunk_correlation(ref[:, cols]), rule.statistic, tail_df=rule.tail_df)
-        p[rows] = (1 + len(null) - np.searchsorted(null, t[rows], side="left")) / (1 + len(null))
+        p[rows] = _null_p(t[rows], null)
     return t, p

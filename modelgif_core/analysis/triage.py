@@ -206,7 +206,7 @@ class TriageReport:
                     f"correlation, their number included). Derived below p = {self.rule.alpha:g} "
                     f"(the overall false-alarm level), independent at p >= {self.rule.p_independent:g}"
                     + (" with the lowest component alone at p >= that too"
-                       if self.rule.statistic not in ("min", "max") else "")
+                       if self.rule.checks_lowest else "")
                     + ", inconclusive between."
                     + (" Each suspect is judged against the references of its own architecture (at least "
                        f"{self.rule.min_references}); a suspect of the victim's architecture with fewer such "
