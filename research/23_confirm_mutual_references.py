@@ -42,11 +42,10 @@ def make_judges(rule, comps, rows, victims) -> tuple[Callable, Callable]:
         a = one(v, s, refs)
         # the mirror: the same distances d(v, s), among d(r, s) of references r as victims (rows of r), the
         # references matched to the victim's architecture (judge_matched with the roles swapped)
-        mirror = {c: m.copy() for c, m in comps.items()}
+        used = [c for c in ("modelgif", "boundary-js", "adversarial-js", "weights") if c in comps]
+        mirror = {c: comps[c].copy() for c in used}  # (judge reads only these; not the [M, M] field matrix)
         rr = [n for n in refs if col[n] in vrow]
-        for c in ("modelgif", "boundary-js", "adversarial-js", "weights"):
-            if c not in comps:
-                continue
+        for c in used:
             for n in rr:
                 mirror[c][vrow[col[v]], col[n]] = (comps["field_matrix"][col[n], col[s]] if c == "modelgif"
                                                    else comps[c][vrow[col[n]], col[s]])
