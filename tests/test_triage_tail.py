@@ -161,3 +161,24 @@ def test_one_component_far_below_is_not_independent_either():
     refs["weights"] = list(0.7 + 0.01 * np.random.default_rng(9).standard_normal(8))
     low_w = judge_joint({"modelgif": 1.0, "boundary-js": 1.0, "adversarial-js": 1.0, "weights": 0.66}, refs, ws)
     assert low_w["p_lowest"] < rule.p_independent and low_w["verdict"] == "inconclusive"
+
+
+@pytest.mark.parametrize("n, m, statistic, tail_df", [(6, 3, "second", 0.0), (12, 2, "max", 0.0),
+                                                       (8, 3, "min", 5.0), (4, 1, "min", 0.0)])
+def test_joint_null_is_the_direct_simulation(n, m, statistic, tail_df):
+    # joint_null moves shared standard draws through the correlation's Cholesky factor instead of drawing
+    # every simulated model again; it must equal simulating the correlated models and taking their z directly.
+    from modelgif_core.analysis.calibration import _shrunk_correlation, _zs, joint_null
+
+    corr = _shrunk_correlation(np.random.default_rng(n).standard_normal((n + 2, m)) @ np.triu(np.ones((m, m))))
+    draws = 3_000
+    rng = np.random.default_rng(20_240_917 + n * 31 + m)  # joint_null's seed for this (n, m)
+    sims = rng.standard_normal((draws, n + 1, m))
+    if tail_df:
+        sims *= np.sqrt(tail_df / rng.chisquare(tail_df, (draws, n + 1, 1)))
+    sims = sims @ np.linalg.cholesky(corr + 1e-9 * np.eye(m)).T
+    direct = np.sort(joint_statistic(_zs(sims[:, 0], sims[:, 1:]), statistic))
+    np.testing.assert_allclose(joint_null(n, corr, statistic, draws=draws, tail_df=tail_df), direct, rtol=1e-9)
+    other = _shrunk_correlation(np.random.default_rng(99).standard_normal((n + 2, m)))
+    if m > 1:  # another correlation gives another null from the same draws
+        assert not np.allclose(joint_null(n, other, statistic, draws=draws, tail_df=tail_df), direct)

@@ -274,20 +274,44 @@ def _shrunk_correlation(ref: np.ndarray) -> np.ndarray:
 
 
 _NULL_CACHE: dict[tuple, np.ndarray] = {}
+_DRAW_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _standard_draws(n: int, m: int, draws: int, tail_df: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The simulated models before any correlation: per draw, the suspect's uncorrelated vector [draws, m] and its
+    n references' mean [draws, m] and sample covariance [draws, m, m] (ddof 1). A correlation L L^T acts on them
+    linearly (mean -> mean L^T, covariance -> L S L^T), so every reference set of this size shares one draw
+    and a null costs O(draws m^3) instead of O(draws n m) fresh normals (seeded, cached)."""
+    key = (n, m, draws, tail_df)
+    if key not in _DRAW_CACHE:
+        rng = np.random.default_rng(20_240_917 + n * 31 + m)
+        sims = rng.standard_normal((draws, n + 1, m))
+        if tail_df:  # multivariate Student-t per simulated model
+            sims *= np.sqrt(tail_df / rng.chisquare(tail_df, (draws, n + 1, 1)))
+        refs = sims[:, 1:]
+        mean = refs.mean(1)
+        dev = refs - mean[:, None]
+        cov = np.einsum("dnj,dnk->djk", dev, dev) / (n - 1)
+        _DRAW_CACHE[key] = (sims[:, 0].copy(), mean, cov)
+        if len(_DRAW_CACHE) > 32:
+            _DRAW_CACHE.pop(next(iter(_DRAW_CACHE)))
+    return _DRAW_CACHE[key]
 
 
 def joint_null(n: int, corr: np.ndarray, statistic: str, draws: int = _NULL_DRAWS,
                tail_df: float = 0.0, alone: tuple[bool, ...] | None = None) -> np.ndarray:
-    """Sorted T of `draws` simulated independents among n simulated references (seeded, cached)."""
+    """Sorted T of `draws` simulated independents among n simulated references (seeded, cached): each simulated
+    model's components are Gaussian (or Student-t, tail_df) with correlation `corr`, and z is taken as `_zs`
+    takes it (the references' mean and sample sd, the same sd floor)."""
     key = (n, statistic, draws, tail_df, alone, np.round(corr, 6).tobytes())
     if key not in _NULL_CACHE:
         m = corr.shape[0]
-        rng = np.random.default_rng(20_240_917 + n * 31 + m)
         chol = np.linalg.cholesky(corr + 1e-9 * np.eye(m))
-        sims = rng.standard_normal((draws, n + 1, m)) @ chol.T  # [draws, n+1, m]
-        if tail_df:  # multivariate Student-t per simulated model
-            sims *= np.sqrt(tail_df / rng.chisquare(tail_df, (draws, n + 1, 1)))
-        z = _zs(sims[:, 0], sims[:, 1:])
+        x0, mean, cov = _standard_draws(n, m, draws, tail_df)
+        mu = mean @ chol.T
+        sd = np.sqrt(np.maximum(np.einsum("jk,dkl,jl->dj", chol, cov, chol), 0.0))
+        sd = np.maximum(sd, 1e-6 * np.maximum(1.0, np.abs(mu)))
+        z = (x0 @ chol.T - mu) / sd
         _NULL_CACHE[key] = np.sort(joint_statistic(z, statistic, None if alone is None else np.array(alone)))
         if len(_NULL_CACHE) > 512:
             _NULL_CACHE.pop(next(iter(_NULL_CACHE)))
