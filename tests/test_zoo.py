@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from modelgif_core import UserError, load_model, zoo
-from modelgif_core.zoo.recipes import _INDEPENDENT, _MORE_REFERENCES, _independent_recipes
+from modelgif_core.zoo.recipes import _INDEPENDENT, _MORE_CALIBRATION, _MORE_REFERENCES, _independent_recipes
 
 
 @pytest.fixture()
@@ -58,10 +58,12 @@ def test_recipe_keys_of_every_cnn_model_are_pinned():
     # Built zoos (and the IP bench's cached fields) are reused by recipe key: a change here rebuilds
     # 83 models. Only the ViT recipes changed when the ViT was fixed; update the digest on purpose only.
     full = {r.name: r for r in zoo.recipes("full")}
-    more = {r.name for r in _independent_recipes(full=True)[len(_INDEPENDENT):]}
+    added_refs = _independent_recipes(full=True)[len(_INDEPENDENT):]
+    more = {r.name for r in added_refs[:len(_MORE_REFERENCES)]}
+    more_cal = {r.name for r in added_refs[len(_MORE_REFERENCES):]}
     rows = sorted((name, key) for name, key in _keys("full").items()
                   if full[name].arch != "vit" and full[name].role not in ("unlearned", "owner-copy")
-                  and name not in more)
+                  and name not in more | more_cal)
     assert len(rows) == 83
     assert hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16] == "0c6922233b00236a"
     # The unlearners came later; pinned on their own, so adding them rebuilt none of the 83.
@@ -72,6 +74,10 @@ def test_recipe_keys_of_every_cnn_model_are_pinned():
     assert len(more) == len(_MORE_REFERENCES) and all(full[n].role == "independent-test" for n in more)
     added = sorted((name, key) for name, key in _keys("full").items() if name in more)
     assert hashlib.sha256(json.dumps(added).encode()).hexdigest()[:16] == "55e85040d2d3d387"
+    # ... and the calibration references added for a choice set with 7 of every architecture.
+    assert len(more_cal) == len(_MORE_CALIBRATION) and all(full[n].role == "independent-calibration" for n in more_cal)
+    added = sorted((name, key) for name, key in _keys("full").items() if name in more_cal)
+    assert hashlib.sha256(json.dumps(added).encode()).hexdigest()[:16] == "34da3f3e3a3df380"
     copies = sorted((name, key) for name, key in _keys("full").items() if full[name].role == "owner-copy")
     assert len(copies) == 12
     assert hashlib.sha256(json.dumps(copies).encode()).hexdigest()[:16] == "fac18457d016eb32"

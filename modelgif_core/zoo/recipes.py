@@ -198,11 +198,27 @@ _MORE_REFERENCES = [
 ]
 
 
+# More calibration references, so a leak-free choice of triage's rule sees 7 or more independents of every
+# architecture (the list above gives the calibration half 1-5) and over a thousand null pairs, enough to
+# see a false-alarm rate near alpha. Full zoo only; the calibration side, so no test model enters a choice.
+_MORE_CALIBRATION = [
+    ("effnet", "owner"), ("convnext", "attacker"), ("vit", "pool"), ("byobnet", "half-11"),
+    ("effnet", "attacker"), ("convnext", "owner"), ("vit", "half-12"), ("resnet", "pool"),
+    ("effnet", "half-13"), ("convnext", "pool"), ("vit", "owner"), ("byobnet", "attacker"),
+    ("effnet", "pool"), ("convnext", "half-14"), ("vit", "attacker"), ("resnet", "half-15"),
+    ("effnet", "owner"), ("convnext", "attacker"), ("byobnet", "owner"), ("vit", "half-16"),
+    ("effnet", "half-17"), ("convnext", "owner"), ("byobnet", "pool"),
+]
+
+
 def _independent_recipes(full: bool) -> list[Recipe]:
     out = []
-    listed = _INDEPENDENT + _MORE_REFERENCES if full else _INDEPENDENT[:_SMALL_INDEPENDENT]
+    listed = (_INDEPENDENT + _MORE_REFERENCES + _MORE_CALIBRATION if full
+              else _INDEPENDENT[:_SMALL_INDEPENDENT])
+    first_added_calibration = len(_INDEPENDENT) + len(_MORE_REFERENCES)
     for i, (arch, data) in enumerate(listed):
-        split = "calibration" if i % 2 == 0 and i < len(_INDEPENDENT) else "test"
+        calibration = (i % 2 == 0 and i < len(_INDEPENDENT)) or i >= first_added_calibration
+        split = "calibration" if calibration else "test"
         how: dict[str, Any] = {"epochs": 8 if data == "pool" else 15}
         if arch == "vit":
             how = _VIT_RECIPE
