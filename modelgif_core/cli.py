@@ -510,10 +510,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the field options given here (--steps, --target, ...) instead of triage's defaults")
     p.add_argument("--rule", default=TRIAGE_RULES[0], choices=TRIAGE_RULES,
                    help="verdict rule: joint null of the components against references of the suspect's "
-                        "architecture, two components required to agree, and the weight-space component (same "
-                        "architecture) as a stage of its own (default); joint-arch-two: without the weights; "
-                        "-w: weights inside the statistic; joint-arch(-w): "
-                        "led by the strongest single component; joint: against all references; minz: the "
+                        "architecture, led by the strongest single component, with the weight-space component "
+                        "(same architecture) (joint-arch-w, the default); joint-arch: without the weights; "
+                        "joint-arch-two(-ws, -w): two components must agree (-ws: the weights as a stage of "
+                        "their own, -w: inside the statistic); joint: against all references; minz: the "
                         "Sidak-corrected minimum z")
     p.add_argument("--report", default=None, metavar="PATH",
                    help="also write a self-contained HTML evidence report to PATH")

@@ -45,8 +45,8 @@ def test_two_with_matched_references_and_its_name():
     from modelgif_core import TRIAGE_RULES
     from modelgif_core.analysis.triage import DEFAULT_RULE, rule_by_name
 
-    # the default (research/21) is listed first: the CLI's --rule and the app's radio take it from there
-    assert DEFAULT_RULE == TRIAGE_RULES[0] == "joint-arch-two-ws"
+    # the default (research/24) is listed first: the CLI's --rule and the app's radio take it from there
+    assert DEFAULT_RULE == TRIAGE_RULES[0] == "joint-arch-w"
     r = rule_by_name("joint-arch-two")
     assert r.statistic == "second" and r.match_architecture and r.to_dict()["name"] == "joint-arch-two"
     assert rule_by_name("joint-arch").statistic == "max"

@@ -169,9 +169,15 @@ def judge_components(distances: dict[str, float | None], refs: dict[str, Sequenc
 # random weights (research/20_confirm_weight_space_evidence.py). Under the "second" statistic it may decide alone
 # (ALONE_COMPONENTS): T = max(-second smallest z, -z_weights). The "-ws" variant judges the weights as a
 # stage of their own instead: p = 2 min(p of the other components, p of the weights alone) (Bonferroni).
+#
+# The default, joint-arch-w (statistic "max" with the weights inside T), was chosen on a choice set of 35
+# calibration independents, 7 of every architecture (research/24_confirm_choose_rule_more_calibration.py: no
+# joint-arch rule called any of its 1,190 null pairs derived; joint-arch-w derived as many of the owner's students
+# and copies as joint-arch-two-ws with smaller p). The earlier choice set (12 independents, 1-5 references of
+# an architecture) had preferred two agreeing components.
 
 # -arch: architecture-matched references. The default first (analysis.triage.DEFAULT_RULE).
-RULES = ("joint-arch-two-ws", "joint-arch-two", "joint-arch-two-w", "joint-arch", "joint-arch-w", "joint", "minz")
+RULES = ("joint-arch-w", "joint-arch-two-ws", "joint-arch-two", "joint-arch-two-w", "joint-arch", "joint", "minz")
 ALONE_COMPONENTS = ("weights",)
 JOINT_STATISTICS = ("max", "min", "stouffer", "second")  # max(min-z, truncated Stouffer) | min-z | Stouffer |
 #                                                           second smallest z (two components agree)

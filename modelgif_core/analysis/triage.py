@@ -68,8 +68,9 @@ DEFAULT_ANCHORS = "digits:64"
 COMPONENTS = ("modelgif", "boundary-js", "adversarial-js", "output-kl")
 DEFAULT_COMPONENTS = ("modelgif", "boundary-js", "adversarial-js")
 # Chosen on the choice set only (calibration independents, the owner's students and copies):
-# research/18_confirm_choose_tail.py (two components), research/21_confirm_choose_weight_stage.py (the weight stage)
-DEFAULT_RULE = "joint-arch-two-ws"
+# research/21_confirm_choose_weight_stage.py (the weight-space component), then
+# research/24_confirm_choose_rule_more_calibration.py (the rule, on 35 calibration independents)
+DEFAULT_RULE = "joint-arch-w"
 
 
 def rule_by_name(name: str) -> TriageRule | JointRule:
@@ -413,13 +414,13 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
     field_output: what the field differentiates, "logit", "logprob" or "margin" (default: "margin"
     when `cfg` is not given, i.e. triage's tuned defaults; a caller's own cfg runs on the logits).
     log_prob=True is the older spelling of field_output="logprob" (False: "logit").
-    rule: "joint-arch-two-ws" (default: the components' joint null against references of the suspect's
-    architecture, `calibration.judge_matched`, two components required to agree, and the weight-space
-    component, defined between two checkpoints of one architecture, as a stage of its own),
-    "joint-arch-two" (without the weight stage), "joint-arch-two-w" (the weight-space component inside the
-    statistic, where it may decide alone), "joint-arch-w" and "joint-arch" (the same
-    led by the strongest single component), "joint" (the same null against all references), "minz" (the
-    Sidak-corrected minimum z), or a JointRule / TriageRule. points: the anchors spec of the output
+    rule: "joint-arch-w" (default: the components' joint null against references of the suspect's
+    architecture, `calibration.judge_matched`, led by the strongest single component, with the weight-space
+    component, defined between two checkpoints of one architecture), "joint-arch" (without the weights),
+    "joint-arch-two-ws" (two components required to agree, the weights as a stage of their own),
+    "joint-arch-two" (two components, no weights), "joint-arch-two-w" (two components, the weights inside the
+    statistic, where they may decide alone), "joint" (the strongest component against all references), "minz"
+    (the Sidak-corrected minimum z), or a JointRule / TriageRule. points: the anchors spec of the output
     probe points under the joint rule (default: the 500 held-out digits for a digits victim, else the
     anchors).
     """

@@ -250,11 +250,11 @@ def _spec(rows: list[dict], name: str) -> str:
     return next(r["spec"] for r in rows if r["name"] == name)
 
 
-RULE_CHOICES = {"joint-arch-two-ws": JointRule(bootstrap=0, match_architecture=True, statistic="second", weights=True,
+RULE_CHOICES = {"joint-arch-w": JointRule(bootstrap=0, match_architecture=True, weights=True),
+                "joint-arch-two-ws": JointRule(bootstrap=0, match_architecture=True, statistic="second", weights=True,
                                                weight_stage=True),
                 "joint-arch-two-w": JointRule(bootstrap=0, match_architecture=True, statistic="second", weights=True),
                 "joint-arch-two": JointRule(bootstrap=0, match_architecture=True, statistic="second"),
-                "joint-arch-w": JointRule(bootstrap=0, match_architecture=True, weights=True),
                 "joint-arch": JointRule(bootstrap=0, match_architecture=True), "joint": JointRule(bootstrap=0),
                 "minz": TriageRule()}
 
