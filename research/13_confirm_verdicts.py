@@ -6,11 +6,11 @@ The fresh models are those of `02_confirm_triage.py` (the zoo's recipes for the 
 script. Nothing here chooses anything: the joint rule's statistic, log scale and output points were
 chosen on the zoo's calibration split and the owner's surrogates (docs/BENCHMARKS.md).
 
-References for a fresh suspect: the full zoo's independents (what `triage` uses for a digits victim; 36
-since the zoo holds 7 or more of every architecture, 24 before). Null pairs: each independent (the zoo's and
-the 16 fresh) as a pseudo-victim against each other, the remaining ones as references (2,652 ordered pairs;
-1,560 with 24 zoo independents); also reported for the pairs whose suspect is fresh and for those of two
-fresh models (240). Rules: bench.verdicts.RULE_CHOICES.
+References for a fresh suspect: the full zoo's independents (what `triage` uses for a digits victim; 59
+since research/24's calibration models, 36 and 24 before). Null pairs: each independent (the zoo's and the 16
+fresh) as a pseudo-victim against each other, the remaining ones as references (5,550 ordered pairs; 2,652 and
+1,560 before); also reported for the pairs whose suspect is fresh and for those of two fresh models (240).
+Rules: bench.verdicts.RULE_CHOICES.
 
 Usage: python research/13_confirm_verdicts.py --zoo DIR/zoo-full --home DIR/confirm [--store DIR] [--out F]
                                               [--budget-s S]   (exit 3 when S ran out; rerun to resume)

@@ -12,25 +12,26 @@ against their victim. The rates below are measured on the derived models and the
 independents, which never entered a choice.
 
 Null pairs: every independent model as a pseudo-victim against every other independent model, with
-all the remaining independents as references (leave-two-out): 36 x 35 = 1,260 ordered pairs on the
-full zoo (12 calibration and 24 test independents; every architecture has 7 or more). The realised
+all the remaining independents as references (leave-two-out): 59 x 58 = 3,422 ordered pairs on the
+full zoo (35 calibration and 24 test independents; 7 or more of every architecture on each side but the
+test side's 2 ResNets). The realised
 false-alarm rate is the share called derived, with its Clopper-Pearson 95 % interval (pairs share
 models, so the interval is optimistic about independence).
 
 References per pair ("refs"): "all" = every independent model of the zoo but the suspect (what the
-CLI does for a digits victim), "calibration" = the 12 calibration models only (the old default).
-Null subsets: "all" (1,260), "test-suspect" (the suspect a test independent, 840), "test-pairs" (both
-test independents, 552: no model of these pairs entered a choice), "calibration" (the choice set, 132).
+CLI does for a digits victim), "calibration" = the 35 calibration models only (the old default).
+Null subsets: "all" (3,422), "test-suspect" (the suspect a test independent, 1,392), "test-pairs" (both
+test independents, 552: no model of these pairs entered a choice), "calibration" (the choice set, 1,190).
 
-Rules side by side: "joint-arch-two-ws" (the default: joint-arch-two with the weight-space distance of
-same-architecture checkpoints as a stage of its own; research/21_confirm_choose_weight_stage.py),
-"joint-arch-two" (as joint-arch, but T is the second smallest z, so two components must sit below the
-references; chosen on the choice set over heavier-tailed nulls, research/18_confirm_choose_tail.py),
-"joint-arch" (the joint null against the references of the suspect's
-architecture, `calibration.matched_references`), "joint" (against all references) and
-"minz" (the Sidak-corrected minimum z). joint-arch was chosen over a "same or other architecture than
-the victim" pooling on the choice set (0/132 null pairs derived against 1/132;
-research/16_confirm_choose_reference_match.py).
+Rules side by side: "joint-arch-w" (the default: the joint null against the references of the suspect's
+architecture, `calibration.matched_references`, led by the strongest component, with the weight-space distance
+of same-architecture checkpoints; chosen on the 1,190-pair choice set,
+research/24_confirm_choose_rule_more_calibration.py),
+"joint-arch-two-ws" (two components must sit below the references, the weights a stage of their own; the
+default chosen on the 132-pair choice set of 12 calibration independents, research/21), "joint-arch-two-w",
+"joint-arch-two", "joint-arch" (without the weights), "joint" (against all references) and "minz" (the
+Sidak-corrected minimum z). Matching the suspect's architecture was chosen over a "same or other architecture
+than the victim" pooling (research/16_confirm_choose_reference_match.py).
 """
 
 from __future__ import annotations
