@@ -7,7 +7,7 @@ per (n, m) and moves their mean and covariance through the correlation's Cholesk
 new draws). This script times both side by side in one process on the same correlations, and checks they
 agree: the direct simulation is the definition (tests/test_triage_tail.py checks the same on small draws).
 
-Usage: python research/24_null_simulation_speed.py [--repeats 20]
+Usage: python research/24_confirm_null_speed.py [--repeats 20]
 """
 
 from __future__ import annotations
