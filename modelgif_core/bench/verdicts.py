@@ -13,8 +13,7 @@ independents, which never entered a choice.
 
 Null pairs: every independent model as a pseudo-victim against every other independent model, with
 all the remaining independents as references (leave-two-out): 59 x 58 = 3,422 ordered pairs on the
-full zoo (35 calibration and 24 test independents; 7 or more of every architecture on each side but the
-test side's 2 ResNets). The realised
+full zoo (35 calibration independents, 7 of every architecture, and 24 test ones, 2-6 of each). The realised
 false-alarm rate is the share called derived, with its Clopper-Pearson 95 % interval (pairs share
 models, so the interval is optimistic about independence).
 

@@ -199,7 +199,7 @@ _MORE_REFERENCES = [
 
 
 # More calibration references, so a leak-free choice of triage's rule sees 7 or more independents of every
-# architecture (the list above gives the calibration half 1-5) and over a thousand null pairs, enough to
+# architecture (_INDEPENDENT gives the calibration half 1-5 of each) and over a thousand null pairs, enough to
 # see a false-alarm rate near alpha. Full zoo only; the calibration side, so no test model enters a choice.
 _MORE_CALIBRATION = [
     ("effnet", "owner"), ("convnext", "attacker"), ("vit", "pool"), ("byobnet", "half-11"),
