@@ -48,14 +48,15 @@ from typing import Any
 import numpy as np
 
 from ..analysis.calibration import (
+    RULES,
     JointRule,
-    TriageRule,
     clopper_pearson,
     judge_components,
     judge_joint,
     judge_matched,
 )
 from ..analysis.evidence import DEFAULT_POINTS, OUTPUT_COMPONENTS, pair_components, weight_rows
+from ..analysis.triage import rule_by_name
 from ..engine.models import as_handle
 from ..engine.progress import Progress
 from ..engine.store import default_store_root
@@ -250,13 +251,10 @@ def _spec(rows: list[dict], name: str) -> str:
     return next(r["spec"] for r in rows if r["name"] == name)
 
 
-RULE_CHOICES = {"joint-arch-w": JointRule(bootstrap=0, match_architecture=True, weights=True),
-                "joint-arch-two-ws": JointRule(bootstrap=0, match_architecture=True, statistic="second", weights=True,
-                                               weight_stage=True),
-                "joint-arch-two-w": JointRule(bootstrap=0, match_architecture=True, statistic="second", weights=True),
-                "joint-arch-two": JointRule(bootstrap=0, match_architecture=True, statistic="second"),
-                "joint-arch": JointRule(bootstrap=0, match_architecture=True), "joint": JointRule(bootstrap=0),
-                "minz": TriageRule()}
+# Every rule of `calibration.RULES` (the default first) as triage builds it, without the score's bootstrap interval
+# (the bench reads verdicts and p only).
+RULE_CHOICES = {name: dataclasses.replace(rule, bootstrap=0) if isinstance(rule, JointRule) else rule
+                for name, rule in ((n, rule_by_name(n)) for n in RULES)}
 
 
 def zoo_evidence(size: str = "full", points: str = DEFAULT_POINTS, progress: Progress | None = None
