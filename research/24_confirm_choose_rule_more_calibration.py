@@ -31,9 +31,8 @@ import json
 import math
 
 import numpy as np
-from scipy.stats import binom
 
-from modelgif_core.bench.verdicts import RULE_CHOICES, choice_set
+from modelgif_core.bench.verdicts import RULE_CHOICES, choice_null_pairs, choice_set
 
 CURRENT_DEFAULT = "joint-arch-two-ws"
 CANDIDATES = {k: v for k, v in RULE_CHOICES.items() if k.startswith("joint-arch")}
@@ -43,42 +42,34 @@ def main() -> None:
     cs = choice_set()
     cal, positives = cs.calibration, cs.positives
     data = {r["name"]: r["data"] for r in cs.rows}
-    pairs = [(a, b) for a in cal for b in cal if a != b]
     alpha = CANDIDATES[CURRENT_DEFAULT].alpha
-    cap = int(binom.ppf(0.95, len(pairs), alpha))
-    cap01 = int(binom.ppf(0.95, len(pairs), 0.01))
     table = []
     for name, rule in CANDIDATES.items():
-        null = [cs.verdict(rule, a, b, [n for n in cal if n not in (a, b)]) for a, b in pairs]
-        p = np.array([j["p_value"] for j in null])
-        alarms = [(a, b, j) for (a, b), j in zip(pairs, null, strict=True) if j["verdict"] == "derived"]
+        nulls = choice_null_pairs(lambda v, s, refs, rule=rule: cs.verdict(rule, v, s, refs), cal, level=alpha)
         pos = {r["name"]: cs.verdict(rule, r["parent"], r["name"], cal) for r in positives}
         students = [pos[r["name"]] for r in positives if r["role"] == "surrogate"]
         table.append({
-            "rule": name, "null_pairs": len(pairs), "null_derived": len(alarms),
-            "null_p_below_0.01": int((p < 0.01).sum()), "null_p_below_0.05": int((p < 0.05).sum()),
-            "eligible": len(alarms) <= cap and int((p < 0.01).sum()) <= cap01,
+            "rule": name, **nulls,
             "positives": len(pos), "positives_derived": sum(j["verdict"] == "derived" for j in pos.values()),
             "students": len(students), "students_derived": sum(j["verdict"] == "derived" for j in students),
             "student_median_neglog10_p": float(np.median([-math.log10(max(j["p_value"], 1e-300)) for j in students])),
-            "alarms": [{"victim": a, "suspect": b, "same_data": data[a] == data[b], "p_value": j["p_value"],
-                        "z": {c: round(e["z"], 1) for c, e in j["evidence"].items()}} for a, b, j in alarms],
             "verdicts": {n: j["verdict"] for n, j in pos.items()}})
-    same = sum(data[a] == data[b] for a, b in pairs)
-    print(f"choice set: {len(cal)} calibration independents, {len(pairs)} null pairs ({same} share their "
-          f"training data), {len(positives)} positives")
+    cap, cap01 = table[0]["cap_derived"], table[0]["cap_p01"]
+    same = sum(data[a] == data[b] for a in cal for b in cal if a != b)
+    print(f"choice set: {len(cal)} calibration independents, {table[0]['null_pairs']} null pairs ({same} share "
+          f"their training data), {len(positives)} positives")
     print(f"{'rule':<18} {'null derived':>13} {'p<0.01':>7} {'p<0.05':>7} {'positives':>10} {'students':>9} "
           f"{'students median -log10 p':>25} eligible")
     for t in table:
         print(f"{t['rule']:<18} {t['null_derived']:>7}/{t['null_pairs']:<5} {t['null_p_below_0.01']:>7} "
               f"{t['null_p_below_0.05']:>7} {t['positives_derived']:>6}/{t['positives']:<3} "
               f"{t['students_derived']:>5}/{t['students']:<3} {t['student_median_neglog10_p']:>25.2f} {t['eligible']}")
-    print(f"(caps, 95 % quantiles on {len(pairs)} pairs: derived {cap} of Binomial(n, {alpha:g}); p < 0.01 {cap01} "
-          f"of Binomial(n, 0.01))")
+    print(f"(caps, 95 % quantiles on {table[0]['null_pairs']} pairs: derived {cap} of Binomial(n, {alpha:g}); "
+          f"p < 0.01 {cap01} of Binomial(n, 0.01))")
     for t in table:
         for a in t["alarms"]:
-            print(f"  {t['rule']}: derived {a['victim']} -> {a['suspect']} (same data: {a['same_data']}), "
-                  f"p {a['p_value']:.1e}, z {a['z']}")
+            print(f"  {t['rule']}: derived {a['victim']} -> {a['suspect']} (same data: "
+                  f"{data[a['victim']] == data[a['suspect']]}), p {a['p_value']:.1e}, z {a['z']}")
     print("per positive:", *(f"  {n}: " + ", ".join(f"{t['rule']}={t['verdicts'][n]}" for t in table)
                              for n in table[0]["verdicts"]), sep="\n")
     ok = [t for t in table if t["eligible"]]

@@ -43,6 +43,23 @@ def test_choice_null_pairs_counts_every_ordered_pair():
     out = choice_null_pairs(lambda v, s, refs: cs.verdict(rule, v, s, refs), cs.calibration)
     assert out["null_pairs"] == 6 * 5
     assert 0 <= out["null_derived"] <= out["null_p_below_0.01"] <= out["null_p_below_0.05"] <= 30
+    assert out["cap_derived"] == 0 and len(out["alarms"]) == out["null_derived"]
+
+
+def test_choice_null_pairs_at_a_level_allow_its_share_of_derived_pairs():
+    victims = [0, *range(3, len(ROWS))]
+    comps = _comps(victims)
+    comps["modelgif"][victims.index(3), 4] = comps["boundary-js"][victims.index(3), 4] = 0.01  # cal-0 ~ cal-1
+    cs = ChoiceSet(ROWS, comps, victims)
+    rule = RULE_CHOICES["joint-arch-two"]
+    strict = choice_null_pairs(lambda v, s, refs: cs.verdict(rule, v, s, refs), cs.calibration)
+    at = choice_null_pairs(lambda v, s, refs: cs.verdict(rule, v, s, refs), cs.calibration, level=0.2)
+    assert [(a["victim"], a["suspect"]) for a in strict["alarms"]] == [("cal-0", "cal-1")]
+    assert strict["alarms"][0]["references"] == 4 and strict["alarms"][0]["z"]["boundary-js"] < -3
+    assert (strict["cap_derived"], at["cap_derived"]) == (0, 10)  # 10: the 95 % quantile of Binomial(30, 0.2)
+    assert not strict["eligible"] and at["eligible"]  # one derived pair, one at p < 0.01 (the cap: 1)
+    assert {k: v for k, v in at.items() if k not in ("cap_derived", "eligible")} == \
+        {k: v for k, v in strict.items() if k not in ("cap_derived", "eligible")}
 
 
 def test_rates_list_the_null_pairs_called_derived():

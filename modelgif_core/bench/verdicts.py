@@ -156,9 +156,7 @@ def rates(rows: list[dict], comps: dict[str, np.ndarray], models: list[str], vic
             j = verdict(a, b, refs)
             null["all"].append(j["verdict"])
             if j["verdict"] == "derived":
-                alarms.append({"victim": a, "suspect": b, "p_value": j["p_value"],
-                               "references": len(j.get("references_used") or refs),
-                               "z": {c: e["z"] for c, e in j["evidence"].items()}})
+                alarms.append(_alarm(a, b, j, refs))
             if b not in cal:
                 null["test-suspect"].append(j["verdict"])
                 if a not in cal:
@@ -223,20 +221,33 @@ def choice_set(points: str = DEFAULT_POINTS) -> ChoiceSet:
     return ChoiceSet(rows, collect([r["spec"] for r in rows], victims, points), victims)
 
 
-def choice_null_pairs(verdict: Callable[[str, str, list[str]], dict[str, Any]], names: list[str]) -> dict[str, Any]:
+def _alarm(victim: str, suspect: str, j: dict[str, Any], refs: Sequence) -> dict[str, Any]:
+    """A null pair called derived, with what the verdict rests on (p, the references it used, each z)."""
+    return {"victim": victim, "suspect": suspect, "p_value": j["p_value"],
+            "references": len(j.get("references_used") or refs),
+            "z": {c: e["z"] for c, e in j["evidence"].items()}}
+
+
+def choice_null_pairs(verdict: Callable[[str, str, list[str]], dict[str, Any]], names: list[str],
+                      level: float | None = None) -> dict[str, Any]:
     """A leak-free choice's null pairs: each of `names` a pseudo-victim against each other, the rest as references
-    (`verdict(victim, suspect, refs)`). A null pair's p should be uniform, so a rule is eligible when none is
-    derived and its count at p < 0.01 stays within the 95 % quantile of Binomial(pairs, 0.01) ("cap_p01")."""
+    (`verdict(victim, suspect, refs)`). A null pair's p should be uniform, so a rule is eligible when its count of
+    pairs derived stays within "cap_derived" (none; with `level`, the 95 % quantile of Binomial(pairs, level)) and
+    its count at p < 0.01 within the 95 % quantile of Binomial(pairs, 0.01) ("cap_p01"). "alarms": the pairs
+    called derived."""
     from scipy.stats import binom
 
     pairs = [(a, b) for a in names for b in names if a != b]
-    null = [verdict(a, b, [n for n in names if n not in (a, b)]) for a, b in pairs]
+    refs = {(a, b): [n for n in names if n not in (a, b)] for a, b in pairs}
+    null = [verdict(a, b, refs[a, b]) for a, b in pairs]
     p = np.array([j["p_value"] for j in null])
     cap = int(binom.ppf(0.95, len(pairs), 0.01))
-    derived = sum(j["verdict"] == "derived" for j in null)
-    return {"null_pairs": len(null), "null_derived": derived, "null_p_below_0.01": int((p < 0.01).sum()),
-            "null_p_below_0.05": int((p < 0.05).sum()), "eligible": derived == 0 and int((p < 0.01).sum()) <= cap,
-            "cap_p01": cap}
+    cap_derived = 0 if level is None else int(binom.ppf(0.95, len(pairs), level))
+    alarms = [_alarm(a, b, j, refs[a, b]) for (a, b), j in zip(pairs, null, strict=True) if j["verdict"] == "derived"]
+    return {"null_pairs": len(null), "null_derived": len(alarms), "null_p_below_0.01": int((p < 0.01).sum()),
+            "null_p_below_0.05": int((p < 0.05).sum()),
+            "eligible": len(alarms) <= cap_derived and int((p < 0.01).sum()) <= cap,
+            "cap_p01": cap, "cap_derived": cap_derived, "alarms": alarms}
 
 
 def _auc(pos: list[float], neg: list[float]) -> float:
