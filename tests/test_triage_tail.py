@@ -182,3 +182,41 @@ def test_joint_null_is_the_direct_simulation(n, m, statistic, tail_df):
     other = _shrunk_correlation(np.random.default_rng(99).standard_normal((n + 2, m)))
     if m > 1:  # another correlation gives another null from the same draws
         assert not np.allclose(joint_null(n, other, statistic, draws=draws, tail_df=tail_df), direct)
+
+
+@pytest.mark.parametrize("rule", [JointRule(bootstrap=0), JointRule(bootstrap=0, weights=True, weight_stage=True)],
+                         ids=["max", "weight-stage"])
+def test_too_few_references_cannot_clear_a_suspect(rule):
+    # Three references spread so widely (a Student-t with 2 degrees of freedom) that no suspect short of derived
+    # can be told apart: one in the references' middle is inconclusive, not independent; seven clear it.
+    rng = np.random.default_rng(11)
+    refs = _refs(rng, n=7)
+    refs["weights"] = list(0.7 * np.exp(0.03 * rng.standard_normal(7)))
+    middle = {c: float(np.exp(np.log(r).mean())) for c, r in refs.items()}
+    few = judge_joint(middle, {c: r[:3] for c, r in refs.items()}, rule)
+    assert few["p_value"] >= rule.p_independent and few["p_clear_copy"] >= rule.alpha
+    assert few["verdict"] == "inconclusive"
+    many = judge_joint(middle, refs, rule)
+    assert many["p_clear_copy"] < rule.alpha and many["verdict"] == "independent"
+    # what the references can still do: call a copy far below all of them derived
+    far = judge_joint({c: 0.01 * d for c, d in middle.items()}, {c: r[:3] for c, r in refs.items()}, rule)
+    assert far["verdict"] == "derived"
+
+
+def test_the_explanation_names_the_suspects_too_few_references_judge():
+    from modelgif_core.analysis.calibration import reference_stats
+    from modelgif_core.analysis.triage import TriageReport, Verdict
+
+    rule = JointRule(bootstrap=0)
+    refs = _refs(np.random.default_rng(11), n=7)
+    middle = {c: float(np.exp(np.log(r).mean())) for c, r in refs.items()}
+    judged = {"few": judge_joint(middle, {c: r[:3] for c, r in refs.items()}, rule),
+              "many": judge_joint(middle, refs, rule)}
+    report = TriageReport(
+        victim="v", victim_name="v", suspects=[Verdict(model=k, name=k, **v) for k, v in judged.items()],
+        references=[{"model": f"r{i}", "name": f"r{i}", "distance": d} for i, d in enumerate(refs["modelgif"])],
+        reference_source="given", anchors="digits:8", n_anchors=8, method="joint", config={}, rule=rule,
+        threshold=0.9, independent_above=1.0, stats=reference_stats(refs["modelgif"]))
+    text = report.explanation()
+    assert "judging few are too few to call even a clear copy derived" in text and "many" not in text
+    assert [v.verdict for v in TriageReport.from_dict(report.to_dict()).suspects] == ["inconclusive", "independent"]

@@ -182,6 +182,11 @@ ALONE_COMPONENTS = ("weights",)
 JOINT_STATISTICS = ("max", "min", "stouffer", "second")  # max(min-z, truncated Stouffer) | min-z | Stouffer |
 #                                                           second smallest z (two components agree)
 _NULL_DRAWS = 40_000  # simulated independents per null (40 at or beyond the 1e-3 quantile)
+# "independent" is a claim that the references could have disproved: it also needs a clear copy, every
+# component CLEAR_COPY_Z reference sds below the references' mean, to be called derived (its p, p_clear_copy,
+# below alpha). Under the default statistic three references never manage it (p ~ 7e-3), four to five just do,
+# seven or more by far (p <= 5e-5); with too few, a suspect short of derived is inconclusive.
+CLEAR_COPY_Z = 10.0
 _SHRINK = 0.3  # weight of the identity in the references' correlation (few references, 3 components)
 
 
@@ -329,11 +334,14 @@ def _null_p(t: float | np.ndarray, null: np.ndarray) -> float | np.ndarray:
     return (1 + len(null) - np.searchsorted(null, t, side="left")) / (1 + len(null))
 
 
-def _verdict(p: float, p_lowest: float, rule: JointRule) -> str:
+def _verdict(p: float, p_lowest: float, p_clear_copy: float, rule: JointRule) -> str:
     """derived below alpha; independent only when the statistic and the lowest component alone both sit among
-    the references (a copy that one component singles out, z -12 say, is no independent model)."""
+    the references (a copy that one component singles out, z -12 say, is no independent model) and the
+    references could have called a clear copy derived (p_clear_copy < alpha; see CLEAR_COPY_Z)."""
     if p < rule.alpha:
         return "derived"
+    if p_clear_copy >= rule.alpha:
+        return "inconclusive"
     return "independent" if min(p, p_lowest) >= rule.p_independent else "inconclusive"
 
 
@@ -363,11 +371,15 @@ def judge_joint(distances: dict[str, float | None], refs: dict[str, Sequence[flo
     alone = tuple(c in ALONE_COMPONENTS for c in comps) if rule.weights else None
     t = float(joint_statistic(z, rule.statistic, None if alone is None else np.array(alone)))
     corr = _shrunk_correlation(ref)
-    p = float(_null_p(t, joint_null(len(ref), corr, rule.statistic, tail_df=rule.tail_df, alone=alone)))
+    null = joint_null(len(ref), corr, rule.statistic, tail_df=rule.tail_df, alone=alone)
+    p = float(_null_p(t, null))
     # The lowest component alone, by the same null: "independent" needs it among the references too.
     p_lowest = p if not rule.checks_lowest else float(_null_p(
         float(-np.nanmin(z)), joint_null(len(ref), corr, "min", tail_df=rule.tail_df)))
-    verdict = _verdict(p, p_lowest, rule)
+    t_clear = float(joint_statistic(np.full(len(comps), -CLEAR_COPY_Z), rule.statistic,
+                                    None if alone is None else np.array(alone)))
+    p_clear_copy = float(_null_p(t_clear, null))
+    verdict = _verdict(p, p_lowest, p_clear_copy, rule)
     interval = None
     if rule.bootstrap:
         rng = np.random.default_rng(seed)
@@ -386,7 +398,7 @@ def judge_joint(distances: dict[str, float | None], refs: dict[str, Sequence[flo
     main = "modelgif" if "modelgif" in comps else comps[0]
     r_main = raw[:, comps.index(main)]
     return {"distance": float(distances[main]), "score": t, "verdict": verdict,
-            "z": float(min(z)), "p_value": float(p), "p_lowest": float(p_lowest),
+            "z": float(min(z)), "p_value": float(p), "p_lowest": float(p_lowest), "p_clear_copy": p_clear_copy,
             "empirical_p": min(e["empirical_p"] for e in ev.values()),
             "margin": float(r_main.min() - distances[main]),
             "closer_references": int((r_main <= distances[main]).sum()),
@@ -430,13 +442,16 @@ def _judge_weight_stage(distances: dict[str, float | None], refs: dict[str, Sequ
         return {**out, "rule": rule.name}
     ref = _transform(np.array(r, dtype=float)[:, None], rule.log_scale)
     zw = float(_zs(_transform(np.array([d], dtype=float), rule.log_scale), ref)[0])
-    pw = float(_null_p(-zw, joint_null(len(ref), np.eye(1), "min", tail_df=rule.tail_df)))
+    null_w = joint_null(len(ref), np.eye(1), "min", tail_df=rule.tail_df)
+    pw = float(_null_p(-zw, null_w))
     p = min(1.0, 2.0 * min(out["p_value"], pw))
     p_lowest = min(out["p_lowest"], pw)
-    verdict = _verdict(p, p_lowest, rule)
+    p_clear_copy = min(1.0, 2.0 * min(out["p_clear_copy"], float(_null_p(CLEAR_COPY_Z, null_w))))
+    verdict = _verdict(p, p_lowest, p_clear_copy, rule)
     ev = {**out["evidence"], "weights": {"distance": float(d), "z": zw, "p_value": _phi(zw), "score": -zw,
                                          "empirical_p": (1 + sum(x <= d for x in r)) / (1 + len(r))}}
     return {**out, "score": max(out["score"], -zw), "verdict": verdict, "p_value": p, "p_lowest": p_lowest,
+            "p_clear_copy": p_clear_copy,
             "z": min(out["z"], zw),
             "evidence": ev, "rule": rule.name}
 

@@ -40,6 +40,7 @@ from ..engine.progress import Progress, sub_progress
 from ..engine.text import dict_table
 from ..zoo import ensure_zoo, list_zoo, zoo_is_built
 from .calibration import (
+    CLEAR_COPY_Z,
     RULES,
     JointRule,
     TriageRule,
@@ -104,6 +105,9 @@ class Verdict:
     reference_match: str | None = None  # joint-arch rule: which references judged it (calibration.MATCH_NOTES)
     references_used: list[int] | None = None  # joint-arch rule: their indices into the report's references
     p_lowest: float | None = None  # joint rule: p of the lowest component alone ("independent" needs both p's)
+    # joint rule: p of a clear copy (every component CLEAR_COPY_Z sds below the references); "independent"
+    # needs it below alpha (references that cannot call a clear copy derived cannot clear a suspect either)
+    p_clear_copy: float | None = None
 
 
 @dataclass
@@ -185,6 +189,19 @@ class TriageReport:
         return "\n".join([f"victim: {self.victim}", dict_table(rows, ["model", "distance", "score", "verdict"]),
                           self.explanation()])
 
+    def _too_few_references(self) -> str:
+        """The joint rule's sentence for suspects whose references could not call even a clear copy derived."""
+        weak = [v for v in self.suspects if v.p_clear_copy is not None and v.p_clear_copy >= self.rule.alpha]
+        if not weak:
+            return ""
+        names = ", ".join(v.name for v in weak)
+        return (f" The references judging {names} are too few to call even a clear copy derived (every component "
+                f"{CLEAR_COPY_Z:g} sds below them gets p = {max(v.p_clear_copy for v in weak):.2g}, not below "
+                f"{self.rule.alpha:g}), so short of derived they read inconclusive, not independent: pass more "
+                f"independent models of the suspect's architecture with --reference (seven or more)"
+                + (", or build the full zoo (`modelgif zoo build --size full`), whose independents then serve"
+                   if self.reference_source.startswith("zoo") else "") + ".")
+
     def explanation(self) -> str:
         s = self.stats
         if isinstance(self.rule, JointRule):
@@ -213,7 +230,8 @@ class TriageReport:
                        f"{self.rule.min_references}); a suspect of the victim's architecture with fewer such "
                        "references is never called derived, since an independent model of the same "
                        "architecture sits far closer than references of other architectures."
-                       if self.rule.match_architecture else ""))
+                       if self.rule.match_architecture else "")
+                    + self._too_few_references())
         text = (f"{len(self.references)} independent reference models ({self.reference_source}) lie "
                 f"at field distances {s['min']:.4f}..{s['max']:.4f} (mean {s['mean']:.4f}, std "
                 f"{s['std']:.4f}) from the victim on {self.n_anchors} anchors. A suspect is derived "
