@@ -100,11 +100,13 @@ report = TriageReport.from_dict(result)
 
 st.subheader("Verdicts")
 cols = st.columns(min(4, len(report.suspects)))
+uncleared = {id(s) for s in report.too_few_references()}
 for i, s in enumerate(report.suspects):
     with cols[i % len(cols)].container(border=True):
         st.markdown(f"**{_label(s.model)}**  \n:{BADGE.get(s.verdict, 'gray')}-badge[{s.verdict}]")
         st.metric("distance to the victim", f"{s.distance:.4f}")
-        st.caption(f"score {s.score:.3g} · {_p_text(s.p_value)}")
+        st.caption(f"score {s.score:.3g} · {_p_text(s.p_value)}"
+                   + (" · too few references of its architecture to clear it (below)" if id(s) in uncleared else ""))
 
 st.plotly_chart(
     figures.reference_distribution(

@@ -296,6 +296,26 @@ def test_triage_page_gives_verdicts_and_reports(home):
     assert len(p_texts) == 2 and "p = 0" not in p_texts  # an underflowed tail reads "p < 1e-300"
 
 
+def test_triage_page_says_when_the_references_are_too_few_to_clear_a_suspect(home):
+    # three references of other architectures than the victim's judge a ConvNeXt suspect (the zoo has too few
+    # ConvNeXts): they cannot call even a clear copy derived, so the page says so instead of "independent"
+    at = _app()
+    at.switch_page("app_pages/triage.py").run()
+    at.selectbox(key="tri_victim").set_value("zoo:resnet-victim")
+    at.multiselect(key="tri_suspects").set_value(["zoo:indep-test-05-convnext"]).run()
+    three = [o for o in at.multiselect(key="tri_refs").options
+             if o.removeprefix("zoo:").startswith("indep-") and not o.endswith(("resnet", "convnext"))][:3]
+    at.multiselect(key="tri_refs").set_value(three).run()
+    next(b for b in at.button if b.label == "Run triage").click().run()
+    _wait_all(home)
+    at.run()
+    _ok(at)
+    assert len(three) == 3 and any("inconclusive" in m.value for m in at.markdown)
+    captions = [c.value for c in at.caption if c.value.startswith("score ")]
+    assert len(captions) == 1 and "too few references of its architecture to clear it" in captions[0]
+    assert any("too few to call even a clear copy derived" in c.value for c in at.caption)
+
+
 def test_triage_example_fills_in_the_zoo_victims_derivatives_and_the_test_independents(home):
     at = _app()
     at.switch_page("app_pages/triage.py").run()

@@ -211,7 +211,8 @@ def test_the_explanation_names_the_suspects_too_few_references_judge():
     refs = _refs(np.random.default_rng(11), n=7)
     middle = {c: float(np.exp(np.log(r).mean())) for c, r in refs.items()}
     judged = {"few": judge_joint(middle, {c: r[:3] for c, r in refs.items()}, rule),
-              "many": judge_joint(middle, refs, rule)}
+              "many": judge_joint(middle, refs, rule),
+              "copy": judge_joint({c: 0.01 * d for c, d in middle.items()}, {c: r[:3] for c, r in refs.items()}, rule)}
     report = TriageReport(
         victim="v", victim_name="v", suspects=[Verdict(model=k, name=k, **v) for k, v in judged.items()],
         references=[{"model": f"r{i}", "name": f"r{i}", "distance": d} for i, d in enumerate(refs["modelgif"])],
@@ -219,4 +220,6 @@ def test_the_explanation_names_the_suspects_too_few_references_judge():
         threshold=0.9, independent_above=1.0, stats=reference_stats(refs["modelgif"]))
     text = report.explanation()
     assert "judging few are too few to call even a clear copy derived" in text and "many" not in text
-    assert [v.verdict for v in TriageReport.from_dict(report.to_dict()).suspects] == ["inconclusive", "independent"]
+    assert [v.name for v in report.too_few_references()] == ["few"]  # the derived copy needs no clearing
+    assert [v.verdict for v in TriageReport.from_dict(report.to_dict()).suspects] == ["inconclusive", "independent",
+                                                                                       "derived"]

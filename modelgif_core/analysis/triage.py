@@ -189,9 +189,15 @@ class TriageReport:
         return "\n".join([f"victim: {self.victim}", dict_table(rows, ["model", "distance", "score", "verdict"]),
                           self.explanation()])
 
+    def too_few_references(self) -> list[Verdict]:
+        """Suspects short of derived whose references could not call even a clear copy derived (joint rule;
+        CLEAR_COPY_Z): inconclusive, whatever their p."""
+        return [v for v in self.suspects if v.verdict != "derived" and v.p_clear_copy is not None
+                and v.p_clear_copy >= self.rule.alpha]
+
     def _too_few_references(self) -> str:
-        """The joint rule's sentence for suspects whose references could not call even a clear copy derived."""
-        weak = [v for v in self.suspects if v.p_clear_copy is not None and v.p_clear_copy >= self.rule.alpha]
+        """The explanation's sentence for `too_few_references()`."""
+        weak = self.too_few_references()
         if not weak:
             return ""
         names = ", ".join(v.name for v in weak)
