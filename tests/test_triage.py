@@ -165,6 +165,38 @@ def test_boundary_points_sit_where_the_victim_s_two_classes_tie():
         boundary_points(h, images, torch.zeros(12, dtype=torch.long), 3)
 
 
+def test_boundary_shift_is_how_far_a_linear_model_s_own_boundary_lies_along_each_segment():
+    from modelgif_core.analysis.probes import boundary_segments, boundary_shift
+
+    v = _Linear()
+    images = torch.rand(12, 3, 4, 4)
+    classes = v(images).argmax(1)
+    seg = boundary_segments(v, images, classes, 10, seed=1)
+    assert torch.equal(seg.points, boundary_points(v, images, classes, 10, seed=1))
+    assert boundary_shift(v, seg).max() < 1e-3  # the victim's own boundary: its tie points (to bisection accuracy)
+    s = _Linear()
+    with torch.no_grad():
+        s.w.bias += torch.tensor([0.05, -0.05, 0.0, 0.02])  # the gaps move by a constant per class pair
+    # logits are linear along a segment, so one Newton step is exact: the suspect's gap at the victim's tie
+    # point over its slope along the segment (d gap / d lam = (w_a - w_b) . (a - b)) is where its own tie lies
+    w = s.w.weight.detach()
+    wa, wb = w[seg.first], w[seg.second]  # [10, 48]
+    slope = ((wa - wb) * seg.direction.flatten(1)).sum(1)
+    z = s(seg.points).detach()
+    gap = z.gather(1, seg.first[:, None])[:, 0] - z.gather(1, seg.second[:, None])[:, 0]
+    assert (slope > 0).all()  # the victim's own weights: the first class wins toward its anchor
+    expected = (gap.abs() / slope).clamp(max=1.0)
+    assert torch.allclose(boundary_shift(s, seg), expected, atol=1e-4)
+    assert (expected > 1e-3).any()
+    flipped = _Linear()
+    with torch.no_grad():
+        flipped.w.weight.neg_()  # its gap falls toward the first class's anchor: no boundary of its own here
+    assert torch.equal(boundary_shift(flipped, seg), torch.ones(10))
+    other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 2))  # another label space
+    assert int(torch.cat([seg.first, seg.second]).max()) >= 2  # a class the 2-class model does not have
+    assert boundary_shift(other, seg) is None
+
+
 def test_adversarial_boundary_points_tie_the_victim_s_top_two_classes():
     h = _Linear()
     images = torch.rand(8, 3, 4, 4)

@@ -5,7 +5,8 @@ triage's components measure (`analysis.triage`): the margin field distance (one 
 the store, every pair from one Gram product), and the Jensen-Shannon divergences of the softmax
 outputs at points on each victim's own boundary (`boundary-js`) and at its adversarial boundary
 points (`adversarial-js`), one batched forward per (victim, model) and the divergences of all models
-at once; and the weight-space distance of two models of one architecture (`weights`, NaN across
+at once; how far each model's own boundary lies from the victim's tie points (`boundary-shift`, two
+forwards more); and the weight-space distance of two models of one architecture (`weights`, NaN across
 architectures). The bench's verdict rates, the null pairs (every independent model as a pseudo-victim) and
 the family graph of a workspace all read these matrices.
 """
@@ -25,14 +26,22 @@ from ..engine.distance import distance_matrix
 from ..engine.fields import FieldConfig
 from ..engine.models import ModelHandle, as_handle
 from ..engine.progress import Progress, sub_progress
-from .probes import adversarial_boundary_points, boundary_points, log_probs, output_handle
+from .probes import (
+    BoundarySegments,
+    adversarial_boundary_points,
+    boundary_segments,
+    boundary_shift,
+    log_probs,
+    output_handle,
+)
 
 # Output probe points: all 500 held-out digits (a superset of digits:64:0, the field's anchors); the
 # probes are forwards only, so they cost little. 500 over 256 and 128: research/22, on the choice set.
 DEFAULT_POINTS = "digits:500:0"
 FIELD_ANCHORS = "digits:64:0"
 FIELD_CFG = FieldConfig(steps=50, method="gausslegendre", baseline="black", target="predicted")
-OUTPUT_COMPONENTS = ("boundary-js", "adversarial-js")
+SHIFT_COMPONENT = "boundary-shift"  # how far a model's own boundary lies from the victim's tie points
+OUTPUT_COMPONENTS = ("boundary-js", "adversarial-js", SHIFT_COMPONENT)
 WEIGHT_COMPONENT = "weights"
 
 
@@ -67,13 +76,21 @@ def js_rows(victim_logp: torch.Tensor, logps: torch.Tensor) -> np.ndarray:
     return js.mean(-1).double().numpy()
 
 
-def victim_points(victim: ModelHandle, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The victim's own probe points on `images` (chosen with the victim alone): one per image each."""
+def _victim_probes(victim: ModelHandle, images: torch.Tensor
+                   ) -> tuple[dict[str, torch.Tensor], BoundarySegments | None]:
+    """The victim's own probe points on `images` (chosen with the victim alone, one per image each) and the
+    boundary segments they lie on (None when the victim sees one class only: no boundary between them)."""
     classes = log_probs(victim, images).argmax(1)
     out = {"adversarial-js": adversarial_boundary_points(victim, images)}
-    if len(set(classes.tolist())) >= 2:
-        out["boundary-js"] = boundary_points(victim, images, classes, len(images))
-    return out
+    seg = boundary_segments(victim, images, classes, len(images)) if len(set(classes.tolist())) >= 2 else None
+    if seg is not None:
+        out["boundary-js"] = seg.points
+    return out, seg
+
+
+def victim_points(victim: ModelHandle, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The victim's own probe points on `images` {component: [n, 3, H, W]}: one per image each."""
+    return _victim_probes(victim, images)[0]
 
 
 def output_rows(handles: Sequence[ModelHandle], v: int, images: torch.Tensor,
@@ -81,7 +98,9 @@ def output_rows(handles: Sequence[ModelHandle], v: int, images: torch.Tensor,
     """The output components {component: [M]} from victim handles[v] to every handle (NaN for another
     label space): one row of `pair_components`, so long runs can keep each victim's row as it comes."""
     res = {c: np.full(len(handles), np.nan) for c in OUTPUT_COMPONENTS}
-    for c, x in victim_points(handles[v], images).items():
+    points, seg = _victim_probes(handles[v], images)
+    same: list[int] = []
+    for c, x in points.items():
         lps = [log_probs(h, x) for h in handles]  # each [n, C_h]
         c_v = lps[v].shape[1]
         same = [j for j, lp in enumerate(lps) if lp.shape[1] == c_v]
@@ -89,6 +108,9 @@ def output_rows(handles: Sequence[ModelHandle], v: int, images: torch.Tensor,
         res[c][v] = 0.0
         if outputs is not None:
             outputs[(v, c)] = (x, lps)
+    if seg is not None:
+        for j in same:
+            res[SHIFT_COMPONENT][j] = 0.0 if j == v else float(boundary_shift(handles[j], seg).double().mean())
     return res
 
 

@@ -5,6 +5,7 @@ undefined for a suspect with another label space (None):
 
     boundary_points             anchor pairs of different (victim) classes, the mixup coefficient bisected
                                 until the victim's two logits tie (where a student copies the victim)
+    boundary_shift              how far a model's own boundary lies from the victim's tie points (labels only)
     adversarial_boundary_points the victim's own signed-gradient steps from each anchor toward its second
                                 class, bisected onto the boundary between its top two classes (IPGuard-style)
     boundary_mixups             class-boundary mixups with a random coefficient in [0.35, 0.65]
@@ -124,14 +125,54 @@ def _bisect(handle: ModelHandle, a: torch.Tensor, b: torch.Tensor, ca: torch.Ten
     return lam * a + (1 - lam) * b
 
 
+@dataclasses.dataclass(frozen=True)
+class BoundarySegments:
+    """The victim's tie points on anchor-pair segments, with what a second model is probed along."""
+
+    points: torch.Tensor  # [n, 3, H, W] where the victim's logits of classes first and second tie
+    direction: torch.Tensor  # [n, 3, H, W] the segment a - b (toward the first class's anchor)
+    first: torch.Tensor  # [n] the class of anchor a
+    second: torch.Tensor  # [n] the class of anchor b
+
+
+def boundary_segments(victim: ModelHandle, images: torch.Tensor, classes: torch.Tensor, n: int,
+                      seed: int = 0, iters: int = 14) -> BoundarySegments:
+    """`boundary_points` with the segments they lie on (for `boundary_shift`)."""
+    i, j = class_pairs(classes, n, seed)  # [n], [n]
+    a, b = images[i].float(), images[j].float()
+    return BoundarySegments(_bisect(victim, a, b, classes[i], classes[j], iters), a - b, classes[i], classes[j])
+
+
 def boundary_points(victim: ModelHandle, images: torch.Tensor, classes: torch.Tensor, n: int,
                     seed: int = 0, iters: int = 14) -> torch.Tensor:
     """n points on the victim's own decision boundary: for anchor pairs of different classes, the
     mixup coefficient is bisected until the victim's logits of the two classes tie. A student
     that learned from the victim's answers places its boundary there too; independent models
     do not (a random coefficient, as in boundary_mixups, mostly misses the boundary)."""
-    i, j = class_pairs(classes, n, seed)  # [n], [n]
-    return _bisect(victim, images[i], images[j], classes[i], classes[j], iters)  # [n, 3, H, W]
+    return boundary_segments(victim, images, classes, n, seed, iters).points  # [n, 3, H, W]
+
+
+SHIFT_STEP = 0.02  # the finite-difference step of boundary_shift, in mixup coefficient
+
+
+@torch.no_grad()
+def boundary_shift(handle: ModelHandle, seg: BoundarySegments, step: float = SHIFT_STEP) -> torch.Tensor | None:
+    """How far along each segment the model's own boundary between the two classes lies from the victim's
+    tie point, in mixup coefficient [n]: one Newton step of the model's logit gap g (first minus second
+    class), |g| / (dg/dlam), with the slope from a central difference of +-step; 1 (the whole segment)
+    where g does not rise toward the first class's anchor. It reads only which side of the boundary a
+    point falls on, so it sees the students that learned the victim's labels alone (their softmax is
+    their own). None for a model with another label space."""
+    n = len(seg.points)
+    x = torch.cat([seg.points, seg.points + step * seg.direction, seg.points - step * seg.direction])
+    z = batched_outputs(handle, x, _OUTPUT_BATCH).float()  # [3n, C]
+    if z.shape[1] <= int(max(seg.first.max(), seg.second.max())):
+        return None
+    cls = torch.cat([seg.first, seg.first, seg.first]), torch.cat([seg.second, seg.second, seg.second])
+    g = (z.gather(1, cls[0][:, None]) - z.gather(1, cls[1][:, None]))[:, 0].view(3, n)
+    slope = (g[1] - g[2]) / (2 * step)
+    shift = torch.where(slope > 0, g[0].abs() / slope.clamp_min(1e-12), torch.ones(n))
+    return shift.clamp(max=1.0)
 
 
 def adversarial_boundary_points(victim: ModelHandle, images: torch.Tensor, step: float = 0.01,

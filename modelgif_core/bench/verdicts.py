@@ -64,11 +64,11 @@ from ..zoo import ATTACK_KINDS, ensure_zoo, list_zoo
 
 STRONG_KINDS = ("finetune-all", "finetune-last", "prune", "weight-noise", "shift", "transfer", "adv-extract",
                 "extract-label-strong", "extract-prob-strong")
-COMPONENTS = ("modelgif", "boundary-js", "adversarial-js", "weights")  # weights: the "-w" rules only
+COMPONENTS = ("modelgif", "boundary-js", "adversarial-js", "boundary-shift", "weights")  # weights: the "-w" rules only
 
 
 def _cache_path(specs: list[str], fps: list[str], points: str, victims: list[int]) -> Path:
-    blob = json.dumps({"fps": fps, "points": points, "victims": victims, "v": 1})
+    blob = json.dumps({"fps": fps, "points": points, "victims": victims, "v": 2})
     return Path(default_store_root()) / "ipbench" / f"pairs-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.npz"
 
 
