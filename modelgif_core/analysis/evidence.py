@@ -5,8 +5,8 @@ triage's components measure (`analysis.triage`): the margin field distance (one 
 the store, every pair from one Gram product), and the Jensen-Shannon divergences of the softmax
 outputs at points on each victim's own boundary (`boundary-js`) and at its adversarial boundary
 points (`adversarial-js`), one batched forward per (victim, model) and the divergences of all models
-at once; how far each model's own boundary lies from the victim's tie points (`boundary-shift`, two
-forwards more); and the weight-space distance of two models of one architecture (`weights`, NaN across
+at once; how far each model's own boundary lies from the victim's tie points (`boundary-shift`, one
+forward more); and the weight-space distance of two models of one architecture (`weights`, NaN across
 architectures). The bench's verdict rates, the null pairs (every independent model as a pseudo-victim) and
 the family graph of a workspace all read these matrices.
 """
@@ -99,7 +99,6 @@ def output_rows(handles: Sequence[ModelHandle], v: int, images: torch.Tensor,
     label space): one row of `pair_components`, so long runs can keep each victim's row as it comes."""
     res = {c: np.full(len(handles), np.nan) for c in OUTPUT_COMPONENTS}
     points, seg = _victim_probes(handles[v], images)
-    same: list[int] = []
     for c, x in points.items():
         lps = [log_probs(h, x) for h in handles]  # each [n, C_h]
         c_v = lps[v].shape[1]
@@ -108,9 +107,10 @@ def output_rows(handles: Sequence[ModelHandle], v: int, images: torch.Tensor,
         res[c][v] = 0.0
         if outputs is not None:
             outputs[(v, c)] = (x, lps)
-    if seg is not None:
-        for j in same:
-            res[SHIFT_COMPONENT][j] = 0.0 if j == v else float(boundary_shift(handles[j], seg).double().mean())
+        if c == "boundary-js" and seg is not None:  # the shift reuses these outputs at the tie points
+            for j in same:
+                shift = boundary_shift(handles[j], seg, at_points=lps[j])
+                res[SHIFT_COMPONENT][j] = 0.0 if j == v else float(shift.double().mean())
     return res
 
 

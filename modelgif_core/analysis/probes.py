@@ -156,22 +156,27 @@ SHIFT_STEP = 0.02  # the finite-difference step of boundary_shift, in mixup coef
 
 
 @torch.no_grad()
-def boundary_shift(handle: ModelHandle, seg: BoundarySegments, step: float = SHIFT_STEP) -> torch.Tensor | None:
+def boundary_shift(handle: ModelHandle, seg: BoundarySegments, step: float = SHIFT_STEP,
+                   at_points: torch.Tensor | None = None) -> torch.Tensor | None:
     """How far along each segment the model's own boundary between the two classes lies from the victim's
     tie point, in mixup coefficient [n]: one Newton step of the model's logit gap g (first minus second
-    class), |g| / (dg/dlam), with the slope from a central difference of +-step; 1 (the whole segment)
-    where g does not rise toward the first class's anchor. It reads only which side of the boundary a
-    point falls on, so it sees the students that learned the victim's labels alone (their softmax is
-    their own). None for a model with another label space."""
-    n = len(seg.points)
-    x = torch.cat([seg.points, seg.points + step * seg.direction, seg.points - step * seg.direction])
-    z = batched_outputs(handle, x, _OUTPUT_BATCH).float()  # [3n, C]
-    if z.shape[1] <= int(max(seg.first.max(), seg.second.max())):
+    class), |g| / (dg/dlam), the slope from a forward difference of `step`; 1 (the whole segment) where g
+    does not rise toward the first class's anchor. It reads only which side of the boundary a point falls
+    on, so it sees students that learned the victim's labels alone (their softmax is their own).
+    at_points: the model's logits or log-probabilities at seg.points if the caller has them (the gap is the
+    same in both; it saves a forward). None for a model with another label space."""
+    z0 = batched_outputs(handle, seg.points, _OUTPUT_BATCH) if at_points is None else at_points
+    if z0.shape[1] <= int(max(seg.first.max(), seg.second.max())):
         return None
-    cls = torch.cat([seg.first, seg.first, seg.first]), torch.cat([seg.second, seg.second, seg.second])
-    g = (z.gather(1, cls[0][:, None]) - z.gather(1, cls[1][:, None]))[:, 0].view(3, n)
-    slope = (g[1] - g[2]) / (2 * step)
-    shift = torch.where(slope > 0, g[0].abs() / slope.clamp_min(1e-12), torch.ones(n))
+    z1 = batched_outputs(handle, seg.points + step * seg.direction, _OUTPUT_BATCH)
+
+    def gap(z: torch.Tensor) -> torch.Tensor:
+        z = z.float()
+        return z.gather(1, seg.first[:, None])[:, 0] - z.gather(1, seg.second[:, None])[:, 0]
+
+    g0 = gap(z0)
+    slope = (gap(z1) - g0) / step
+    shift = torch.where(slope > 0, g0.abs() / slope.clamp_min(1e-12), torch.ones(len(g0)))
     return shift.clamp(max=1.0)
 
 
