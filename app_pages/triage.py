@@ -74,9 +74,11 @@ references = st.multiselect(
     help="Stored models not derived from the victim as far as the store knows (the zoo's lineage). "
          "Leave empty for a digits victim: the zoo's independent models serve as references.")
 rule = st.radio("Verdict rule", TRIAGE_RULES, horizontal=True, key="tri_rule",
-                help="joint-arch-w (default): the components' joint null against references of the suspect's "
+                help="joint-arch-w-shift (default): the components' joint null against references of the suspect's "
                      "architecture, led by the strongest single component, with the weight-space component "
-                     "(same architecture); joint-arch: without the weights; joint-arch-two(-ws, -w): two "
+                     "(same architecture) and where the suspect's own boundary lies (boundary-shift); "
+                     "joint-arch-w: without the boundary shift; joint-arch: without either; "
+                     "joint-arch-two(-ws, -w): two "
                      "components must agree (-ws: the weights as a stage of their own, -w: inside the "
                      "statistic); joint: against all references; minz: the Sidak-corrected minimum z.")
 use_sidebar = st.toggle("Use the sidebar's anchors and field settings (else triage's tuned defaults)",

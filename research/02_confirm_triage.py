@@ -42,6 +42,8 @@ KINDS = ("adv-extract", "extract-label-strong", "extract-prob-weak", "extract-pr
 
 def auc(pos: list[float], neg: list[float]) -> float:
     """P(a derived score < an independent score); ties count 1/2 (lower z = more derived)."""
+    if not pos or not neg:
+        return float("nan")
     wins = sum((p < n) + 0.5 * (p == n) for p in pos for n in neg)
     return wins / (len(pos) * len(neg))
 
@@ -135,8 +137,10 @@ def main() -> None:
             a, per = None, {}
         else:
             a = auc([r["z"] for r in sel], neg_zoo if neg_kind != "independent" else neg)
-            per = {c: auc([r["components"][c] for r in sel],
-                          [r["components"][c] for r in rows if r["kind"] == neg_kind]) for c in comps}
+            # a component some suspects lack (the weights across architectures) is scored where both sides have it
+            per = {c: auc([r["components"][c] for r in sel if c in r["components"]],
+                          [r["components"][c] for r in rows if r["kind"] == neg_kind and c in r["components"]])
+                   for c in comps}
         table[kind] = {"n": len(sel), "auc": a, "auc_components": per, "verdicts": counts}
         lines.append(f"{kind:28s} {len(sel):3d} {'-' if a is None else f'{a:.2f}':>10s} "
                      + " ".join(f"{'-' if c not in per else f'{per[c]:.2f}':>18s}" for c in comps)

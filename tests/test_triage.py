@@ -327,8 +327,11 @@ def test_default_triage_uses_the_margin_field_and_victim_boundary_points(models)
                  points="digits:16:0").to_dict()
     assert out["config"]["field_output"] == "margin" and out["config"]["log_prob"] is False
     assert out["config"]["steps"] == 50
-    assert out["components"][0] == "modelgif" and set(out["components"]) <= {"modelgif", "boundary-js",
-                                                                            "adversarial-js", "weights"}
+    assert out["components"][0] == "modelgif" and set(out["components"]) <= {
+        "modelgif", "boundary-js", "adversarial-js", "boundary-shift", "weights"}
+    # the default reads where the suspect's own boundary lies wherever the victim's boundary points exist
+    assert ("boundary-shift" in out["components"]) == ("boundary-js" in out["components"])
+    assert out["rule"]["name"] == "joint-arch-w-shift"
     assert "weights" in out["components"]  # the default's weight stage: victim and copy share an architecture
     assert "adversarial-js" in out["components"]  # placed from every anchor, one class or several
     assert out["suspects"][0]["verdict"] == "derived"

@@ -45,8 +45,12 @@ def test_two_with_matched_references_and_its_name():
     from modelgif_core import TRIAGE_RULES
     from modelgif_core.analysis.triage import DEFAULT_RULE, rule_by_name
 
-    # the default (research/24) is listed first: the CLI's --rule and the app's radio take it from there
-    assert DEFAULT_RULE == TRIAGE_RULES[0] == "joint-arch-w"
+    # the default (research/26) is listed first: the CLI's --rule and the app's radio take it from there
+    assert DEFAULT_RULE == TRIAGE_RULES[0] == "joint-arch-w-shift"
+    shift = rule_by_name("joint-arch-w-shift")
+    assert shift.boundary_shift and shift.weights and not shift.weight_stage and shift.statistic == "max"
+    assert shift == dataclasses.replace(rule_by_name("joint-arch-w"), boundary_shift=True)
+    assert not rule_by_name("joint-arch-w").boundary_shift and shift.name == "joint-arch-w-shift"
     r = rule_by_name("joint-arch-two")
     assert r.statistic == "second" and r.match_architecture and r.to_dict()["name"] == "joint-arch-two"
     assert rule_by_name("joint-arch").statistic == "max"
@@ -223,3 +227,21 @@ def test_the_explanation_names_the_suspects_too_few_references_judge():
     assert [v.name for v in report.too_few_references()] == ["few"]  # the derived copy needs no clearing
     assert [v.verdict for v in TriageReport.from_dict(report.to_dict()).suspects] == ["inconclusive", "independent",
                                                                                        "derived"]
+
+
+def test_only_the_shift_rules_read_the_boundary_shift():
+    rng = np.random.default_rng(7)
+    refs = {**_refs(rng), "boundary-shift": list(np.exp(0.03 * rng.standard_normal(8)))}
+    # a label student's pattern: its softmax is its own (every JS among the references), its boundary is not
+    student = {"modelgif": 1.0, "boundary-js": 1.0, "adversarial-js": 1.0, "boundary-shift": 0.5}
+    plain, shift = JointRule(bootstrap=0), JointRule(bootstrap=0, boundary_shift=True)
+    without = judge_joint({c: d for c, d in student.items() if c != "boundary-shift"}, refs, plain)
+    ignored = judge_joint(student, refs, plain)
+    assert "boundary-shift" not in ignored["evidence"] and ignored["p_value"] == without["p_value"]
+    assert ignored["verdict"] != "derived"
+    read = judge_joint(student, refs, shift)
+    assert read["verdict"] == "derived" and read["evidence"]["boundary-shift"]["z"] < -10
+    assert read["rule"] == "joint-shift"
+    # among the references on every component, the shift rule still calls it independent
+    among = judge_joint({**student, "boundary-shift": 1.0}, refs, shift)
+    assert among["verdict"] == "independent"

@@ -170,15 +170,23 @@ def judge_components(distances: dict[str, float | None], refs: dict[str, Sequenc
 # (ALONE_COMPONENTS): T = max(-second smallest z, -z_weights). The "-ws" variant judges the weights as a
 # stage of their own instead: p = 2 min(p of the other components, p of the weights alone) (Bonferroni).
 #
-# The default, joint-arch-w (statistic "max" with the weights inside T), was chosen on a choice set of 35
+# joint-arch-w (statistic "max" with the weights inside T) was chosen on a choice set of 35
 # calibration independents, 7 of every architecture (research/24_confirm_choose_rule_more_calibration.py: no
 # joint-arch rule called any of its 1,190 null pairs derived; joint-arch-w derived as many of the owner's students
 # and copies as joint-arch-two-ws with smaller p). The earlier choice set (12 independents, 1-5 references of
 # an architecture) had preferred two agreeing components.
-
+#
+# The "-shift" variant adds the output component "boundary-shift" (how far the suspect's own boundary lies from the
+# victim's tie points, `probes.boundary_shift`): a student of the victim's labels alone copies where its boundary
+# lies, not its softmax. joint-arch-w-shift, the default, was chosen over joint-arch-w on the same choice set
+# (research/26_confirm_choose_boundary_shift.py: one more of the owner's students and copies derived, its label
+# student; one null pair derived under both, on the field alone).
+#
 # -arch: architecture-matched references. The default first (analysis.triage.DEFAULT_RULE).
-RULES = ("joint-arch-w", "joint-arch-two-ws", "joint-arch-two", "joint-arch-two-w", "joint-arch", "joint", "minz")
+RULES = ("joint-arch-w-shift", "joint-arch-w", "joint-arch-two-ws", "joint-arch-two", "joint-arch-two-w", "joint-arch",
+         "joint", "minz")
 ALONE_COMPONENTS = ("weights",)
+SHIFT_COMPONENT = "boundary-shift"  # (evidence.SHIFT_COMPONENT: the "-shift" rules only)
 JOINT_STATISTICS = ("max", "min", "stouffer", "second")  # max(min-z, truncated Stouffer) | min-z | Stouffer |
 #                                                           second smallest z (two components agree)
 _NULL_DRAWS = 40_000  # simulated independents per null (40 at or beyond the 1e-3 quantile)
@@ -211,6 +219,7 @@ class JointRule:
     # with weights: judge it as its own stage (Bonferroni: p = 2 min(p of the other components, p of the
     # weights alone)) instead of inside T, so it does not widen the other components' null
     weight_stage: bool = False
+    boundary_shift: bool = False  # judge the boundary-shift output component too (probes.boundary_shift)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
@@ -234,6 +243,7 @@ class JointRule:
         name = "joint-arch" if self.match_architecture else "joint"
         name += "-two" if self.statistic == "second" else ""
         name += ("-ws" if self.weight_stage else "-w") if self.weights else ""
+        name += "-shift" if self.boundary_shift else ""
         return name + (f"-t{self.tail_df:g}" if self.tail_df else "")
 
     def to_dict(self) -> dict[str, Any]:
@@ -353,7 +363,7 @@ def judge_joint(distances: dict[str, float | None], refs: dict[str, Sequence[flo
     if rule.weights and rule.weight_stage:
         return _judge_weight_stage(distances, refs, rule, seed)
     comps = [c for c, d in distances.items() if d is not None and math.isfinite(d)
-             and (rule.weights or c != "weights")]
+             and (rule.weights or c != "weights") and (rule.boundary_shift or c != SHIFT_COMPONENT)]
     # Only references defined on every usable component (a reference with another label space has
     # no output divergence); components with too few such references are left out.
     def rows(cs: list[str]) -> list[int]:

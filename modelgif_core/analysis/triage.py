@@ -51,7 +51,7 @@ from .calibration import (
     reference_stats,
     thresholds,
 )
-from .evidence import DEFAULT_POINTS, OUTPUT_COMPONENTS, pair_components
+from .evidence import DEFAULT_POINTS, OUTPUT_COMPONENTS, SHIFT_COMPONENT, pair_components
 from .probes import (
     FIELD_OUTPUTS,
     adversarial_boundary_points,
@@ -70,8 +70,9 @@ COMPONENTS = ("modelgif", "boundary-js", "adversarial-js", "output-kl")
 DEFAULT_COMPONENTS = ("modelgif", "boundary-js", "adversarial-js")
 # Chosen on the choice set only (calibration independents, the owner's students and copies):
 # research/21_confirm_choose_weight_stage.py (the weight-space component), then
-# research/24_confirm_choose_rule_more_calibration.py (the rule, on 35 calibration independents)
-DEFAULT_RULE = "joint-arch-w"
+# research/24_confirm_choose_rule_more_calibration.py (the rule, on 35 calibration independents), then
+# research/26_confirm_choose_boundary_shift.py (the boundary-shift component)
+DEFAULT_RULE = "joint-arch-w-shift"
 
 
 def rule_by_name(name: str) -> TriageRule | JointRule:
@@ -80,9 +81,11 @@ def rule_by_name(name: str) -> TriageRule | JointRule:
         raise UserError(f"Unknown triage rule {name!r}; choose from {', '.join(RULES)}.")
     if name == "minz":
         return TriageRule()
-    base = name.removesuffix("-w").removesuffix("-ws")
-    return JointRule(match_architecture=name.startswith("joint-arch"), weights=base != name,
-                     weight_stage=name.endswith("-ws"), statistic="second" if base.endswith("-two") else "max")
+    plain = name.removesuffix("-shift")
+    base = plain.removesuffix("-w").removesuffix("-ws")
+    return JointRule(match_architecture=name.startswith("joint-arch"), weights=base != plain,
+                     weight_stage=plain.endswith("-ws"), statistic="second" if base.endswith("-two") else "max",
+                     boundary_shift=plain != name)
 
 
 @dataclass
@@ -374,6 +377,8 @@ def _triage_joint(victim: str | ModelHandle, suspects: Sequence[str | ModelHandl
     everyone = [v, *s_handles, *r_handles]
     comp = pair_components(everyone, [0], anchors=anchor_set, points=points, cfg=cfg, store=store,
                            progress=progress, weights=rule.weights)
+    if rule.boundary_shift:  # where the suspect's own boundary lies (an output component the rule adds)
+        components = (*components, SHIFT_COMPONENT)
     if rule.weights:  # the weight-space component (same architecture only), judged last
         components = (*components, "weights")
     comp = {c: comp[c] for c in components}
@@ -438,9 +443,10 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
     field_output: what the field differentiates, "logit", "logprob" or "margin" (default: "margin"
     when `cfg` is not given, i.e. triage's tuned defaults; a caller's own cfg runs on the logits).
     log_prob=True is the older spelling of field_output="logprob" (False: "logit").
-    rule: "joint-arch-w" (default: the components' joint null against references of the suspect's
+    rule: "joint-arch-w-shift" (default: the components' joint null against references of the suspect's
     architecture, `calibration.judge_matched`, led by the strongest single component, with the weight-space
-    component, defined between two checkpoints of one architecture), "joint-arch" (without the weights),
+    component, defined between two checkpoints of one architecture, and the boundary-shift component),
+    "joint-arch-w" (without the boundary shift), "joint-arch" (without either),
     "joint-arch-two-ws" (two components required to agree, the weights as a stage of their own),
     "joint-arch-two" (two components, no weights), "joint-arch-two-w" (two components, the weights inside the
     statistic, where they may decide alone), "joint" (the strongest component against all references), "minz"

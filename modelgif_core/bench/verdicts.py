@@ -22,10 +22,11 @@ CLI does for a digits victim), "calibration" = the 35 calibration models only (t
 Null subsets: "all" (3,422), "test-suspect" (the suspect a test independent, 1,392), "test-pairs" (both
 test independents, 552: no model of these pairs entered a choice), "calibration" (the choice set, 1,190).
 
-Rules side by side: "joint-arch-w" (the default: the joint null against the references of the suspect's
+Rules side by side: "joint-arch-w-shift" (the default: the joint null against the references of the suspect's
 architecture, `calibration.matched_references`, led by the strongest component, with the weight-space distance
-of same-architecture checkpoints; chosen on the 1,190-pair choice set,
-research/24_confirm_choose_rule_more_calibration.py),
+of same-architecture checkpoints and where the suspect's own boundary lies; chosen on the 1,190-pair choice set,
+research/26_confirm_choose_boundary_shift.py), "joint-arch-w" (without the boundary shift; chosen on that set
+before it, research/24_confirm_choose_rule_more_calibration.py),
 "joint-arch-two-ws" (two components must sit below the references, the weights a stage of their own; the
 default chosen on the 132-pair choice set of 12 calibration independents, research/21), "joint-arch-two-w",
 "joint-arch-two", "joint-arch" (without the weights), "joint" (against all references) and "minz" (the
@@ -64,7 +65,7 @@ from ..zoo import ATTACK_KINDS, ensure_zoo, list_zoo
 
 STRONG_KINDS = ("finetune-all", "finetune-last", "prune", "weight-noise", "shift", "transfer", "adv-extract",
                 "extract-label-strong", "extract-prob-strong")
-COMPONENTS = ("modelgif", "boundary-js", "adversarial-js", "boundary-shift", "weights")  # weights: the "-w" rules only
+COMPONENTS = ("modelgif", "boundary-js", "adversarial-js", "boundary-shift", "weights")  # the "-shift" / "-w" rules
 
 
 def _cache_path(specs: list[str], fps: list[str], points: str, victims: list[int]) -> Path:
@@ -94,7 +95,8 @@ def judge(rule: Any, comps: dict[str, np.ndarray], row: int, col: int, refs: lis
           archs: Sequence[str] | None = None, victim_col: int | None = None) -> dict[str, Any]:
     """One verdict: victim row `row` (model column `victim_col`), suspect column `col`, reference columns
     `refs`; `archs` (every column's architecture) is needed by the joint-arch rule."""
-    use = [c for c in COMPONENTS if c in comps and (c != "weights" or getattr(rule, "weights", False))]
+    use = [c for c in COMPONENTS if c in comps and (c != "weights" or getattr(rule, "weights", False))
+           and (c != "boundary-shift" or getattr(rule, "boundary_shift", False))]
     d = {c: _val(comps[c][row, col]) for c in use}
     r = {c: [_val(comps[c][row, j]) for j in refs] for c in d}
     if isinstance(rule, JointRule) and rule.match_architecture:
