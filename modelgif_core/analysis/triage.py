@@ -11,6 +11,9 @@ Components (DEFAULT_COMPONENTS, chosen with `modelgif bench ip`, see docs/BENCHM
                     decision boundary (`probes.boundary_points`: what a student copies)
     adversarial-js  the same at points the victim's own signed-gradient steps reach on the boundary
                     between its top two classes (`probes.adversarial_boundary_points`)
+    boundary-shift  how far the suspect's own boundary lies from the victim's boundary points along
+                    their anchor-pair segments (`probes.boundary_shift`: what a student of the labels
+                    alone copies); the "-shift" rules, the default among them, add it
     output-kl       KL(victim || suspect) on class-boundary mixups with a random coefficient in
                     [0.35, 0.65] (the previous default, kept as an option)
     weights         1 - cosine of the parameters suspect and victim share (the "-w" rules; same
