@@ -28,11 +28,8 @@ Usage: python research/24_confirm_choose_rule_more_calibration.py     (MODELGIF_
 from __future__ import annotations
 
 import json
-import math
 
-import numpy as np
-
-from modelgif_core.bench.verdicts import RULE_CHOICES, choice_null_pairs, choice_set
+from modelgif_core.bench.verdicts import RULE_CHOICES, choice_lines, choice_row, choice_set, choose
 
 CURRENT_DEFAULT = "joint-arch-two-ws"
 CANDIDATES = {k: v for k, v in RULE_CHOICES.items() if k.startswith("joint-arch")}
@@ -40,47 +37,21 @@ CANDIDATES = {k: v for k, v in RULE_CHOICES.items() if k.startswith("joint-arch"
 
 def main() -> None:
     cs = choice_set()
-    cal, positives = cs.calibration, cs.positives
+    cal = cs.calibration
     data = {r["name"]: r["data"] for r in cs.rows}
     alpha = CANDIDATES[CURRENT_DEFAULT].alpha
-    table = []
-    for name, rule in CANDIDATES.items():
-        nulls = choice_null_pairs(lambda v, s, refs, rule=rule: cs.verdict(rule, v, s, refs), cal, level=alpha)
-        pos = {r["name"]: cs.verdict(rule, r["parent"], r["name"], cal) for r in positives}
-        students = [pos[r["name"]] for r in positives if r["role"] == "surrogate"]
-        table.append({
-            "rule": name, **nulls,
-            "positives": len(pos), "positives_derived": sum(j["verdict"] == "derived" for j in pos.values()),
-            "students": len(students), "students_derived": sum(j["verdict"] == "derived" for j in students),
-            "student_median_neglog10_p": float(np.median([-math.log10(max(j["p_value"], 1e-300)) for j in students])),
-            "verdicts": {n: j["verdict"] for n, j in pos.items()}})
-    cap, cap01 = table[0]["cap_derived"], table[0]["cap_p01"]
+    table = [{"rule": name, **choice_row(cs, lambda v, s, refs, rule=rule: cs.verdict(rule, v, s, refs), alpha)}
+             for name, rule in CANDIDATES.items()]
     same = sum(data[a] == data[b] for a in cal for b in cal if a != b)
     print(f"choice set: {len(cal)} calibration independents, {table[0]['null_pairs']} null pairs ({same} share "
-          f"their training data), {len(positives)} positives")
-    print(f"{'rule':<18} {'null derived':>13} {'p<0.01':>7} {'p<0.05':>7} {'positives':>10} {'students':>9} "
-          f"{'students median -log10 p':>25} eligible")
+          f"their training data), {len(cs.positives)} positives")
+    print("\n".join(choice_lines(table, "rule", data, 18)))
+    best, default = choose(table, next(t for t in table if t["rule"] == CURRENT_DEFAULT))
+    print(f"best eligible: {best['rule'] if best else None}; default: {default['rule']}")
     for t in table:
-        print(f"{t['rule']:<18} {t['null_derived']:>7}/{t['null_pairs']:<5} {t['null_p_below_0.01']:>7} "
-              f"{t['null_p_below_0.05']:>7} {t['positives_derived']:>6}/{t['positives']:<3} "
-              f"{t['students_derived']:>5}/{t['students']:<3} {t['student_median_neglog10_p']:>25.2f} {t['eligible']}")
-    print(f"(caps, 95 % quantiles on {table[0]['null_pairs']} pairs: derived {cap} of Binomial(n, {alpha:g}); "
-          f"p < 0.01 {cap01} of Binomial(n, 0.01))")
-    for t in table:
-        for a in t["alarms"]:
-            print(f"  {t['rule']}: derived {a['victim']} -> {a['suspect']} (same data: "
-                  f"{data[a['victim']] == data[a['suspect']]}), p {a['p_value']:.1e}, z {a['z']}")
-    print("per positive:", *(f"  {n}: " + ", ".join(f"{t['rule']}={t['verdicts'][n]}" for t in table)
-                             for n in table[0]["verdicts"]), sep="\n")
-    ok = [t for t in table if t["eligible"]]
-    best = sorted(ok, key=lambda t: (-t["positives_derived"], -t["students_derived"],
-                                     -round(t["student_median_neglog10_p"], 6)))[0] if ok else None
-    cur = next(t for t in table if t["rule"] == CURRENT_DEFAULT)
-    default = best["rule"] if best and best["students_derived"] >= cur["students_derived"] and \
-        best["positives_derived"] >= cur["positives_derived"] else CURRENT_DEFAULT
-    print(f"best eligible: {best['rule'] if best else None}; default: {default}")
-    print(json.dumps({"table": table, "chosen": best and best["rule"], "default": default,
-                      "cap_derived": cap, "cap_p01": cap01}))
+        t.pop("judged")
+    print(json.dumps({"table": table, "chosen": best and best["rule"], "default": default["rule"],
+                      "cap_derived": table[0]["cap_derived"], "cap_p01": table[0]["cap_p01"]}))
 
 
 if __name__ == "__main__":

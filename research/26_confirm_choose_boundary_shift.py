@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 
-import numpy as np
+from modelgif_core.bench.verdicts import RULE_CHOICES, choice_lines, choice_row, choice_set, choose
 
-from modelgif_core.bench.verdicts import RULE_CHOICES, choice_null_pairs, choice_set
-
-RULE = RULE_CHOICES["joint-arch-w"]
+# joint-arch-w-shift reads the boundary shift where the evidence has it: without it, it is joint-arch-w (the run
+# logged was made before the rule had a name, with joint-arch-w reading every component given)
+RULE = RULE_CHOICES["joint-arch-w-shift"]
 CANDIDATES = {"default": ("boundary-shift",), "add-shift": (), "shift-for-js": ("boundary-js",)}  # left out
 
 
@@ -43,44 +42,18 @@ def main() -> None:
     table = []
     for name, drop in CANDIDATES.items():
         cs = dataclasses.replace(full, comps={k: v for k, v in full.comps.items() if k not in drop})
-        cal, positives = cs.calibration, cs.positives
-        nulls = choice_null_pairs(lambda v, s, refs, cs=cs: cs.verdict(RULE, v, s, refs), cal, level=RULE.alpha)
-        pos = {r["name"]: cs.verdict(RULE, r["parent"], r["name"], cal) for r in positives}
-        students = [pos[r["name"]] for r in positives if r["role"] == "surrogate"]
-        table.append({
-            "candidate": name, **nulls,
-            "positives": len(pos), "positives_derived": sum(j["verdict"] == "derived" for j in pos.values()),
-            "students": len(students), "students_derived": sum(j["verdict"] == "derived" for j in students),
-            "student_median_neglog10_p": float(np.median([-math.log10(max(j["p_value"], 1e-300)) for j in students])),
-            "verdicts": {n: j["verdict"] for n, j in pos.items()},
-            "student_z": {n: {c: round(e["z"], 1) for c, e in j["evidence"].items()} for n, j in pos.items()
-                          if "surrogate" in n}})
+        row = choice_row(cs, lambda v, s, refs, cs=cs: cs.verdict(RULE, v, s, refs), RULE.alpha)
+        row["student_z"] = {n: {c: round(e["z"], 1) for c, e in j["evidence"].items()}
+                            for n, j in row.pop("judged").items() if "surrogate" in n}
+        table.append({"candidate": name, **row})
     print(f"choice set: {len(full.calibration)} calibration independents, {table[0]['null_pairs']} null pairs, "
-          f"{len(full.positives)} positives; rule {RULE.name}")
-    print(f"{'candidate':<13} {'null derived':>13} {'p<0.01':>7} {'p<0.05':>7} {'positives':>10} {'students':>9} "
-          f"{'students median -log10 p':>25} eligible")
-    for t in table:
-        print(f"{t['candidate']:<13} {t['null_derived']:>7}/{t['null_pairs']:<5} {t['null_p_below_0.01']:>7} "
-              f"{t['null_p_below_0.05']:>7} {t['positives_derived']:>6}/{t['positives']:<3} "
-              f"{t['students_derived']:>5}/{t['students']:<3} {t['student_median_neglog10_p']:>25.2f} {t['eligible']}")
-    print(f"(caps, 95 % quantiles on {table[0]['null_pairs']} pairs: derived {table[0]['cap_derived']} of "
-          f"Binomial(n, {RULE.alpha:g}); p < 0.01 {table[0]['cap_p01']} of Binomial(n, 0.01))")
-    for t in table:
-        for a in t["alarms"]:
-            print(f"  {t['candidate']}: derived {a['victim']} -> {a['suspect']} (same data: "
-                  f"{data[a['victim']] == data[a['suspect']]}), p {a['p_value']:.1e}, z {a['z']}")
-    print("per positive:", *(f"  {n}: " + ", ".join(f"{t['candidate']}={t['verdicts'][n]}" for t in table)
-                             for n in table[0]["verdicts"]), sep="\n")
+          f"{len(full.positives)} positives; rule joint-arch-w")
+    print("\n".join(choice_lines(table, "candidate", data, 13)))
     print("the students' z:", *(f"  {t['candidate']}: {n} {z}" for t in table for n, z in t["student_z"].items()),
           sep="\n")
-    ok = [t for t in table if t["eligible"]]
-    best = sorted(ok, key=lambda t: (-t["positives_derived"], -t["students_derived"],
-                                     -round(t["student_median_neglog10_p"], 6)))[0] if ok else None
-    cur = table[0]
-    default = best["candidate"] if best and best["students_derived"] >= cur["students_derived"] and \
-        best["positives_derived"] >= cur["positives_derived"] else cur["candidate"]
-    print(f"best eligible: {best['candidate'] if best else None}; default: {default}")
-    print(json.dumps({"table": table, "chosen": best and best["candidate"], "default": default}))
+    best, default = choose(table, table[0])
+    print(f"best eligible: {best['candidate'] if best else None}; default: {default['candidate']}")
+    print(json.dumps({"table": table, "chosen": best and best["candidate"], "default": default["candidate"]}))
 
 
 if __name__ == "__main__":

@@ -58,8 +58,8 @@ def test_choice_null_pairs_at_a_level_allow_its_share_of_derived_pairs():
     assert strict["alarms"][0]["references"] == 4 and strict["alarms"][0]["z"]["boundary-js"] < -3
     assert (strict["cap_derived"], at["cap_derived"]) == (0, 10)  # 10: the 95 % quantile of Binomial(30, 0.2)
     assert not strict["eligible"] and at["eligible"]  # one derived pair, one at p < 0.01 (the cap: 1)
-    assert {k: v for k, v in at.items() if k not in ("cap_derived", "eligible")} == \
-        {k: v for k, v in strict.items() if k not in ("cap_derived", "eligible")}
+    assert {k: v for k, v in at.items() if k not in ("cap_derived", "eligible", "level")} == \
+        {k: v for k, v in strict.items() if k not in ("cap_derived", "eligible", "level")}
 
 
 def test_rates_list_the_null_pairs_called_derived():
@@ -78,3 +78,28 @@ def test_rates_list_the_null_pairs_called_derived():
     text = format_verdicts({"alpha": rule.alpha, "refs": "all", "points": "digits:500:0", "seconds": 0.0,
                             "rules": {"joint-arch-two": out}})
     assert "derived: cal-0 -> cal-1: p " in text and "among 4 references" in text
+
+
+def test_a_choice_counts_the_positives_and_adopts_only_what_is_at_least_as_good():
+    from modelgif_core.bench.verdicts import choice_lines, choice_row, choose
+
+    victims = [0, *range(3, len(ROWS))]
+    cs = ChoiceSet(ROWS, _comps(victims), victims)
+    two, strict = RULE_CHOICES["joint-arch-two"], RULE_CHOICES["minz"]
+    table = [{"rule": n, **choice_row(cs, lambda v, s, refs, r=r: cs.verdict(r, v, s, refs), 0.001)}
+             for n, r in (("two", two), ("minz", strict))]
+    row = table[0]
+    assert (row["positives"], row["students"]) == (2, 1)  # the student and the copy; the student alone a surrogate
+    assert row["verdicts"]["student"] == "derived" == row["judged"]["student"]["verdict"]
+    assert row["students_derived"] == 1 and row["positives_derived"] == sum(
+        v == "derived" for v in row["verdicts"].values())
+    assert row["student_median_neglog10_p"] == -np.log10(row["judged"]["student"]["p_value"])
+    lines = choice_lines(table, "rule", {r["name"]: "same" for r in ROWS}, 6)
+    assert lines[0].startswith("rule ") and lines[1].startswith("two ") and lines[2].startswith("minz ")
+    assert "Binomial(n, 0.001)" in lines[3] and lines[-2:] == [
+        f"  student: two={row['verdicts']['student']}, minz={table[1]['verdicts']['student']}",
+        f"  copy: two={row['verdicts']['copy']}, minz={table[1]['verdicts']['copy']}"]
+    worse = {**row, "rule": "worse", "positives_derived": 0, "students_derived": 0}
+    assert choose([worse, row], worse) == (row if row["eligible"] else None, row if row["eligible"] else worse)
+    assert choose([worse], row)[1] is row  # the best is worse than the current: the current stays
+    assert choose([{**row, "eligible": False}], worse) == (None, worse)

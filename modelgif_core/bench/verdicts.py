@@ -249,7 +249,54 @@ def choice_null_pairs(verdict: Callable[[str, str, list[str]], dict[str, Any]], 
     return {"null_pairs": len(null), "null_derived": len(alarms), "null_p_below_0.01": int((p < 0.01).sum()),
             "null_p_below_0.05": int((p < 0.05).sum()),
             "eligible": len(alarms) <= cap_derived and int((p < 0.01).sum()) <= cap,
-            "cap_p01": cap, "cap_derived": cap_derived, "alarms": alarms}
+            "cap_p01": cap, "cap_derived": cap_derived, "level": level, "alarms": alarms}
+
+
+def choice_row(cs: ChoiceSet, verdict: Callable[[str, str, list[str]], dict[str, Any]], level: float
+               ) -> dict[str, Any]:
+    """One candidate of a leak-free choice on `cs`: its null pairs (`choice_null_pairs` at `level`) and the owner's
+    positives, each judged against its parent with the calibration independents as references (the students: the
+    surrogates), counted as the choice criteria read them; "judged": every positive's verdict in full."""
+    cal = cs.calibration
+    pos = {r["name"]: verdict(r["parent"], r["name"], cal) for r in cs.positives}
+    students = [pos[r["name"]] for r in cs.positives if r["role"] == "surrogate"]
+    return {**choice_null_pairs(verdict, cal, level=level),
+            "positives": len(pos), "positives_derived": sum(j["verdict"] == "derived" for j in pos.values()),
+            "students": len(students), "students_derived": sum(j["verdict"] == "derived" for j in students),
+            "student_median_neglog10_p": float(np.median([-math.log10(max(j["p_value"], 1e-300)) for j in students])),
+            "verdicts": {n: j["verdict"] for n, j in pos.items()}, "judged": pos}
+
+
+def choice_lines(table: list[dict[str, Any]], key: str, data: dict[str, Any], width: int) -> list[str]:
+    """A choice's table as the research scripts print it: per candidate (`key`) the null pairs, positives and
+    students, the caps, the null pairs called derived (whether both models share training `data`), per positive."""
+    t0 = table[0]
+    lines = [f"{key:<{width}} {'null derived':>13} {'p<0.01':>7} {'p<0.05':>7} {'positives':>10} {'students':>9} "
+             f"{'students median -log10 p':>25} eligible"]
+    lines += [f"{t[key]:<{width}} {t['null_derived']:>7}/{t['null_pairs']:<5} {t['null_p_below_0.01']:>7} "
+              f"{t['null_p_below_0.05']:>7} {t['positives_derived']:>6}/{t['positives']:<3} "
+              f"{t['students_derived']:>5}/{t['students']:<3} {t['student_median_neglog10_p']:>25.2f} {t['eligible']}"
+              for t in table]
+    lines.append(f"(caps, 95 % quantiles on {t0['null_pairs']} pairs: derived {t0['cap_derived']} of Binomial(n, "
+                 f"{t0['level']:g}); p < 0.01 {t0['cap_p01']} of Binomial(n, 0.01))")
+    lines += [f"  {t[key]}: derived {a['victim']} -> {a['suspect']} (same data: "
+              f"{data[a['victim']] == data[a['suspect']]}), p {a['p_value']:.1e}, z {a['z']}"
+              for t in table for a in t["alarms"]]
+    lines += ["per positive:", *(f"  {n}: " + ", ".join(f"{t[key]}={t['verdicts'][n]}" for t in table)
+                                 for n in t0["verdicts"])]
+    return lines
+
+
+def choose(table: list[dict[str, Any]], current: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(the best eligible candidate, the one to adopt): the most positives derived, then students, then the students'
+    median -log10 p (ties keep the table's order); adopted only if it derives at least as many students and
+    positives as `current`, else `current` stays."""
+    ok = [t for t in table if t["eligible"]]
+    best = sorted(ok, key=lambda t: (-t["positives_derived"], -t["students_derived"],
+                                     -round(t["student_median_neglog10_p"], 6)))[0] if ok else None
+    keep = best is None or best["students_derived"] < current["students_derived"] or \
+        best["positives_derived"] < current["positives_derived"]
+    return best, current if keep else best
 
 
 def _auc(pos: list[float], neg: list[float]) -> float:
