@@ -331,6 +331,7 @@ def test_default_triage_uses_the_margin_field_and_victim_boundary_points(models)
         "modelgif", "boundary-js", "adversarial-js", "boundary-shift", "weights"}
     # the default reads where the suspect's own boundary lies wherever the victim's boundary points exist
     assert ("boundary-shift" in out["components"]) == ("boundary-js" in out["components"])
+    assert ("the boundary shift how far" in out["explanation"]) == ("boundary-shift" in out["components"])
     assert out["rule"]["name"] == "joint-arch-w-shift"
     assert "weights" in out["components"]  # the default's weight stage: victim and copy share an architecture
     assert "adversarial-js" in out["components"]  # placed from every anchor, one class or several
@@ -406,3 +407,23 @@ def test_imagenet_victim_without_references_gets_named_checkpoints_of_other_fami
     refs = imagenet_references("resnet50")
     assert len(refs) >= 5 and not any(r.startswith("resnet") for r in refs)
     assert all(r in set(timm.list_pretrained()) for r in refs)
+
+
+def test_the_default_reads_where_a_trained_suspect_s_own_boundary_lies(monkeypatch):
+    from pathlib import Path
+
+    from modelgif_core.analysis.evidence import SHIFT_COMPONENT
+
+    monkeypatch.setenv("MODELGIF_ASSETS", str(Path(__file__).resolve().parents[1] / "assets"))  # the shipped zoo
+
+    refs = ["zoo:indep-test-03-resnet", "zoo:indep-test-07-resnet", "zoo:indep-cali-00-resnet"]
+    kw = {"references": refs, "anchors": "digits:8", "points": "digits:40:0", "cfg": FieldConfig(steps=4)}
+    out = triage("zoo:resnet-victim", ["zoo:resnet-extract-label-strong-0"], **kw).to_dict()
+    assert out["rule"]["name"] == "joint-arch-w-shift" and SHIFT_COMPONENT in out["components"]
+    assert "the boundary shift how far" in out["explanation"]
+    shift = out["suspects"][0]["evidence"][SHIFT_COMPONENT]
+    ref_shift = out["reference_components"][SHIFT_COMPONENT]
+    assert len(ref_shift) == 3 and all(0.0 < r <= 1.0 for r in ref_shift)
+    assert 0.0 < shift["distance"] < min(ref_shift)  # the label student's boundary lies closer than any reference's
+    plain = triage("zoo:resnet-victim", ["zoo:resnet-extract-label-strong-0"], rule="joint-arch-w", **kw).to_dict()
+    assert SHIFT_COMPONENT not in plain["components"] and SHIFT_COMPONENT not in plain["suspects"][0]["evidence"]

@@ -223,6 +223,8 @@ class TriageReport:
                     f"anchors"
                     + (f"; the output components compare softmax outputs on the victim's decision boundary "
                        f"and at its adversarial points, placed from {self.points}" if outputs else "")
+                    + (", and the boundary shift how far the suspect's own boundary lies from the victim's"
+                       if outputs and SHIFT_COMPONENT in self.components else "")
                     + f". Each component ({', '.join(self.components)}) is a z-score of the log-distance "
                     f"among the references; the score is "
                     + ("the second lowest z (negated: two components must sit below the references)"
