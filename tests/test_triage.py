@@ -427,3 +427,12 @@ def test_the_default_reads_where_a_trained_suspect_s_own_boundary_lies(monkeypat
     assert 0.0 < shift["distance"] < min(ref_shift)  # the label student's boundary lies closer than any reference's
     plain = triage("zoo:resnet-victim", ["zoo:resnet-extract-label-strong-0"], rule="joint-arch-w", **kw).to_dict()
     assert SHIFT_COMPONENT not in plain["components"] and SHIFT_COMPONENT not in plain["suspects"][0]["evidence"]
+    # evidence for a rule that does not read the shift leaves it out (NaN) and changes nothing else
+    from modelgif_core.analysis.evidence import pair_components
+
+    pair = (["zoo:resnet-victim", "zoo:resnet-extract-label-strong-0"], [0])
+    ev = {"anchors": "digits:8", "points": "digits:40:0", "cfg": FieldConfig(steps=4)}
+    both, lean = pair_components(*pair, **ev), pair_components(*pair, shift=False, **ev)
+    assert np.isfinite(both[SHIFT_COMPONENT]).all() and np.isnan(lean[SHIFT_COMPONENT]).all()
+    for c in ("modelgif", "boundary-js", "adversarial-js", "weights"):
+        np.testing.assert_array_equal(lean[c], both[c])

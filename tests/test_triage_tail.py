@@ -245,3 +245,8 @@ def test_only_the_shift_rules_read_the_boundary_shift():
     # among the references on every component, the shift rule still calls it independent
     among = judge_joint({**student, "boundary-shift": 1.0}, refs, shift)
     assert among["verdict"] == "independent"
+    from modelgif_core.analysis.calibration import TriageRule
+
+    assert shift.reads("boundary-shift") and not plain.reads("boundary-shift") and plain.reads("boundary-js")
+    assert not TriageRule().reads("boundary-shift") and not TriageRule().reads("weights")
+    assert TriageRule().reads("modelgif")

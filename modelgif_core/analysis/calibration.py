@@ -48,6 +48,10 @@ class TriageRule:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def reads(self, component: str) -> bool:
+        """Whether this rule judges `component` (the weight-space and boundary-shift components: joint rules only)."""
+        return component not in ("weights", SHIFT_COMPONENT)
+
 
 def _phi(z: float) -> float:
     return 0.5 * math.erfc(-z / math.sqrt(2.0))
@@ -186,7 +190,7 @@ def judge_components(distances: dict[str, float | None], refs: dict[str, Sequenc
 RULES = ("joint-arch-w-shift", "joint-arch-w", "joint-arch-two-ws", "joint-arch-two", "joint-arch-two-w", "joint-arch",
          "joint", "minz")
 ALONE_COMPONENTS = ("weights",)
-SHIFT_COMPONENT = "boundary-shift"  # (evidence.SHIFT_COMPONENT: the "-shift" rules only)
+SHIFT_COMPONENT = "boundary-shift"  # the output component the "-shift" rules add (evidence computes it)
 JOINT_STATISTICS = ("max", "min", "stouffer", "second")  # max(min-z, truncated Stouffer) | min-z | Stouffer |
 #                                                           second smallest z (two components agree)
 _NULL_DRAWS = 40_000  # simulated independents per null (40 at or beyond the 1e-3 quantile)
@@ -248,6 +252,11 @@ class JointRule:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **asdict(self)}
+
+    def reads(self, component: str) -> bool:
+        """Whether this rule judges `component`: the weights only under "-w" rules, the boundary shift only under
+        "-shift" ones; every other component always."""
+        return (self.weights or component != "weights") and (self.boundary_shift or component != SHIFT_COMPONENT)
 
 
 def joint_statistic(z: np.ndarray, statistic: str = "max", alone: np.ndarray | None = None) -> np.ndarray:
@@ -363,7 +372,7 @@ def judge_joint(distances: dict[str, float | None], refs: dict[str, Sequence[flo
     if rule.weights and rule.weight_stage:
         return _judge_weight_stage(distances, refs, rule, seed)
     comps = [c for c, d in distances.items() if d is not None and math.isfinite(d)
-             and (rule.weights or c != "weights") and (rule.boundary_shift or c != SHIFT_COMPONENT)]
+             and rule.reads(c)]
     # Only references defined on every usable component (a reference with another label space has
     # no output divergence); components with too few such references are left out.
     def rows(cs: list[str]) -> list[int]:

@@ -26,6 +26,7 @@ from ..engine.distance import distance_matrix
 from ..engine.fields import FieldConfig
 from ..engine.models import ModelHandle, as_handle
 from ..engine.progress import Progress, sub_progress
+from .calibration import SHIFT_COMPONENT  # how far a model's own boundary lies from the victim's tie points
 from .probes import (
     BoundarySegments,
     adversarial_boundary_points,
@@ -40,7 +41,6 @@ from .probes import (
 DEFAULT_POINTS = "digits:500:0"
 FIELD_ANCHORS = "digits:64:0"
 FIELD_CFG = FieldConfig(steps=50, method="gausslegendre", baseline="black", target="predicted")
-SHIFT_COMPONENT = "boundary-shift"  # how far a model's own boundary lies from the victim's tie points
 OUTPUT_COMPONENTS = ("boundary-js", "adversarial-js", SHIFT_COMPONENT)
 WEIGHT_COMPONENT = "weights"
 
@@ -94,9 +94,10 @@ def victim_points(victim: ModelHandle, images: torch.Tensor) -> dict[str, torch.
 
 
 def output_rows(handles: Sequence[ModelHandle], v: int, images: torch.Tensor,
-                outputs: dict | None = None) -> dict[str, np.ndarray]:
+                outputs: dict | None = None, shift: bool = True) -> dict[str, np.ndarray]:
     """The output components {component: [M]} from victim handles[v] to every handle (NaN for another
-    label space): one row of `pair_components`, so long runs can keep each victim's row as it comes."""
+    label space): one row of `pair_components`, so long runs can keep each victim's row as it comes.
+    shift=False leaves the boundary shift NaN (a forward per model saved for callers that do not judge it)."""
     res = {c: np.full(len(handles), np.nan) for c in OUTPUT_COMPONENTS}
     points, seg = _victim_probes(handles[v], images)
     for c, x in points.items():
@@ -107,25 +108,26 @@ def output_rows(handles: Sequence[ModelHandle], v: int, images: torch.Tensor,
         res[c][v] = 0.0
         if outputs is not None:
             outputs[(v, c)] = (x, lps)
-        if c == "boundary-js" and seg is not None:  # the shift reuses these outputs at the tie points
+        if shift and c == "boundary-js" and seg is not None:  # the shift reuses these outputs at the tie points
             for j in same:
-                shift = boundary_shift(handles[j], seg, at_points=lps[j])
-                res[SHIFT_COMPONENT][j] = 0.0 if j == v else float(shift.double().mean())
+                along = boundary_shift(handles[j], seg, at_points=lps[j])  # [n] per tie point
+                res[SHIFT_COMPONENT][j] = 0.0 if j == v else float(along.double().mean())
     return res
 
 
 def pair_components(models: Sequence[str | ModelHandle], victims: Sequence[int],
                     anchors: str | Any = FIELD_ANCHORS, points: str | Any = DEFAULT_POINTS,
                     cfg: FieldConfig | None = None, store: Any = None, progress: Progress | None = None,
-                    outputs: dict | None = None, weights: bool = True) -> dict[str, np.ndarray]:
+                    outputs: dict | None = None, weights: bool = True, shift: bool = True
+                    ) -> dict[str, np.ndarray]:
     """Component distances {component: [V, M]} from each victim (indices into models) to every model.
 
     The diagonal-like entries (a victim to itself) are 0; output divergences to a model with another
     label space are NaN. "field_matrix" is the field distance of every pair [M, M] (it costs nothing
     more: the same Gram product). `outputs`, if given, is filled with {(victim, component): [M, n, C] log-probs
     or None} for callers that show the outputs themselves (the evidence report). weights=False leaves out the
-    weight-space rows (a pass over every shared parameter of each same-architecture pair) for callers that do
-    not judge them.
+    weight-space rows (a pass over every shared parameter of each same-architecture pair), shift=False the
+    boundary-shift rows (NaN; a forward per pair), for callers that do not judge them.
     """
     handles = [as_handle(m) for m in models]
     cfg = cfg or FIELD_CFG
@@ -141,7 +143,7 @@ def pair_components(models: Sequence[str | ModelHandle], victims: Sequence[int],
     for c in OUTPUT_COMPONENTS:
         res[c] = np.full((len(vi), len(handles)), np.nan)
     for r, v in enumerate(vi):
-        for c, row in output_rows(handles, v, images, outputs).items():
+        for c, row in output_rows(handles, v, images, outputs, shift).items():
             res[c][r] = row
     if weights:
         res[WEIGHT_COMPONENT] = weight_rows(handles, vi)

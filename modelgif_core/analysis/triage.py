@@ -45,6 +45,7 @@ from ..zoo import ensure_zoo, list_zoo, zoo_is_built
 from .calibration import (
     CLEAR_COPY_Z,
     RULES,
+    SHIFT_COMPONENT,
     JointRule,
     TriageRule,
     judge_components,
@@ -54,7 +55,7 @@ from .calibration import (
     reference_stats,
     thresholds,
 )
-from .evidence import DEFAULT_POINTS, OUTPUT_COMPONENTS, SHIFT_COMPONENT, pair_components
+from .evidence import DEFAULT_POINTS, OUTPUT_COMPONENTS, pair_components
 from .probes import (
     FIELD_OUTPUTS,
     adversarial_boundary_points,
@@ -381,11 +382,9 @@ def _triage_joint(victim: str | ModelHandle, suspects: Sequence[str | ModelHandl
         raise UserError(f"A margin field needs a class target (predicted or label), not {cfg.target!r}.")
     everyone = [v, *s_handles, *r_handles]
     comp = pair_components(everyone, [0], anchors=anchor_set, points=points, cfg=cfg, store=store,
-                           progress=progress, weights=rule.weights)
-    if rule.boundary_shift:  # where the suspect's own boundary lies (an output component the rule adds)
-        components = (*components, SHIFT_COMPONENT)
-    if rule.weights:  # the weight-space component (same architecture only), judged last
-        components = (*components, "weights")
+                           progress=progress, weights=rule.weights, shift=rule.boundary_shift)
+    # the components the rule adds: where the suspect's own boundary lies, then the weights (same architecture only)
+    components = (*components, *(c for c in (SHIFT_COMPONENT, "weights") if rule.reads(c)))
     comp = {c: comp[c] for c in components}
     ns = len(s_handles)
     vals = {c: [None if not np.isfinite(x) else float(x) for x in comp[c][0, 1:]] for c in comp}

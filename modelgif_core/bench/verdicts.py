@@ -95,8 +95,7 @@ def judge(rule: Any, comps: dict[str, np.ndarray], row: int, col: int, refs: lis
           archs: Sequence[str] | None = None, victim_col: int | None = None) -> dict[str, Any]:
     """One verdict: victim row `row` (model column `victim_col`), suspect column `col`, reference columns
     `refs`; `archs` (every column's architecture) is needed by the joint-arch rule."""
-    use = [c for c in COMPONENTS if c in comps and (c != "weights" or getattr(rule, "weights", False))
-           and (c != "boundary-shift" or getattr(rule, "boundary_shift", False))]
+    use = [c for c in COMPONENTS if c in comps and rule.reads(c)]
     d = {c: _val(comps[c][row, col]) for c in use}
     r = {c: [_val(comps[c][row, j]) for j in refs] for c in d}
     if isinstance(rule, JointRule) and rule.match_architecture:
