@@ -22,9 +22,9 @@ from ..engine.device import one_torch_thread
 from ..engine.errors import UserError
 from ..engine.models import load_model, save_model_dir
 from ..engine.progress import Progress
-from .paths import list_zoo, read_meta, shipped_model_dir, zoo_is_built, zoo_location, zoo_root
+from .paths import list_zoo, read_meta, shipped_model_dir, shipped_zoo_root, zoo_is_built, zoo_location, zoo_root
 from .recipes import ARCHS, SIZES, Recipe, recipes
-from .training import N_CLASSES, TRAINERS, Net, ZooData, accuracy, load_data
+from .training import N_CLASSES, TRAINERS, Net, ZooData, accuracy, load_data, predict
 
 
 def default_workers() -> int:
@@ -154,7 +154,8 @@ def _task_from_message(line: str) -> _Task:
 # and MKL's GEMM each pick code by instruction set, and each changed the trained weights (capped at
 # AVX2 or SSE4 they differed from the native build). With ATen's portable kernels, MKL's conditional
 # numerical reproducibility mode and oneDNN off, the AVX-512, AVX2 and SSE4.2 builds were bitwise equal,
-# at about the same speed. Read by ATen and MKL at process start, hence the environment.
+# at about the same speed. Read by ATen and MKL at process start, hence the environment. Not every CPU
+# obeys it (see MAX_DRIFT).
 DETERMINISTIC_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "default",
                      "MKL_CBWR": "COMPATIBLE"}
 
@@ -337,17 +338,75 @@ def quick_verify_names(size: str = "small") -> list[str]:
     return [r.name for r in cheapest.values()]
 
 
+# A rebuild on a CPU whose kernels round differently is not bitwise the shipped model (DETERMINISTIC_ENV does
+# not cover every CPU: on an AVX512-FP16/AMX Xeon, 7 of the 8 quick models trained to other bytes). Float
+# rounding then moves the weights a little: measured there, the derived models by at most 0.006 of what their
+# recipe changed, the from-scratch ByobNet by 0.19 of its weights' norm, all with >= 98 % of the held-out
+# predictions unchanged. A changed recipe or seed moves them by the whole change (another seed: 1.16).
+MAX_DRIFT = 0.5  # ||rebuilt - shipped|| / ||shipped - start||; start: the parent's weights, else zero
+MIN_AGREEMENT = 0.95  # held-out digits on which the rebuild predicts the shipped model's class
+
+
+def check_manifest(size: str = "small", names: list[str] | None = None) -> list[str]:
+    """One sentence per shipped file whose sha256 is not the manifest's (changed after the build); [] when
+    the assets hold no manifest."""
+    shipped = shipped_zoo_root(size)
+    path = shipped / MANIFEST
+    if not path.is_file():
+        return []
+    wanted = set(names) if names is not None else None
+    bad = []
+    for m in json.loads(path.read_text())["models"]:
+        if wanted is not None and m["name"] not in wanted or not (shipped / m["name"]).is_dir():
+            continue
+        for f, digest in m["sha256"].items():
+            actual = file_sha256(shipped / m["name"] / f)
+            if actual != digest:
+                bad.append(f"{m['name']}: the shipped {f} is not the one {MANIFEST} lists (sha256 {actual[:12]} "
+                           f"on disk, {digest[:12]} listed): it changed after the build; restore it from the "
+                           f"repository or rebuild it with `modelgif zoo build --size {size} --force`.")
+    return bad
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return {k: v.double() for k, v in load_file(folder / "model.safetensors").items() if v.is_floating_point()}
+
+
+def _config_sans_accuracy(folder: Path) -> dict:
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.get("modelgif", {}).pop("test_accuracy", None)
+    return cfg
+
+
+def rebuild_drift(shipped: Path, rebuilt: Path, parent: Path | None) -> tuple[float, float]:
+    """How far the rebuild lies from the shipped model, as a fraction of how far the recipe moved it from its
+    start, and the share of held-out digits on which both predict the same class."""
+    a, b = _weights(shipped), _weights(rebuilt)
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+        return float("inf"), 0.0
+    start = _weights(parent) if parent is not None else {}
+    moved = sum(float((a[k] - start[k]).pow(2).sum()) if k in start and start[k].shape == a[k].shape
+                else float(a[k].pow(2).sum()) for k in a)
+    off = sum(float((a[k] - b[k]).pow(2).sum()) for k in a)
+    data = load_data()
+    x = data.x[data.heldout]
+    same = predict(_load_net(shipped), x).argmax(1) == predict(_load_net(rebuilt), x).argmax(1)
+    return (off / moved) ** 0.5 if moved else float("inf"), float(same.double().mean())
+
+
 def verify_zoo(size: str = "small", names: list[str] | None = None, progress: Progress | None = None,
                workers: int | None = None) -> list[dict]:
-    """Retrain zoo models in a scratch folder and compare their files' sha256 with the shipped ones.
+    """Retrain zoo models in a scratch folder and compare them with the shipped ones.
 
     names: which models (default: `quick_verify_names`, the cheapest of each method). A model whose
     parent is not retrained derives from the shipped parent (its own check covers that parent).
-    Returns one row per model: name, ok, and per file the shipped and rebuilt sha256."""
+    Returns one row per model: name; per file the shipped and rebuilt sha256; exact (both files bitwise
+    equal); drift and agreement (see MAX_DRIFT) and the config apart from the test accuracy, when not exact;
+    ok (exact, or within float rounding: drift <= MAX_DRIFT, agreement >= MIN_AGREEMENT, same config)."""
     import shutil
     import tempfile
-
-    from .paths import shipped_zoo_root
 
     shipped = shipped_zoo_root(size)
     by_name = {r.name: r for r in recipes(size)}
@@ -370,15 +429,28 @@ def verify_zoo(size: str = "small", names: list[str] | None = None, progress: Pr
         for name in names:
             files = {f: {"shipped": file_sha256(shipped / name / f), "rebuilt": file_sha256(root / name / f)}
                      for f in SHIPPED_FILES}
-            rows.append({"name": name, "ok": all(v["shipped"] == v["rebuilt"] for v in files.values()),
-                         "files": files})
+            row = {"name": name, "exact": all(v["shipped"] == v["rebuilt"] for v in files.values()), "files": files}
+            if not row["exact"]:
+                parent = by_name[name].parent
+                row["drift"], row["agreement"] = rebuild_drift(shipped / name, root / name,
+                                                        shipped / parent if parent else None)
+                row["same_config"] = _config_sans_accuracy(shipped / name) == _config_sans_accuracy(root / name)
+            row["ok"] = row["exact"] or (row["drift"] <= MAX_DRIFT and row["agreement"] >= MIN_AGREEMENT
+                                         and row["same_config"])
+            rows.append(row)
     return rows
 
 
 def verify_message(row: dict) -> str:
-    """One sentence for a model whose rebuild differs from the shipped files."""
+    """One sentence for a model whose rebuild is not bitwise the shipped one: within float rounding or not."""
     bad = [f for f, v in row["files"].items() if v["shipped"] != v["rebuilt"]]
     first = row["files"][bad[0]]
     verb = "differs" if len(bad) == 1 else "differ"
-    return (f"{row['name']}: the rebuilt {' and '.join(bad)} {verb} from the shipped one "
-            f"(sha256 {first['rebuilt'][:12]} rebuilt, {first['shipped'][:12]} shipped).")
+    head = (f"{row['name']}: the rebuilt {' and '.join(bad)} {verb} from the shipped one "
+            f"(sha256 {first['rebuilt'][:12]} rebuilt, {first['shipped'][:12]} shipped)")
+    how = (f"weights {row['drift']:.3g} of the recipe's change away (limit {MAX_DRIFT}), "
+           f"{100 * row['agreement']:.1f} % of held-out predictions the same (limit {100 * MIN_AGREEMENT:.0f} %)"
+           + ("" if row["same_config"] else ", config.json different beyond the test accuracy"))
+    if row["ok"]:
+        return f"{head}, only by float rounding (this CPU's kernels round differently from the build's): {how}."
+    return f"{head}, by more than float rounding: {how}."
