@@ -31,6 +31,7 @@ from modelgif_core import FieldStore, zoo
 from modelgif_core.analysis.calibration import clopper_pearson
 from modelgif_core.analysis.evidence import (
     DEFAULT_POINTS,
+    EVIDENCE_VERSION,
     FIELD_ANCHORS,
     FIELD_CFG,
     OUTPUT_COMPONENTS,
@@ -58,7 +59,8 @@ def resumable_pairs(models: list[str], victims: list[int], folder: Path, store: 
     fingerprints). None when `budget_s` ran out before the end."""
     start = time.perf_counter()
     handles = [as_handle(m) for m in models]
-    tag = hashlib.sha256(json.dumps([h.fingerprint for h in handles] + [DEFAULT_POINTS]).encode()).hexdigest()[:12]
+    tag = hashlib.sha256(json.dumps([h.fingerprint for h in handles] + [DEFAULT_POINTS, EVIDENCE_VERSION]).encode()
+                         ).hexdigest()[:12]
     folder = folder / tag
     folder.mkdir(parents=True, exist_ok=True)
     fm_path = folder / "field_matrix.npy"

@@ -5,10 +5,10 @@ triage's components measure (`analysis.triage`): the margin field distance (one 
 the store, every pair from one Gram product), and the Jensen-Shannon divergences of the softmax
 outputs at points on each victim's own boundary (`boundary-js`) and at its adversarial boundary
 points (`adversarial-js`), one batched forward per (victim, model) and the divergences of all models
-at once; how far each model's own boundary lies from the victim's tie points (`boundary-shift`, one
-forward more); and the weight-space distance of two models of one architecture (`weights`, NaN across
-architectures). The bench's verdict rates, the null pairs (every independent model as a pseudo-victim) and
-the family graph of a workspace all read these matrices.
+at once; the share of the victim's tie points from which each model's own boundary lies away
+(`boundary-shift`, one forward more); and the weight-space distance of two models of one architecture
+(`weights`, NaN across architectures). The bench's verdict rates, the null pairs (every independent model
+as a pseudo-victim) and the family graph of a workspace all read these matrices.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from .probes import (
     adversarial_boundary_points,
     boundary_segments,
     boundary_shift,
+    far_share,
     log_probs,
     output_handle,
 )
@@ -42,6 +43,9 @@ DEFAULT_POINTS = "digits:500:0"
 FIELD_ANCHORS = "digits:64:0"
 FIELD_CFG = FieldConfig(steps=50, method="gausslegendre", baseline="black", target="predicted")
 OUTPUT_COMPONENTS = ("boundary-js", "adversarial-js", SHIFT_COMPONENT)
+# What a cached row of these components means: raised whenever one is computed differently (3: the boundary
+# shift is the share of tie points beyond SHIFT_NEAR, research/27; 2: its mean), so caches keyed on it recompute.
+EVIDENCE_VERSION = 3
 WEIGHT_COMPONENT = "weights"
 
 
@@ -111,7 +115,7 @@ def output_rows(handles: Sequence[ModelHandle], v: int, images: torch.Tensor,
         if shift and c == "boundary-js" and seg is not None:  # the shift reuses these outputs at the tie points
             for j in same:
                 along = boundary_shift(handles[j], seg, at_points=lps[j])  # [n] per tie point
-                res[SHIFT_COMPONENT][j] = 0.0 if j == v else float(along.double().mean())
+                res[SHIFT_COMPONENT][j] = 0.0 if j == v else far_share(along)
     return res
 
 

@@ -153,6 +153,9 @@ def boundary_points(victim: ModelHandle, images: torch.Tensor, classes: torch.Te
 
 
 SHIFT_STEP = 0.02  # the finite-difference step of boundary_shift, in mixup coefficient
+# A boundary within this much mixup coefficient of the victim's tie point counts as placed where the victim's is
+# (fixed before research/27 chose the share of points beyond it over the mean, median and geometric mean shift)
+SHIFT_NEAR = 0.05
 
 
 @torch.no_grad()
@@ -178,6 +181,14 @@ def boundary_shift(handle: ModelHandle, seg: BoundarySegments, step: float = SHI
     slope = (gap(z1) - g0) / step
     shift = torch.where(slope > 0, g0.abs() / slope.clamp_min(1e-12), torch.ones(len(g0)))
     return shift.clamp(max=1.0)
+
+
+def far_share(shift: torch.Tensor, near: float = SHIFT_NEAR) -> float:
+    """The share of tie points where the model's own boundary lies farther than `near` from the victim's
+    (`boundary_shift`'s [n]): 0 for a model whose boundary runs through every tie point. It counts where a
+    student placed its boundary at all, where a mean would be led by the segments on which every model's
+    boundary lies far (research/27)."""
+    return float((shift > near).double().mean())
 
 
 def adversarial_boundary_points(victim: ModelHandle, images: torch.Tensor, step: float = 0.01,

@@ -11,9 +11,10 @@ Components (DEFAULT_COMPONENTS, chosen with `modelgif bench ip`, see docs/BENCHM
                     decision boundary (`probes.boundary_points`: what a student copies)
     adversarial-js  the same at points the victim's own signed-gradient steps reach on the boundary
                     between its top two classes (`probes.adversarial_boundary_points`)
-    boundary-shift  how far the suspect's own boundary lies from the victim's boundary points along
-                    their anchor-pair segments (`probes.boundary_shift`: what a student of the labels
-                    alone copies); the "-shift" rules, the default among them, add it
+    boundary-shift  the share of the victim's boundary points from which the suspect's own boundary
+                    lies more than 0.05 away along their anchor-pair segments (`probes.boundary_shift`,
+                    `probes.far_share`: what a student of the labels alone copies); the "-shift" rules,
+                    the default among them, add it
     output-kl       KL(victim || suspect) on class-boundary mixups with a random coefficient in
                     [0.35, 0.65] (the previous default, kept as an option)
     weights         1 - cosine of the parameters suspect and victim share (the "-w" rules; same
@@ -224,7 +225,8 @@ class TriageReport:
                     f"anchors"
                     + (f"; the output components compare softmax outputs on the victim's decision boundary "
                        f"and at its adversarial points, placed from {self.points}" if outputs else "")
-                    + (", and the boundary shift how far the suspect's own boundary lies from the victim's"
+                    + (", and the boundary shift at how many of the victim's boundary points the suspect's own "
+                       "boundary lies elsewhere"
                        if outputs and SHIFT_COMPONENT in self.components else "")
                     + f". Each component ({', '.join(self.components)}) is a z-score of the log-distance "
                     f"among the references; the score is "

@@ -56,7 +56,7 @@ from ..analysis.calibration import (
     judge_joint,
     judge_matched,
 )
-from ..analysis.evidence import DEFAULT_POINTS, OUTPUT_COMPONENTS, pair_components, weight_rows
+from ..analysis.evidence import DEFAULT_POINTS, EVIDENCE_VERSION, OUTPUT_COMPONENTS, pair_components, weight_rows
 from ..analysis.triage import rule_by_name
 from ..engine.models import as_handle
 from ..engine.progress import Progress
@@ -69,7 +69,7 @@ COMPONENTS = ("modelgif", "boundary-js", "adversarial-js", "boundary-shift", "we
 
 
 def _cache_path(specs: list[str], fps: list[str], points: str, victims: list[int]) -> Path:
-    blob = json.dumps({"fps": fps, "points": points, "victims": victims, "v": 2})
+    blob = json.dumps({"fps": fps, "points": points, "victims": victims, "v": EVIDENCE_VERSION})
     return Path(default_store_root()) / "ipbench" / f"pairs-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.npz"
 
 
