@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from modelgif_core.bench.verdicts import RULE_CHOICES, choice_lines, choice_row, choice_set, choose
+from modelgif_core.bench.verdicts import RULE_CHOICES, choice_lines, choice_set, choose, evidence_candidate
 
 # joint-arch-w-shift reads the boundary shift where the evidence has it: without it, it is joint-arch-w (the run
 # logged was made before the rule had a name, with joint-arch-w reading every component given)
@@ -42,10 +42,7 @@ def main() -> None:
     table = []
     for name, drop in CANDIDATES.items():
         cs = dataclasses.replace(full, comps={k: v for k, v in full.comps.items() if k not in drop})
-        row = choice_row(cs, lambda v, s, refs, cs=cs: cs.verdict(RULE, v, s, refs), RULE.alpha)
-        row["student_z"] = {n: {c: round(e["z"], 1) for c, e in j["evidence"].items()}
-                            for n, j in row.pop("judged").items() if "surrogate" in n}
-        table.append({"candidate": name, **row})
+        table.append(evidence_candidate(name, cs, RULE))
     print(f"choice set: {len(full.calibration)} calibration independents, {table[0]['null_pairs']} null pairs, "
           f"{len(full.positives)} positives; rule joint-arch-w")
     print("\n".join(choice_lines(table, "candidate", data, 13)))

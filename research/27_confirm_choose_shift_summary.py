@@ -36,7 +36,7 @@ import torch
 from modelgif_core.analysis.calibration import SHIFT_COMPONENT
 from modelgif_core.analysis.evidence import DEFAULT_POINTS
 from modelgif_core.analysis.probes import SHIFT_STEP, boundary_segments, boundary_shift, log_probs
-from modelgif_core.bench.verdicts import RULE_CHOICES, choice_lines, choice_row, choice_set, choose
+from modelgif_core.bench.verdicts import RULE_CHOICES, choice_lines, choice_set, choose, evidence_candidate
 from modelgif_core.engine.anchors import load_anchors
 from modelgif_core.engine.models import as_handle
 from modelgif_core.engine.store import default_store_root
@@ -108,10 +108,7 @@ def main() -> None:
     for name, comp in cands.items():
         # the victim to itself is 0 under every summary; a model of another label space stays NaN
         cs = dataclasses.replace(full, comps={**full.comps, SHIFT_COMPONENT: comp})
-        row = choice_row(cs, lambda v, s, refs, cs=cs: cs.verdict(RULE, v, s, refs), RULE.alpha)
-        row["student_z"] = {n: {c: round(e["z"], 1) for c, e in j["evidence"].items()}
-                            for n, j in row.pop("judged").items() if "surrogate" in n}
-        table.append({"candidate": name, **row})
+        table.append(evidence_candidate(name, cs, RULE))
     print(f"choice set: {len(full.calibration)} calibration independents, {table[0]['null_pairs']} null pairs, "
           f"{len(full.positives)} positives; rule {RULE.name}")
     print("\n".join(choice_lines(table, "candidate", data, 11)))

@@ -103,3 +103,24 @@ def test_a_choice_counts_the_positives_and_adopts_only_what_is_at_least_as_good(
     assert choose([worse, row], worse) == (row if row["eligible"] else None, row if row["eligible"] else worse)
     assert choose([worse], row)[1] is row  # the best is worse than the current: the current stays
     assert choose([{**row, "eligible": False}], worse) == (None, worse)
+
+
+def test_an_evidence_candidate_is_the_choice_row_of_its_evidence_with_the_students_z():
+    import dataclasses
+
+    from modelgif_core.bench.verdicts import choice_row, evidence_candidate
+
+    victims = [0, *range(3, len(ROWS))]
+    cs = ChoiceSet(ROWS, _comps(victims), victims)
+    rule = RULE_CHOICES["joint-arch-two"]
+    got = evidence_candidate("as-is", cs, rule)
+    row = choice_row(cs, lambda v, s, refs: cs.verdict(rule, v, s, refs), rule.alpha)
+    judged = row.pop("judged")
+    assert got == {"candidate": "as-is", **row, "student_z": {
+        "student": {c: round(e["z"], 1) for c, e in judged["student"]["evidence"].items()}}}
+    assert got["student_z"]["student"]["boundary-js"] < -3  # the student's far component, as the rule read it
+    # evidence computed another way: the student's boundary-js no longer far below the references
+    comps = {**cs.comps, "boundary-js": cs.comps["boundary-js"].copy()}
+    comps["boundary-js"][0, 1] = 0.8
+    other = evidence_candidate("other", dataclasses.replace(cs, comps=comps), rule)
+    assert other["student_z"]["student"]["boundary-js"] > -3 and other["students_derived"] == 0

@@ -266,6 +266,17 @@ def choice_row(cs: ChoiceSet, verdict: Callable[[str, str, list[str]], dict[str,
             "verdicts": {n: j["verdict"] for n, j in pos.items()}, "judged": pos}
 
 
+def evidence_candidate(name: str, cs: ChoiceSet, rule: Any) -> dict[str, Any]:
+    """One candidate of a choice between evidence (components computed one way or another, each a `ChoiceSet`)
+    under one rule: its `choice_row` as "candidate" `name`, with each student's z per component ("student_z") in
+    place of the positives' verdicts in full."""
+    row = choice_row(cs, lambda v, s, refs: cs.verdict(rule, v, s, refs), rule.alpha)
+    students = {r["name"] for r in cs.positives if r["role"] == "surrogate"}
+    row["student_z"] = {n: {c: round(e["z"], 1) for c, e in j["evidence"].items()}
+                        for n, j in row.pop("judged").items() if n in students}
+    return {"candidate": name, **row}
+
+
 def choice_lines(table: list[dict[str, Any]], key: str, data: dict[str, Any], width: int) -> list[str]:
     """A choice's table as the research scripts print it: per candidate (`key`) the null pairs, positives and
     students, the caps, the null pairs called derived (whether both models share training `data`), per positive."""
