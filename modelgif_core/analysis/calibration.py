@@ -180,11 +180,12 @@ def judge_components(distances: dict[str, float | None], refs: dict[str, Sequenc
 # and copies as joint-arch-two-ws with smaller p). The earlier choice set (12 independents, 1-5 references of
 # an architecture) had preferred two agreeing components.
 #
-# The "-shift" variant adds the output component "boundary-shift" (how far the suspect's own boundary lies from the
-# victim's tie points, `probes.boundary_shift`): a student of the victim's labels alone copies where its boundary
-# lies, not its softmax. joint-arch-w-shift, the default, was chosen over joint-arch-w on the same choice set
-# (research/26_confirm_choose_boundary_shift.py: one more of the owner's students and copies derived, its label
-# student; one null pair derived under both, on the field alone).
+# The "-shift" variant adds the output component "boundary-shift" (the share of the victim's tie points from which the
+# suspect's own boundary lies away, `probes.boundary_shift`, `probes.far_share`): a student of the victim's labels
+# alone copies where its boundary lies, not its softmax. joint-arch-w-shift, the default, was chosen over joint-arch-w
+# on the same choice set (research/26_confirm_choose_boundary_shift.py, with the mean shift: one more of the owner's
+# students and copies derived, its label student; one null pair derived under both, on the field alone), and the share
+# over the mean (research/27_confirm_choose_shift_summary.py: every positive and student derived).
 #
 # -arch: architecture-matched references. The default first (analysis.triage.DEFAULT_RULE).
 RULES = ("joint-arch-w-shift", "joint-arch-w", "joint-arch-two-ws", "joint-arch-two", "joint-arch-two-w", "joint-arch",

@@ -76,7 +76,8 @@ DEFAULT_COMPONENTS = ("modelgif", "boundary-js", "adversarial-js")
 # Chosen on the choice set only (calibration independents, the owner's students and copies):
 # research/21_confirm_choose_weight_stage.py (the weight-space component), then
 # research/24_confirm_choose_rule_more_calibration.py (the rule, on 35 calibration independents), then
-# research/26_confirm_choose_boundary_shift.py (the boundary-shift component)
+# research/26_confirm_choose_boundary_shift.py (the boundary-shift component), then
+# research/27_confirm_choose_shift_summary.py (that component as the share of tie points beyond 0.05)
 DEFAULT_RULE = "joint-arch-w-shift"
 
 
