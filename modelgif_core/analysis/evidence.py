@@ -26,7 +26,7 @@ from ..engine.distance import distance_matrix
 from ..engine.fields import FieldConfig
 from ..engine.models import ModelHandle, as_handle
 from ..engine.progress import Progress, sub_progress
-from .calibration import SHIFT_COMPONENT  # how far a model's own boundary lies from the victim's tie points
+from .calibration import SHIFT_COMPONENT  # at how many of the victim's tie points a model's boundary lies elsewhere
 from .probes import (
     BoundarySegments,
     adversarial_boundary_points,

@@ -6,6 +6,7 @@ undefined for a suspect with another label space (None):
     boundary_points             anchor pairs of different (victim) classes, the mixup coefficient bisected
                                 until the victim's two logits tie (where a student copies the victim)
     boundary_shift              how far a model's own boundary lies from the victim's tie points (labels only)
+    far_share                   the share of those points from which it lies more than SHIFT_NEAR away
     adversarial_boundary_points the victim's own signed-gradient steps from each anchor toward its second
                                 class, bisected onto the boundary between its top two classes (IPGuard-style)
     boundary_mixups             class-boundary mixups with a random coefficient in [0.35, 0.65]
