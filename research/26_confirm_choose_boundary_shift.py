@@ -20,6 +20,9 @@ at p < 0.01. Among the eligible: the most positives derived, then the most stude
 as many positives as the default does here. Nothing of the test independents, the derived models or the
 fresh models is read.
 
+Run (the log) with the component as the mean over the points; since research/27 (EVIDENCE_VERSION 3) the evidence
+holds the share of points beyond 0.05, so a rerun judges that component instead.
+
 Usage: python research/26_confirm_choose_boundary_shift.py     (MODELGIF_HOME: where the full zoo is)
 """
 

@@ -22,6 +22,10 @@ the largest median -log10 p of the students. It replaces the mean only if it der
 and at least as many positives as the mean does here. Nothing of the test independents, the derived models or
 the fresh models is read.
 
+Run (the log) with EVIDENCE_VERSION 2, when the cached component was the mean; since then the cached component
+is the share, so a rerun's first line compares the mean with the share, while the table (each candidate computed
+here from the per-point shifts) is unchanged.
+
 Usage: python research/27_confirm_choose_shift_summary.py     (MODELGIF_HOME: where the full zoo is)
 """
 
@@ -31,11 +35,10 @@ import dataclasses
 import json
 
 import numpy as np
-import torch
 
 from modelgif_core.analysis.calibration import SHIFT_COMPONENT
 from modelgif_core.analysis.evidence import DEFAULT_POINTS
-from modelgif_core.analysis.probes import SHIFT_STEP, boundary_segments, boundary_shift, log_probs
+from modelgif_core.analysis.probes import SHIFT_STEP, boundary_segments, boundary_shift, log_probs, segment_gap
 from modelgif_core.bench.verdicts import RULE_CHOICES, choice_lines, choice_set, choose, evidence_candidate
 from modelgif_core.engine.anchors import load_anchors
 from modelgif_core.engine.models import as_handle
@@ -44,11 +47,6 @@ from modelgif_core.engine.store import default_store_root
 RULE = RULE_CHOICES["joint-arch-w-shift"]
 NEAR = 0.05  # near-share: a boundary within this much mixup coefficient counts as placed where the victim's is
 FLOOR = 1e-3  # geomean: a shift of 0 (a boundary exactly at the tie point) would make the log -inf
-
-
-def _gap(logp: torch.Tensor, seg) -> torch.Tensor:
-    """The first class's log-probability minus the second's (= their logit gap) [n]."""
-    return logp.gather(1, seg.first[:, None])[:, 0] - logp.gather(1, seg.second[:, None])[:, 0]
 
 
 def per_point_shifts(rows: list[dict], victims: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +68,7 @@ def per_point_shifts(rows: list[dict], victims: list[int]) -> tuple[np.ndarray, 
         seg = boundary_segments(handles[v], images, classes, n)
         lp0 = log_probs(handles[v], seg.points)
         lp1 = log_probs(handles[v], seg.points + SHIFT_STEP * seg.direction)
-        slopes[r] = ((_gap(lp1, seg) - _gap(lp0, seg)) / SHIFT_STEP).double().numpy()
+        slopes[r] = ((segment_gap(lp1, seg) - segment_gap(lp0, seg)) / SHIFT_STEP).double().numpy()
         for j, h in enumerate(handles):
             along = boundary_shift(h, seg)
             if along is not None:

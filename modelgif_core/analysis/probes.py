@@ -5,6 +5,7 @@ undefined for a suspect with another label space (None):
 
     boundary_points             anchor pairs of different (victim) classes, the mixup coefficient bisected
                                 until the victim's two logits tie (where a student copies the victim)
+    segment_gap                 a model's logit gap between a segment's two classes at points on it
     boundary_shift              how far a model's own boundary lies from the victim's tie points (labels only)
     far_share                   the share of those points from which it lies more than SHIFT_NEAR away
     adversarial_boundary_points the victim's own signed-gradient steps from each anchor toward its second
@@ -159,6 +160,13 @@ SHIFT_STEP = 0.02  # the finite-difference step of boundary_shift, in mixup coef
 SHIFT_NEAR = 0.05
 
 
+def segment_gap(z: torch.Tensor, seg: BoundarySegments) -> torch.Tensor:
+    """Each point's logit (or log-probability: the same difference) of the first class minus the second's [n],
+    from a model's outputs z [n, C] at points on the segments."""
+    z = z.float()
+    return z.gather(1, seg.first[:, None])[:, 0] - z.gather(1, seg.second[:, None])[:, 0]
+
+
 @torch.no_grad()
 def boundary_shift(handle: ModelHandle, seg: BoundarySegments, step: float = SHIFT_STEP,
                    at_points: torch.Tensor | None = None) -> torch.Tensor | None:
@@ -173,13 +181,8 @@ def boundary_shift(handle: ModelHandle, seg: BoundarySegments, step: float = SHI
     if z0.shape[1] <= int(max(seg.first.max(), seg.second.max())):
         return None
     z1 = batched_outputs(handle, seg.points + step * seg.direction, _OUTPUT_BATCH)
-
-    def gap(z: torch.Tensor) -> torch.Tensor:
-        z = z.float()
-        return z.gather(1, seg.first[:, None])[:, 0] - z.gather(1, seg.second[:, None])[:, 0]
-
-    g0 = gap(z0)
-    slope = (gap(z1) - g0) / step
+    g0 = segment_gap(z0, seg)
+    slope = (segment_gap(z1, seg) - g0) / step
     shift = torch.where(slope > 0, g0.abs() / slope.clamp_min(1e-12), torch.ones(len(g0)))
     return shift.clamp(max=1.0)
 

@@ -199,6 +199,11 @@ class ChoiceSet:
         """The owner's students and copies (each judged against its parent)."""
         return [r for r in self.rows if r["role"] in ("surrogate", "owner-copy")]
 
+    @property
+    def students(self) -> list[str]:
+        """The owner's students among the positives (role "surrogate")."""
+        return [r["name"] for r in self.positives if r["role"] == "surrogate"]
+
     @functools.cached_property
     def _col(self) -> dict[str, int]:
         return {r["name"]: i for i, r in enumerate(self.rows)}
@@ -258,7 +263,7 @@ def choice_row(cs: ChoiceSet, verdict: Callable[[str, str, list[str]], dict[str,
     surrogates), counted as the choice criteria read them; "judged": every positive's verdict in full."""
     cal = cs.calibration
     pos = {r["name"]: verdict(r["parent"], r["name"], cal) for r in cs.positives}
-    students = [pos[r["name"]] for r in cs.positives if r["role"] == "surrogate"]
+    students = [pos[n] for n in cs.students]
     return {**choice_null_pairs(verdict, cal, level=level),
             "positives": len(pos), "positives_derived": sum(j["verdict"] == "derived" for j in pos.values()),
             "students": len(students), "students_derived": sum(j["verdict"] == "derived" for j in students),
@@ -271,9 +276,8 @@ def evidence_candidate(name: str, cs: ChoiceSet, rule: Any) -> dict[str, Any]:
     under one rule: its `choice_row` as "candidate" `name`, with each student's z per component ("student_z") in
     place of the positives' verdicts in full."""
     row = choice_row(cs, lambda v, s, refs: cs.verdict(rule, v, s, refs), rule.alpha)
-    students = {r["name"] for r in cs.positives if r["role"] == "surrogate"}
-    row["student_z"] = {n: {c: round(e["z"], 1) for c, e in j["evidence"].items()}
-                        for n, j in row.pop("judged").items() if n in students}
+    judged = row.pop("judged")
+    row["student_z"] = {n: {c: round(e["z"], 1) for c, e in judged[n]["evidence"].items()} for n in cs.students}
     return {"candidate": name, **row}
 
 
