@@ -12,6 +12,7 @@ import pytest
 from conftest import run_cli
 
 from modelgif_core import load_model
+from modelgif_core.engine.errors import UserError
 from modelgif_core.zoo import (
     ensure_zoo,
     list_zoo,
@@ -128,7 +129,7 @@ def test_rebuild_drift_is_measured_against_what_the_recipe_changed():
     assert rebuild_drift(SHIPPED / "resnet-victim", SHIPPED / "effnet-victim", None) == (float("inf"), 0)
 
 
-def test_zoo_verify_says_which_file_differs(tmp_path):
+def test_zoo_verify_says_which_file_differs(tmp_path, monkeypatch):
     """A tampered shipped file: `zoo verify MODEL` exits 1 with one sentence naming the model and file, from
     the manifest's sha256 before any training (a rebuild alone could not tell one flipped bit from float
     rounding on another CPU)."""
@@ -145,6 +146,11 @@ def test_zoo_verify_says_which_file_differs(tmp_path):
     lines = out.stdout.strip().splitlines()
     assert lines == [lines[0]] and lines[0].startswith(
         "resnet-weight-noise-0: the shipped model.safetensors is not the one manifest.json lists"), lines
+    # The Python API stops there too, before training.
+    monkeypatch.setenv("MODELGIF_ASSETS", str(assets))
+    with pytest.raises(UserError, match="resnet-weight-noise-0: the shipped model.safetensors is not the one"):
+        verify_zoo("small", names=["resnet-weight-noise-0"])
+    monkeypatch.delenv("MODELGIF_ASSETS")
     # The untampered file: the rebuild has the same bytes.
     out = run_cli("zoo", "verify", "resnet-weight-noise-0", "-q", env={"MODELGIF_ASSETS": str(ASSETS)})
     assert out.returncode == 0, out.stdout + out.stderr

@@ -404,7 +404,9 @@ def verify_zoo(size: str = "small", names: list[str] | None = None, progress: Pr
     parent is not retrained derives from the shipped parent (its own check covers that parent).
     Returns one row per model: name; per file the shipped and rebuilt sha256; exact (both files bitwise
     equal); drift and agreement (see MAX_DRIFT) and the config apart from the test accuracy, when not exact;
-    ok (exact, or within float rounding: drift <= MAX_DRIFT, agreement >= MIN_AGREEMENT, same config)."""
+    ok (exact, or within float rounding: drift <= MAX_DRIFT, agreement >= MIN_AGREEMENT, same config).
+    A shipped file that is not the manifest's stops it first (`check_manifest`): no rebuild can tell a changed
+    bit from float rounding."""
     import shutil
     import tempfile
 
@@ -418,6 +420,9 @@ def verify_zoo(size: str = "small", names: list[str] | None = None, progress: Pr
     if missing:
         raise UserError(f"The shipped assets ({shipped}) do not hold {', '.join(missing)} with today's "
                         f"recipe; rebuild them with `modelgif zoo build --size {size} --force` and copy them in.")
+    changed = check_manifest(size, names)
+    if changed:
+        raise UserError(" ".join(changed))
     with tempfile.TemporaryDirectory(prefix="modelgif-verify-") as tmp:
         root = Path(tmp)
         for name in names:
