@@ -59,11 +59,13 @@ def train_extra(home: Path, workers: int) -> list[dict]:
             continue
         r2 = dataclasses.replace(r, name=f"{r.name}-extra", seed=r.seed + SEED_SHIFT)
         tasks.append(_Task(r2, r2.key(""), str(folder / r2.name), None))
-        rows.append({"name": r2.name, "spec": f"local-dir:{folder / r2.name}", "role": r2.role, "arch": r2.arch,
-                     "data": r2.data, "parent": None, "attack": None})
+        rows.append({"name": r2.name, "spec": f"local-dir:{folder / r2.name}", "role": r2.role, "data": r2.data,
+                     "parent": None, "attack": None})
     todo = [t for t in tasks if (read_meta(Path(t.folder)) or {}).get("recipe_key") != t.key]
     print(f"{len(tasks)} extra calibration models, {len(todo)} to train", flush=True)
     _run_tasks(todo, max(1, min(workers, len(todo))), lambda d, n: print(f"  [{d}] {n}", flush=True))
+    for row in rows:  # the timm architecture, as list_zoo names it: the zoo's calibration models share it
+        row["arch"] = json.loads((folder / row["name"] / "config.json").read_text())["architecture"]
     return rows
 
 
@@ -110,6 +112,7 @@ def bigger_choice_set(extra: list[dict], home: Path) -> ChoiceSet:
     resumable_pairs = importlib.import_module("13_confirm_verdicts").resumable_pairs
     base = choice_set()
     rows = base.rows + extra
+    assert {r["arch"] for r in extra} == {r["arch"] for r in base.rows if r["role"] == "independent-calibration"}
     victims = [i for i, r in enumerate(rows) if r["role"] in ("victim", "independent-calibration")]
     comps = resumable_pairs([r["spec"] for r in rows], victims, home / "pairs", FieldStore(default_store_root()),
                             float("inf"))
