@@ -7,7 +7,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-from modelgif_core.analysis.calibration import JointRule, joint_statistic, judge_joint, judge_matched
+from modelgif_core.analysis.calibration import (
+    JointRule,
+    gaussianised_z,
+    joint_scores,
+    joint_statistic,
+    judge_joint,
+    judge_matched,
+)
 from modelgif_core.engine.errors import UserError
 
 nan = float("nan")
@@ -64,6 +71,43 @@ def test_heavier_tailed_null_gives_larger_p():
     assert t3["p_value"] > gauss and t3["rule"] == "joint-t3"
     with pytest.raises(UserError, match="degrees of freedom"):
         JointRule(tail_df=-1.0)
+
+
+def test_gaussianised_z_keeps_the_tail_probability():
+    """A z among n Student-t references goes to the Gaussian case's z at the same tail probability: checked against
+    direct simulation of both cases, monotone, and the identity for Gaussian data (df large)."""
+    from scipy.stats import t as student_t
+
+    n, df = 12, 5
+    rng = np.random.default_rng(11)
+    sims = rng.standard_t(df, (200_000, n + 1))
+    z_t = (sims[:, 0] - sims[:, 1:].mean(1)) / sims[:, 1:].std(1, ddof=1)
+    for q in (1e-2, 1e-3):
+        zq = np.quantile(z_t, q)  # the Student-t case's q quantile goes to the Gaussian case's
+        gauss_q = student_t.ppf(q, n - 1) * np.sqrt((n + 1) / n)
+        assert abs(float(gaussianised_z(zq, n, df)) - gauss_q) < 0.1, (q, zq, gauss_q)
+    z = np.array([-12.0, -6.0, -3.0, 0.0, 2.0])
+    g = gaussianised_z(z, n, df)
+    assert np.all(np.diff(g) > 0) and g[0] > -12.0 and abs(g[3]) < 0.02
+    assert np.allclose(gaussianised_z(z[1:], n, 1e4), z[1:], atol=0.05)
+
+
+def test_the_fields_own_tail_weakens_a_far_field_alone_and_nothing_else():
+    """field_tail_df: a suspect far out on the field alone gets a larger p; one as far out on an output component
+    keeps its p (the field's z is taken to the Gaussian scale before T, the null stays Gaussian)."""
+    refs = _refs(np.random.default_rng(6))
+    rule, heavy = JointRule(bootstrap=0), JointRule(bootstrap=0, field_tail_df=3.0)
+    assert heavy.name == "joint-ft3"
+    field_far = {"modelgif": 0.85, "boundary-js": 1.0, "adversarial-js": 1.0}
+    js_far = {"modelgif": 1.0, "boundary-js": 0.85, "adversarial-js": 1.0}
+    p = {(r.name, k): judge_joint(d, refs, r)["p_value"] for r in (rule, heavy) for k, d in
+         (("field", field_far), ("js", js_far))}
+    assert p["joint", "field"] < 1e-3 < p["joint-ft3", "field"]
+    assert p["joint-ft3", "js"] == p["joint", "js"] < 1e-3
+    with pytest.raises(ValueError, match="field"):
+        joint_scores(np.ones((1, 3)), np.ones((4, 3)), heavy)
+    with pytest.raises(UserError, match="degrees of freedom"):
+        JointRule(field_tail_df=-1.0)
 
 
 def test_weights_component_decides_alone_under_two_w():

@@ -220,6 +220,10 @@ class JointRule:
     # 0: the simulated models' log-distances are Gaussian; > 0: each simulated model is scaled by a
     # Student-t mixing variable with this many degrees of freedom (a heavier-tailed null; research/18)
     tail_df: float = 0.0
+    # > 0: the field's log-distances Student-t with this many degrees of freedom, the other components' Gaussian:
+    # the field's z is taken to the z a Gaussian log-distance has at the same tail probability (`gaussianised_z`)
+    # before T, so its heavier tail does not widen the null of the others (research/29)
+    field_tail_df: float = 0.0
     weights: bool = False  # judge the weight-space component too (where suspect and victim share it)
     # with weights: judge it as its own stage (Bonferroni: p = 2 min(p of the other components, p of the
     # weights alone)) instead of inside T, so it does not widen the other components' null
@@ -230,9 +234,9 @@ class JointRule:
         if not 0.0 < self.alpha < 1.0:
             raise UserError(f"The triage level alpha must lie strictly between 0 and 1 (default 1e-3); "
                             f"got {self.alpha!r}.")
-        if self.tail_df < 0:
+        if self.tail_df < 0 or self.field_tail_df < 0:
             raise UserError(f"The null's tail degrees of freedom must be 0 (Gaussian) or positive; "
-                            f"got {self.tail_df!r}.")
+                            f"got {self.tail_df!r} and {self.field_tail_df!r} (the field's).")
         if self.statistic not in JOINT_STATISTICS:
             raise UserError(f"Unknown joint statistic {self.statistic!r}; choose from "
                             f"{', '.join(JOINT_STATISTICS)}.")
@@ -249,6 +253,7 @@ class JointRule:
         name += "-two" if self.statistic == "second" else ""
         name += ("-ws" if self.weight_stage else "-w") if self.weights else ""
         name += "-shift" if self.boundary_shift else ""
+        name += f"-ft{self.field_tail_df:g}" if self.field_tail_df else ""
         return name + (f"-t{self.tail_df:g}" if self.tail_df else "")
 
     def to_dict(self) -> dict[str, Any]:
@@ -349,6 +354,27 @@ def joint_null(n: int, corr: np.ndarray, statistic: str, draws: int = _NULL_DRAW
     return _NULL_CACHE[key]
 
 
+_TAIL_SETS = 10_000  # simulated reference sets behind `gaussianised_z`
+_TAIL_CACHE: dict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def gaussianised_z(z: float | np.ndarray, n: int, df: float) -> np.ndarray:
+    """The z a Gaussian log-distance has at the same tail probability as z, a suspect's z among n references when all
+    n + 1 log-distances are Student-t with df degrees of freedom. That probability is P(x < mean + z sd) averaged over
+    simulated reference sets (seeded, cached; smooth, with no floor in the tails); back through the Gaussian case's
+    own distribution, sqrt((n + 1) / n) times Student-t with n - 1 degrees of freedom. Monotone; the identity as df
+    grows."""
+    from scipy.stats import t as student_t
+
+    if (n, df) not in _TAIL_CACHE:
+        refs = np.random.default_rng(20_261_204 + n).standard_t(df, (_TAIL_SETS, n))
+        _TAIL_CACHE[(n, df)] = refs.mean(1), refs.std(1, ddof=1)
+    mean, sd = _TAIL_CACHE[(n, df)]
+    z = np.asarray(z, dtype=float)
+    u = student_t.cdf(mean + z[..., None] * sd, df).mean(-1)
+    return student_t.ppf(u, n - 1) * math.sqrt((n + 1) / n)
+
+
 def _null_p(t: float | np.ndarray, null: np.ndarray) -> float | np.ndarray:
     """Share of the sorted simulated statistics `null` at or above t (at least 1 / (draws + 1)); t may be an array."""
     return (1 + len(null) - np.searchsorted(null, t, side="left")) / (1 + len(null))
@@ -388,15 +414,25 @@ def judge_joint(distances: dict[str, float | None], refs: dict[str, Sequence[flo
     ref = _transform(np.array([[refs[c][i] for c in comps] for i in idx], dtype=float), rule.log_scale)
     x = _transform(np.array([distances[c] for c in comps], dtype=float), rule.log_scale)
     z = _zs(x, ref)
+    field = comps.index("modelgif") if rule.field_tail_df and "modelgif" in comps else None
+
+    def on_scale(zs: np.ndarray) -> np.ndarray:
+        """z [..., m] with the field's z taken to the Gaussian scale (field_tail_df)."""
+        if field is None:
+            return zs
+        zs = np.array(zs, dtype=float)
+        zs[..., field] = gaussianised_z(zs[..., field], len(ref), rule.field_tail_df)
+        return zs
+
     alone = tuple(c in ALONE_COMPONENTS for c in comps) if rule.weights else None
-    t = float(joint_statistic(z, rule.statistic, None if alone is None else np.array(alone)))
+    t = float(joint_statistic(on_scale(z), rule.statistic, None if alone is None else np.array(alone)))
     corr = _shrunk_correlation(ref)
     null = joint_null(len(ref), corr, rule.statistic, tail_df=rule.tail_df, alone=alone)
     p = float(_null_p(t, null))
     # The lowest component alone, by the same null: "independent" needs it among the references too.
     p_lowest = p if not rule.checks_lowest else float(_null_p(
-        float(-np.nanmin(z)), joint_null(len(ref), corr, "min", tail_df=rule.tail_df)))
-    t_clear = float(joint_statistic(np.full(len(comps), -CLEAR_COPY_Z), rule.statistic,
+        float(-np.nanmin(on_scale(z))), joint_null(len(ref), corr, "min", tail_df=rule.tail_df)))
+    t_clear = float(joint_statistic(on_scale(np.full(len(comps), -CLEAR_COPY_Z)), rule.statistic,
                                     None if alone is None else np.array(alone)))
     p_clear_copy = float(_null_p(t_clear, null))
     verdict = _verdict(p, p_lowest, p_clear_copy, rule)
@@ -404,7 +440,8 @@ def judge_joint(distances: dict[str, float | None], refs: dict[str, Sequence[flo
     if rule.bootstrap:
         rng = np.random.default_rng(seed)
         pick = rng.integers(0, len(ref), size=(rule.bootstrap, len(ref)))
-        tb = joint_statistic(_zs(x[None], ref[pick]), rule.statistic, None if alone is None else np.array(alone))
+        tb = joint_statistic(on_scale(_zs(x[None], ref[pick])), rule.statistic,
+                             None if alone is None else np.array(alone))
         tb = tb[np.isfinite(tb)]
         if len(tb):
             interval = [float(np.quantile(tb, 0.05)), float(np.quantile(tb, 0.95))]
@@ -505,6 +542,8 @@ def joint_scores(x: np.ndarray, ref: np.ndarray, rule: JointRule | None = None) 
     raw distances (NaN = undefined; a reference must be defined on every component) -> (T [S], p [S]).
     Suspects with the same defined components share one simulated null."""
     rule = rule or JointRule()
+    if rule.field_tail_df:
+        raise ValueError("joint_scores' columns are unnamed, so it cannot tell the field's: use judge_joint")
     x = np.atleast_2d(np.asarray(x, dtype=float)).copy()
     ref = np.asarray(ref, dtype=float)
     usable = np.isfinite(ref).any(0)  # a component no reference defines (no boundary) is left out
