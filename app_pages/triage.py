@@ -74,9 +74,10 @@ references = st.multiselect(
     help="Stored models not derived from the victim as far as the store knows (the zoo's lineage). "
          "Leave empty for a digits victim: the zoo's independent models serve as references.")
 rule = st.radio("Verdict rule", TRIAGE_RULES, horizontal=True, key="tri_rule",
-                help="joint-arch-w-shift (default): the components' joint null against references of the suspect's "
-                     "architecture, led by the strongest single component, with the weight-space component "
-                     "(same architecture) and where the suspect's own boundary lies (boundary-shift); "
+                help="joint-arch-w-shift-ft10 (default): the components' joint null against references of the "
+                     "suspect's architecture, led by the strongest single component, with the weight-space component "
+                     "(same architecture) and where the suspect's own boundary lies (boundary-shift), the field's "
+                     "tail Student-t; joint-arch-w-shift: every component Gaussian; "
                      "joint-arch-w: without the boundary shift; joint-arch: without either; "
                      "joint-arch-two(-ws, -w): two "
                      "components must agree (-ws: the weights as a stage of their own, -w: inside the "

@@ -519,8 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rule", default=TRIAGE_RULES[0], choices=TRIAGE_RULES,
                    help="verdict rule: joint null of the components against references of the suspect's "
                         "architecture, led by the strongest single component, with the weight-space component "
-                        "(same architecture) and where the suspect's own boundary lies (joint-arch-w-shift, the "
-                        "default); joint-arch-w: without the boundary shift; joint-arch: without either; "
+                        "(same architecture) and where the suspect's own boundary lies, the field's tail Student-t "
+                        "(joint-arch-w-shift-ft10, the default); joint-arch-w-shift: every component Gaussian; "
+                        "joint-arch-w: without the boundary shift; joint-arch: without either; "
                         "joint-arch-two(-ws, -w): two components must agree (-ws: the weights as a stage of "
                         "their own, -w: inside the statistic); joint: against all references; minz: the "
                         "Sidak-corrected minimum z")

@@ -342,7 +342,7 @@ def test_default_triage_uses_the_margin_field_and_victim_boundary_points(models)
     # the default reads where the suspect's own boundary lies wherever the victim's boundary points exist
     assert ("boundary-shift" in out["components"]) == ("boundary-js" in out["components"])
     assert ("the boundary shift at how many" in out["explanation"]) == ("boundary-shift" in out["components"])
-    assert out["rule"]["name"] == "joint-arch-w-shift"
+    assert out["rule"]["name"] == "joint-arch-w-shift-ft10"
     assert "weights" in out["components"]  # the default's weight stage: victim and copy share an architecture
     assert "adversarial-js" in out["components"]  # placed from every anchor, one class or several
     assert out["suspects"][0]["verdict"] == "derived"
@@ -430,7 +430,7 @@ def test_the_default_reads_where_a_trained_suspect_s_own_boundary_lies(monkeypat
     # 200 points: a share over 40 tie points is too coarse to separate the student (0.60 there, references 0.53-0.68)
     kw = {"references": refs, "anchors": "digits:8", "points": "digits:200:0", "cfg": FieldConfig(steps=4)}
     out = triage("zoo:resnet-victim", ["zoo:resnet-extract-label-strong-0"], **kw).to_dict()
-    assert out["rule"]["name"] == "joint-arch-w-shift" and SHIFT_COMPONENT in out["components"]
+    assert out["rule"]["name"] == "joint-arch-w-shift-ft10" and SHIFT_COMPONENT in out["components"]
     assert "the boundary shift at how many" in out["explanation"]
     shift = out["suspects"][0]["evidence"][SHIFT_COMPONENT]
     ref_shift = out["reference_components"][SHIFT_COMPONENT]

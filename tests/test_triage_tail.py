@@ -52,8 +52,11 @@ def test_two_with_matched_references_and_its_name():
     from modelgif_core import TRIAGE_RULES
     from modelgif_core.analysis.triage import DEFAULT_RULE, rule_by_name
 
-    # the default (research/26) is listed first: the CLI's --rule and the app's radio take it from there
-    assert DEFAULT_RULE == TRIAGE_RULES[0] == "joint-arch-w-shift"
+    # the default (research/29) is listed first: the CLI's --rule and the app's radio take it from there
+    assert DEFAULT_RULE == TRIAGE_RULES[0] == "joint-arch-w-shift-ft10"
+    default = rule_by_name(DEFAULT_RULE)
+    assert default == dataclasses.replace(rule_by_name("joint-arch-w-shift"), field_tail_df=10.0)
+    assert default.name == DEFAULT_RULE and rule_by_name("joint-arch-w").field_tail_df == 0
     shift = rule_by_name("joint-arch-w-shift")
     assert shift.boundary_shift and shift.weights and not shift.weight_stage and shift.statistic == "max"
     assert shift == dataclasses.replace(rule_by_name("joint-arch-w"), boundary_shift=True)

@@ -182,14 +182,22 @@ def judge_components(distances: dict[str, float | None], refs: dict[str, Sequenc
 #
 # The "-shift" variant adds the output component "boundary-shift" (the share of the victim's tie points from which the
 # suspect's own boundary lies away, `probes.boundary_shift`, `probes.far_share`): a student of the victim's labels
-# alone copies where its boundary lies, not its softmax. joint-arch-w-shift, the default, was chosen over joint-arch-w
-# on the same choice set (research/26_confirm_choose_boundary_shift.py, with the mean shift: one more of the owner's
-# students and copies derived, its label student; one null pair derived under both, on the field alone), and the share
-# over the mean (research/27_confirm_choose_shift_summary.py: every positive and student derived).
+# alone copies where its boundary lies, not its softmax. joint-arch-w-shift was chosen over joint-arch-w on the same
+# choice set (research/26_confirm_choose_boundary_shift.py, with the mean shift: one more of the owner's students and
+# copies derived, its label student; one null pair derived under both, on the field alone), and the share over the mean
+# (research/27_confirm_choose_shift_summary.py: every positive and student derived).
+#
+# "-ft10", the default: the field's log-distances taken as Student-t with 10 degrees of freedom (field_tail_df). Against
+# the 12-13 references of an architecture a test suspect meets, the field's lower tail is heavier than the Gaussian
+# null's (z below -5 in 6 of 4,830 null pairs where 1.1 were expected), the output components' is not; a choice set
+# of 5-6 references per pair could not show it (a z's own small-sample spread dominates). On 70 calibration
+# independents (4,830 null pairs, research/28_confirm_choose_tail_more_references.py) the Gaussian null derived 8,
+# -ft10 4 (alpha x pairs: 4.8) with every positive and student still derived (research/29_confirm_choose_field_tail.py);
+# a heavier tail for every component (-t10) lost two students resting on the boundary shift.
 #
 # -arch: architecture-matched references. The default first (analysis.triage.DEFAULT_RULE).
-RULES = ("joint-arch-w-shift", "joint-arch-w", "joint-arch-two-ws", "joint-arch-two", "joint-arch-two-w", "joint-arch",
-         "joint", "minz")
+RULES = ("joint-arch-w-shift-ft10", "joint-arch-w-shift", "joint-arch-w", "joint-arch-two-ws", "joint-arch-two",
+         "joint-arch-two-w", "joint-arch", "joint", "minz")
 ALONE_COMPONENTS = ("weights",)
 SHIFT_COMPONENT = "boundary-shift"  # the output component the "-shift" rules add (evidence computes it)
 JOINT_STATISTICS = ("max", "min", "stouffer", "second")  # max(min-z, truncated Stouffer) | min-z | Stouffer |

@@ -28,6 +28,7 @@ calibration models are the references when none are given; any other domain must
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -77,8 +78,9 @@ DEFAULT_COMPONENTS = ("modelgif", "boundary-js", "adversarial-js")
 # research/21_confirm_choose_weight_stage.py (the weight-space component), then
 # research/24_confirm_choose_rule_more_calibration.py (the rule, on 35 calibration independents), then
 # research/26_confirm_choose_boundary_shift.py (the boundary-shift component), then
-# research/27_confirm_choose_shift_summary.py (that component as the share of tie points beyond 0.05)
-DEFAULT_RULE = "joint-arch-w-shift"
+# research/27_confirm_choose_shift_summary.py (that component as the share of tie points beyond 0.05), then
+# research/29_confirm_choose_field_tail.py (the field's tail Student-t, on 70 calibration independents)
+DEFAULT_RULE = "joint-arch-w-shift-ft10"
 
 
 def rule_by_name(name: str) -> TriageRule | JointRule:
@@ -87,11 +89,13 @@ def rule_by_name(name: str) -> TriageRule | JointRule:
         raise UserError(f"Unknown triage rule {name!r}; choose from {', '.join(RULES)}.")
     if name == "minz":
         return TriageRule()
-    plain = name.removesuffix("-shift")
+    field_tail = re.fullmatch(r"(.*)-ft(\d+)", name)
+    named, field_tail_df = (field_tail[1], float(field_tail[2])) if field_tail else (name, 0.0)
+    plain = named.removesuffix("-shift")
     base = plain.removesuffix("-w").removesuffix("-ws")
-    return JointRule(match_architecture=name.startswith("joint-arch"), weights=base != plain,
+    return JointRule(match_architecture=named.startswith("joint-arch"), weights=base != plain,
                      weight_stage=plain.endswith("-ws"), statistic="second" if base.endswith("-two") else "max",
-                     boundary_shift=plain != name)
+                     boundary_shift=plain != named, field_tail_df=field_tail_df)
 
 
 @dataclass
@@ -450,9 +454,10 @@ def triage(victim: str | ModelHandle, suspects: Sequence[str | ModelHandle],
     field_output: what the field differentiates, "logit", "logprob" or "margin" (default: "margin"
     when `cfg` is not given, i.e. triage's tuned defaults; a caller's own cfg runs on the logits).
     log_prob=True is the older spelling of field_output="logprob" (False: "logit").
-    rule: "joint-arch-w-shift" (default: the components' joint null against references of the suspect's
+    rule: "joint-arch-w-shift-ft10" (default: the components' joint null against references of the suspect's
     architecture, `calibration.judge_matched`, led by the strongest single component, with the weight-space
-    component, defined between two checkpoints of one architecture, and the boundary-shift component),
+    component, defined between two checkpoints of one architecture, and the boundary-shift component, the field's
+    tail Student-t with 10 degrees of freedom),
     "joint-arch-w" (without the boundary shift), "joint-arch" (without either),
     "joint-arch-two-ws" (two components required to agree, the weights as a stage of their own),
     "joint-arch-two" (two components, no weights), "joint-arch-two-w" (two components, the weights inside the

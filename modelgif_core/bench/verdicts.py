@@ -22,11 +22,12 @@ CLI does for a digits victim), "calibration" = the 35 calibration models only (t
 Null subsets: "all" (3,422), "test-suspect" (the suspect a test independent, 1,392), "test-pairs" (both
 test independents, 552: no model of these pairs entered a choice), "calibration" (the choice set, 1,190).
 
-Rules side by side: "joint-arch-w-shift" (the default: the joint null against the references of the suspect's
+Rules side by side: "joint-arch-w-shift-ft10" (the default: the joint null against the references of the suspect's
 architecture, `calibration.matched_references`, led by the strongest component, with the weight-space distance
-of same-architecture checkpoints and where the suspect's own boundary lies; chosen on the 1,190-pair choice set,
-research/26_confirm_choose_boundary_shift.py), "joint-arch-w" (without the boundary shift; chosen on that set
-before it, research/24_confirm_choose_rule_more_calibration.py),
+of same-architecture checkpoints and where the suspect's own boundary lies, the field's tail Student-t; chosen on
+4,830 null pairs of 70 calibration independents, research/29_confirm_choose_field_tail.py), "joint-arch-w-shift"
+(every component Gaussian; chosen on the 1,190-pair choice set, research/26), "joint-arch-w" (without the boundary
+shift; chosen on that set before it, research/24_confirm_choose_rule_more_calibration.py),
 "joint-arch-two-ws" (two components must sit below the references, the weights a stage of their own; the
 default chosen on the 132-pair choice set of 12 calibration independents, research/21), "joint-arch-two-w",
 "joint-arch-two", "joint-arch" (without the weights), "joint" (against all references) and "minz" (the
