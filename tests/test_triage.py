@@ -342,6 +342,7 @@ def test_default_triage_uses_the_margin_field_and_victim_boundary_points(models)
     # the default reads where the suspect's own boundary lies wherever the victim's boundary points exist
     assert ("boundary-shift" in out["components"]) == ("boundary-js" in out["components"])
     assert ("the boundary shift at how many" in out["explanation"]) == ("boundary-shift" in out["components"])
+    assert "the field's taken to the Gaussian scale" in out["explanation"]  # the default's field tail, said
     assert out["rule"]["name"] == "joint-arch-w-shift-ft10"
     assert "weights" in out["components"]  # the default's weight stage: victim and copy share an architecture
     assert "adversarial-js" in out["components"]  # placed from every anchor, one class or several

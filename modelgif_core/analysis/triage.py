@@ -234,7 +234,11 @@ class TriageReport:
                        "boundary lies elsewhere"
                        if outputs and SHIFT_COMPONENT in self.components else "")
                     + f". Each component ({', '.join(self.components)}) is a z-score of the log-distance "
-                    f"among the references; the score is "
+                    f"among the references"
+                    + (f" (the field's taken to the Gaussian scale, its log-distances heavier-tailed: Student-t "
+                       f"with {self.rule.field_tail_df:g} degrees of freedom)"
+                       if self.rule.field_tail_df and "modelgif" in self.components else "")
+                    + "; the score is "
                     + ("the second lowest z (negated: two components must sit below the references)"
                        + (", or the weight-space z alone (the parameters a copy shares with its parent; same "
                           "architecture only)" if self.rule.weights else "")
