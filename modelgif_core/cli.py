@@ -308,11 +308,11 @@ def _zoo_verify(args: argparse.Namespace) -> int:
     if args.all and args.models:
         raise UserError("Give model names or --all, not both.")
     names = [r.name for r in zoo.recipes(args.size)] if args.all else (args.models or None)
-    changed = zoo.check_manifest(args.size, names or zoo.quick_verify_names(args.size))
-    if changed:
-        print("\n".join(changed))
+    try:
+        rows = zoo.verify_zoo(args.size, names=names, progress=None if args.quiet else _zoo_bar("verify"))
+    except zoo.ManifestMismatch as err:
+        print("\n".join(err.changed))
         return 1
-    rows = zoo.verify_zoo(args.size, names=names, progress=None if args.quiet else _zoo_bar("verify"))
     bad = [r for r in rows if not r["ok"]]
     if args.format == "json":
         print(json.dumps(rows, indent=2))

@@ -6,6 +6,7 @@ recipes (what the zoo holds) -> training (how each model is made) -> build (trai
 
 from ..engine.registry import register_scheme
 from .build import (
+    ManifestMismatch,
     build_zoo,
     check_manifest,
     default_workers,
@@ -30,7 +31,7 @@ from .recipes import ARCHS, ATTACK_KINDS, FORGET_CLASS, ROLES, SIZES, UNLEARNING
 register_scheme("zoo", lambda name: f"local-dir:{zoo_model_dir(name)}")
 
 __all__ = [
-    "ARCHS", "ATTACK_KINDS", "FORGET_CLASS", "ROLES", "SIZES", "UNLEARNING", "VICTIMS", "Recipe",
+    "ARCHS", "ATTACK_KINDS", "FORGET_CLASS", "ROLES", "SIZES", "UNLEARNING", "VICTIMS", "ManifestMismatch", "Recipe",
     "assets_root", "build_zoo", "check_manifest", "default_workers", "ensure_zoo", "list_zoo", "quick_verify_names",
     "recipe_keys", "recipes", "shipped_model_dir", "shipped_zoo_root", "verify_message", "verify_zoo", "write_manifest",
     "zoo_is_built", "zoo_location", "zoo_model_dir", "zoo_root",

@@ -347,6 +347,14 @@ MAX_DRIFT = 0.5  # ||rebuilt - shipped|| / ||shipped - start||; start: the paren
 MIN_AGREEMENT = 0.95  # held-out digits on which the rebuild predicts the shipped model's class
 
 
+class ManifestMismatch(UserError):
+    """Shipped files that are not the ones the manifest lists; `changed`: one sentence per file."""
+
+    def __init__(self, changed: list[str]):
+        super().__init__(" ".join(changed))
+        self.changed = changed
+
+
 def check_manifest(size: str = "small", names: list[str] | None = None) -> list[str]:
     """One sentence per shipped file whose sha256 is not the manifest's (changed after the build); [] when
     the assets hold no manifest."""
@@ -405,8 +413,8 @@ def verify_zoo(size: str = "small", names: list[str] | None = None, progress: Pr
     Returns one row per model: name; per file the shipped and rebuilt sha256; exact (both files bitwise
     equal); drift and agreement (see MAX_DRIFT) and the config apart from the test accuracy, when not exact;
     ok (exact, or within float rounding: drift <= MAX_DRIFT, agreement >= MIN_AGREEMENT, same config).
-    A shipped file that is not the manifest's stops it first (`check_manifest`): no rebuild can tell a changed
-    bit from float rounding."""
+    A shipped file that is not the manifest's stops it first (`check_manifest`, raised as ManifestMismatch): no
+    rebuild can tell a changed bit from float rounding."""
     import shutil
     import tempfile
 
@@ -422,7 +430,7 @@ def verify_zoo(size: str = "small", names: list[str] | None = None, progress: Pr
                         f"recipe; rebuild them with `modelgif zoo build --size {size} --force` and copy them in.")
     changed = check_manifest(size, names)
     if changed:
-        raise UserError(" ".join(changed))
+        raise ManifestMismatch(changed)
     with tempfile.TemporaryDirectory(prefix="modelgif-verify-") as tmp:
         root = Path(tmp)
         for name in names:
