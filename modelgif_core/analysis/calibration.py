@@ -432,14 +432,15 @@ def judge_joint(distances: dict[str, float | None], refs: dict[str, Sequence[flo
         zs[..., field] = gaussianised_z(zs[..., field], len(ref), rule.field_tail_df)
         return zs
 
+    z_scaled = on_scale(z)
     alone = tuple(c in ALONE_COMPONENTS for c in comps) if rule.weights else None
-    t = float(joint_statistic(on_scale(z), rule.statistic, None if alone is None else np.array(alone)))
+    t = float(joint_statistic(z_scaled, rule.statistic, None if alone is None else np.array(alone)))
     corr = _shrunk_correlation(ref)
     null = joint_null(len(ref), corr, rule.statistic, tail_df=rule.tail_df, alone=alone)
     p = float(_null_p(t, null))
     # The lowest component alone, by the same null: "independent" needs it among the references too.
     p_lowest = p if not rule.checks_lowest else float(_null_p(
-        float(-np.nanmin(on_scale(z))), joint_null(len(ref), corr, "min", tail_df=rule.tail_df)))
+        float(-np.nanmin(z_scaled)), joint_null(len(ref), corr, "min", tail_df=rule.tail_df)))
     t_clear = float(joint_statistic(on_scale(np.full(len(comps), -CLEAR_COPY_Z)), rule.statistic,
                                     None if alone is None else np.array(alone)))
     p_clear_copy = float(_null_p(t_clear, null))
