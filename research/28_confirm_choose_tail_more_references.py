@@ -39,7 +39,15 @@ import numpy as np
 from scipy.stats import t as student_t
 
 from modelgif_core import FieldStore, zoo
-from modelgif_core.bench.verdicts import COMPONENTS, RULE_CHOICES, ChoiceSet, choice_lines, choice_row, choice_set
+from modelgif_core.bench.verdicts import (
+    COMPONENTS,
+    RULE_CHOICES,
+    ChoiceSet,
+    choice_lines,
+    choice_set,
+    choose,
+    evidence_candidate,
+)
 from modelgif_core.engine.store import default_store_root
 from modelgif_core.zoo.build import _run_tasks, _Task  # private: no public call trains recipes the zoo does not list
 from modelgif_core.zoo.paths import read_meta
@@ -86,19 +94,13 @@ def main() -> None:
     data = {r["name"]: r["data"] for r in cs.rows}
     cands = {DEFAULT.name: DEFAULT, **{f"{DEFAULT.name}-t{df}": dataclasses.replace(DEFAULT, tail_df=float(df))
                                        for df in TAIL_DFS}}
-    table = []
-    for name, rule in cands.items():
-        row = choice_row(cs, lambda v, s, refs, rule=rule: cs.verdict(rule, v, s, refs), rule.alpha)
-        row.pop("judged")
-        table.append({"candidate": name, **row})
+    table = [evidence_candidate(name, cs, rule) for name, rule in cands.items()]
     print(f"choice set: {len(cs.calibration)} calibration independents, {table[0]['null_pairs']} null pairs, "
           f"{len(cs.positives)} positives ({len(cs.students)} students)")
     print("\n".join(choice_lines(table, "candidate", data, 26)))
     print("\n".join(tail_lines(cs)))
     default = table[0]
-    ok = [t for t in table[1:] if t["eligible"]]
-    best = sorted(ok, key=lambda t: (-t["positives_derived"], -t["students_derived"],
-                                     -round(t["student_median_neglog10_p"], 6)))[0] if ok else None
+    best = choose(table[1:], default)[0]
     kept = default if default["eligible"] or best is None else best
     print(f"default eligible: {default['eligible']}; best eligible heavier tail: {best and best['candidate']}; "
           f"chosen: {kept['candidate']}")

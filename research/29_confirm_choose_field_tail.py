@@ -33,7 +33,7 @@ import math
 import sys
 from pathlib import Path
 
-from modelgif_core.bench.verdicts import RULE_CHOICES, choice_lines, choice_row
+from modelgif_core.bench.verdicts import RULE_CHOICES, choice_lines, choice_row, choose
 from modelgif_core.engine.store import default_store_root
 
 DEFAULT = RULE_CHOICES["joint-arch-w-shift"]
@@ -65,9 +65,7 @@ def main() -> None:
     print("\n".join(lines))
     print("the students' p:", *(f"  {t['candidate']}: " + ", ".join(f"{n} {p:.1e}" for n, p in t["student_p"].items())
                                 for t in table), sep="\n")
-    ok = [t for t in table if t["eligible"]]
-    best = sorted(ok, key=lambda t: (-t["positives_derived"], -t["students_derived"],
-                                     -round(t["student_median_neglog10_p"], 6)))[0] if ok else None
+    best = choose(table, table[0])[0]
     print(f"best eligible: {best and best['candidate']}; chosen: {(best or table[0])['candidate']}")
     print(json.dumps({"table": table, "chosen": (best or table[0])["candidate"]}))
 
